@@ -1,0 +1,240 @@
+"""Threshold-CKKS parameter presets, with the security and bit-budget reasoning checked in code.
+
+The ciphertext modulus is split into three roles (SEAL convention: the last prime is special):
+
+* **payload primes** carry the packed, quantized model update: each residue holds
+  ``fields_per_prime`` unsigned fields of ``slot_bits`` bits, so any sum of up to
+  ``max_parties`` updates stays exact and never carries into a neighbouring field;
+* **noise primes** (the last ``noise_primes`` data primes) carry nothing: the message is zero
+  there, so after threshold decryption their residues are the total decryption noise, read off
+  exactly and subtracted from every payload residue (decoding is exact, no rounding);
+* the **special prime** exists only at the key level; SEAL divides the fresh encryption noise
+  by it. We never key-switch, so 18 bits suffice and the rest of the 128-bit budget goes to data.
+
+Security: the total modulus must not exceed SEAL's ``CoeffModulus.MaxBitCount(N, TC128)``
+(HomomorphicEncryption.org standard, ternary secrets). Anything larger is refused.
+
+Noise flooding (Li & Micciancio, EUROCRYPT 2021): every decryption share carries uniform noise
+of ``smudging_bits`` bits, at least ``flooding_margin_bits`` (40) above the ciphertext noise times
+the Lagrange scaling ``Delta=(n-1)!`` of t-of-n combination (see ``he.threshold``), so a
+decryption reveals the aggregate and statistically nothing about the secret keys. Correctness
+needs the total noise to stay below half the product of the noise primes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import tenseal.sealapi as seal
+
+from he.errors import InsecureParametersError
+from he.threshold import max_lagrange_weight
+
+MIN_FLOODING_MARGIN_BITS = 40
+TAIL_SIGMAS = 12  # ciphertext-noise bound: P(|noise| > 12 sigma) < 2^-100 per coefficient
+
+
+@dataclass(frozen=True)
+class HEParams:
+    """One parameter set. Validated on construction: insecure or inconsistent sets are refused.
+
+    Parameters
+    ----------
+    name : str
+        Preset name, shown in errors, logs and MLflow.
+    poly_modulus_degree : int
+        Ring dimension N (a power of two); each ciphertext holds N coefficients.
+    coeff_modulus_bits : tuple[int, ...]
+        Bit sizes of the RNS primes; the last one is SEAL's special (key-level) prime.
+    noise_primes : int
+        How many of the last data primes are reserved to read the decryption noise.
+    value_bits : int
+        Quantizer width: each weighted value becomes an integer in ``[0, 2^value_bits - 2]``.
+    clip : float
+        Weighted values are clipped to ``[-clip, clip]`` before quantization.
+    max_parties : int
+        Most hospitals whose updates are summed; sets the per-field headroom bits.
+    max_samples_per_party : int
+        The FedAvg weight of a hospital is ``num_examples / max_samples_per_party`` (at most 1).
+    stochastic_rounding : bool
+        Unbiased stochastic rounding (compact presets) instead of round-to-nearest.
+    flooding_margin_bits : int (default: 40)
+        Statistical distance of a decryption from an ideal one is about 2^-margin.
+    insecure_for_tests : bool (default: False)
+        Skip the 128-bit check, for small fast test parameters only. Never used by presets.
+    """
+
+    name: str
+    poly_modulus_degree: int
+    coeff_modulus_bits: tuple[int, ...]
+    noise_primes: int
+    value_bits: int
+    clip: float
+    max_parties: int
+    max_samples_per_party: int
+    stochastic_rounding: bool
+    flooding_margin_bits: int = MIN_FLOODING_MARGIN_BITS
+    insecure_for_tests: bool = field(default=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "coeff_modulus_bits", tuple(self.coeff_modulus_bits))
+        n = self.poly_modulus_degree
+        if n < 1024 or n & (n - 1):
+            raise InsecureParametersError(
+                f"{self.name}: poly_modulus_degree must be a power of two >= 1024, got {n}"
+            )
+        if self.noise_primes < 1 or len(self.data_prime_bits) <= self.noise_primes:
+            raise InsecureParametersError(
+                f"{self.name}: need at least one payload prime besides {self.noise_primes} noise "
+                f"prime(s) and the special prime; coeff_modulus_bits={self.coeff_modulus_bits}"
+            )
+        limit = seal.CoeffModulus.MaxBitCount(n, seal.SEC_LEVEL_TYPE.TC128)
+        if sum(self.coeff_modulus_bits) > limit and not self.insecure_for_tests:
+            raise InsecureParametersError(
+                f"{self.name}: {sum(self.coeff_modulus_bits)} modulus bits at N={n} is below "
+                f"128-bit security (SEAL allows at most {limit}); lower coeff_modulus_bits or "
+                f"raise poly_modulus_degree"
+            )
+        if self.flooding_margin_bits < MIN_FLOODING_MARGIN_BITS:
+            raise InsecureParametersError(
+                f"{self.name}: flooding_margin_bits={self.flooding_margin_bits} is below the "
+                f"{MIN_FLOODING_MARGIN_BITS} bits that make shared decryption statistically safe"
+            )
+        if not 2 <= self.value_bits <= 62:
+            raise InsecureParametersError(f"{self.name}: value_bits must be in [2, 62]")
+        if not (self.clip > 0 and math.isfinite(self.clip)):
+            raise InsecureParametersError(f"{self.name}: clip must be a positive finite number")
+        if self.max_parties < 1 or self.max_samples_per_party < 1:
+            raise InsecureParametersError(
+                f"{self.name}: max_parties and max_samples_per_party must be positive"
+            )
+        if self.fields_per_prime < 1:
+            raise InsecureParametersError(
+                f"{self.name}: a field of {self.slot_bits} bits (value_bits {self.value_bits} + "
+                f"headroom for {self.max_parties} parties) does not fit a "
+                f"{min(self.payload_prime_bits)}-bit prime; lower value_bits or max_parties"
+            )
+        self.check_federation(self.max_parties, self.max_parties)
+
+    # -- bit budget ---------------------------------------------------------------------------
+    @property
+    def data_prime_bits(self) -> tuple[int, ...]:
+        return self.coeff_modulus_bits[:-1]
+
+    @property
+    def payload_prime_bits(self) -> tuple[int, ...]:
+        return self.data_prime_bits[: -self.noise_primes]
+
+    @property
+    def noise_modulus_bits(self) -> int:
+        """A lower bound on log2 of the product of the noise primes (a b-bit prime is > 2^(b-1))."""
+        return sum(b - 1 for b in self.data_prime_bits[-self.noise_primes :])
+
+    @property
+    def headroom_bits(self) -> int:
+        return max(1, math.ceil(math.log2(self.max_parties))) if self.max_parties > 1 else 0
+
+    @property
+    def slot_bits(self) -> int:
+        """Bits of one packed field: a value plus room for the sum of ``max_parties`` values."""
+        return self.value_bits + self.headroom_bits
+
+    @property
+    def fields_per_prime(self) -> int:
+        # A b-bit prime exceeds 2^(b-1): fields using at most b-1 bits never wrap around.
+        return (min(self.payload_prime_bits) - 1) // self.slot_bits
+
+    @property
+    def values_per_ciphertext(self) -> int:
+        return self.poly_modulus_degree * len(self.payload_prime_bits) * self.fields_per_prime
+
+    @property
+    def ciphertext_bytes(self) -> int:
+        """Wire size of one ciphertext: two polynomials of N residues per data prime."""
+        return 2 * self.poly_modulus_degree * len(self.data_prime_bits) * 8
+
+    @cached_property
+    def ciphertext_noise_bits(self) -> int:
+        """High-probability bound on the noise of a sum of ``max_parties`` fresh encryptions.
+
+        After SEAL divides by the special prime, a fresh encryption's noise is dominated by the
+        rounding term ``r0 + r1*s`` with ``r`` uniform in [-1/2, 1/2] and ``s`` the sum of
+        ``max_parties`` ternary secrets: variance ``N * parties * (2/3) / 12`` per ciphertext.
+        """
+        parties = self.max_parties
+        variance = parties * (self.poly_modulus_degree * parties * (2 / 3) / 12 + 1 / 12)
+        return math.ceil(math.log2(TAIL_SIGMAS * math.sqrt(variance) + 1))
+
+    def smudging_bits(self, num_shareholders: int, threshold: int) -> int:
+        """Bits of the uniform flooding noise each decryption share adds, for this federation."""
+        scale = lagrange_scale(num_shareholders, threshold)
+        return self.ciphertext_noise_bits + math.ceil(math.log2(scale)) + self.flooding_margin_bits
+
+    def check_federation(self, num_shareholders: int, threshold: int) -> None:
+        """Refuse a federation whose decryption noise could overflow the noise primes."""
+        if not 1 <= threshold <= num_shareholders:
+            raise InsecureParametersError(
+                f"threshold must be in [1, {num_shareholders}] for {num_shareholders} "
+                f"hospitals, got {threshold}"
+            )
+        if num_shareholders > self.max_parties:
+            raise InsecureParametersError(
+                f"{self.name}: {num_shareholders} hospitals exceed max_parties="
+                f"{self.max_parties}, so sums could overflow their {self.slot_bits}-bit fields"
+            )
+        weight = max_lagrange_weight(num_shareholders, threshold)
+        noise = self.smudging_bits(num_shareholders, threshold) + math.log2(weight + 1) + 1
+        if noise + 1 > self.noise_modulus_bits:
+            raise InsecureParametersError(
+                f"{self.name}: {threshold}-of-{num_shareholders} decryption noise needs "
+                f"{noise:.1f} bits but the noise primes hold {self.noise_modulus_bits}; use "
+                f"fewer hospitals, n-of-n, or more noise primes"
+            )
+
+    def describe(self) -> dict[str, float | int | str]:
+        """Plain numbers for logs and MLflow (no key material here, ever)."""
+        return {
+            "preset": self.name,
+            "poly_modulus_degree": self.poly_modulus_degree,
+            "coeff_modulus_bits": "-".join(map(str, self.coeff_modulus_bits)),
+            "value_bits": self.value_bits,
+            "slot_bits": self.slot_bits,
+            "values_per_ciphertext": self.values_per_ciphertext,
+            "bytes_per_value": self.ciphertext_bytes / self.values_per_ciphertext,
+            "ciphertext_noise_bits": self.ciphertext_noise_bits,
+        }
+
+
+def lagrange_scale(num_shareholders: int, threshold: int) -> int:
+    """Delta = (n-1)! makes every Lagrange coefficient an integer; 1 for n-of-n (no Shamir)."""
+    return 1 if threshold == num_shareholders else math.factorial(num_shareholders - 1)
+
+
+# N=16384 with 7x60-bit data primes and an 18-bit special prime is exactly SEAL's 438-bit
+# 128-bit bound. 5 payload primes + 2 noise primes (118 bits of room for flooding noise).
+_RING = {"poly_modulus_degree": 16384, "coeff_modulus_bits": (60,) * 7 + (18,), "noise_primes": 2}
+
+PRESETS: dict[str, HEParams] = {
+    # 54-bit fields: quantization step 2*clip/2^54, far below float32 resolution of weights.
+    "precise": HEParams(
+        name="precise", value_bits=54, clip=64.0, max_parties=32,
+        max_samples_per_party=1 << 20, stochastic_rounding=False, **_RING,
+    ),
+    # 15-bit fields with stochastic rounding, 3 per prime: ~7.5 bytes per value on the wire.
+    "compact": HEParams(
+        name="compact", value_bits=15, clip=1.0, max_parties=16,
+        max_samples_per_party=1 << 10, stochastic_rounding=True, **_RING,
+    ),
+}  # fmt: skip
+
+
+def preset(name: str) -> HEParams:
+    """The named preset; unknown names list the known ones."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise InsecureParametersError(
+            f"unknown HE preset {name!r}; expected one of {sorted(PRESETS)}"
+        ) from None
