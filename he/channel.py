@@ -56,6 +56,14 @@ class ChannelKeyPair:
         """The 32-byte raw X25519 public key, to publish through the server."""
         return self._public
 
+    def private_bytes_for_node_state(self) -> bytes:
+        """Raw private key, only for the hospital node's in-memory run state (never sent)."""
+        return self._private.private_bytes_raw()
+
+    @classmethod
+    def from_node_state(cls, private: bytes) -> ChannelKeyPair:
+        return cls(X25519PrivateKey.from_private_bytes(private))
+
     def __repr__(self) -> str:
         # A fingerprint of the public key only: no key bytes, public or private.
         fingerprint = hashlib.sha256(self._public).hexdigest()[:16]

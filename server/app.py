@@ -1,0 +1,63 @@
+"""The Flower ServerApp: build the strategy from plain settings, run set-up and rounds, report.
+
+In deployment the settings come from Flower's run config (``flwr run --run-config``); the
+experiment runner builds the app with ``make_server_app(settings, ...)`` for simulation.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+
+from models.registry import build_model
+from models.training import get_weights
+from server.settings import RunSettings
+from strategies.encrypted_fedavg import EncryptedFedAvg
+from strategies.fedavg import FedAvg, FederationResult
+
+log = logging.getLogger(__name__)
+
+
+def initial_weights(settings: RunSettings) -> list[np.ndarray]:
+    """The seeded initial global model (the same on every run with the same seed)."""
+    torch.manual_seed(settings.seed)
+    kwargs = {"hidden": (settings.hidden,)} if settings.model == "mlp" else {}
+    return get_weights(build_model(settings.model, settings.num_features, settings.num_classes, **kwargs))
+
+
+def build_strategy(settings: RunSettings) -> FedAvg:
+    return EncryptedFedAvg(settings) if settings.encrypted else FedAvg(settings)
+
+
+def run_federation(
+    grid: Grid, settings: RunSettings, on_round: Callable[[int, dict], None] | None = None
+) -> FederationResult:
+    strategy = build_strategy(settings)
+    strategy.summary()
+    return strategy.start(grid, initial_weights(settings), on_round)
+
+
+def make_server_app(
+    settings: RunSettings | None = None,
+    on_round: Callable[[int, dict], None] | None = None,
+    on_result: Callable[[FederationResult], None] | None = None,
+) -> ServerApp:
+    """A ServerApp; with no ``settings`` it reads them from the run config."""
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        run_settings = settings or RunSettings.from_run_config(dict(context.run_config))
+        result = run_federation(grid, run_settings, on_round)
+        if on_result:
+            on_result(result)
+
+    return app
+
+
+app = make_server_app()

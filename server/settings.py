@@ -1,0 +1,94 @@
+"""Run settings of a federation: plain values, from Flower's run config or the experiment runner."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+STRATEGIES = ("encrypted_fedavg", "fedavg")
+SERVER_OPTIMIZERS = ("sgd", "adam", "yogi")
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Everything the ServerApp needs; ``task_config()`` is what hospitals receive.
+
+    Parameters
+    ----------
+    strategy : str (default: "encrypted_fedavg")
+        ``encrypted_fedavg`` (threshold HE) or ``fedavg`` (plaintext baseline).
+    he_preset : str
+        Name of an ``he.params`` preset.
+    threshold : int
+        Hospitals needed to decrypt (t); 0 means all of them (n-of-n).
+    min_train_nodes : int
+        Fewest contributions a round's aggregate may have; below it the run stops.
+    server_optimizer : str
+        ``sgd`` (FedAvg with ``server_lr``), ``adam`` or ``yogi`` on the decrypted average.
+    """
+
+    num_rounds: int = 3
+    strategy: str = "encrypted_fedavg"
+    he_preset: str = "precise"
+    threshold: int = 0
+    min_train_nodes: int = 2
+    server_optimizer: str = "sgd"
+    server_lr: float = 1.0
+    dataset: str = "breast_cancer"
+    num_features: int = 30
+    num_classes: int = 2
+    model: str = "mlp"
+    hidden: int = 32
+    partitioning: str = "iid"
+    alpha: float = 0.5
+    seed: int = 0
+    local_epochs: int = 1
+    batch_size: int = 16
+    lr: float = 0.05
+    optimizer: str = "sgd"
+    target_column: str = "target"
+    round_timeout: float = 600.0
+
+    def __post_init__(self) -> None:
+        if self.num_rounds < 1:
+            raise ValueError(f"num_rounds must be >= 1, got {self.num_rounds}")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+        if self.server_optimizer not in SERVER_OPTIMIZERS:
+            raise ValueError(
+                f"server_optimizer must be one of {SERVER_OPTIMIZERS}, got {self.server_optimizer!r}"
+            )
+        if self.threshold < 0 or self.min_train_nodes < 1:
+            raise ValueError("threshold must be >= 0 and min_train_nodes >= 1")
+
+    @property
+    def encrypted(self) -> bool:
+        return self.strategy == "encrypted_fedavg"
+
+    def task_config(self) -> dict:
+        """The keys ``client.task.TaskConfig`` reads (Flower config keys use dashes)."""
+        return {
+            "dataset": self.dataset,
+            "model": self.model,
+            "partitioning": self.partitioning,
+            "alpha": self.alpha,
+            "seed": self.seed,
+            "local-epochs": self.local_epochs,
+            "batch-size": self.batch_size,
+            "lr": self.lr,
+            "optimizer": self.optimizer,
+            "target-column": self.target_column,
+            "hidden": self.hidden,
+        }
+
+    def to_run_config(self) -> dict:
+        """Flat ``key-with-dashes -> scalar`` form, for ``flwr run --run-config``."""
+        return {k.replace("_", "-"): v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_run_config(cls, run_config: dict) -> RunSettings:
+        known = {f.name for f in fields(cls)}
+        values = {k.replace("-", "_"): v for k, v in run_config.items()}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown run-config keys {unknown}; expected some of {sorted(known)}")
+        return cls(**values)

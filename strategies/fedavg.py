@@ -1,0 +1,185 @@
+"""Plaintext FedAvg over weight deltas: the baseline, and the round loop both strategies share.
+
+One round = ``train`` (hospitals evaluate the global model, train, reply) + aggregation; the
+encrypted strategy adds its decryption phase inside ``aggregate_train``. After the last round
+one ``evaluate`` phase scores the final model.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
+
+from he import protocol as p
+from server.settings import RunSettings
+from strategies.messaging import content_bytes, failure_reason, make_content, metrics_of, stream_replies
+from strategies.server_optimizer import ServerOptimizer
+
+log = logging.getLogger(__name__)
+CLIENT_METRICS = ("train_loss", "eval_loss", "eval_accuracy", "eval_auc", "encrypt_seconds")
+
+
+class RoundFailedError(RuntimeError):
+    """A round could not produce a new global model (too few valid contributions or shares)."""
+
+
+@dataclass
+class FederationResult:
+    """Final global weights and the per-round metric history (plain values)."""
+
+    weights: list[np.ndarray]
+    history: list[dict] = field(default_factory=list)
+    final_metrics: dict = field(default_factory=dict)
+
+
+@dataclass
+class RoundTraffic:
+    bytes_down: int = 0
+    bytes_up: int = 0
+    seconds: dict = field(default_factory=dict)
+
+
+class FedAvg(Strategy):
+    """Plaintext FedAvg of weight deltas, weighted by each hospital's training examples."""
+
+    def __init__(self, settings: RunSettings) -> None:
+        self.settings = settings
+        self.optimizer = ServerOptimizer(settings.server_optimizer, settings.server_lr)
+        self.node_ids: list[int] = []
+        self.grid: Grid | None = None
+        self.traffic = RoundTraffic()
+
+    # -- the round loop ------------------------------------------------------------------------
+    def start(
+        self,
+        grid: Grid,
+        initial_weights: list[np.ndarray],
+        on_round: Callable[[int, dict], None] | None = None,
+    ) -> FederationResult:
+        self.grid = grid
+        self.node_ids = sorted(grid.get_node_ids())
+        if len(self.node_ids) < self.settings.min_train_nodes:
+            raise RoundFailedError(
+                f"{len(self.node_ids)} hospitals connected, min_train_nodes={self.settings.min_train_nodes}"
+            )
+        self.setup(grid)
+        result = FederationResult([np.asarray(w, dtype=np.float32) for w in initial_weights])
+        for server_round in range(1, self.settings.num_rounds + 1):
+            started = time.perf_counter()
+            self.traffic = RoundTraffic()
+            messages = list(
+                self.configure_train(server_round, ArrayRecord(result.weights), ConfigRecord(), grid)
+            )
+            self.traffic.bytes_down += sum(content_bytes(m.content) for m in messages)
+            replies = stream_replies(grid, messages, self.settings.round_timeout)
+            delta_record, metrics_record = self.aggregate_train(server_round, replies)
+            if delta_record is None:
+                raise RoundFailedError(f"round {server_round} produced no aggregate; stopping the run")
+            delta = [a.numpy() for a in delta_record.values()]
+            new = self.optimizer.step([w.astype(np.float64) for w in result.weights], delta)
+            result.weights = [w.astype(np.float32) for w in new]
+            metrics = dict(metrics_record or {})
+            metrics["round_seconds"] = time.perf_counter() - started
+            participants = max(1, len(self.node_ids))
+            metrics["bytes_down"] = self.traffic.bytes_down / participants
+            metrics["bytes_up"] = self.traffic.bytes_up / participants
+            metrics |= self.traffic.seconds
+            result.history.append({"round": server_round, **metrics})
+            if on_round:
+                on_round(server_round, metrics)
+        messages = self.configure_evaluate(0, ArrayRecord(result.weights), ConfigRecord(), grid)
+        final = self.aggregate_evaluate(0, stream_replies(grid, list(messages), self.settings.round_timeout))
+        result.final_metrics = dict(final or {})
+        return result
+
+    def setup(self, grid: Grid) -> None:
+        """Per-run set-up before the first round; plaintext FedAvg needs none."""
+
+    def round_config(self, server_round: int) -> dict:
+        return {**self.settings.task_config(), p.ROUND: server_round, p.ENCRYPTED: self.settings.encrypted}
+
+    # -- Flower's Strategy interface ---------------------------------------------------------
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        weights = [a.numpy() for a in arrays.values()]
+        return [
+            Message(
+                content=make_content({**self.round_config(server_round), p.PARTY: party}, arrays=weights),
+                message_type=p.TRAIN,
+                dst_node_id=node_id,
+                group_id=str(server_round),
+            )
+            for party, node_id in enumerate(self.node_ids, start=1)
+        ]
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        total, weight, client_metrics = None, 0, []
+        for reply in replies:
+            if (reason := failure_reason(reply)) is not None:
+                log.warning("round %d: %s", server_round, reason)
+                continue
+            self.traffic.bytes_up += content_bytes(reply.content)
+            metrics = metrics_of(reply)
+            delta = [a.numpy().astype(np.float64) for a in reply.content[p.ARRAYS].values()]
+            n = int(metrics[p.NUM_EXAMPLES])
+            total = (
+                [n * d for d in delta]
+                if total is None
+                else [t + n * d for t, d in zip(total, delta, strict=True)]
+            )
+            weight += n
+            client_metrics.append(metrics)
+        if len(client_metrics) < self.settings.min_train_nodes:
+            raise RoundFailedError(
+                f"round {server_round}: {len(client_metrics)} valid updates, "
+                f"min_train_nodes={self.settings.min_train_nodes}"
+            )
+        return ArrayRecord([t / weight for t in total]), MetricRecord(weighted_client_metrics(client_metrics))
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        weights = [a.numpy() for a in arrays.values()]
+        return [
+            Message(
+                content=make_content(self.settings.task_config(), arrays=weights),
+                message_type=p.EVALUATE,
+                dst_node_id=node_id,
+                group_id="final",
+            )
+            for node_id in self.node_ids
+        ]
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        metrics = []
+        for reply in replies:
+            if (reason := failure_reason(reply)) is not None:
+                log.warning("final evaluation: %s", reason)
+                continue
+            metrics.append(metrics_of(reply))
+        return MetricRecord(weighted_client_metrics(metrics)) if metrics else None
+
+    def summary(self) -> None:
+        log.info("%s: %s", type(self).__name__, self.settings)
+
+
+def weighted_client_metrics(metrics: list[dict]) -> dict:
+    """Average client metrics weighted by their evaluation examples; NaN AUCs are skipped."""
+    out = {}
+    for key in (*CLIENT_METRICS, "eval_loss", "eval_accuracy", "eval_auc"):
+        pairs = [(m[key], m.get("eval_examples", 1)) for m in metrics if key in m and np.isfinite(m[key])]
+        if pairs:
+            values, weights = zip(*pairs, strict=True)
+            out[key] = float(np.average(values, weights=weights))
+    out["clipped_values"] = int(sum(m.get("clipped_values", 0) for m in metrics))
+    return out
