@@ -64,7 +64,7 @@ class FedAvg(Strategy):
         on_round: Callable[[int, dict], None] | None = None,
     ) -> FederationResult:
         self.grid = grid
-        self.node_ids = sorted(grid.get_node_ids())
+        self.node_ids = wait_for_nodes(grid, self.settings.min_train_nodes, self.settings.round_timeout)
         if len(self.node_ids) < self.settings.min_train_nodes:
             raise RoundFailedError(
                 f"{len(self.node_ids)} hospitals connected, min_train_nodes={self.settings.min_train_nodes}"
@@ -171,6 +171,20 @@ class FedAvg(Strategy):
 
     def summary(self) -> None:
         log.info("%s: %s", type(self).__name__, self.settings)
+
+
+def wait_for_nodes(grid: Grid, minimum: int, timeout: float, settle: float = 1.0) -> list[int]:
+    """Node ids once at least ``minimum`` hospitals are connected and none joined for ``settle`` s."""
+    deadline = time.monotonic() + timeout
+    nodes, stable_since = [], time.monotonic()
+    while time.monotonic() < deadline:
+        current = sorted(grid.get_node_ids())
+        if current != nodes:
+            nodes, stable_since = current, time.monotonic()
+        elif len(nodes) >= minimum and time.monotonic() - stable_since >= settle:
+            break
+        time.sleep(0.1)
+    return nodes
 
 
 def weighted_client_metrics(metrics: list[dict]) -> dict:

@@ -1,0 +1,188 @@
+"""MLflow tracking of one federated run, from plain values only (no Hydra/OmegaConf objects).
+
+Only the global model, metrics and public configuration are logged; the server holds no HE
+secret material, and nothing here reads any.
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import mlflow.pytorch
+import numpy as np
+
+from models.registry import build_model
+from models.training import set_weights
+from server.settings import RunSettings
+from strategies.fedavg import FederationResult
+
+CURVE_METRICS = ("eval_loss", "eval_accuracy", "eval_auc")
+
+
+def flatten(params: dict, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}} -> {"a.b": 1}``; lists become their string form."""
+    flat: dict[str, Any] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat |= flatten(value, f"{name}.")
+        else:
+            flat[name] = value
+    return flat
+
+
+def finite_metrics(metrics: dict) -> dict[str, float]:
+    out = {}
+    for key, value in metrics.items():
+        if isinstance(value, bool) or not isinstance(value, int | float | np.number):
+            continue
+        if math.isfinite(float(value)):
+            out[str(key)] = float(value)
+    return out
+
+
+def git_commit() -> str | None:
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            cwd=Path(__file__).resolve().parent,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() or None
+
+
+def default_artifact_location(tracking_uri: str) -> str | None:
+    """For ``sqlite:///path/x.db``: ``path/mlartifacts`` (absolute), so artifacts sit beside the db."""
+    prefix = "sqlite:///"
+    if not tracking_uri.startswith(prefix) or tracking_uri == prefix + ":memory:":
+        return None
+    return (Path(tracking_uri[len(prefix) :]).resolve().parent / "mlartifacts").as_uri()
+
+
+def pinned_requirements() -> list[str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    pins = []
+    for package in ("torch", "numpy", "cloudpickle"):
+        try:
+            pins.append(f"{package}=={version(package).split('+')[0]}")
+        except PackageNotFoundError:
+            pins.append(package)
+    return pins
+
+
+def model_from_weights(settings: RunSettings, weights: list[np.ndarray]):
+    kwargs = {"hidden": (settings.hidden,)} if settings.model == "mlp" else {}
+    model = build_model(settings.model, settings.num_features, settings.num_classes, **kwargs)
+    set_weights(model, weights)
+    model.eval()
+    return model
+
+
+class MlflowTracker:
+    """One MLflow run: ``with MlflowTracker(uri, experiment, name) as tracker: ...``."""
+
+    def __init__(
+        self,
+        tracking_uri: str,
+        experiment_name: str,
+        run_name: str | None = None,
+        artifact_location: str | None = None,
+    ) -> None:
+        self.tracking_uri = str(tracking_uri)
+        self.experiment_name = str(experiment_name)
+        self.run_name = run_name
+        self.artifact_location = artifact_location or default_artifact_location(self.tracking_uri)
+        self.run_id: str | None = None
+        self.experiment_id: str | None = None
+
+    def __enter__(self) -> MlflowTracker:
+        mlflow.set_tracking_uri(self.tracking_uri)
+        if mlflow.get_experiment_by_name(self.experiment_name) is None and self.artifact_location:
+            mlflow.create_experiment(self.experiment_name, artifact_location=self.artifact_location)
+        experiment = mlflow.set_experiment(self.experiment_name)
+        self.experiment_id = experiment.experiment_id
+        run = mlflow.start_run(run_name=self.run_name)
+        self.run_id = run.info.run_id
+        commit = git_commit()
+        if commit:
+            mlflow.set_tag("git_commit", commit)
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        mlflow.end_run(status="FAILED" if exc_type else "FINISHED")
+
+    def log_params(self, params: dict) -> None:
+        flat = {k: (str(v) if isinstance(v, list | tuple) else v) for k, v in flatten(params).items()}
+        mlflow.log_params(flat)
+
+    def log_round(self, server_round: int, metrics: dict) -> None:
+        values = finite_metrics(metrics)
+        if values:
+            # explicit run_id: Flower calls this from the ServerApp thread, and MLflow's active
+            # run is thread-local (without it MLflow would open a second run)
+            mlflow.log_metrics(values, step=int(server_round), run_id=self.run_id)
+
+    def log_config_yaml(self, yaml_text: str, name: str = "config.yaml") -> None:
+        mlflow.log_text(yaml_text, name)
+
+    def log_result(
+        self, result: FederationResult, settings: RunSettings, num_hospitals: int | None = None
+    ) -> None:
+        n = str(num_hospitals) if num_hospitals else "n"
+        t = str(settings.threshold) if settings.threshold else n
+        mlflow.set_tags(
+            {
+                "strategy": settings.strategy,
+                "he_preset": settings.he_preset if settings.encrypted else "none",
+                "threshold": f"{t}/{n}" if settings.encrypted else "n/a",
+            }
+        )
+        final = {f"final_{k}": v for k, v in finite_metrics(result.final_metrics).items()}
+        if final:
+            mlflow.log_metrics(final)
+        with tempfile.TemporaryDirectory() as tmp:
+            curve = Path(tmp) / "learning_curve.png"
+            self._plot_curve(result.history, curve)
+            mlflow.log_artifact(str(curve))
+            weights = Path(tmp) / "final_weights.npz"
+            np.savez(weights, *[np.asarray(w, dtype=np.float32) for w in result.weights])
+            mlflow.log_artifact(str(weights))
+        model = model_from_weights(settings, result.weights)
+        mlflow.pytorch.log_model(
+            model,
+            name="model",
+            input_example=np.zeros((1, settings.num_features), np.float32),
+            # explicit requirements: MLflow's inference reloads the model in a subprocess (~20 s)
+            pip_requirements=pinned_requirements(),
+        )
+
+    @staticmethod
+    def _plot_curve(history: list[dict], path: Path) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, len(CURVE_METRICS), figsize=(4 * len(CURVE_METRICS), 3.2))
+        for ax, key in zip(axes, CURVE_METRICS, strict=True):
+            points = [(h["round"], h[key]) for h in history if key in h and math.isfinite(float(h[key]))]
+            if points:
+                xs, ys = zip(*points, strict=True)
+                ax.plot(xs, ys, marker="o")
+            ax.set_title(key)
+            ax.set_xlabel("round")
+            ax.grid(True, alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
