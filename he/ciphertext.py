@@ -92,6 +92,10 @@ class CiphertextSum:
 
     def add(self, contributor: str, data: bytes) -> None:
         update = EncryptedUpdate.from_bytes(self.ctx, data, contributor)
+        if update.contributors != 1:
+            raise CiphertextError(
+                f"encrypted update from {contributor}: claims {update.contributors} contributors, expected 1"
+            )
         if contributor in self.contributors:
             raise CiphertextError(f"encrypted update from {contributor}: a second update this round")
         if self._sum is None:

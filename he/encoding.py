@@ -37,7 +37,10 @@ class UpdateLayout:
 
     @classmethod
     def from_json(cls, shapes: list[list[int]]) -> UpdateLayout:
-        return cls(tuple(tuple(int(d) for d in s) for s in shapes))
+        layout = cls(tuple(tuple(int(d) for d in s) for s in shapes))
+        if any(d < 0 for s in layout.shapes for d in s):
+            raise ValueError(f"layout dimensions must be non-negative, got {layout.shapes}")
+        return layout
 
 
 @dataclass(frozen=True)

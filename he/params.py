@@ -184,6 +184,11 @@ class HEParams:
                 f"{self.name}: {num_shareholders} hospitals exceed max_parties="
                 f"{self.max_parties}, so sums could overflow their {self.slot_bits}-bit fields"
             )
+        if self.smudging_bits(num_shareholders, threshold) + 2 > self.noise_modulus_bits:
+            raise InsecureParametersError(
+                f"{self.name}: {threshold}-of-{num_shareholders} decryption needs more than the "
+                f"{self.noise_modulus_bits} bits of noise room; use fewer hospitals or n-of-n"
+            )
         weight = max_lagrange_weight(num_shareholders, threshold)
         noise = self.smudging_bits(num_shareholders, threshold) + math.log2(weight + 1) + 1
         if noise + 1 > self.noise_modulus_bits:

@@ -10,7 +10,6 @@ at a quarter of the ring size.
 from __future__ import annotations
 
 import functools
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -65,8 +64,7 @@ class Federation:
         if t not in self._dealings:
             dealt = [keygen.deal_secret_shares(self.ctx, sk, t, self.points) for sk in self.secrets]
             self._dealings[t] = {
-                j: combine_received_shares([d[j] for d in dealt], self.ctx.data_moduli)
-                for j in self.points
+                j: combine_received_shares([d[j] for d in dealt], self.ctx.data_moduli) for j in self.points
             }
         return self._dealings[t]
 
@@ -130,8 +128,7 @@ def weighted_average(updates: list[list[np.ndarray]], counts: list[int]) -> list
     """The plaintext FedAvg result ``sum_k n_k v_k / sum_k n_k`` (float64)."""
     total = sum(counts)
     return [
-        sum(c * u[i] for c, u in zip(counts, updates, strict=True)) / total
-        for i in range(len(updates[0]))
+        sum(c * u[i] for c, u in zip(counts, updates, strict=True)) / total for i in range(len(updates[0]))
     ]
 
 
@@ -179,7 +176,3 @@ def federation10(test_ctx) -> Federation:
 def federation5(test_ctx) -> Federation:
     """5 parties under the insecure test parameters (used 3-of-5)."""
     return build_federation(test_ctx, 5)
-
-
-def bits(x: float) -> float:
-    return math.log2(x) if x > 0 else float("-inf")
