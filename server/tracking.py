@@ -165,6 +165,9 @@ class MlflowTracker:
             input_example=np.zeros((1, settings.num_features), np.float32),
             # explicit requirements: MLflow's inference reloads the model in a subprocess (~20 s)
             pip_requirements=pinned_requirements(),
+            # pickle, not MLflow's default pt2 (torch.export): with a 1-row input example the
+            # export specialises the batch dimension to 1. Loading needs this repo's models package.
+            serialization_format="pickle",
         )
 
     @staticmethod
