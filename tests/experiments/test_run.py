@@ -1,0 +1,131 @@
+"""End-to-end: the Hydra runner simulates a federation and records it in MLflow."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+
+def run(args: list[str], timeout: float = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1", "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run(
+        [sys.executable, "-m", "experiments.run", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def client_for(db: Path):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=f"sqlite:///{db}")
+
+
+def runs_of(db: Path):
+    client = client_for(db)
+    experiment = client.get_experiment_by_name("fedquorum")
+    assert experiment is not None
+    return client, client.search_runs([experiment.experiment_id])
+
+
+def test_single_run_is_tracked(tmp_path: Path) -> None:
+    db = tmp_path / "mlflow.db"
+    done = run(
+        [
+            "num_rounds=2",
+            "federation.num_hospitals=3",
+            "he=compact",
+            f"mlflow.tracking_uri=sqlite:///{db}",
+            f"hydra.run.dir={tmp_path / 'out'}",
+        ]
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "mlflow ui --backend-store-uri" in done.stdout
+    assert (tmp_path / "out" / "flower.log").is_file()
+
+    client, runs = runs_of(db)
+    assert len(runs) == 1
+    mlrun = runs[0]
+    assert mlrun.info.run_id in done.stdout
+    history = client.get_metric_history(mlrun.info.run_id, "eval_accuracy")
+    assert sorted(m.step for m in history) == [1, 2]
+    assert "final_eval_accuracy" in mlrun.data.metrics
+    assert mlrun.data.tags["he_preset"] == "compact"
+    assert mlrun.data.tags["threshold"] == "3/3"
+    assert mlrun.data.params["federation.num_hospitals"] == "3"
+
+    artifacts = {a.path for a in client.list_artifacts(mlrun.info.run_id)}
+    assert {"learning_curve.png", "final_weights.npz", "config.yaml"} <= artifacts
+    import mlflow
+    import mlflow.pytorch
+
+    mlflow.set_tracking_uri(f"sqlite:///{db}")
+    logged = mlflow.search_logged_models(experiment_ids=[mlrun.info.experiment_id], output_format="list")
+    assert [m.name for m in logged] == ["model"]
+    assert logged[0].source_run_id == mlrun.info.run_id
+
+    from models.registry import build_model
+    from models.training import set_weights
+
+    npz = np.load(client.download_artifacts(mlrun.info.run_id, "final_weights.npz", str(tmp_path)))
+    weights = [npz[f"arr_{i}"] for i in range(len(npz.files))]
+    expected_model = build_model("mlp", 30, 2, hidden=(32,))
+    set_weights(expected_model, weights)
+    expected_model.eval()
+    loaded = mlflow.pytorch.load_model(logged[0].model_uri)
+    loaded.eval()
+    x = torch.from_numpy(np.random.default_rng(0).normal(size=(5, 30)).astype(np.float32))
+    with torch.no_grad():
+        np.testing.assert_allclose(loaded(x).numpy(), expected_model(x).numpy(), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        (["num_rounds=-1"], "num_rounds must be >= 1"),
+        (["he.threshold=9", "federation.num_hospitals=3"], "he.threshold must be between"),
+        (["dataset=nope"], "Could not find 'dataset/nope'"),
+        (["foo=1"], "Key 'foo' is not in struct"),
+    ],
+)
+def test_bad_overrides_fail_fast(tmp_path: Path, overrides: list[str], reason: str) -> None:
+    done = run(
+        [*overrides, f"mlflow.tracking_uri=sqlite:///{tmp_path}/mlflow.db", f"hydra.run.dir={tmp_path}/out"],
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert reason in done.stderr
+    assert not (tmp_path / "mlflow.db").exists()  # failed before tracking or simulation started
+
+
+def test_multirun_creates_one_mlflow_run_per_job(tmp_path: Path) -> None:
+    db = tmp_path / "mlflow.db"
+    done = run(
+        [
+            "-m",
+            "seed=1,2",
+            "num_rounds=1",
+            "federation.num_hospitals=2",
+            "he=compact",
+            "progress=false",
+            f"mlflow.tracking_uri=sqlite:///{db}",
+            f"hydra.sweep.dir={tmp_path / 'multi'}",
+        ]
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    _, runs = runs_of(db)
+    assert len(runs) == 2
+    assert sorted(r.data.params["seed"] for r in runs) == ["1", "2"]
+    assert all(r.info.status == "FINISHED" for r in runs)
