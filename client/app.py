@@ -15,7 +15,15 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricR
 from flwr.clientapp import ClientApp
 
 from client.keyholder import KeyHolder
-from client.task import TaskConfig, evaluate_global, hospital_data, run_local_round
+from client.task import (
+    TaskConfig,
+    evaluate_global,
+    feature_statistics,
+    hospital_data,
+    is_tabular,
+    raw_hospital_data,
+    run_local_round,
+)
 from he import protocol as p
 
 log = logging.getLogger(__name__)
@@ -70,6 +78,7 @@ def load_keyholder(context: Context) -> KeyHolder:
         secrets=secrets,
         trained_round=int(state["trained"]),
         decrypted_rounds=[int(r) for r in state["decrypted"]][1:],
+        statistics_rounds=[int(r) for r in state["statistics-rounds"]][1:],
     )
 
 
@@ -82,7 +91,8 @@ def store_keyholder(context: Context, holder: KeyHolder) -> None:
             "t": holder.threshold,
             "run": holder.run_id,
             "trained": holder.trained_round,
-            "decrypted": [0, *holder.decrypted_rounds],  # a ConfigRecord list may not be empty
+            "decrypted": [1, *holder.decrypted_rounds],
+            "statistics-rounds": [1, *holder.statistics_rounds],  # 1 pads: lists may not be empty
         }
     )
     for name, value in holder.secrets.items():
@@ -106,7 +116,7 @@ def hello(message: Message, context: Context) -> Message:
         run_id=int(context.run_id),
     )
     task = TaskConfig.from_config(config)
-    hospital_data(task, dict(context.node_config))  # fail early, on site, on bad data
+    raw_hospital_data(task, dict(context.node_config))  # fail early, on site, on bad data
     contribution, channel_key = holder.hello()
     store_keyholder(context, holder)
     return reply(message, {p.CONTRIBUTION: contribution, p.CHANNEL_KEY: channel_key})
@@ -151,15 +161,28 @@ def train(message: Message, context: Context) -> Message:
         return reply(message, arrays=delta, metrics=metrics)
     holder = load_keyholder(context)
     start = time.perf_counter()
-    public_key = np.frombuffer(holder.secrets["public-key"], dtype=np.uint64).reshape(
-        2, len(holder.ctx.key_moduli), holder.ctx.n
-    )
-    update, clipped = holder.encryptor(public_key).encrypt(delta, num_examples)
-    blob = update.to_bytes(holder.ctx)
+    blob, clipped = holder.encrypt_update(server_round, delta, num_examples)
     metrics |= {"encrypt_seconds": time.perf_counter() - start, "clipped_values": clipped}
-    holder.trained_round = server_round
     store_keyholder(context, holder)
     return reply(message, {p.UPDATE: blob}, metrics=metrics)
+
+
+@app.query("statistics")
+def statistics(message: Message, context: Context) -> Message:
+    """One pass of feature statistics for the federation's standardization (see client.task)."""
+    config = config_of(message)
+    data = raw_hospital_data(TaskConfig.from_config(config), dict(context.node_config))
+    if not is_tabular(data):
+        return reply(message, metrics={"tabular": 0})
+    pass_name = str(config[p.STATISTICS_PASS])
+    values = feature_statistics(data, pass_name, config.get(p.FEATURE_MEAN), config.get(p.FEATURE_SCALE))
+    count = len(data.y_train)
+    if not bool(config.get(p.ENCRYPTED, True)):
+        return reply(message, arrays=values, metrics={p.NUM_EXAMPLES: count, "tabular": 1})
+    holder = load_keyholder(context)
+    blob = holder.encrypt_feature_statistics(p.STATISTICS_PASSES[pass_name], values, count)
+    store_keyholder(context, holder)
+    return reply(message, {p.UPDATE: blob}, metrics={"tabular": 1})
 
 
 @app.query("decrypt")

@@ -39,6 +39,7 @@ class KeyHolder:
     secrets: dict[str, bytes] = field(default_factory=dict, repr=False)
     trained_round: int = 0
     decrypted_rounds: list[int] = field(default_factory=list)
+    statistics_rounds: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.ctx = _context(self.preset_name)
@@ -92,8 +93,26 @@ class KeyHolder:
         del self.secrets["own-shamir"]
 
     # -- rounds ------------------------------------------------------------------------------
-    def encryptor(self, public_key: np.ndarray) -> UpdateEncryptor:
-        return UpdateEncryptor(self.ctx, public_key)
+    def public_key(self) -> np.ndarray:
+        residues = np.frombuffer(self.secrets["public-key"], dtype=np.uint64)
+        return residues.reshape(2, len(self.ctx.key_moduli), self.ctx.n)
+
+    def encrypt_update(
+        self, server_round: int, delta: list[np.ndarray], num_examples: int
+    ) -> tuple[bytes, int]:
+        """This round's encrypted weighted update (and how many values were clipped)."""
+        update, clipped = UpdateEncryptor(self.ctx, self.public_key()).encrypt(delta, num_examples)
+        self.trained_round = server_round
+        return update.to_bytes(self.ctx), clipped
+
+    def encrypt_feature_statistics(self, round_id: int, values: list[np.ndarray], count: int) -> bytes:
+        """One encrypted pass of feature statistics (averaged over hospitals by example count)."""
+        stats_ctx = _context(self.preset_name, statistics=True)
+        update, clipped = UpdateEncryptor(stats_ctx, self.public_key()).encrypt(values, count)
+        if clipped:
+            log.warning("%d feature statistics exceed 2^20 and were clipped: rescale those features", clipped)
+        self.statistics_rounds.append(round_id)
+        return update.to_bytes(stats_ctx)
 
     def partial_decrypt(
         self, server_round: int, c1: np.ndarray, contributors: list[int], min_contributors: int
@@ -101,7 +120,16 @@ class KeyHolder:
         """Decrypt-share the round's aggregate, after the checks a hospital can make itself."""
         if server_round in self.decrypted_rounds:
             raise RefusedRequest(f"round {server_round} was already decrypted once; refusing a second time")
-        if server_round < max(self.trained_round, 1) or server_round > self.trained_round + 1:
+        if server_round < 1:
+            if server_round not in self.statistics_rounds:
+                raise RefusedRequest(
+                    f"decryption asked for statistics pass {server_round}, which this hospital never sent"
+                )
+            if self.party not in contributors:
+                raise RefusedRequest(
+                    "this hospital's statistics are missing from the aggregate's contributor list"
+                )
+        elif server_round < max(self.trained_round, 1) or server_round > self.trained_round + 1:
             raise RefusedRequest(
                 f"decryption asked for round {server_round}, but this hospital last trained "
                 f"round {self.trained_round}"
@@ -133,14 +161,16 @@ class KeyHolder:
         return residues.reshape(len(self.ctx.data_moduli), self.ctx.n)
 
 
-_CONTEXTS: dict[str, HEContext] = {}
+_CONTEXTS: dict[tuple[str, bool], HEContext] = {}
 
 
-def _context(preset_name: str) -> HEContext:
+def _context(preset_name: str, statistics: bool = False) -> HEContext:
     """One SEAL context per preset and process (building one costs ~0.1 s)."""
-    if preset_name not in _CONTEXTS:
-        _CONTEXTS[preset_name] = HEContext(preset(preset_name))
-    return _CONTEXTS[preset_name]
+    key = (preset_name, statistics)
+    if key not in _CONTEXTS:
+        params = preset(preset_name)
+        _CONTEXTS[key] = HEContext(params.for_feature_statistics() if statistics else params)
+    return _CONTEXTS[key]
 
 
 __all__ = ["DecryptionShare", "KeyHolder", "RefusedRequest"]

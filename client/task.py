@@ -1,13 +1,16 @@
 """A hospital's local learning task: its data, the model, local training and evaluation.
 
-Data come from the node's own configuration: in simulation ``partition-id``/``num-partitions``
-select a share of the embedded breast-cancer data; in deployment ``data-path`` (and
-``target-column``) point at the hospital's CSV or ``.npz`` file. Nothing here leaves the site.
+Data come from the node's own configuration: in deployment ``data-path`` (and
+``target-column``) point at the hospital's CSV or ``.npz`` file; in simulation
+``partition-id`` selects a share of the embedded breast-cancer data, or one of the run's
+``data-paths`` (one file per simulated hospital). Tabular features are standardized with the
+federation's global mean and standard deviation, computed once per run from encrypted moments
+(``feature_moments_of``); no hospital's own statistics leave the site.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 
 import numpy as np
@@ -15,11 +18,9 @@ import torch
 
 from client.data import (
     HospitalData,
-    feature_moments,
     load_breast_cancer_partition,
     load_csv,
     load_npz,
-    mean_std_from_moments,
     standardize,
 )
 from models.registry import build_model
@@ -41,6 +42,9 @@ class TaskConfig:
     optimizer: str
     target_column: str
     hidden: int
+    data_paths: tuple[str, ...] = ()
+    feature_mean: tuple[float, ...] = ()
+    feature_std: tuple[float, ...] = ()
 
     @classmethod
     def from_config(cls, config: dict) -> TaskConfig:
@@ -56,37 +60,96 @@ class TaskConfig:
             optimizer=str(config.get("optimizer", "sgd")),
             target_column=str(config.get("target-column", "target")),
             hidden=int(config.get("hidden", 32)),
+            data_paths=tuple(p for p in str(config.get("data-paths", "")).split(",") if p),
+            feature_mean=tuple(float(v) for v in config.get("feature-mean", [])),
+            feature_std=tuple(float(v) for v in config.get("feature-std", [])),
         )
+
+    @property
+    def data_source(self) -> TaskConfig:
+        """The fields that select and load the data (the cache key of ``raw_hospital_data``)."""
+        return replace(self, feature_mean=(), feature_std=(), lr=0.0, local_epochs=0, batch_size=0)
 
 
 def load_hospital_data(task: TaskConfig, node_config: dict) -> HospitalData:
-    """The hospital's data set, chosen by its node configuration (see module docstring)."""
+    """The hospital's raw data set, chosen by its node configuration (see module docstring)."""
     if "data-path" in node_config:
-        path = str(node_config["data-path"])
-        if path.endswith(".npz"):
-            return load_npz(path)
-        data = load_csv(path, str(node_config.get("target-column", task.target_column)), seed=task.seed)
-    elif task.dataset == "breast_cancer":
-        data = load_breast_cancer_partition(
+        return _load_file(
+            str(node_config["data-path"]),
+            str(node_config.get("target-column", task.target_column)),
+            task.seed,
+        )
+    if task.data_paths:
+        partition = int(node_config["partition-id"])
+        if partition >= len(task.data_paths):
+            raise ValueError(
+                f"simulated hospital {partition} has no file: data-paths lists {len(task.data_paths)}"
+            )
+        return _load_file(task.data_paths[partition], task.target_column, task.seed)
+    if task.dataset == "breast_cancer":
+        return load_breast_cancer_partition(
             int(node_config["partition-id"]),
             int(node_config["num-partitions"]),
             partitioning=task.partitioning,
             alpha=task.alpha,
             seed=task.seed,
         )
-    else:
-        raise ValueError(f"dataset {task.dataset!r} needs a 'data-path' in the node config of every hospital")
-    mean, std = mean_std_from_moments(*feature_moments(data))
-    return standardize(data, mean, std)
+    raise ValueError(f"dataset {task.dataset!r} needs a 'data-path' in the node config of every hospital")
+
+
+def _load_file(path: str, target_column: str, seed: int) -> HospitalData:
+    return load_npz(path) if path.endswith(".npz") else load_csv(path, target_column, seed=seed)
 
 
 @cache
-def _cached_data(task: TaskConfig, node_items: tuple) -> HospitalData:
+def _cached_raw(task: TaskConfig, node_items: tuple) -> HospitalData:
     return load_hospital_data(task, dict(node_items))
 
 
+def raw_hospital_data(task: TaskConfig, node_config: dict) -> HospitalData:
+    return _cached_raw(task.data_source, tuple(sorted(node_config.items())))
+
+
+def is_tabular(data: HospitalData) -> bool:
+    return isinstance(data.num_features, int)
+
+
+def feature_statistics(data: HospitalData, pass_name: str, mean=None, scale=None) -> list[np.ndarray]:
+    """This hospital's contribution to one pass of the federation's feature statistics.
+
+    ``moments``: per-feature mean and mean square. ``spread``: mean of ``((x - mean)/scale)^2``
+    around the *global* mean and root mean square from the first pass, so every feature is
+    summed at a precision relative to its own magnitude. Averaged over hospitals (weighted by
+    examples) they give the global mean and ``std = scale * sqrt(spread)``.
+    """
+    x = data.x_train.astype(np.float64)
+    if pass_name == "moments":
+        return [x.mean(axis=0), np.square(x).mean(axis=0)]
+    if pass_name == "spread":
+        mean, scale = np.asarray(mean, dtype=np.float64), np.asarray(scale, dtype=np.float64)
+        if mean.shape != (x.shape[1],) or scale.shape != mean.shape:
+            raise ValueError(
+                f"spread pass needs a mean and scale per feature ({x.shape[1]}), got {mean.shape}"
+            )
+        return [np.square((x - mean) / np.where(scale > 0, scale, 1.0)).mean(axis=0)]
+    raise ValueError(f"unknown statistics pass {pass_name!r}; expected 'moments' or 'spread'")
+
+
 def hospital_data(task: TaskConfig, node_config: dict) -> HospitalData:
-    return _cached_data(task, tuple(sorted(node_config.items())))
+    """The hospital's data, tabular features standardized with the federation's statistics."""
+    data = raw_hospital_data(task, node_config)
+    if not is_tabular(data):
+        return data
+    if not task.feature_mean:
+        raise ValueError(
+            "tabular data need the federation's feature statistics, which the server did not send"
+        )
+    if len(task.feature_mean) != data.num_features:
+        raise ValueError(
+            f"the federation's statistics cover {len(task.feature_mean)} features, this hospital's data has "
+            f"{data.num_features}"
+        )
+    return standardize(data, np.array(task.feature_mean), np.array(task.feature_std))
 
 
 def make_model(task: TaskConfig, num_features, num_classes: int) -> torch.nn.Module:
@@ -118,7 +181,6 @@ def run_local_round(
         "eval_accuracy": float(before["accuracy"]),
         "eval_auc": float(before["auc"]),
         "eval_examples": int(before["num_examples"]),
-        "train_examples": len(data.y_train),
     }
     return delta, metrics
 

@@ -24,7 +24,7 @@ needs the total noise to stay below half the product of the noise primes.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 import tenseal.sealapi as seal
@@ -197,6 +197,22 @@ class HEParams:
                 f"{noise:.1f} bits but the noise primes hold {self.noise_modulus_bits}; use "
                 f"fewer hospitals, n-of-n, or more noise primes"
             )
+
+    def for_feature_statistics(self) -> HEParams:
+        """Same ring and keys, fields as wide as they go: for summing feature moments once per run.
+
+        Means and mean squares of raw features span many orders of magnitude (a tumour area
+        near 10^3, a smoothness near 10^-1), so they get the widest field the primes allow and a
+        clip of 2^20 on each moment; weights ``n/max_samples`` with ``max_samples = 2^18``.
+        """
+        return replace(
+            self,
+            name=f"{self.name}-statistics",
+            value_bits=min(self.payload_prime_bits) - 1 - self.headroom_bits,
+            clip=float(1 << 20),
+            max_samples_per_party=1 << 18,
+            stochastic_rounding=False,
+        )
 
     def describe(self) -> dict[str, float | int | str]:
         """Plain numbers for logs and MLflow (no key material here, ever)."""

@@ -48,6 +48,7 @@ class EncryptedFedAvg(FedAvg):
     def __init__(self, settings: RunSettings) -> None:
         super().__init__(settings)
         self.ctx = HEContext(preset(settings.he_preset))
+        self.statistics_ctx = HEContext(self.ctx.params.for_feature_statistics())
         self.threshold = 0
 
     # -- set-up ------------------------------------------------------------------------------
@@ -109,28 +110,48 @@ class EncryptedFedAvg(FedAvg):
             )
             for party, node_id in enumerate(self.node_ids, start=1)
         ]
-        party_of = {node_id: party for party, node_id in enumerate(self.node_ids, start=1)}
         out = {}
         for reply in stream_replies(grid, messages, self.settings.round_timeout):
             if (reason := failure_reason(reply)) is not None:
                 raise SetupFailedError(f"{message_type}: {reason}")
-            out[party_of[reply.metadata.src_node_id]] = blobs_of(reply)
+            out[self._party_of(reply)] = blobs_of(reply)
         if len(out) != len(self.node_ids):
             raise SetupFailedError(f"{message_type}: {len(out)} of {len(self.node_ids)} hospitals replied")
         return dict(sorted(out.items()))
+
+    def average_statistics(self, grid: Grid, pass_name: str, extra: dict) -> list[np.ndarray] | None:
+        """One statistics pass: sum the hospitals' encrypted values, decrypt only the sum."""
+        total = CiphertextSum(self.statistics_ctx)
+        for reply in self.statistics_replies(grid, pass_name, extra):
+            if not metrics_of(reply).get("tabular"):
+                continue
+            party = self._party_of(reply)
+            try:
+                total.add(str(party), blobs_of(reply)[p.UPDATE])
+            except (HEError, KeyError) as err:
+                log.warning("feature statistics of hospital %s rejected: %s", party, err)
+        if not total.contributors:
+            return None
+        contributors = [int(c) for c in total.contributors]
+        average, *_ = self._decrypt(
+            p.STATISTICS_PASSES[pass_name], total.result, contributors, self.statistics_ctx
+        )
+        return average
+
+    def _party_of(self, reply: Message) -> int:
+        return self.node_ids.index(reply.metadata.src_node_id) + 1
 
     # -- rounds ------------------------------------------------------------------------------
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        party_of = {node_id: party for party, node_id in enumerate(self.node_ids, start=1)}
         total = CiphertextSum(self.ctx)
         client_metrics, aggregate_seconds = [], 0.0
         for reply in replies:
             if (reason := failure_reason(reply)) is not None:
                 log.warning("round %d: %s; left out of the sum", server_round, reason)
                 continue
-            party = party_of.get(reply.metadata.src_node_id)
+            party = self._party_of(reply)
             self.traffic.bytes_up += content_bytes(reply.content)
             started = time.perf_counter()
             try:
@@ -148,7 +169,9 @@ class EncryptedFedAvg(FedAvg):
                 f"min_train_nodes={self.settings.min_train_nodes}; stopping the run"
             )
         aggregate = total.result
-        average, decrypt_seconds, client_decrypt = self._decrypt(server_round, aggregate, contributors)
+        average, decrypt_seconds, client_decrypt = self._decrypt(
+            server_round, aggregate, contributors, self.ctx
+        )
         metrics = weighted_client_metrics(client_metrics)
         metrics["contributors"] = len(contributors)
         self.traffic.seconds = {
@@ -158,8 +181,8 @@ class EncryptedFedAvg(FedAvg):
         }
         return ArrayRecord([np.asarray(a, dtype=np.float64) for a in average]), MetricRecord(metrics)
 
-    def _decrypt(self, server_round: int, aggregate, contributors: list[int]):
-        """The decryption phase: ask the live hospitals, combine any t shares."""
+    def _decrypt(self, server_round: int, aggregate, contributors: list[int], encoding: HEContext):
+        """The decryption phase: ask the live hospitals, combine any t shares, decode with ``encoding``."""
         n = len(self.node_ids)
         askable = contributors if self.threshold < n else list(range(1, n + 1))
         config = {
@@ -178,13 +201,12 @@ class EncryptedFedAvg(FedAvg):
             for party in askable
         ]
         self.traffic.bytes_down += sum(content_bytes(m.content) for m in messages)
-        party_of = {node_id: party for party, node_id in enumerate(self.node_ids, start=1)}
         shares, client_seconds = [], []
         for reply in stream_replies(self.grid, messages, self.settings.round_timeout):
             if (reason := failure_reason(reply)) is not None:
                 log.warning("round %d decryption: %s", server_round, reason)
                 continue
-            party = party_of[reply.metadata.src_node_id]
+            party = self._party_of(reply)
             self.traffic.bytes_up += content_bytes(reply.content)
             try:
                 share = DecryptionShare.from_bytes(
@@ -213,5 +235,5 @@ class EncryptedFedAvg(FedAvg):
             )
         started = time.perf_counter()
         fields = combine(self.ctx, aggregate, shares, n, self.threshold)
-        average, _total_examples = decrypt_update(self.ctx, aggregate, fields)
+        average, _total_examples = decrypt_update(encoding, aggregate, fields)
         return average, time.perf_counter() - started, float(np.mean(client_seconds))

@@ -55,6 +55,7 @@ class FedAvg(Strategy):
         self.node_ids: list[int] = []
         self.grid: Grid | None = None
         self.traffic = RoundTraffic()
+        self.feature_statistics: dict = {}
 
     # -- the round loop ------------------------------------------------------------------------
     def start(
@@ -70,6 +71,7 @@ class FedAvg(Strategy):
                 f"{len(self.node_ids)} hospitals connected, min_train_nodes={self.settings.min_train_nodes}"
             )
         self.setup(grid)
+        self.feature_statistics = self.collect_feature_statistics(grid)
         result = FederationResult([np.asarray(w, dtype=np.float32) for w in initial_weights])
         for server_round in range(1, self.settings.num_rounds + 1):
             started = time.perf_counter()
@@ -102,8 +104,69 @@ class FedAvg(Strategy):
     def setup(self, grid: Grid) -> None:
         """Per-run set-up before the first round; plaintext FedAvg needs none."""
 
+    def task_config(self) -> dict:
+        return {**self.settings.task_config(), **self.feature_statistics}
+
     def round_config(self, server_round: int) -> dict:
-        return {**self.settings.task_config(), p.ROUND: server_round, p.ENCRYPTED: self.settings.encrypted}
+        return {**self.task_config(), p.ROUND: server_round, p.ENCRYPTED: self.settings.encrypted}
+
+    def collect_feature_statistics(self, grid: Grid) -> dict:
+        """Global per-feature mean and std for standardization, in two passes (empty for images).
+
+        Pass 1 averages each feature's mean and mean square; pass 2 the spread around the global
+        mean, scaled by the global root mean square (``client.task.feature_statistics``).
+        """
+        moments = self.average_statistics(grid, "moments", {})
+        if moments is None:
+            return {}
+        mean, mean_square = moments
+        scale = np.sqrt(np.clip(mean_square, 0.0, None))
+        scale = np.where(scale > 0, scale, 1.0)
+        location = {p.FEATURE_MEAN: [float(v) for v in mean], p.FEATURE_SCALE: [float(v) for v in scale]}
+        (spread,) = self.average_statistics(grid, "spread", location)
+        std = scale * np.sqrt(np.clip(spread, 0.0, None))
+        return {p.FEATURE_MEAN: location[p.FEATURE_MEAN], p.FEATURE_STD: [float(v) for v in std]}
+
+    def average_statistics(self, grid: Grid, pass_name: str, extra: dict) -> list[np.ndarray] | None:
+        """One statistics pass, averaged over hospitals by example count (here: in the clear)."""
+        values = [
+            (float(metrics_of(r)[p.NUM_EXAMPLES]), [a.numpy() for a in r.content[p.ARRAYS].values()])
+            for r in self.statistics_replies(grid, pass_name, extra)
+            if metrics_of(r).get("tabular")
+        ]
+        if not values:
+            return None
+        total = sum(n for n, _ in values)
+        return [sum(n * arrays[i] for n, arrays in values) / total for i in range(len(values[0][1]))]
+
+    def statistics_replies(self, grid: Grid, pass_name: str, extra: dict) -> list[Message]:
+        config = {
+            **self.settings.task_config(),
+            **extra,
+            p.ENCRYPTED: self.settings.encrypted,
+            p.STATISTICS_PASS: pass_name,
+        }
+        messages = [
+            Message(
+                content=make_content({**config, p.PARTY: party}),
+                message_type=p.STATISTICS,
+                dst_node_id=node_id,
+                group_id="setup",
+            )
+            for party, node_id in enumerate(self.node_ids, start=1)
+        ]
+        replies = []
+        for reply in stream_replies(grid, messages, self.settings.round_timeout):
+            if (reason := failure_reason(reply)) is not None:
+                log.warning("feature statistics (%s): %s; left out", pass_name, reason)
+                continue
+            replies.append(reply)
+        if len(replies) < self.settings.min_train_nodes:
+            raise RoundFailedError(
+                f"feature statistics ({pass_name}): {len(replies)} hospitals replied, "
+                f"min_train_nodes={self.settings.min_train_nodes}"
+            )
+        return replies
 
     # -- Flower's Strategy interface ---------------------------------------------------------
     def configure_train(
@@ -152,7 +215,7 @@ class FedAvg(Strategy):
         weights = [a.numpy() for a in arrays.values()]
         return [
             Message(
-                content=make_content(self.settings.task_config(), arrays=weights),
+                content=make_content(self.task_config(), arrays=weights),
                 message_type=p.EVALUATE,
                 dst_node_id=node_id,
                 group_id="final",

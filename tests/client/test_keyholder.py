@@ -61,3 +61,13 @@ def test_refuses_an_aggregate_that_omits_its_own_update(holders) -> None:
 def test_secrets_never_show_in_repr(holders) -> None:
     text = repr(holders[0])
     assert "secrets" not in text and "decryption-key" not in text
+
+
+def test_statistics_passes_decrypt_once_and_only_if_sent(holders) -> None:
+    h = holders[1]
+    with pytest.raises(RefusedRequest, match="never sent"):
+        h.partial_decrypt(-1, c1_of(h), [1, 2, 3], 2)
+    h.statistics_rounds.append(-1)
+    h.partial_decrypt(-1, c1_of(h), [1, 2, 3], 2)
+    with pytest.raises(RefusedRequest, match="already decrypted"):
+        h.partial_decrypt(-1, c1_of(h), [1, 2, 3], 2)

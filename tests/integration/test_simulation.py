@@ -51,6 +51,7 @@ faulty = ClientApp()
 faulty.query("hello")(hospital.hello)
 faulty.query("keygen")(hospital.keygen)
 faulty.query("keyshares")(hospital.keyshares)
+faulty.query("statistics")(hospital.statistics)
 faulty.evaluate()(hospital.evaluate)
 
 
