@@ -20,7 +20,7 @@ from he.ciphertext import EncryptedUpdate
 from he.context import HEContext
 from he.encoding import UpdateEncoder
 from he.errors import CiphertextError, NotEnoughPartiesError, ShareMismatchError
-from he.modarith import addmod, inverse, mulmod, submod
+from he.modarith import addmod, inverse, mul_scalar, mulmod, submod
 from he.params import lagrange_scale
 from he.threshold import integer_lagrange_weights, validate_party_points
 
@@ -102,15 +102,14 @@ def combine(
         delta = lagrange_scale(num_shareholders, threshold)
     by_party = {s.party: s for s in shares}
     moduli = ctx.data_moduli
-    total = mulmod(aggregate.c0, _scalar_residues(delta, moduli, aggregate.c0.shape), moduli)
+    total = mul_scalar(aggregate.c0, delta, moduli)
     for party, weight in weights.items():
         share = by_party[party]
         if share.polys.shape != aggregate.c1.shape:
             raise ShareMismatchError(
                 f"decryption share of party {party}: shape {share.polys.shape}, expected {aggregate.c1.shape}"
             )
-        weighted = mulmod(share.polys, _scalar_residues(weight, moduli, total.shape), moduli)
-        total = addmod(total, weighted, moduli)
+        total = addmod(total, mul_scalar(share.polys, weight, moduli), moduli)
     return _remove_noise(ctx, ctx.intt(total), delta)
 
 
@@ -118,11 +117,6 @@ def decrypt_update(ctx: HEContext, aggregate: EncryptedUpdate, field_sums: np.nd
     """Decode combined field sums into the weighted-average arrays and the total example count."""
     encoder = UpdateEncoder(ctx.params, ctx.num_payload)
     return encoder.decode(field_sums, aggregate.layout, aggregate.contributors)
-
-
-def _scalar_residues(value: int, moduli: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    residues = np.array([value % int(q) for q in moduli.tolist()], dtype=np.uint64).reshape(-1, 1)
-    return np.broadcast_to(residues, shape)
 
 
 def _remove_noise(ctx: HEContext, coefficients: np.ndarray, delta: int) -> np.ndarray:
@@ -154,7 +148,7 @@ def _remove_noise(ctx: HEContext, coefficients: np.ndarray, delta: int) -> np.nd
             radix *= qk
         noise = np.where(negative, submod(noise, np.uint64(modulus_product % q), q), noise)
         stripped = submod(payload[:, row], noise, q)
-        out[:, row] = mulmod(stripped, np.uint64(inverse(delta % q, q)), q)
+        out[:, row] = stripped if delta == 1 else mul_scalar(stripped, inverse(delta % q, q), q)
     return out
 
 

@@ -23,14 +23,24 @@ def _as_column(q: np.ndarray | int, ndim: int) -> np.ndarray:
 
 def _mul_small(a: np.ndarray, b: np.ndarray, q: np.ndarray) -> np.ndarray:
     """(a*b) mod q for a < q < 2^61 and b < 2^31: quotient estimated in float64, fixed exactly."""
-    qf = q.astype(np.float64)
-    quotient = np.floor(a.astype(np.float64) * b.astype(np.float64) / qf).astype(np.uint64)
-    r = (a * b - quotient * q).view(np.int64)  # true value in (-2q, 2q): fits in int64
+    quotient = np.floor(a.astype(np.float64) * b.astype(np.float64) / q.astype(np.float64))
+    r = (a * b - quotient.astype(np.uint64) * q).view(np.int64)  # true value in [-q, 2q)
     qi = q.astype(np.int64)
-    r = np.where(r < 0, r + qi, r)
-    r = np.where(r < 0, r + qi, r)
-    r = np.where(r >= qi, r - qi, r)
+    r += (r >> 63) & qi  # now in [0, 2q)
+    r -= qi
+    r += (r >> 63) & qi  # now in [0, q)
     return r.view(np.uint64)
+
+
+def mul_scalar(a: np.ndarray, scalar: int, q: np.ndarray | int) -> np.ndarray:
+    """Exact ``a*scalar mod q`` for a signed integer scalar; one step when ``|scalar| < 2^31``."""
+    a = np.asarray(a, dtype=np.uint64)
+    qc = _as_column(q, a.ndim)
+    if abs(scalar) < 1 << 31:
+        product = _mul_small(a, np.broadcast_to(np.uint64(abs(scalar)), a.shape), qc)
+        return negmod(product, qc) if scalar < 0 else product
+    residues = np.array([scalar % int(m) for m in np.ravel(qc)], dtype=np.uint64).reshape(qc.shape)
+    return mulmod(a, np.broadcast_to(residues, a.shape), q)
 
 
 def mulmod(a: np.ndarray, b: np.ndarray, q: np.ndarray | int) -> np.ndarray:

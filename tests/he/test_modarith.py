@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from he.modarith import addmod, mulmod, negmod, submod
+from he.modarith import addmod, mul_scalar, mulmod, negmod, submod
 
 # SEAL's 60-bit NTT primes for N=16384, a 61-bit prime, a 50-bit and a small one.
 PRIMES = [1152921504606748673, 1152921504599080961, (1 << 61) - 1, 1125899906826241, 65537]
@@ -47,3 +47,15 @@ def test_rows_use_their_own_modulus() -> None:
     got = mulmod(a, b, q)
     for row, p in enumerate(PRIMES[:2]):
         assert got[row].tolist() == [int(x) * int(y) % p for x, y in zip(a[row], b[row], strict=True)]
+
+
+@pytest.mark.parametrize("scalar", [0, 1, -1, 362880, -(2**31 - 1), 2**31, -(2**45), 2**70])
+def test_mul_scalar_matches_python_ints(scalar: int) -> None:
+    moduli = np.array(PRIMES[:2], dtype=np.uint64)
+    rng = np.random.default_rng(abs(scalar) % 97)
+    a = np.stack([rng.integers(0, q, 1000, dtype=np.uint64) for q in PRIMES[:2]])
+    for row, q in enumerate(PRIMES[:2]):
+        a[row, :2] = [0, q - 1]
+    got = mul_scalar(a, scalar, moduli)
+    for row, q in enumerate(PRIMES[:2]):
+        assert got[row].tolist() == [int(x) * scalar % q for x in a[row]]
