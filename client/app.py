@@ -25,6 +25,7 @@ from client.task import (
     run_local_round,
 )
 from he import protocol as p
+from he.ciphertext import c1_from_bytes
 
 log = logging.getLogger(__name__)
 STATE = "fedquorum"
@@ -189,10 +190,7 @@ def statistics(message: Message, context: Context) -> Message:
 def decrypt(message: Message, context: Context) -> Message:
     config = config_of(message)
     holder = load_keyholder(context)
-    c1_blob = blobs_of(message)[p.AGGREGATE_C1]
-    c1 = np.frombuffer(c1_blob, dtype=np.uint64).reshape(-1, len(holder.ctx.data_moduli), holder.ctx.n)
-    if np.any(c1 >= holder.ctx.data_moduli.reshape(-1, 1)):
-        raise ValueError("aggregate c1 from the server has residues out of range (corrupt)")
+    c1 = c1_from_bytes(holder.ctx, blobs_of(message)[p.AGGREGATE_C1], "the server")
     contributors = [int(x) for x in str(config[p.CONTRIBUTORS]).split(",") if x]
     start = time.perf_counter()
     share = holder.partial_decrypt(int(config[p.ROUND]), c1, contributors, int(config[p.MIN_CONTRIBUTORS]))

@@ -53,6 +53,22 @@ class EncryptedUpdate:
         return cls(layout, polys, contributors)
 
 
+def c1_to_bytes(ctx: HEContext, aggregate: EncryptedUpdate) -> bytes:
+    """The ``c1`` half of an aggregate: all a hospital needs for its decryption share."""
+    return wire.pack(wire.Kind.CIPHERTEXT_SUM, ctx.fingerprint, {}, aggregate.c1)
+
+
+def c1_from_bytes(ctx: HEContext, data: bytes, sender: str) -> np.ndarray:
+    _, c1 = wire.unpack(
+        data, wire.Kind.CIPHERTEXT_SUM, ctx.fingerprint, ctx.data_moduli, f"aggregate from {sender}"
+    )
+    if c1.ndim != 3 or c1.shape[1:] != (len(ctx.data_moduli), ctx.n) or not len(c1):
+        raise CiphertextError(
+            f"aggregate from {sender}: shape {c1.shape}, expected [m, {len(ctx.data_moduli)}, {ctx.n}]"
+        )
+    return c1
+
+
 class UpdateEncryptor:
     """Encrypts one hospital's update under the collective public key (SEAL's Encryptor)."""
 

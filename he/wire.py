@@ -1,9 +1,10 @@
 """Wire format of everything ``he`` sends: framed, typed, bound to one parameter set, validated.
 
 ``FQHE | u8 version | u8 kind | 16-byte parameter fingerprint | u32 meta length | meta (JSON) |
-residues (little-endian u64, [..., L, N])``. Parsing checks every field and that every residue
-is below its prime, so corrupt or foreign bytes fail with a clear error instead of producing
-silent garbage after decryption.
+residues ([..., L, N], two 60-bit residues per 15 bytes, little endian)``. Every prime is below
+2^60, so packing saves the 4 idle bits of each 64-bit word (6.25% of every message). Parsing
+checks every field and that every residue is below its prime, so corrupt or foreign bytes fail
+with a clear error instead of producing silent garbage after decryption.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import numpy as np
 from he.errors import CiphertextError
 
 MAGIC = b"FQHE"
-VERSION = 1
+VERSION = 2
+RESIDUE_BITS = 60
 _FRAME = struct.Struct("<4sBB16sI")
 
 
@@ -36,7 +38,34 @@ def pack(kind: Kind, fingerprint: bytes, meta: dict, residues: np.ndarray) -> by
     meta = {**meta, "shape": list(residues.shape)}
     meta_bytes = json.dumps(meta, separators=(",", ":")).encode()
     head = _FRAME.pack(MAGIC, VERSION, int(kind), fingerprint, len(meta_bytes))
-    return head + meta_bytes + np.ascontiguousarray(residues, dtype="<u8").tobytes()
+    return head + meta_bytes + pack_residues(residues)
+
+
+def pack_residues(residues: np.ndarray) -> bytes:
+    """Two residues below 2^60 in 15 bytes: ``lo = r0 | r1 << 60`` (8 bytes), ``r1 >> 4`` (7 bytes)."""
+    flat = np.ascontiguousarray(residues, dtype=np.uint64).reshape(-1, 2)
+    if flat.size and int(flat.max()) >> RESIDUE_BITS:
+        raise ValueError(f"residues must be below 2^{RESIDUE_BITS} to be packed")
+    words = np.empty((len(flat), 2), dtype="<u8")
+    words[:, 0] = flat[:, 0] | (flat[:, 1] << np.uint64(RESIDUE_BITS))
+    words[:, 1] = flat[:, 1] >> np.uint64(64 - RESIDUE_BITS)
+    return words.view(np.uint8).reshape(-1, 16)[:, :15].tobytes()
+
+
+def unpack_residues(body: bytes, count: int) -> np.ndarray:
+    """Inverse of ``pack_residues`` for ``count`` residues (an even number)."""
+    raw = np.zeros((count // 2, 16), dtype=np.uint8)
+    raw[:, :15] = np.frombuffer(body, dtype=np.uint8).reshape(-1, 15)
+    words = raw.view("<u8")
+    low_mask = np.uint64((1 << RESIDUE_BITS) - 1)
+    out = np.empty((count // 2, 2), dtype=np.uint64)
+    out[:, 0] = words[:, 0] & low_mask
+    out[:, 1] = (words[:, 0] >> np.uint64(RESIDUE_BITS)) | (words[:, 1] << np.uint64(64 - RESIDUE_BITS))
+    return out.reshape(-1)
+
+
+def packed_size(count: int) -> int:
+    return 15 * (count // 2)
 
 
 def unpack(
@@ -64,13 +93,14 @@ def unpack(
     except (ValueError, KeyError, TypeError) as err:
         raise CiphertextError(f"{what}: unreadable frame metadata") from err
     body = data[_FRAME.size + meta_len :]
-    expected = 8 * int(np.prod(shape, dtype=np.int64))
-    if len(shape) < 2 or shape[-2] != len(moduli) or len(body) != expected:
+    count = int(np.prod(shape, dtype=np.int64))
+    expected = packed_size(count)
+    if len(shape) < 2 or shape[-2] != len(moduli) or count % 2 or len(body) != expected:
         raise CiphertextError(
             f"{what}: residue block of {len(body)} bytes, shape {shape}; expected "
             f"{len(moduli)} primes and {expected} bytes"
         )
-    residues = np.frombuffer(body, dtype="<u8").reshape(shape)
+    residues = unpack_residues(body, count).reshape(shape)
     if np.any(residues >= moduli.reshape(-1, 1)):
         raise CiphertextError(f"{what}: residues out of range for their primes (corrupt data)")
     return meta, residues

@@ -19,7 +19,7 @@ from flwr.serverapp import Grid
 
 from he import keygen as hekeygen
 from he import protocol as p
-from he.ciphertext import CiphertextSum
+from he.ciphertext import CiphertextSum, c1_to_bytes
 from he.context import HEContext
 from he.decrypt import DecryptionShare, combine, decrypt_update
 from he.errors import HEError
@@ -190,7 +190,7 @@ class EncryptedFedAvg(FedAvg):
             p.CONTRIBUTORS: ",".join(map(str, contributors)),
             p.MIN_CONTRIBUTORS: self.settings.min_train_nodes,
         }
-        c1 = np.ascontiguousarray(aggregate.c1).tobytes()
+        c1 = c1_to_bytes(self.ctx, aggregate)  # the ring's frame, also for statistics passes
         messages = [
             Message(
                 content=make_content(config, {p.AGGREGATE_C1: c1}),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import struct
 
 import numpy as np
 import pytest
@@ -142,7 +141,10 @@ def test_foreign_ciphertext_refused(test_ctx, encrypted):
 
 
 def _flip_last_residue(blob: bytes, value: int) -> bytes:
-    return blob[:-8] + struct.pack("<Q", value)
+    """Set the frame's last residue (values past the 60-bit wire width saturate to 2^60-1)."""
+    pair = wire.unpack_residues(blob[-15:], 2)
+    pair[1] = min(value, (1 << wire.RESIDUE_BITS) - 1)
+    return blob[:-15] + wire.pack_residues(pair)
 
 
 @pytest.mark.parametrize(
@@ -155,7 +157,7 @@ def _flip_last_residue(blob: bytes, value: int) -> bytes:
         (lambda b: b[:20], "too short for a fedquorum frame"),
         (lambda b: b"", "too short"),
         (lambda b: b"FQHX" + b[4:], "bad magic or version"),
-        (lambda b: b[:4] + bytes([2]) + b[5:], "bad magic or version"),
+        (lambda b: b[:4] + bytes([wire.VERSION + 1]) + b[5:], "bad magic or version"),
         (lambda b: b[:5] + bytes([wire.Kind.DECRYPTION_SHARE]) + b[6:], "ENCRYPTED_UPDATE frame, got kind 3"),
         (lambda b: b[:26] + b"x" + b[27:], "unreadable frame metadata"),
     ],
@@ -444,3 +446,31 @@ def test_error_messages_never_contain_secret_residues(federation5):
     assert repr(federation5.secrets[0]) == "SecretKeyShare(<secret>)"
     assert str(federation5.secrets[0].residues[0, 5]) not in repr(federation5.secrets[0])
     assert "residues" not in repr(federation5.secrets[0])
+
+
+def test_residue_packing_round_trips_at_the_edges() -> None:
+    from he.wire import pack_residues, packed_size, unpack_residues
+
+    rng = np.random.default_rng(5)
+    values = rng.integers(0, 1 << 60, 1000, dtype=np.uint64)
+    values[:4] = [0, (1 << 60) - 1, 1, (1 << 60) - 2]
+    body = pack_residues(values)
+    assert len(body) == packed_size(values.size) == 7500
+    assert np.array_equal(unpack_residues(body, values.size), values)
+    with pytest.raises(ValueError, match="below 2\\^60"):
+        pack_residues(np.array([1 << 60, 0], dtype=np.uint64))
+
+
+def test_aggregate_c1_frame_round_trips_and_refuses_foreign_or_corrupt(test_ctx, encrypted) -> None:
+    from he.ciphertext import c1_from_bytes, c1_to_bytes
+
+    update, _ = encrypted
+    frame = c1_to_bytes(test_ctx, update)
+    assert np.array_equal(c1_from_bytes(test_ctx, frame, "server"), update.c1)
+    with pytest.raises(CiphertextError, match=r"aggregate from server.*out of range"):
+        c1_from_bytes(test_ctx, _flip_last_residue(frame, (1 << 64) - 1), "server")
+    other = HEContext(dataclasses.replace(test_ctx.params, clip=1.0))
+    with pytest.raises(CiphertextError, match="fingerprint"):
+        c1_from_bytes(other, frame, "server")
+    with pytest.raises(CiphertextError, match="expected a CIPHERTEXT_SUM frame"):
+        c1_from_bytes(test_ctx, update.to_bytes(test_ctx), "server")
