@@ -14,6 +14,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from client.audit import audit_mod
 from client.keyholder import KeyHolder
 from client.task import (
     TaskConfig,
@@ -30,7 +31,7 @@ from he.ciphertext import c1_from_bytes
 log = logging.getLogger(__name__)
 STATE = "fedquorum"
 
-app = ClientApp()
+app = ClientApp(mods=[audit_mod])
 
 
 # -- record helpers ------------------------------------------------------------------------------
@@ -162,7 +163,8 @@ def train(message: Message, context: Context) -> Message:
         return reply(message, arrays=delta, metrics=metrics)
     holder = load_keyholder(context)
     start = time.perf_counter()
-    blob, clipped = holder.encrypt_update(server_round, delta, num_examples)
+    clip = float(config[p.CLIP]) if p.CLIP in config else None
+    blob, clipped = holder.encrypt_update(server_round, delta, num_examples, clip)
     metrics |= {"encrypt_seconds": time.perf_counter() - start, "clipped_values": clipped}
     store_keyholder(context, holder)
     return reply(message, {p.UPDATE: blob}, metrics=metrics)

@@ -98,10 +98,10 @@ class KeyHolder:
         return residues.reshape(2, len(self.ctx.key_moduli), self.ctx.n)
 
     def encrypt_update(
-        self, server_round: int, delta: list[np.ndarray], num_examples: int
+        self, server_round: int, delta: list[np.ndarray], num_examples: int, clip: float | None = None
     ) -> tuple[bytes, int]:
-        """This round's encrypted weighted update (and how many values were clipped)."""
-        update, clipped = UpdateEncryptor(self.ctx, self.public_key()).encrypt(delta, num_examples)
+        """This round's encrypted weighted update (and how many values were clipped to ``clip``)."""
+        update, clipped = UpdateEncryptor(self.ctx, self.public_key()).encrypt(delta, num_examples, clip)
         self.trained_round = server_round
         return update.to_bytes(self.ctx), clipped
 

@@ -78,9 +78,11 @@ class UpdateEncryptor:
         self._encryptor = seal.Encryptor(ctx.seal, ctx.load_public_key(public_key))
         self._rng = np.random.default_rng()  # OS-seeded: stochastic rounding must not be predictable
 
-    def encrypt(self, arrays: list[np.ndarray], num_examples: int) -> tuple[EncryptedUpdate, int]:
-        """The encrypted update and how many values were clipped to the preset's range."""
-        encoded = self.encoder.encode(arrays, num_examples, self._rng)
+    def encrypt(
+        self, arrays: list[np.ndarray], num_examples: int, clip: float | None = None
+    ) -> tuple[EncryptedUpdate, int]:
+        """The encrypted update and how many values were clipped (to ``clip``, default the preset's)."""
+        encoded = self.encoder.encode(arrays, num_examples, self._rng, clip)
         count = len(encoded.fields)
         message = np.zeros((count, len(self.ctx.data_moduli), self.ctx.n), dtype=np.uint64)
         message[:, : self.ctx.num_payload] = encoded.fields  # fields < 2^59 < every prime
@@ -118,8 +120,9 @@ class CiphertextSum:
             self._sum = EncryptedUpdate(update.layout, update.polys.copy(), update.contributors)
         elif update.layout != self._sum.layout:
             raise CiphertextError(
-                f"encrypted update from {contributor}: layout {update.layout.shapes} differs from "
-                f"the round's {self._sum.layout.shapes}"
+                f"encrypted update from {contributor}: layout {update.layout.shapes} with clip "
+                f"{update.layout.clip} differs from the round's {self._sum.layout.shapes} with clip "
+                f"{self._sum.layout.clip}"
             )
         else:
             polys = addmod(self._sum.polys, update.polys, self.ctx.data_moduli)

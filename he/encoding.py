@@ -1,7 +1,9 @@
 """Quantize, weight and pack a model update into integer fields, and decode their sum.
 
 A hospital with ``k`` examples has FedAvg weight ``w = k / max_samples_per_party``. Each value
-``v`` (clipped to ``[-clip, clip]``) becomes ``z = round(w*v/clip * H)`` with ``H = 2^(b-1)-1``,
+``v`` is clipped to ``[-clip, clip]`` (the preset's clip, or a round's narrower one that the server
+picks from the previous aggregate, so that quantization bins follow the shrinking updates) and
+becomes ``z = round(w*v/clip * H)`` with ``H = 2^(b-1)-1``,
 stored offset as ``u = z + H`` in ``[0, 2^b - 2]``; one more value carries ``w`` itself. Fields of
 ``b + ceil(log2 max_parties)`` bits are packed several per 60-bit residue (BatchCrypt, USENIX
 ATC 2020), so the sum of up to ``max_parties`` updates never carries into a neighbour. The sum
@@ -23,24 +25,27 @@ class UpdateLayout:
     """Shapes of the arrays of a model update, in order (public: the model architecture)."""
 
     shapes: tuple[tuple[int, ...], ...]
+    clip: float
 
     @classmethod
-    def of(cls, arrays: list[np.ndarray]) -> UpdateLayout:
-        return cls(tuple(tuple(int(d) for d in np.shape(a)) for a in arrays))
+    def of(cls, arrays: list[np.ndarray], clip: float) -> UpdateLayout:
+        return cls(tuple(tuple(int(d) for d in np.shape(a)) for a in arrays), float(clip))
 
     @property
     def num_values(self) -> int:
         return int(sum(np.prod(s, dtype=np.int64) for s in self.shapes))
 
-    def to_json(self) -> list[list[int]]:
-        return [list(s) for s in self.shapes]
+    def to_json(self) -> dict:
+        return {"shapes": [list(s) for s in self.shapes], "clip": self.clip}
 
     @classmethod
-    def from_json(cls, shapes: list[list[int]]) -> UpdateLayout:
-        layout = cls(tuple(tuple(int(d) for d in s) for s in shapes))
-        if any(d < 0 for s in layout.shapes for d in s):
-            raise ValueError(f"layout dimensions must be non-negative, got {layout.shapes}")
-        return layout
+    def from_json(cls, layout: dict) -> UpdateLayout:
+        result = cls(tuple(tuple(int(d) for d in s) for s in layout["shapes"]), float(layout["clip"]))
+        if any(d < 0 for s in result.shapes for d in s):
+            raise ValueError(f"layout dimensions must be non-negative, got {result.shapes}")
+        if not (result.clip > 0 and np.isfinite(result.clip)):
+            raise ValueError(f"layout clip must be a positive finite number, got {result.clip}")
+        return result
 
 
 @dataclass(frozen=True)
@@ -64,20 +69,28 @@ class UpdateEncoder:
     def num_ciphertexts(self, layout: UpdateLayout) -> int:
         return -(-(layout.num_values + 1) // self.params.values_per_ciphertext)
 
-    def encode(self, arrays: list[np.ndarray], num_examples: int, rng: np.random.Generator) -> EncodedUpdate:
-        """Quantize and pack; ``rng`` drives stochastic rounding (pass an OS-seeded one)."""
+    def encode(
+        self, arrays: list[np.ndarray], num_examples: int, rng: np.random.Generator, clip: float | None = None
+    ) -> EncodedUpdate:
+        """Quantize and pack; ``rng`` drives stochastic rounding (pass an OS-seeded one).
+
+        ``clip`` (default: the preset's) may only narrow the preset's range.
+        """
         values = self._validated_values(arrays, num_examples)
         p = self.params
+        clip = p.clip if clip is None else float(clip)
+        if not 0 < clip <= p.clip:
+            raise EncodingError(f"clip must be in (0, {p.clip}] (the preset's clip), got {clip}")
         weight = num_examples / p.max_samples_per_party
-        clipped = int(np.count_nonzero(np.abs(values) > p.clip))
-        scaled = np.append(np.clip(values, -p.clip, p.clip) * (weight / p.clip), weight)
+        clipped = int(np.count_nonzero(np.abs(values) > clip))
+        scaled = np.append(np.clip(values, -clip, clip) * (weight / clip), weight)
         scaled *= self.half_range
         if p.stochastic_rounding:
             quantized = np.floor(scaled + rng.random(scaled.shape))
         else:
             quantized = np.rint(scaled)
         offset = np.clip(quantized, -self.half_range, self.half_range).astype(np.int64) + self.half_range
-        layout = UpdateLayout.of(arrays)
+        layout = UpdateLayout.of(arrays, clip)
         return EncodedUpdate(self._pack(offset.astype(np.uint64), layout), layout, clipped)
 
     def decode(
@@ -92,7 +105,7 @@ class UpdateEncoder:
                 f"decoded total weight {total_weight} is not positive: the sum is not a sum of "
                 f"{num_contributors} valid updates"
             )
-        average = centered[:-1].astype(np.float64) * (self.params.clip / self.half_range) / total_weight
+        average = centered[:-1].astype(np.float64) * (layout.clip / self.half_range) / total_weight
         arrays, start = [], 0
         for shape in layout.shapes:
             size = int(np.prod(shape, dtype=np.int64))

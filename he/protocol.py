@@ -47,5 +47,6 @@ ENCRYPTED = "encrypted"
 CONTRIBUTORS = "contributors"  # comma-separated party indices
 MIN_CONTRIBUTORS = "min-train-nodes"
 NUM_EXAMPLES = "num-examples"
+CLIP = "clip"  # the round's quantization range for encrypted updates
 FEATURE_MEAN = "feature-mean"
 FEATURE_STD = "feature-std"

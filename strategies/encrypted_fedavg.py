@@ -38,6 +38,14 @@ from strategies.messaging import (
 log = logging.getLogger(__name__)
 
 
+def next_clip(average: list[np.ndarray], margin: float, preset_clip: float) -> float:
+    """The next round's clip: ``margin`` x the largest average value, as a power of two."""
+    largest = max(float(np.max(np.abs(a))) for a in average if a.size)
+    if margin <= 0 or largest <= 0:
+        return preset_clip
+    return float(min(preset_clip, 2.0 ** np.ceil(np.log2(margin * largest))))
+
+
 class SetupFailedError(RuntimeError):
     """Key set-up needs every hospital; one failed."""
 
@@ -45,11 +53,20 @@ class SetupFailedError(RuntimeError):
 class EncryptedFedAvg(FedAvg):
     """FedAvg whose aggregation happens under threshold CKKS (see module docstring)."""
 
-    def __init__(self, settings: RunSettings) -> None:
+    def __init__(self, settings: RunSettings, clip_margin: float = 8.0) -> None:
+        """``clip_margin``: after each round the clip range becomes ``clip_margin`` times the
+        largest value of the decrypted average update (as a power of two, never above the
+        preset's clip), so the quantizer's bins follow the updates as they shrink; 0 keeps
+        the preset's clip. Values a hospital clips are counted in ``clipped_values``."""
         super().__init__(settings)
         self.ctx = HEContext(preset(settings.he_preset))
         self.statistics_ctx = HEContext(self.ctx.params.for_feature_statistics())
         self.threshold = 0
+        self.clip_margin = clip_margin
+        self.round_clip = self.ctx.params.clip
+
+    def round_config(self, server_round: int) -> dict:
+        return {**super().round_config(server_round), p.CLIP: self.round_clip}
 
     # -- set-up ------------------------------------------------------------------------------
     def setup(self, grid: Grid) -> None:
@@ -174,6 +191,8 @@ class EncryptedFedAvg(FedAvg):
         )
         metrics = weighted_client_metrics(client_metrics)
         metrics["contributors"] = len(contributors)
+        metrics["clip"] = self.round_clip
+        self.round_clip = next_clip(average, self.clip_margin, self.ctx.params.clip)
         self.traffic.seconds = {
             "aggregate_seconds": aggregate_seconds,
             "decrypt_seconds": decrypt_seconds,

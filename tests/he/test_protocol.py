@@ -300,7 +300,7 @@ def test_real_preset_three_of_five(name):
     arrays, total = fed.decrypt(aggregate, [5, 1, 3], 3)
     want = weighted_average(updates, counts)
     tol = average_tolerance(ctx.params, counts, max(float(np.max(np.abs(w))) for w in want))
-    assert tol < (1e-9 if name == "precise" else 5e-3)
+    assert tol < (1e-9 if name == "precise" else 2e-2)
     assert max_abs_error(arrays, want) <= tol
     # the weight is quantized like the values: each of 5 weights errs by < 1/H of max_samples
     half = (1 << (ctx.params.value_bits - 1)) - 1
@@ -369,7 +369,7 @@ def test_stochastic_rounding_is_unbiased():
     encoder = UpdateEncoder(p, len(p.payload_prime_bits))
     half = (1 << (p.value_bits - 1)) - 1
     step = p.clip / half
-    value = (1234 + 0.4) * step  # 0.4 of a step above a grid point
+    value = (half // 3 + 0.4) * step  # 0.4 of a step above a grid point inside the range
     draws = 200_000
     update = [np.full(draws, value)]
     # weight 1.0 is exactly representable, so only the values are rounded

@@ -196,7 +196,11 @@ def test_bad_metadata_refused(test_ctx, encrypted):
         ({"layout": layout, "contributors": "x"}, "contributor count"),
         ({"layout": "nonsense", "contributors": 1}, "layout"),
         ({"layout": layout, "contributors": 0}, "expected"),
-        ({"layout": [[100000]], "contributors": 1}, r"shape \(1, 2, 4, 4096\), expected \(13, 2, 4, 4096\)"),
+        ({"layout": {**layout, "clip": -1.0}, "contributors": 1}, "lacks a valid layout"),
+        (
+            {"layout": {"shapes": [[100000]], "clip": 1.0}, "contributors": 1},
+            r"shape \(1, 2, 4, 4096\), expected \(13, 2, 4, 4096\)",
+        ),
     ]
     for meta, message in cases:
         with pytest.raises(CiphertextError, match=message):
@@ -223,9 +227,12 @@ def test_wrong_layout_in_sum_names_contributor_and_keeps_sum(federation5, encryp
     total = CiphertextSum(ctx)
     total.add("hospital-a", blob)
     with pytest.raises(
-        CiphertextError, match=r"from hospital-b: layout \(\(50,\), \(8,\)\) differs from the round's"
+        CiphertextError, match=r"from hospital-b: layout \(\(50,\), \(8,\)\) with clip 64.0 differs"
     ):
         total.add("hospital-b", other.to_bytes(ctx))
+    narrower, _ = encryptor.encrypt([np.zeros(50), np.zeros(7)], 10, clip=0.5)
+    with pytest.raises(CiphertextError, match=r"with clip 0.5 differs from the round's"):
+        total.add("hospital-c", narrower.to_bytes(ctx))
     assert total.contributors == ["hospital-a"]
     assert total.result.contributors == 1
     assert np.array_equal(total.result.polys, update.polys)
@@ -474,3 +481,28 @@ def test_aggregate_c1_frame_round_trips_and_refuses_foreign_or_corrupt(test_ctx,
         c1_from_bytes(other, frame, "server")
     with pytest.raises(CiphertextError, match="expected a CIPHERTEXT_SUM frame"):
         c1_from_bytes(test_ctx, update.to_bytes(test_ctx), "server")
+
+
+def test_round_clip_may_only_narrow_the_presets(test_ctx) -> None:
+    from he.encoding import UpdateEncoder
+
+    encoder = UpdateEncoder(test_ctx.params, test_ctx.num_payload)
+    rng = np.random.default_rng(0)
+    for bad in (0.0, -1.0, test_ctx.params.clip * 2):
+        with pytest.raises(EncodingError, match=r"clip must be in \(0, 64.0\]"):
+            encoder.encode([np.zeros(3)], 5, rng, clip=bad)
+
+
+def test_a_narrower_round_clip_shrinks_the_quantization_error() -> None:
+    from he.encoding import UpdateEncoder
+    from he.params import preset
+
+    params = preset("compact")
+    encoder = UpdateEncoder(params, len(params.payload_prime_bits))
+    values = np.random.default_rng(1).uniform(-0.04, 0.04, 5000)
+    errors = {}
+    for clip in (params.clip, 0.05):
+        encoded = encoder.encode([values], 500, np.random.default_rng(2), clip=clip)
+        (decoded,), _ = encoder.decode(encoded.fields, encoded.layout, 1)
+        errors[clip] = np.max(np.abs(decoded - values))
+    assert errors[0.05] < errors[params.clip] / 10
