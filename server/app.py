@@ -21,6 +21,7 @@ from strategies.encrypted_fedavg import EncryptedFedAvg
 from strategies.fedavg import FedAvg, FederationResult
 
 log = logging.getLogger(__name__)
+FLOWER_RUN_TAG = "flower_run_id"  # MLflow tag of a deployment run: the Flower run id
 
 
 def initial_weights(settings: RunSettings) -> list[np.ndarray]:
@@ -53,11 +54,46 @@ def make_server_app(
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         run_settings = settings or RunSettings.from_run_config(dict(context.run_config))
-        result = run_federation(grid, run_settings, on_round)
+        if run_settings.mlflow_tracking_uri and settings is None:
+            result = run_tracked(grid, run_settings, int(context.run_id), on_round)
+        else:
+            result = run_federation(grid, run_settings, on_round)
         if on_result:
             on_result(result)
 
     return app
+
+
+def run_tracked(
+    grid: Grid, settings: RunSettings, flower_run_id: int, on_round: Callable[[int, dict], None] | None = None
+) -> FederationResult:
+    """Deployment: the ServerApp logs its own MLflow run (tagged with the Flower run id).
+
+    Params are the run config; metrics per round; tags, final metrics, learning curve and the
+    final model at the end. The run is marked FAILED if the federation fails.
+    """
+    from server.tracking import MlflowTracker  # MLflow only where a run is tracked
+
+    tracker = MlflowTracker(
+        settings.mlflow_tracking_uri, settings.mlflow_experiment, run_name=f"flower-run-{flower_run_id}"
+    )
+    with tracker:
+        import mlflow
+
+        mlflow.set_tags({FLOWER_RUN_TAG: str(flower_run_id), "engine": "deployment"})
+        tracker.log_params(settings.to_run_config())
+
+        def log_round(server_round: int, metrics: dict) -> None:
+            tracker.log_round(server_round, metrics)
+            if on_round:
+                on_round(server_round, metrics)
+
+        strategy = build_strategy(settings)
+        strategy.summary()
+        result = strategy.start(grid, initial_weights(settings), log_round)
+        tracker.log_result(result, settings, num_hospitals=len(strategy.node_ids))
+    log.info("MLflow run %s in %s", tracker.run_id, settings.mlflow_tracking_uri)
+    return result
 
 
 app = make_server_app()

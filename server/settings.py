@@ -24,6 +24,12 @@ class RunSettings:
         Fewest contributions a round's aggregate may have; below it the run stops.
     server_optimizer : str
         ``sgd`` (FedAvg with ``server_lr``), ``adam`` or ``yogi`` on the decrypted average.
+    mlflow_tracking_uri : str (default: "")
+        Deployment only: when set, the ServerApp itself logs the run to this MLflow store
+        (use an absolute ``sqlite:////abs/path.db`` or an ``http://`` server: the ServerApp
+        runs in its own process, on the SuperLink's machine). Empty: no MLflow logging.
+    mlflow_experiment : str (default: "fedquorum")
+        MLflow experiment of that run.
     """
 
     num_rounds: int = 3
@@ -47,6 +53,8 @@ class RunSettings:
     optimizer: str = "sgd"
     target_column: str = "target"
     round_timeout: float = 600.0
+    mlflow_tracking_uri: str = ""
+    mlflow_experiment: str = "fedquorum"
 
     def __post_init__(self) -> None:
         if self.num_rounds < 1:
@@ -86,9 +94,31 @@ class RunSettings:
 
     @classmethod
     def from_run_config(cls, run_config: dict) -> RunSettings:
-        known = {f.name for f in fields(cls)}
-        values = {k.replace("-", "_"): v for k, v in run_config.items()}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown run-config keys {unknown}; expected some of {sorted(known)}")
+        """Settings from Flower's run config (``num-rounds = 3``; keys with dashes).
+
+        Values are converted to each field's type (TOML ``1`` for a float is fine); a key that
+        is not a setting, or a value that does not convert, is an error naming the key.
+        """
+        types = {f.name: f.type for f in fields(cls)}
+        values = {}
+        for key, value in run_config.items():
+            name = str(key).replace("-", "_")
+            if name not in types:
+                expected = sorted(k.replace("_", "-") for k in types)
+                raise ValueError(f"unknown run-config key {key!r}; expected one of {expected}")
+            values[name] = _convert(key, value, types[name])
         return cls(**values)
+
+
+def _convert(key: str, value: object, type_name: object) -> object:
+    """``value`` as the field type ``type_name`` (``"int"``, ``"float"``, ``"str"``)."""
+    kind = {"int": int, "float": float, "str": str}[str(type_name)]
+    if kind is str:
+        if not isinstance(value, str):
+            raise ValueError(f"run-config key {key!r} must be a string, got {value!r}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"run-config key {key!r} must be a number ({kind.__name__}), got {value!r}")
+    if kind is int and value != int(value):
+        raise ValueError(f"run-config key {key!r} must be an integer, got {value!r}")
+    return kind(value)

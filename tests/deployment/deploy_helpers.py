@@ -1,0 +1,181 @@
+"""Helpers for deployment tests: processes started by PID and always stopped by PID.
+
+Every process a test starts goes through :class:`Processes` (fixture ``procs`` in conftest): its output goes
+to ``<tmp>/<name>.log``, and at teardown (also on failure) each one gets SIGTERM, then SIGKILL
+after a grace period; descendants Flower spawned (SuperExec, ClientApp and ServerApp processes)
+are recorded by PID while their parent lives and waited for (then killed by PID) as well.
+Everything binds 127.0.0.1; every SuperLink starts with runtime dependency installation off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+# generous: on a loaded 2-core CI machine one deployment message phase took up to ~60 s
+RUN_TIMEOUT = float(os.environ.get("FEDQUORUM_E2E_TIMEOUT", "1200"))
+
+
+def flower_env(home: Path) -> dict[str, str]:
+    return os.environ | {
+        "FLWR_HOME": str(home),
+        "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+        "FLWR_DISABLE_UPDATE_CHECK": "1",
+        "FLWR_TELEMETRY_ENABLED": "0",
+        "NO_COLOR": "1",
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.5) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def port_open(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+        return True
+    return False
+
+
+def children_of(pid: int) -> list[int]:
+    """Direct and indirect children of ``pid`` (from /proc)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                stat = (entry / "stat").read_text()
+                parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found, frontier = [], [pid]
+    while frontier:
+        current = frontier.pop()
+        kids = [child for child, parent in parents.items() if parent == current]
+        found += kids
+        frontier += kids
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with contextlib.suppress(OSError):
+        if (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            return False  # a zombie: exited, waiting to be reaped by its parent
+    return True
+
+
+class Processes:
+    """Processes of one test, stopped by PID at teardown."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.started: dict[str, subprocess.Popen] = {}
+        self.descendants: set[int] = set()
+
+    def start(
+        self, name: str, cmd: list[str], env: dict[str, str], cwd: Path | None = None
+    ) -> subprocess.Popen:
+        log = open(self.log_dir / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd or ROOT)
+        log.close()
+        self.started[name] = proc
+        return proc
+
+    def log(self, name: str) -> str:
+        path = self.log_dir / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def note_descendants(self) -> None:
+        for proc in self.started.values():
+            if proc.poll() is None:
+                self.descendants.update(children_of(proc.pid))
+
+    def stop(self, name: str, grace: float = 20.0) -> int | None:
+        proc = self.started[name]
+        if proc.poll() is None:
+            self.descendants.update(children_of(proc.pid))
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+        return proc.returncode
+
+    def stop_all(self) -> None:
+        self.note_descendants()
+        for name in reversed(list(self.started)):  # SuperNodes before the SuperLink
+            self.stop(name)
+        # Flower's own children (SuperExec, ClientApp/ServerApp) exit when their parent is gone
+        deadline = time.monotonic() + 20
+        while any(alive(pid) for pid in self.descendants) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        for pid in self.descendants:
+            if alive(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
+
+def flwr(home: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(BIN / "flwr"), *args], capture_output=True, text=True, env=flower_env(home), timeout=timeout
+    )
+
+
+def json_of(done: subprocess.CompletedProcess) -> dict:
+    import json
+
+    text = done.stdout
+    assert "{" in text, f"no JSON from flwr (exit {done.returncode}): {done.stdout}{done.stderr}"
+    return json.loads(text[text.index("{") : text.rindex("}") + 1])
+
+
+def wait_for_run(home: Path, connection: str, run_id: int, timeout: float = RUN_TIMEOUT) -> str:
+    """Poll ``flwr list`` until the run is finished; return its status (``finished:completed``)."""
+    status = "unknown"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = json_of(flwr(home, "list", connection, "--run-id", str(run_id), "--format", "json"))["runs"]
+        status = str(runs[0]["status"]) if runs else "unknown"
+        if status.startswith("finished"):
+            return status
+        time.sleep(3)
+    raise TimeoutError(f"Flower run {run_id} still {status!r} after {timeout:.0f} s")
+
+
+def mlflow_run_of(db: Path, flower_run_id: int):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    experiment = client.get_experiment_by_name("fedquorum")
+    assert experiment is not None, f"no MLflow experiment 'fedquorum' in {db}"
+    runs = client.search_runs([experiment.experiment_id], f"tags.flower_run_id = '{flower_run_id}'")
+    assert len(runs) == 1, f"expected one MLflow run tagged with Flower run {flower_run_id}, got {len(runs)}"
+    return client, runs[0]
+
+
+def read_audit(path: Path) -> list[dict]:
+    import json
+
+    return [json.loads(line) for line in path.read_text().splitlines()]
