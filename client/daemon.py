@@ -1,0 +1,286 @@
+"""The hospital daemon: check the site's settings, then become its Flower SuperNode.
+
+    python -m client.daemon --superlink fl.example.org:9093 \\
+        --root-certificates /etc/fedquorum/ca.crt --auth-key /etc/fedquorum/node.key \\
+        --data /srv/data/cohort.csv --target-column outcome --num-features 30 \\
+        --state-dir /var/lib/fedquorum
+
+    python -m client.daemon keygen --out /etc/fedquorum        # node.key (0600) + node.pub
+    python -m client.daemon --config /etc/fedquorum/daemon.toml  # the same settings from a file
+
+At start it checks, and refuses to start with a message naming the setting on the first error:
+the data file loads with the ClientApp's own loaders (and has the expected target column,
+number of features and classes if given); the state dir exists or is created with mode 0700 and
+is writable; the installed Flower is the pinned version; the clock is plausible and the CA
+certificate valid now; the node authentication key is an OpenSSH EC key with mode 0600. Then it
+replaces itself (same PID, for systemd or a supervisor) with ``flower-supernode`` and the right
+flags; the ClientApp reads ``data-path``, ``target-column`` and ``state-dir`` from the node config
+(``<state-dir>/node-config.toml``) and appends its audit log to ``<state-dir>/audit.jsonl``.
+
+``--insecure`` (no TLS, no node authentication) is for a trial on one machine only, and says so.
+Anything after ``--`` goes to ``flower-supernode`` verbatim (e.g. ``-- --max-retries 5``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+import tomllib
+from pathlib import Path
+
+from client import node_check as check
+
+log = logging.getLogger("fedquorum.daemon")
+
+NODE_CONFIG_FILE = "node-config.toml"
+DEFAULT_RUNTIME_PORT = 9094
+INSECURE_WARNING = """
+**************************************************************************************
+*  INSECURE MODE: no TLS and no node authentication. Model updates, decryption       *
+*  shares and metrics cross the network unencrypted and unauthenticated, and any     *
+*  process can pose as this hospital or as the SuperLink. Use only on one machine    *
+*  for a trial, never with patient data.                                             *
+**************************************************************************************"""
+
+# settings a --config TOML file may hold (same names as the flags, with dashes)
+CONFIG_KEYS = {
+    "superlink",
+    "root-certificates",
+    "auth-key",
+    "data",
+    "target-column",
+    "num-features",
+    "num-classes",
+    "partition-id",
+    "num-partitions",
+    "state-dir",
+    "port",
+    "insecure",
+    "flower-version",
+}
+
+
+# -- keygen -----------------------------------------------------------------------------------------
+def write_secret(path: Path, data: bytes) -> None:
+    """Write ``data`` to a new file created with mode 0600 (never wider, not even briefly)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+def keygen(out_dir: Path, name: str = "node") -> tuple[Path, Path]:
+    """A node authentication key pair: ``<name>.key`` (OpenSSH EC P-384, 0600) and ``<name>.pub``."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    private_path, public_path = out_dir / f"{name}.key", out_dir / f"{name}.pub"
+    for path in (private_path, public_path):
+        if path.exists():
+            raise check.NodeCheckError(f"{path} already exists; refusing to overwrite a key")
+    key = ec.generate_private_key(ec.SECP384R1())
+    write_secret(
+        private_path,
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
+            serialization.NoEncryption(),
+        ),
+    )
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    public_path.write_bytes(public + b"\n")
+    return private_path, public_path
+
+
+# -- the supernode command ----------------------------------------------------------------------------
+def toml_string(value: str) -> str:
+    """A TOML basic string (JSON's escaping is valid TOML)."""
+    return json.dumps(value)
+
+
+def write_node_config(state_dir: Path, values: dict) -> Path:
+    """``<state-dir>/node-config.toml``, read by ``flower-supernode --node-config``."""
+    lines = [
+        f"{key} = {toml_string(v) if isinstance(v, str) else json.dumps(v)}" for key, v in values.items()
+    ]
+    path = state_dir / NODE_CONFIG_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(
+        "# written by python -m client.daemon at start; edits are overwritten\n" + "\n".join(lines) + "\n"
+    )
+    tmp.chmod(0o600)
+    tmp.replace(path)
+    return path
+
+
+def supernode_command(args: argparse.Namespace, node_config: Path, extra: list[str]) -> list[str]:
+    exe = shutil.which("flower-supernode", path=str(Path(sys.executable).parent)) or shutil.which(
+        "flower-supernode"
+    )
+    if exe is None:
+        raise check.NodeCheckError("flower-supernode is not on PATH; install the project's requirements")
+    cmd = [exe, "--superlink", args.superlink, "--host", "127.0.0.1", "--port", str(args.port)]
+    if args.insecure:
+        cmd.append("--insecure")
+    else:
+        cmd += ["--root-certificates", str(args.root_certificates)]
+        cmd += ["--auth-supernode-private-key", str(args.auth_key)]
+    cmd += ["--node-config", str(node_config)]
+    return cmd + extra
+
+
+def validate(args: argparse.Namespace) -> tuple[dict, list[str]]:
+    """Run every start-up check; return the node config values and warnings."""
+    warnings = check.check_clock()
+    version = check.check_flower_version(args.flower_version)
+    log.info("Flower %s (pinned)", version)
+    if not args.superlink or ":" not in args.superlink:
+        raise check.NodeCheckError(
+            f"--superlink must be HOST:PORT of the federation's SuperLink, got {args.superlink!r}"
+        )
+    if not args.insecure:
+        if not args.root_certificates:
+            raise check.NodeCheckError(
+                "--root-certificates is required (the federation's CA certificate, PEM), "
+                "unless --insecure is given for a local trial"
+            )
+        if not args.auth_key:
+            raise check.NodeCheckError(
+                "--auth-key is required (this hospital's node authentication private key), "
+                "unless --insecure is given for a local trial"
+            )
+        args.root_certificates = check.check_root_certificate(args.root_certificates)
+        args.auth_key = check.check_auth_key(args.auth_key)
+    if not args.state_dir:
+        raise check.NodeCheckError("--state-dir is required (where the audit log and node config live)")
+    state_dir = check.check_state_dir(args.state_dir)
+    values: dict = {"state-dir": str(state_dir)}
+    if args.data:
+        summary = check.check_data(args.data, args.target_column, args.num_features, args.num_classes)
+        values |= {
+            "data-path": str(Path(args.data).expanduser().absolute()),
+            "target-column": args.target_column,
+        }
+    elif args.partition_id is not None and args.num_partitions is not None:
+        summary = check.check_partition(args.partition_id, args.num_partitions)
+        values |= {"partition-id": args.partition_id, "num-partitions": args.num_partitions}
+        warnings.append("using the embedded demo data (--partition-id), not a hospital data file")
+    else:
+        raise check.NodeCheckError(
+            "--data is required (the hospital's CSV or .npz file); for the demo data give "
+            "--partition-id and --num-partitions instead"
+        )
+    log.info("data: %s", summary)
+    log.info("state dir: %s (audit log: %s)", state_dir, state_dir / "audit.jsonl")
+    return values, warnings
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="python -m client.daemon",
+        description="Check this hospital's settings, then run its Flower SuperNode.",
+        epilog="Subcommand: `python -m client.daemon keygen --out DIR` creates node.key/node.pub.",
+    )
+    ap.add_argument("--config", type=Path, help="TOML file with any of the settings below (dashes)")
+    ap.add_argument("--superlink", help="HOST:PORT of the federation's SuperLink")
+    ap.add_argument("--root-certificates", help="the federation's CA certificate (PEM)")
+    ap.add_argument("--auth-key", help="this hospital's node authentication private key (OpenSSH, 0600)")
+    ap.add_argument("--data", help="the hospital's data: CSV with a header row, or MedMNIST-style .npz")
+    ap.add_argument("--target-column", default="target", help="label column of the CSV (default: target)")
+    ap.add_argument("--num-features", type=int, help="expected number of feature columns")
+    ap.add_argument("--num-classes", type=int, help="expected number of classes")
+    ap.add_argument("--partition-id", type=int, help="demo only: use this share of the embedded data")
+    ap.add_argument("--num-partitions", type=int, help="demo only: number of shares")
+    ap.add_argument("--state-dir", help="directory for the audit log and node config (created 0700)")
+    ap.add_argument(
+        "--port", type=int, default=DEFAULT_RUNTIME_PORT, help="local port of the SuperNode's runtime API"
+    )
+    ap.add_argument(
+        "--insecure", action="store_true", help="no TLS, no node authentication: local trial only"
+    )
+    ap.add_argument("--flower-version", help="expected Flower version (default: the pinned one)")
+    ap.add_argument("--check-only", action="store_true", help="run the checks and exit")
+    ap.add_argument(
+        "--print-command", action="store_true", help="print the flower-supernode command and exit"
+    )
+    return ap
+
+
+def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    extra: list[str] = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, extra = argv[:cut], argv[cut + 1 :]
+    ap = parser()
+    args = ap.parse_args(argv)
+    if args.config:
+        try:
+            values = tomllib.loads(Path(args.config).expanduser().read_text())
+        except (OSError, tomllib.TOMLDecodeError) as err:
+            raise check.NodeCheckError(f"--config {args.config} cannot be read as TOML: {err}") from err
+        unknown = sorted(set(values) - CONFIG_KEYS)
+        if unknown:
+            raise check.NodeCheckError(
+                f"--config {args.config}: unknown key(s) {unknown}; expected some of {sorted(CONFIG_KEYS)}"
+            )
+        # the file gives defaults; flags given on the command line win
+        ap.set_defaults(**{k.replace("-", "_"): v for k, v in values.items()})
+        args = ap.parse_args(argv)
+    return args, extra
+
+
+def keygen_main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m client.daemon keygen",
+        description="Create this hospital's node authentication key pair; send only the .pub file.",
+    )
+    ap.add_argument("--out", type=Path, required=True, help="directory for node.key (0600) and node.pub")
+    ap.add_argument("--name", default="node")
+    args = ap.parse_args(argv)
+    try:
+        private_path, public_path = keygen(args.out, args.name)
+    except check.NodeCheckError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"private key: {private_path} (mode 600; keep it on this machine)")
+    print(f"public key:  {public_path} (send this file to the federation coordinator)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s fedquorum-daemon: %(message)s")
+    if argv and argv[0] == "keygen":
+        return keygen_main(argv[1:])
+    try:
+        args, extra = parse(argv)
+        if args.insecure:
+            log.warning(INSECURE_WARNING)
+        values, warnings = validate(args)
+        for warning in warnings:
+            log.warning(warning)
+        node_config = write_node_config(Path(values["state-dir"]), values)
+        cmd = supernode_command(args, node_config, extra)
+    except check.NodeCheckError as err:
+        log.error("not starting: %s", err)
+        return 2
+    if args.check_only:
+        log.info("all checks passed")
+        return 0
+    if args.print_command:
+        print(" ".join(cmd))
+        return 0
+    log.info("starting: %s", " ".join(cmd))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    env = os.environ | {"FLWR_DISABLE_UPDATE_CHECK": "1"}
+    os.execve(cmd[0], cmd, env)
+    return 1  # not reached
+
+
+if __name__ == "__main__":
+    sys.exit(main())

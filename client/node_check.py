@@ -1,0 +1,220 @@
+"""Start-up checks of a hospital node, before it connects to the federation.
+
+Each check returns what it found or raises :class:`NodeCheckError` naming the input and what was
+expected; ``python -m client.daemon`` runs them all and refuses to start on the first error.
+Nothing here prints data values: only file names, counts and shapes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, requires, version
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+MIN_YEAR = 2025
+STATE_DIR_MODE = 0o700
+SECRET_FILE_MODE = 0o600
+
+
+class NodeCheckError(ValueError):
+    """A hospital-side setting is wrong; the message says which and what was expected."""
+
+
+# -- data -------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DataSummary:
+    path: str
+    train_examples: int
+    test_examples: int
+    num_features: int | tuple[int, ...]
+    num_classes: int
+
+    def __str__(self) -> str:
+        return (
+            f"{self.path}: {self.train_examples} training + {self.test_examples} test examples, "
+            f"{self.num_features} features, {self.num_classes} classes"
+        )
+
+
+def check_data(
+    path: str | os.PathLike,
+    target_column: str = "target",
+    num_features: int | None = None,
+    num_classes: int | None = None,
+) -> DataSummary:
+    """Load the hospital's CSV or ``.npz`` with the ClientApp's own loaders; check its schema."""
+    from client.data import load_csv, load_npz  # torch/pandas only when data are checked
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise NodeCheckError(f"data file {path} does not exist (expected a CSV or .npz file)")
+    if not os.access(path, os.R_OK):
+        raise NodeCheckError(f"data file {path} is not readable by this user")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npz":
+            data = load_npz(path)
+        elif suffix == ".csv":
+            data = load_csv(path, target_column)
+        else:
+            raise NodeCheckError(f"data file {path} has suffix {suffix!r}; expected .csv or .npz")
+    except (ValueError, OSError) as err:
+        if isinstance(err, NodeCheckError):
+            raise
+        raise NodeCheckError(f"data file {path} cannot be used: {err}") from err
+    if num_features is not None and data.num_features != num_features:
+        raise NodeCheckError(
+            f"data file {path} has {data.num_features} feature columns, expected {num_features} "
+            f"(every column except the target {target_column!r} is a feature)"
+        )
+    if num_classes is not None and data.num_classes != num_classes:
+        raise NodeCheckError(
+            f"data file {path} has {data.num_classes} classes in {target_column!r}, expected {num_classes}"
+        )
+    return DataSummary(str(path), len(data.y_train), len(data.y_test), data.num_features, data.num_classes)
+
+
+def check_partition(partition_id: int, num_partitions: int) -> DataSummary:
+    """Demo data: the node's share of the embedded breast-cancer data."""
+    from client.data import load_breast_cancer_partition
+
+    try:
+        data = load_breast_cancer_partition(partition_id, num_partitions)
+    except ValueError as err:
+        raise NodeCheckError(f"--partition-id/--num-partitions: {err}") from err
+    return DataSummary(
+        f"breast-cancer partition {partition_id}/{num_partitions}",
+        len(data.y_train),
+        len(data.y_test),
+        data.num_features,
+        data.num_classes,
+    )
+
+
+# -- state directory --------------------------------------------------------------------------------
+def check_state_dir(path: str | os.PathLike) -> Path:
+    """Create the state dir (mode 0700) or tighten it to 0700; check it is writable."""
+    path = Path(path).expanduser().absolute()
+    if path.exists() and not path.is_dir():
+        raise NodeCheckError(f"state dir {path} exists but is not a directory")
+    try:
+        path.mkdir(mode=STATE_DIR_MODE, parents=True, exist_ok=True)
+    except OSError as err:
+        raise NodeCheckError(f"state dir {path} cannot be created: {err.strerror}") from err
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode != STATE_DIR_MODE:
+        try:
+            path.chmod(STATE_DIR_MODE)
+        except OSError as err:
+            raise NodeCheckError(
+                f"state dir {path} has mode {mode:o} and cannot be set to {STATE_DIR_MODE:o}: {err.strerror}"
+            ) from err
+        log.warning("state dir %s had mode %o; set to %o", path, mode, STATE_DIR_MODE)
+    try:
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-check-"):
+            pass
+    except OSError as err:
+        raise NodeCheckError(f"state dir {path} is not writable: {err.strerror}") from err
+    return path
+
+
+# -- software and clock -----------------------------------------------------------------------------
+def pinned_flower_version(distribution: str = "fedquorum") -> str | None:
+    """The ``flwr`` version pinned by this package's requirements (``flwr[...]==X``)."""
+    try:
+        reqs = requires(distribution) or []
+    except PackageNotFoundError:
+        return None
+    for req in reqs:
+        name = req.split(";")[0].strip()
+        if name.split("[")[0].split("=")[0].strip().lower() == "flwr" and "==" in name:
+            return name.split("==", 1)[1].strip()
+    return None
+
+
+def check_flower_version(expected: str | None = None) -> str:
+    """The installed Flower must be the pinned one (the federation runs one version)."""
+    expected = expected or pinned_flower_version()
+    try:
+        installed = version("flwr")
+    except PackageNotFoundError as err:
+        raise NodeCheckError("Flower (package 'flwr') is not installed in this environment") from err
+    if expected and installed != expected:
+        raise NodeCheckError(
+            f"installed Flower is {installed}, expected the pinned {expected}; install the project's "
+            "requirements (pip install -c requirements.lock -e .)"
+        )
+    return installed
+
+
+def check_clock(now: datetime | None = None) -> list[str]:
+    """Warnings if the clock looks wrong (TLS certificates and audit timestamps depend on it)."""
+    now = now or datetime.now(UTC)
+    if now.year < MIN_YEAR:
+        return [f"system clock says {now.isoformat()} (before {MIN_YEAR}); TLS checks will fail; fix NTP"]
+    return []
+
+
+# -- TLS and node-authentication files ----------------------------------------------------------------
+def check_root_certificate(path: str | os.PathLike, now: datetime | None = None) -> Path:
+    """A PEM X.509 certificate that is valid now (the clock is checked against it)."""
+    from cryptography import x509
+
+    path = Path(path).expanduser().absolute()
+    if not path.is_file():
+        raise NodeCheckError(f"root certificate {path} does not exist (expected the federation's CA, PEM)")
+    try:
+        cert = x509.load_pem_x509_certificate(path.read_bytes())
+    except ValueError as err:
+        raise NodeCheckError(f"root certificate {path} is not a PEM X.509 certificate: {err}") from err
+    now = now or datetime.now(UTC)
+    if now < cert.not_valid_before_utc:
+        raise NodeCheckError(
+            f"root certificate {path} is valid only from {cert.not_valid_before_utc.isoformat()}, "
+            f"but the clock says {now.isoformat()}: fix the system clock"
+        )
+    if now > cert.not_valid_after_utc:
+        raise NodeCheckError(
+            f"root certificate {path} expired on {cert.not_valid_after_utc.isoformat()}; ask the "
+            "federation coordinator for a new one"
+        )
+    return path
+
+
+def check_secret_file_mode(path: Path, what: str) -> None:
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise NodeCheckError(
+            f"{what} {path} has mode {mode:o}: readable by others; expected 600 (chmod 600 {path})"
+        )
+
+
+def check_auth_key(path: str | os.PathLike) -> Path:
+    """The node's authentication private key: OpenSSH EC (NIST curve) format, mode 0600."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import load_ssh_private_key
+
+    path = Path(path).expanduser().absolute()
+    if not path.is_file():
+        raise NodeCheckError(f"node authentication key {path} does not exist")
+    check_secret_file_mode(path, "node authentication key")
+    try:
+        key = load_ssh_private_key(path.read_bytes(), password=None)
+    except (ValueError, TypeError) as err:
+        raise NodeCheckError(
+            f"node authentication key {path} is not an unencrypted OpenSSH private key ({err}); "
+            "create one with `python -m client.daemon keygen`"
+        ) from err
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise NodeCheckError(
+            f"node authentication key {path} is a {type(key).__name__}; expected an EC key on a NIST "
+            "curve (e.g. P-384)"
+        )
+    return path

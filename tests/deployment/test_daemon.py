@@ -1,0 +1,182 @@
+"""Hospital daemon start-up checks: clear errors naming the setting, 0700 state dir, 0600 keys."""
+
+from __future__ import annotations
+
+import stat
+import tomllib
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from client import daemon
+from client import node_check as check
+from server import pki
+
+
+@pytest.fixture(scope="module")
+def pilot(tmp_path_factory: pytest.TempPathFactory) -> pki.PilotLayout:
+    return pki.init_pilot(tmp_path_factory.mktemp("pilot"), 1)
+
+
+def write_csv(path: Path, features: int = 4, rows: int = 40) -> Path:
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(rows, features)), columns=[f"f{i}" for i in range(features)])
+    frame["outcome"] = np.arange(rows) % 2
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_check_data_reports_the_schema_and_names_the_mismatch(tmp_path: Path) -> None:
+    csv = write_csv(tmp_path / "cohort.csv")
+    summary = check.check_data(csv, "outcome", num_features=4, num_classes=2)
+    assert summary.num_features == 4 and summary.train_examples + summary.test_examples == 40
+    with pytest.raises(check.NodeCheckError, match=r"cohort.csv has 4 feature columns, expected 30"):
+        check.check_data(csv, "outcome", num_features=30)
+    with pytest.raises(check.NodeCheckError, match=r"missing column\(s\) \['target'\]"):
+        check.check_data(csv, "target")
+    with pytest.raises(check.NodeCheckError, match=r"nope.csv does not exist"):
+        check.check_data(tmp_path / "nope.csv")
+    (tmp_path / "x.parquet").write_text("")
+    with pytest.raises(check.NodeCheckError, match=r"expected .csv or .npz"):
+        check.check_data(tmp_path / "x.parquet")
+
+
+def test_state_dir_is_created_0700_and_tightened(tmp_path: Path) -> None:
+    created = check.check_state_dir(tmp_path / "a" / "state")
+    assert stat.S_IMODE(created.stat().st_mode) == 0o700
+    loose = tmp_path / "loose"
+    loose.mkdir(mode=0o755)
+    loose.chmod(0o755)
+    assert stat.S_IMODE(check.check_state_dir(loose).stat().st_mode) == 0o700
+    (tmp_path / "file").write_text("")
+    with pytest.raises(check.NodeCheckError, match="not a directory"):
+        check.check_state_dir(tmp_path / "file")
+
+
+def test_flower_version_and_clock() -> None:
+    assert check.pinned_flower_version() == check.check_flower_version()
+    with pytest.raises(check.NodeCheckError, match=r"expected the pinned 0\.0\.1"):
+        check.check_flower_version("0.0.1")
+    assert check.check_clock(datetime(2020, 1, 1, tzinfo=UTC))
+    assert check.check_clock() == []
+
+
+def test_keys_and_certificates(tmp_path: Path, pilot: pki.PilotLayout) -> None:
+    node_key = pilot.hospital_dir("hospital-1") / "node.key"
+    assert check.check_auth_key(node_key) == node_key
+    assert check.check_root_certificate(pilot.ca_cert) == pilot.ca_cert
+    with pytest.raises(check.NodeCheckError, match="fix the system clock"):
+        check.check_root_certificate(pilot.ca_cert, now=datetime(2020, 1, 1, tzinfo=UTC))
+    with pytest.raises(check.NodeCheckError, match=r"not a PEM X\.509"):
+        check.check_root_certificate(pilot.hospital_dir("hospital-1") / "node.pub")
+    loose = tmp_path / "loose.key"
+    loose.write_bytes(node_key.read_bytes())
+    loose.chmod(0o644)
+    with pytest.raises(check.NodeCheckError, match=r"mode 644: readable by others; expected 600"):
+        check.check_auth_key(loose)
+    pem = tmp_path / "server.key"
+    pem.write_bytes(pilot.server_key.read_bytes())
+    pem.chmod(0o600)
+    with pytest.raises(check.NodeCheckError, match="not an unencrypted OpenSSH private key"):
+        check.check_auth_key(pem)
+
+
+def test_keygen_writes_0600_private_key_usable_by_flower(tmp_path: Path) -> None:
+    private, public = daemon.keygen(tmp_path / "keys")
+    assert stat.S_IMODE(private.stat().st_mode) == 0o600
+    assert check.check_auth_key(private) == private
+    from flwr.cli.supernode.register import try_load_public_key
+
+    assert try_load_public_key(public)  # what `flwr supernode register` accepts
+    with pytest.raises(check.NodeCheckError, match="already exists"):
+        daemon.keygen(tmp_path / "keys")
+
+
+def secure_args(pilot: pki.PilotLayout, tmp_path: Path, data: Path) -> list[str]:
+    return [
+        "--superlink",
+        "fl.example.org:9093",
+        "--root-certificates",
+        str(pilot.ca_cert),
+        "--auth-key",
+        str(pilot.hospital_dir("hospital-1") / "node.key"),
+        "--data",
+        str(data),
+        "--target-column",
+        "outcome",
+        "--num-features",
+        "4",
+        "--state-dir",
+        str(tmp_path / "state"),
+        "--port",
+        "19555",
+    ]
+
+
+def test_daemon_builds_the_supernode_command(
+    tmp_path: Path, pilot: pki.PilotLayout, capsys: pytest.CaptureFixture
+) -> None:
+    data = write_csv(tmp_path / "my cohort.csv")  # a space in the path survives (TOML node config)
+    assert (
+        daemon.main([*secure_args(pilot, tmp_path, data), "--print-command", "--", "--max-retries", "3"]) == 0
+    )
+    cmd = capsys.readouterr().out.split()
+    assert cmd[0].endswith("flower-supernode")
+    flags = {flag: cmd[i + 1] for i, flag in enumerate(cmd[:-1]) if flag.startswith("--")}
+    assert flags["--superlink"] == "fl.example.org:9093"
+    assert flags["--root-certificates"] == str(pilot.ca_cert)
+    assert flags["--auth-supernode-private-key"] == str(pilot.hospital_dir("hospital-1") / "node.key")
+    assert flags["--port"] == "19555" and flags["--host"] == "127.0.0.1"
+    assert "--insecure" not in cmd and cmd[-2:] == ["--max-retries", "3"]
+    node_config = tmp_path / "state" / "node-config.toml"
+    assert flags["--node-config"] == str(node_config)
+    values = tomllib.loads(node_config.read_text())
+    assert values == {
+        "state-dir": str(tmp_path / "state"),
+        "data-path": str(data),
+        "target-column": "outcome",
+    }
+    assert stat.S_IMODE((tmp_path / "state").stat().st_mode) == 0o700
+
+
+def test_daemon_refuses_to_start_with_a_clear_error(
+    tmp_path: Path, pilot: pki.PilotLayout, caplog: pytest.LogCaptureFixture
+) -> None:
+    args = secure_args(pilot, tmp_path, tmp_path / "missing.csv")
+    assert daemon.main([*args, "--check-only"]) == 2
+    assert "not starting: data file" in caplog.text and "missing.csv does not exist" in caplog.text
+    caplog.clear()
+    no_ca = [a for a in args if a not in ("--root-certificates", str(pilot.ca_cert))]
+    assert daemon.main([*no_ca, "--check-only"]) == 2
+    assert "--root-certificates is required" in caplog.text
+
+
+def test_insecure_needs_the_flag_and_warns_loudly(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture
+) -> None:
+    args = ["--superlink", "127.0.0.1:9093", "--partition-id", "0", "--num-partitions", "3"]
+    args += ["--state-dir", str(tmp_path / "s")]
+    assert daemon.main(args) == 2
+    assert "--root-certificates is required" in caplog.text
+    assert daemon.main([*args, "--insecure", "--print-command"]) == 0
+    assert "INSECURE MODE" in caplog.text
+    cmd = capsys.readouterr().out.split()
+    assert "--insecure" in cmd and "--auth-supernode-private-key" not in cmd
+
+
+def test_config_file_gives_defaults_and_rejects_unknown_keys(tmp_path: Path, pilot: pki.PilotLayout) -> None:
+    data = write_csv(tmp_path / "cohort.csv")
+    config = tmp_path / "daemon.toml"
+    config.write_text(
+        f'superlink = "fl.example.org:9093"\nroot-certificates = "{pilot.ca_cert}"\n'
+        f'auth-key = "{pilot.hospital_dir("hospital-1") / "node.key"}"\ndata = "{data}"\n'
+        f'target-column = "outcome"\nstate-dir = "{tmp_path / "state"}"\n'
+    )
+    args, extra = daemon.parse(["--config", str(config), "--port", "19600"])
+    assert args.superlink == "fl.example.org:9093" and args.port == 19600 and extra == []
+    config.write_text('superlink = "x:1"\ndata_path = "typo"\n')
+    with pytest.raises(check.NodeCheckError, match=r"unknown key\(s\) \['data_path'\]"):
+        daemon.parse(["--config", str(config)])
