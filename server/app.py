@@ -32,7 +32,7 @@ def initial_weights(settings: RunSettings) -> list[np.ndarray]:
 
 
 def build_strategy(settings: RunSettings) -> FedAvg:
-    return EncryptedFedAvg(settings) if settings.encrypted else FedAvg(settings)
+    return EncryptedFedAvg(settings, settings.clip_margin) if settings.encrypted else FedAvg(settings)
 
 
 def run_federation(

@@ -22,6 +22,11 @@ class RunSettings:
         Hospitals needed to decrypt (t); 0 means all of them (n-of-n).
     min_train_nodes : int
         Fewest contributions a round's aggregate may have; below it the run stops.
+    data_paths : str (default: "")
+        Simulation only: comma-separated files, the i-th for simulated hospital i (CSV/npz).
+    clip_margin : float (default: 8.0)
+        Encrypted rounds quantize within ``clip_margin`` x the previous aggregate's largest
+        value (``strategies.encrypted_fedavg.next_clip``); 0 keeps the preset's clip.
     server_optimizer : str
         ``sgd`` (FedAvg with ``server_lr``), ``adam`` or ``yogi`` on the decrypted average.
     mlflow_tracking_uri : str (default: "")
@@ -34,7 +39,7 @@ class RunSettings:
 
     num_rounds: int = 3
     strategy: str = "encrypted_fedavg"
-    he_preset: str = "precise"
+    he_preset: str = "compact"
     threshold: int = 0
     min_train_nodes: int = 2
     server_optimizer: str = "sgd"
@@ -52,6 +57,8 @@ class RunSettings:
     lr: float = 0.05
     optimizer: str = "sgd"
     target_column: str = "target"
+    data_paths: str = ""
+    clip_margin: float = 8.0
     round_timeout: float = 600.0
     mlflow_tracking_uri: str = ""
     mlflow_experiment: str = "fedquorum"
@@ -86,6 +93,7 @@ class RunSettings:
             "optimizer": self.optimizer,
             "target-column": self.target_column,
             "hidden": self.hidden,
+            "data-paths": self.data_paths,
         }
 
     def to_run_config(self) -> dict:

@@ -34,7 +34,7 @@ def simulate(settings: RunSettings, client_app: ClientApp, num_hospitals: int) -
 
 @pytest.mark.slow
 def test_encrypted_run_matches_plaintext_fedavg() -> None:
-    common = {"num_rounds": 3, "seed": 3, "min_train_nodes": 2}
+    common = {"num_rounds": 3, "seed": 3, "min_train_nodes": 2, "he_preset": "precise"}
     encrypted = simulate(RunSettings(strategy="encrypted_fedavg", threshold=2, **common), hospital.app, 3)
     plain = simulate(RunSettings(strategy="fedavg", **common), hospital.app, 3)
     diff = max(float(np.max(np.abs(a - b))) for a, b in zip(encrypted.weights, plain.weights, strict=True))
