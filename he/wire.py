@@ -46,22 +46,30 @@ def pack_residues(residues: np.ndarray) -> bytes:
     flat = np.ascontiguousarray(residues, dtype=np.uint64).reshape(-1, 2)
     if flat.size and int(flat.max()) >> RESIDUE_BITS:
         raise ValueError(f"residues must be below 2^{RESIDUE_BITS} to be packed")
-    words = np.empty((len(flat), 2), dtype="<u8")
-    words[:, 0] = flat[:, 0] | (flat[:, 1] << np.uint64(RESIDUE_BITS))
-    words[:, 1] = flat[:, 1] >> np.uint64(64 - RESIDUE_BITS)
-    return words.view(np.uint8).reshape(-1, 16)[:, :15].tobytes()
+    pairs = len(flat)
+    out = np.zeros(15 * pairs + 1, dtype=np.uint8)  # one spare byte for the last 8-byte write
+    # ``r1 >> 4`` has a zero top byte, so writing it as 8 bytes first and the next pair's low
+    # word after it leaves every byte right.
+    _words(out, 8, pairs)[:] = flat[:, 1] >> np.uint64(64 - RESIDUE_BITS)
+    _words(out, 0, pairs)[:] = flat[:, 0] | (flat[:, 1] << np.uint64(RESIDUE_BITS))
+    return out[:-1].tobytes()
 
 
 def unpack_residues(body: bytes, count: int) -> np.ndarray:
     """Inverse of ``pack_residues`` for ``count`` residues (an even number)."""
-    raw = np.zeros((count // 2, 16), dtype=np.uint8)
-    raw[:, :15] = np.frombuffer(body, dtype=np.uint8).reshape(-1, 15)
-    words = raw.view("<u8")
-    low_mask = np.uint64((1 << RESIDUE_BITS) - 1)
-    out = np.empty((count // 2, 2), dtype=np.uint64)
-    out[:, 0] = words[:, 0] & low_mask
-    out[:, 1] = (words[:, 0] >> np.uint64(RESIDUE_BITS)) | (words[:, 1] << np.uint64(64 - RESIDUE_BITS))
+    pairs = count // 2
+    buffer = np.frombuffer(body, dtype=np.uint8)
+    low = _words(buffer, 0, pairs)
+    high = _words(buffer, 7, pairs) >> np.uint64(8)  # bytes 7..14, dropping byte 7 (low's)
+    out = np.empty((pairs, 2), dtype=np.uint64)
+    out[:, 0] = low & np.uint64((1 << RESIDUE_BITS) - 1)
+    out[:, 1] = (low >> np.uint64(RESIDUE_BITS)) | (high << np.uint64(64 - RESIDUE_BITS))
     return out.reshape(-1)
+
+
+def _words(buffer: np.ndarray, offset: int, pairs: int) -> np.ndarray:
+    """Little-endian u64 views at ``offset + 15*k`` (unaligned, zero-copy)."""
+    return np.ndarray((pairs,), dtype="<u8", buffer=buffer, offset=offset, strides=(15,))
 
 
 def packed_size(count: int) -> int:
