@@ -230,6 +230,8 @@ def simulate_many(
     from flwr.serverapp import ServerApp
     from flwr.simulation import run_simulation
 
+    from strategies.fedavg import wait_for_nodes
+
     for settings in jobs:
         if settings.encrypted:
             ensure_preset(settings.he_preset)  # the server's side of a variant preset
@@ -240,11 +242,8 @@ def simulate_many(
     @app.main()
     def main(grid, context) -> None:
         # run_simulation starts the ServerApp while nodes still register: wait for all of them.
-        deadline = time.monotonic() + timeout
-        while len(grid.get_node_ids()) < num_hospitals:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"only {len(grid.get_node_ids())}/{num_hospitals} hospitals registered")
-            time.sleep(0.1)
+        if len(wait_for_nodes(grid, num_hospitals, timeout)) < num_hospitals:
+            raise TimeoutError(f"only {len(grid.get_node_ids())}/{num_hospitals} hospitals registered")
         sim.startup_seconds = time.perf_counter() - started
         if warm_up is not None:
             sim.warm_up = run_one(grid, warm_up)

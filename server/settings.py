@@ -27,6 +27,8 @@ class RunSettings:
     clip_margin : float (default: 8.0)
         Encrypted rounds quantize within ``clip_margin`` x the previous aggregate's largest
         value (``strategies.encrypted_fedavg.next_clip``); 0 keeps the preset's clip.
+    min_nodes : int (default: 0)
+        Hospitals to wait for before set-up (all of them for n-of-n); 0 means ``min_train_nodes``.
     server_optimizer : str
         ``sgd`` (FedAvg with ``server_lr``), ``adam`` or ``yogi`` on the decrypted average.
     mlflow_tracking_uri : str (default: "")
@@ -42,6 +44,7 @@ class RunSettings:
     he_preset: str = "compact"
     threshold: int = 0
     min_train_nodes: int = 2
+    min_nodes: int = 0
     server_optimizer: str = "sgd"
     server_lr: float = 1.0
     dataset: str = "breast_cancer"

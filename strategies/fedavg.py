@@ -65,7 +65,8 @@ class FedAvg(Strategy):
         on_round: Callable[[int, dict], None] | None = None,
     ) -> FederationResult:
         self.grid = grid
-        self.node_ids = wait_for_nodes(grid, self.settings.min_train_nodes, self.settings.round_timeout)
+        minimum = max(self.settings.min_nodes, self.settings.min_train_nodes)
+        self.node_ids = wait_for_nodes(grid, minimum, self.settings.round_timeout)
         if len(self.node_ids) < self.settings.min_train_nodes:
             raise RoundFailedError(
                 f"{len(self.node_ids)} hospitals connected, min_train_nodes={self.settings.min_train_nodes}"
