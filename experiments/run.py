@@ -1,19 +1,29 @@
-"""Hydra experiment runner: compose ``conf/``, simulate the federation, track it in MLflow.
+"""Hydra experiment runner: compose ``conf/``, run the federation, track it in MLflow.
 
     python -m experiments.run num_rounds=3 he=compact federation.num_hospitals=4
     python -m experiments.run -m seed=0,1,2 strategy=fedavg,encrypted_fedavg
+    python -m experiments.run federation=deployment federation.superlink=fl.example.org:9093 \
+        federation.root_certificates=/path/ca.crt mlflow.tracking_uri=http://mlflow:5000
 
-Each run (and each multirun job) is one MLflow run. Flower/Ray output goes to
+Each run (and each multirun job) is one MLflow run. In simulation Flower/Ray output goes to
 ``<hydra output dir>/flower.log`` (with MLflow's own output); the terminal shows only a
 progress bar and where to find the run.
+
+With ``federation=deployment`` the run goes to a running SuperLink with ``flwr run`` (hospitals
+run ``python -m client.daemon``); the ServerApp logs its MLflow run itself (the tracking URI is
+passed in the run config), and the runner waits for the Flower run to finish, follows the rounds
+in MLflow, then adds the Hydra config to the same MLflow run. See ``docs/deployment.md``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import os
+import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -64,7 +74,7 @@ def to_settings(cfg: DictConfig) -> tuple[RunSettings, int]:
                 f"HE preset {params.name!r} supports at most {params.max_parties} hospitals, "
                 f"got federation.num_hospitals={num_hospitals}"
             )
-    if cfg.dataset.name == "csv":
+    if cfg.dataset.name == "csv" and not is_deployment(cfg):
         raise ConfigError(
             "dataset=csv is not supported in simulation: hospitals read their file from the node "
             "config key 'data-path', which run_simulation cannot set per node. Use `flwr run` with "
@@ -96,6 +106,10 @@ def to_settings(cfg: DictConfig) -> tuple[RunSettings, int]:
     except ValueError as err:
         raise ConfigError(str(err)) from err
     return settings, num_hospitals
+
+
+def is_deployment(cfg: DictConfig) -> bool:
+    return str(cfg.federation.get("engine", "simulation")) == "deployment"
 
 
 @contextlib.contextmanager
@@ -171,7 +185,13 @@ def fmt(value: object) -> str:
 @hydra.main(config_path="../conf", config_name="config", version_base=None)
 def main(cfg: DictConfig) -> None:
     settings, num_hospitals = to_settings(cfg)  # raises before any process starts
+    if is_deployment(cfg):
+        run_deployment(cfg, settings)
+    else:
+        run_simulated(cfg, settings, num_hospitals)
 
+
+def run_simulated(cfg: DictConfig, settings: RunSettings, num_hospitals: int) -> None:
     from flwr.simulation import run_simulation
     from tqdm import tqdm
 
@@ -232,6 +252,191 @@ def main(cfg: DictConfig) -> None:
         f"MLflow:      tracking_uri={tracker.tracking_uri} experiment={tracker.experiment_name} "
         f"run_id={tracker.run_id}\n"
         f"view with:   mlflow ui --backend-store-uri {tracker.tracking_uri}",
+        flush=True,
+    )
+
+
+# -- deployment: submit to a running SuperLink with `flwr run`, wait, follow in MLflow ---------------
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONNECTION = "fedquorum"  # name of the SuperLink connection in the runner's FLWR_HOME
+
+
+def absolute_tracking_uri(uri: str) -> str:
+    """``sqlite:///rel.db`` -> ``sqlite:////abs/rel.db`` (the ServerApp runs in another process/cwd)."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/") and uri != prefix + ":memory:":
+        return prefix + str(Path(uri[len(prefix) :]).resolve())
+    return uri
+
+
+def toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return json.dumps(str(value))  # JSON string escaping is valid TOML
+
+
+def write_flwr_home(cfg: DictConfig, home: Path) -> Path:
+    """A private flwr CLI config with one connection: the configured SuperLink."""
+    fed = cfg.federation
+    lines = ["[superlink]", f'default = "{CONNECTION}"', "", f"[superlink.{CONNECTION}]"]
+    lines.append(f"address = {toml_value(str(fed.superlink))}")
+    if bool(fed.insecure):
+        lines.append("insecure = true")
+    else:
+        if not fed.get("root_certificates"):
+            raise ConfigError(
+                "federation.root_certificates is required (the SuperLink's CA certificate, PEM) "
+                "unless federation.insecure=true"
+            )
+        ca = Path(str(fed.root_certificates)).expanduser().resolve()
+        if not ca.is_file():
+            raise ConfigError(f"federation.root_certificates={ca} does not exist (expected a PEM file)")
+        lines.append(f"root-certificates = {toml_value(str(ca))}")
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "config.toml").write_text("\n".join(lines) + "\n")
+    return home
+
+
+def flwr_cli(home: Path, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess:
+    exe = shutil.which("flwr", path=str(Path(sys.executable).parent)) or shutil.which("flwr")
+    if exe is None:
+        raise RuntimeError("the flwr CLI is not installed in this environment")
+    env = os.environ | {"FLWR_HOME": str(home), "FLWR_DISABLE_UPDATE_CHECK": "1", "NO_COLOR": "1"}
+    return subprocess.run([exe, *args], capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def json_output(done: subprocess.CompletedProcess, what: str) -> dict:
+    text = done.stdout
+    try:
+        return json.loads(text[text.index("{") : text.rindex("}") + 1])
+    except ValueError as err:
+        raise RuntimeError(
+            f"{what} gave no JSON (exit {done.returncode}): {(done.stdout + done.stderr)[-2000:]}"
+        ) from err
+
+
+def submit(cfg: DictConfig, settings: RunSettings, home: Path, out_dir: Path) -> int:
+    """``flwr run`` the app with the settings as run config; return the Flower run id."""
+    app_dir = Path(str(cfg.federation.get("app_dir") or REPO_ROOT)).resolve()
+    run_config = out_dir / "run-config.toml"
+    run_config.write_text(
+        "".join(f"{key} = {toml_value(value)}\n" for key, value in settings.to_run_config().items())
+    )
+    done = flwr_cli(
+        home,
+        "run",
+        str(app_dir),
+        CONNECTION,
+        "--run-config",
+        str(run_config),
+        "--format",
+        "json",
+        timeout=300,
+    )
+    result = json_output(done, "flwr run")
+    if not result.get("success") or "run-id" not in result:
+        raise RuntimeError(f"flwr run failed to submit to {cfg.federation.superlink}: {result}")
+    return int(result["run-id"])
+
+
+def run_status(home: Path, run_id: int) -> str:
+    done = flwr_cli(home, "list", CONNECTION, "--run-id", str(run_id), "--format", "json")
+    runs = json_output(done, "flwr list").get("runs") or []
+    return str(runs[0]["status"]) if runs else "unknown"
+
+
+def find_mlflow_run(tracking_uri: str, experiment: str, flower_run_id: int):
+    from mlflow.tracking import MlflowClient
+
+    from server.app import FLOWER_RUN_TAG
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return client, None
+    runs = client.search_runs([exp.experiment_id], f"tags.{FLOWER_RUN_TAG} = '{flower_run_id}'")
+    return client, (runs[0] if runs else None)
+
+
+def rounds_logged(tracking_uri: str, experiment: str, flower_run_id: int, num_rounds: int) -> int:
+    """Rounds the ServerApp has logged so far (progress only: 0 if the store is not there yet)."""
+    prefix = "sqlite:///"
+    if tracking_uri.startswith(prefix) and not Path(tracking_uri[len(prefix) :]).exists():
+        return 0  # the ServerApp creates it; do not race it on the schema
+    try:
+        client, mlrun = find_mlflow_run(tracking_uri, experiment, flower_run_id)
+        if mlrun is None:
+            return 0
+        return min(num_rounds, len(client.get_metric_history(mlrun.info.run_id, "round_seconds")))
+    except Exception as err:  # a busy store must not end the wait
+        log.debug("progress from MLflow unavailable: %s", err)
+        return 0
+
+
+def run_deployment(cfg: DictConfig, settings: RunSettings) -> None:
+    from dataclasses import replace
+
+    from tqdm import tqdm
+
+    from server.tracking import flatten
+
+    out_dir = Path(HydraConfig.get().runtime.output_dir)
+    tracking_uri = absolute_tracking_uri(str(cfg.mlflow.tracking_uri))
+    experiment = str(cfg.mlflow.experiment_name)
+    settings = replace(settings, mlflow_tracking_uri=tracking_uri, mlflow_experiment=experiment)
+    home = write_flwr_home(cfg, Path(str(cfg.federation.get("flwr_home") or out_dir / "flwr-home")))
+    log_path = out_dir / "flower.log"
+    run_id = submit(cfg, settings, home, out_dir)
+    print(f"submitted Flower run {run_id} to {cfg.federation.superlink}", flush=True)
+
+    timeout, poll = float(cfg.federation.timeout), float(cfg.federation.poll_seconds)
+    bar = tqdm(
+        total=settings.num_rounds, desc="round", unit="round", disable=not cfg.progress, file=sys.stderr
+    )
+    deadline, status = time.monotonic() + timeout, "pending"
+    try:
+        while time.monotonic() < deadline:
+            status = run_status(home, run_id)
+            bar.update(max(0, rounds_logged(tracking_uri, experiment, run_id, settings.num_rounds) - bar.n))
+            if status.startswith("finished"):
+                break
+            time.sleep(poll)
+        else:
+            flwr_cli(home, "stop", str(run_id), CONNECTION)
+            raise TimeoutError(
+                f"Flower run {run_id} still {status!r} after federation.timeout={timeout:.0f} s; stopped it"
+            )
+    except KeyboardInterrupt:
+        flwr_cli(home, "stop", str(run_id), CONNECTION)
+        raise
+    finally:
+        bar.close()
+        logs = flwr_cli(home, "log", str(run_id), CONNECTION, "--show")
+        log_path.write_text(logs.stdout + logs.stderr)
+    if status != "finished:completed":
+        raise RuntimeError(f"Flower run {run_id} ended with status {status!r}; ServerApp log: {log_path}")
+    client, mlrun = find_mlflow_run(tracking_uri, experiment, run_id)
+    if mlrun is None:
+        raise RuntimeError(
+            f"Flower run {run_id} completed but no MLflow run is tagged with it in {tracking_uri} "
+            f"(experiment {experiment!r}); ServerApp log: {log_path}"
+        )
+    # the Hydra view of the run, next to the run config the ServerApp logged
+    from mlflow.entities import Param
+
+    flat = flatten(OmegaConf.to_container(cfg, resolve=True))
+    params = [Param(key, str(value)) for key, value in flat.items() if key not in mlrun.data.params]
+    for start in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
+        client.log_batch(mlrun.info.run_id, params=params[start : start + 100])
+    client.log_text(mlrun.info.run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+    final = {k[len("final_") :]: v for k, v in mlrun.data.metrics.items() if k.startswith("final_")}
+    print(
+        f"final: {' '.join(f'{k}={fmt(v)}' for k, v in sorted(final.items()))}\n"
+        f"flower run:  {run_id} (status {status}); ServerApp log: {log_path}\n"
+        f"MLflow:      tracking_uri={tracking_uri} experiment={experiment} run_id={mlrun.info.run_id}\n"
+        f"view with:   mlflow ui --backend-store-uri {tracking_uri}",
         flush=True,
     )
 

@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -57,41 +58,60 @@ def port_open(port: int) -> bool:
     return False
 
 
-def children_of(pid: int) -> list[int]:
-    """Direct and indirect children of ``pid`` (from /proc)."""
-    parents: dict[int, int] = {}
+def _stat(pid: int) -> list[str] | None:
+    """Fields of /proc/<pid>/stat after the command name (state, ppid, ..., starttime at [19])."""
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def descendants_of(pid: int) -> dict[int, str]:
+    """Direct and indirect children of ``pid``: ``{pid: start time}`` (from /proc)."""
+    parents: dict[int, tuple[int, str]] = {}
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                stat = (entry / "stat").read_text()
-                parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-    found, frontier = [], [pid]
+        if entry.name.isdigit() and (fields := _stat(int(entry.name))) is not None:
+            parents[int(entry.name)] = (int(fields[1]), fields[19])
+    found: dict[int, str] = {}
+    frontier = [pid]
     while frontier:
         current = frontier.pop()
-        kids = [child for child, parent in parents.items() if parent == current]
-        found += kids
-        frontier += kids
+        kids = {child: start for child, (parent, start) in parents.items() if parent == current}
+        found |= kids
+        frontier += list(kids)
     return found
 
 
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+def alive(pid: int, start_time: str | None = None) -> bool:
+    """``pid`` runs (not a zombie) and, if given, is the process that started at ``start_time``."""
+    fields = _stat(pid)
+    if fields is None or fields[0] == "Z":
         return False
-    with contextlib.suppress(OSError):
-        if (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
-            return False  # a zombie: exited, waiting to be reaped by its parent
-    return True
+    return start_time is None or fields[19] == start_time
 
 
 class Processes:
-    """Processes of one test, stopped by PID at teardown."""
+    """Processes of one test, stopped by PID at teardown.
+
+    A watcher thread records, twice a second, the PIDs (and start times) of everything the
+    started processes spawned, and reaps started processes that exit (so Flower's children,
+    which watch their parent's PID, notice). At teardown the started processes get SIGTERM
+    (SIGKILL after a grace period); recorded descendants get time to exit on their own, then
+    SIGKILL by PID if they are still the same process.
+    """
 
     def __init__(self, log_dir: Path) -> None:
         self.log_dir = log_dir
         self.started: dict[str, subprocess.Popen] = {}
-        self.descendants: set[int] = set()
+        self.descendants: dict[int, str] = {}
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._watcher = threading.Thread(target=self._watch, daemon=True)
+        self._watcher.start()
+
+    def _watch(self) -> None:
+        while not self._stopping.wait(0.5):
+            self.note_descendants()
 
     def start(
         self, name: str, cmd: list[str], env: dict[str, str], cwd: Path | None = None
@@ -99,7 +119,8 @@ class Processes:
         log = open(self.log_dir / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd or ROOT)
         log.close()
-        self.started[name] = proc
+        with self._lock:
+            self.started[name] = proc
         return proc
 
     def log(self, name: str) -> str:
@@ -107,14 +128,15 @@ class Processes:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def note_descendants(self) -> None:
-        for proc in self.started.values():
-            if proc.poll() is None:
-                self.descendants.update(children_of(proc.pid))
+        with self._lock:
+            for proc in self.started.values():
+                if proc.poll() is None:
+                    self.descendants |= descendants_of(proc.pid)
 
     def stop(self, name: str, grace: float = 20.0) -> int | None:
         proc = self.started[name]
         if proc.poll() is None:
-            self.descendants.update(children_of(proc.pid))
+            self.note_descendants()
             proc.send_signal(signal.SIGTERM)
             try:
                 proc.wait(timeout=grace)
@@ -125,14 +147,16 @@ class Processes:
 
     def stop_all(self) -> None:
         self.note_descendants()
+        self._stopping.set()
+        self._watcher.join(timeout=5)
         for name in reversed(list(self.started)):  # SuperNodes before the SuperLink
             self.stop(name)
         # Flower's own children (SuperExec, ClientApp/ServerApp) exit when their parent is gone
         deadline = time.monotonic() + 20
-        while any(alive(pid) for pid in self.descendants) and time.monotonic() < deadline:
+        while any(alive(p, t) for p, t in self.descendants.items()) and time.monotonic() < deadline:
             time.sleep(0.5)
-        for pid in self.descendants:
-            if alive(pid):
+        for pid, start_time in self.descendants.items():
+            if alive(pid, start_time):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
 

@@ -1,0 +1,306 @@
+"""The federation coordinator's tools: pilot PKI, the SuperLink, hospital registration.
+
+    python -m server.coordinator init-pilot --hospitals 3 --out pilot --hostname fl.example.org
+    python -m server.coordinator superlink --pilot pilot --host 0.0.0.0 --port 9093
+    python -m server.coordinator register --pilot pilot --superlink 127.0.0.1:9093 hospital-4.pub
+    python -m server.coordinator list --pilot pilot --superlink 127.0.0.1:9093
+
+``init-pilot`` writes a CA, the SuperLink's TLS certificate (SANs: 127.0.0.1, localhost and each
+``--hostname``) and one node-authentication key pair per hospital (see ``server.pki``).
+``superlink`` runs ``flower-superlink`` with TLS and SuperNode authentication, then registers
+the public key of every hospital under ``<pilot>/hospitals/`` (``flwr supernode register``);
+SIGTERM/SIGINT are passed on to the SuperLink, and the command exits with its exit code. A
+SuperNode whose key is not registered is refused. ``--insecure`` (no TLS, no node
+authentication) exists for a local trial only and says so loudly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from server import pki
+
+log = logging.getLogger("fedquorum.coordinator")
+
+CONNECTION = "pilot"
+INSECURE_WARNING = """
+**************************************************************************************
+*  INSECURE SUPERLINK: no TLS and no SuperNode authentication. Anyone who can reach  *
+*  this port can join the federation as a hospital or read the traffic. Use only on  *
+*  one machine for a trial, never with patient data.                                 *
+**************************************************************************************"""
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+def executable(name: str) -> str:
+    """``name`` from this interpreter's environment first (the pinned Flower), else PATH."""
+    exe = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
+    if exe is None:
+        raise SystemExit(f"error: {name} is not installed in this environment")
+    return exe
+
+
+def flwr_home(layout: pki.PilotLayout) -> Path:
+    """The coordinator's Flower directory: CLI connection config, and the SuperLink's apps."""
+    return pki.private_dir(layout.superlink_dir / "flwr")
+
+
+def client_address(host: str, port: int) -> str:
+    """Where local tools reach a SuperLink listening on ``host`` (wildcards: loopback)."""
+    return f"{'127.0.0.1' if host in ('0.0.0.0', '::', '') else host}:{port}"
+
+
+def write_cli_config(home: Path, address: str, ca_cert: Path | None) -> Path:
+    """``<home>/config.toml`` with one connection ``pilot`` (TLS with the pilot CA, or insecure)."""
+    lines = ["[superlink]", f'default = "{CONNECTION}"', "", f"[superlink.{CONNECTION}]"]
+    lines.append(f"address = {json.dumps(address)}")
+    if ca_cert is None:
+        lines.append("insecure = true")
+    else:
+        lines.append(f"root-certificates = {json.dumps(str(ca_cert))}")
+    path = home / "config.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def flower_env(home: Path) -> dict[str, str]:
+    return os.environ | {
+        "FLWR_HOME": str(home),
+        "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+        "FLWR_DISABLE_UPDATE_CHECK": "1",
+        "NO_COLOR": "1",
+    }
+
+
+def wait_for_port(address: str, timeout: float, alive=lambda: True) -> None:
+    host, port = address.rsplit(":", 1)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not alive():
+            raise RuntimeError(f"the SuperLink exited before {address} accepted connections")
+        with contextlib.suppress(OSError), socket.create_connection((host, int(port)), timeout=1):
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"the SuperLink at {address} did not accept connections within {timeout:.0f} s")
+
+
+def register_keys(home: Path, public_keys: list[tuple[str, Path]], timeout: float = 120.0) -> dict[str, str]:
+    """``flwr supernode register`` each (name, .pub); return name -> node id or 'already registered'."""
+    flwr = executable("flwr")
+    results = {}
+    for name, path in public_keys:
+        pki.load_node_public_key(path)  # clear error before the CLI's
+        deadline = time.monotonic() + timeout
+        while True:
+            done = subprocess.run(
+                [flwr, "supernode", "register", str(path), CONNECTION, "--name", name, "--format", "json"],
+                capture_output=True,
+                text=True,
+                env=flower_env(home),
+                timeout=120,
+            )
+            output = done.stdout + done.stderr
+            node_id = _node_id(done.stdout)
+            if node_id is not None:
+                results[name] = node_id
+                break
+            if "already" in output.lower() and "use" in output.lower():
+                results[name] = "already registered"
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"registering {name} ({path}) failed: {output.strip()[-1000:]}")
+            time.sleep(2)  # the SuperLink may still be starting its Control API
+        log.info("registered %s (%s): %s", name, path, results[name])
+    return results
+
+
+def _node_id(stdout: str) -> str | None:
+    try:
+        data = json.loads(stdout[stdout.index("{") : stdout.rindex("}") + 1])
+    except ValueError:
+        return None
+    return str(data["node-id"]) if data.get("success") and "node-id" in data else None
+
+
+def pdeathsig() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Linux: the SuperLink gets SIGTERM if this coordinator process dies."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+# -- subcommands ------------------------------------------------------------------------------------
+def cmd_init_pilot(args: argparse.Namespace) -> int:
+    names = args.names.split(",") if args.names else args.hospitals
+    layout = pki.init_pilot(args.out, names, args.hostname, args.days, args.force)
+    print(f"pilot PKI in {layout.root}")
+    print(f"  CA certificate:        {layout.ca_cert}  (CA key {layout.ca_key}: keep it offline)")
+    print(f"  SuperLink certificate: {layout.server_cert} (key {layout.server_key}, mode 600)")
+    for name in layout.hospital_names():
+        print(f"  {name}: {layout.hospital_dir(name)}/ node.key (600), node.pub, ca.crt")
+    print("hand each hospital its own folder only; the server keeps node.pub files for registration")
+    return 0
+
+
+def superlink_command(args: argparse.Namespace, layout: pki.PilotLayout) -> list[str]:
+    cmd = [executable("flower-superlink"), "--host", args.host, "--port", str(args.port)]
+    cmd += ["--database", str(args.database or layout.superlink_dir / "state.db")]
+    cmd += ["--disable-runtime-dependency-installation"]
+    if args.insecure:
+        return [*cmd, "--insecure"]
+    for path, what in (
+        (layout.superlink_ca, "CA certificate"),
+        (layout.server_cert, "SuperLink certificate"),
+        (layout.server_key, "SuperLink private key"),
+    ):
+        if not path.is_file():
+            raise SystemExit(f"error: {what} {path} is missing; run `init-pilot --out {layout.root}` first")
+    return [
+        *cmd,
+        "--ssl-ca-certfile",
+        str(layout.superlink_ca),
+        "--ssl-certfile",
+        str(layout.server_cert),
+        "--ssl-keyfile",
+        str(layout.server_key),
+        "--enable-supernode-auth",
+    ]
+
+
+def cmd_superlink(args: argparse.Namespace) -> int:
+    layout = pki.PilotLayout(Path(args.pilot).expanduser().absolute())
+    pki.private_dir(layout.superlink_dir)
+    home = flwr_home(layout)
+    address = client_address(args.host, args.port)
+    if args.insecure:
+        log.warning(INSECURE_WARNING)
+    write_cli_config(home, address, None if args.insecure else layout.superlink_ca)
+    cmd = superlink_command(args, layout)
+    log.info("starting: %s", " ".join(cmd))
+    child = subprocess.Popen(cmd, env=flower_env(home), preexec_fn=pdeathsig)
+
+    def forward(signum, _frame) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    try:
+        wait_for_port(address, args.start_timeout, alive=lambda: child.poll() is None)
+        if args.insecure or args.no_register:
+            log.info("SuperLink at %s; no hospital keys registered", address)
+        else:
+            keys = [(name, layout.hospital_dir(name) / "node.pub") for name in layout.hospital_names()]
+            if not keys:
+                log.warning(
+                    "no hospital public keys under %s; register them with `register`", layout.hospitals_dir
+                )
+            register_keys(home, keys, args.start_timeout)
+            log.info("SuperLink at %s ready with %d registered hospital(s)", address, len(keys))
+        # the pilot's CLI config, for `flwr ls` & co: FLWR_HOME=<this dir>
+        log.info("flwr CLI config: FLWR_HOME=%s (connection %r)", home, CONNECTION)
+    except (RuntimeError, TimeoutError, pki.PKIError) as err:
+        log.error("%s; stopping the SuperLink", err)
+        child.terminate()
+        child.wait(timeout=30)
+        return 1
+    return child.wait()
+
+
+def cmd_register(args: argparse.Namespace) -> int:
+    layout = pki.PilotLayout(Path(args.pilot).expanduser().absolute())
+    home = flwr_home(layout)
+    write_cli_config(home, args.superlink, layout.superlink_ca)
+    keys = [(args.name or Path(p).stem, Path(p)) for p in args.public_keys] if args.public_keys else []
+    if not keys:
+        keys = [(name, layout.hospital_dir(name) / "node.pub") for name in layout.hospital_names()]
+    if args.name and len(args.public_keys) > 1:
+        raise SystemExit("error: --name applies to a single public key")
+    try:
+        for name, result in register_keys(home, keys, args.timeout).items():
+            print(f"{name}: {result}")
+    except (RuntimeError, pki.PKIError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    layout = pki.PilotLayout(Path(args.pilot).expanduser().absolute())
+    home = flwr_home(layout)
+    write_cli_config(home, args.superlink, layout.superlink_ca)
+    done = subprocess.run(
+        [executable("flwr"), "supernode", "list", CONNECTION], env=flower_env(home), timeout=120
+    )
+    return done.returncode
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m server.coordinator", description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("init-pilot", help="generate the CA, SuperLink certificate and hospital keys")
+    p.add_argument("--hospitals", type=int, default=3, help="number of hospitals (named hospital-1..N)")
+    p.add_argument("--names", help="comma-separated hospital names instead of hospital-1..N")
+    p.add_argument("--out", type=Path, required=True, help="pilot directory (created 0700)")
+    p.add_argument(
+        "--hostname",
+        action="append",
+        default=[],
+        help="a DNS name or IP of the SuperLink hospitals connect to (repeatable)",
+    )
+    p.add_argument("--days", type=int, default=pki.DEFAULT_DAYS, help="certificate validity in days")
+    p.add_argument("--force", action="store_true", help="overwrite existing keys")
+    p.set_defaults(func=cmd_init_pilot)
+
+    p = sub.add_parser("superlink", help="run the SuperLink (TLS + node auth) and register hospitals")
+    p.add_argument("--pilot", type=Path, required=True, help="pilot directory from init-pilot")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: all interfaces)")
+    p.add_argument("--port", type=int, default=9093)
+    p.add_argument("--database", type=Path, help="SuperLink state (default: <pilot>/superlink/state.db)")
+    p.add_argument("--no-register", action="store_true", help="do not register the pilot's hospital keys")
+    p.add_argument("--start-timeout", type=float, default=180.0)
+    p.add_argument("--insecure", action="store_true", help="no TLS, no node authentication: local trial only")
+    p.set_defaults(func=cmd_superlink)
+
+    p = sub.add_parser("register", help="register hospital public keys with a running SuperLink")
+    p.add_argument("--pilot", type=Path, required=True)
+    p.add_argument("--superlink", default="127.0.0.1:9093", help="host:port of the SuperLink")
+    p.add_argument("--name", help="name of the hospital (one key only)")
+    p.add_argument("--timeout", type=float, default=60.0)
+    p.add_argument("public_keys", nargs="*", help=".pub files (default: every hospital of the pilot)")
+    p.set_defaults(func=cmd_register)
+
+    p = sub.add_parser("list", help="list the SuperLink's registered SuperNodes")
+    p.add_argument("--pilot", type=Path, required=True)
+    p.add_argument("--superlink", default="127.0.0.1:9093")
+    p.set_defaults(func=cmd_list)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s fedquorum-coordinator: %(message)s"
+    )
+    args = parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except pki.PKIError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

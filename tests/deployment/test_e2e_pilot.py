@@ -1,0 +1,195 @@
+"""The secure pilot end to end on 127.0.0.1: TLS + SuperNode authentication, our scripts only.
+
+``python -m server.coordinator init-pilot`` makes the PKI; ``... superlink`` runs the SuperLink
+with TLS and node authentication and registers the three hospitals' keys; each hospital runs
+``python -m client.daemon`` on its own CSV file; the ML engineer submits one encrypted run of 2
+rounds with ``python -m experiments.run federation=deployment``; the result is in MLflow. Also:
+a SuperNode with an unregistered key is refused, a daemon pointed at a missing data file does not
+start, and each hospital's audit log has one line per message its SuperNode received.
+"""
+
+from __future__ import annotations
+
+import re
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from deploy_helpers import (
+    ROOT,
+    RUN_TIMEOUT,
+    Processes,
+    flower_env,
+    free_port,
+    mlflow_run_of,
+    read_audit,
+    wait_until,
+)
+
+pytestmark = pytest.mark.slow
+HOSPITALS = 3
+
+
+def python(*args: str) -> list[str]:
+    return [sys.executable, "-m", *args]
+
+
+def hospital_csvs(folder: Path) -> list[Path]:
+    """The breast-cancer table split across the hospitals, one CSV file each (as a site would have)."""
+    from sklearn.datasets import load_breast_cancer
+
+    frame = load_breast_cancer(as_frame=True).frame.rename(columns={"target": "diagnosis"})
+    order = np.random.default_rng(0).permutation(len(frame))
+    paths = []
+    for i, rows in enumerate(np.array_split(order, HOSPITALS)):
+        path = folder / f"hospital-{i + 1}.csv"
+        frame.iloc[rows].to_csv(path, index=False)
+        paths.append(path)
+    return paths
+
+
+def daemon_args(
+    pilot: Path, name: str, port: int, data: Path, state: Path, key: Path | None = None
+) -> list[str]:
+    return python(
+        "client.daemon",
+        "--superlink",
+        f"127.0.0.1:{port}",
+        "--root-certificates",
+        str(pilot / "hospitals" / name / "ca.crt"),
+        "--auth-key",
+        str(key or pilot / "hospitals" / name / "node.key"),
+        "--data",
+        str(data),
+        "--target-column",
+        "diagnosis",
+        "--num-features",
+        "30",
+        "--num-classes",
+        "2",
+        "--state-dir",
+        str(state),
+        "--port",
+        str(free_port()),
+    )
+
+
+def received_message_ids(log: str) -> list[str]:
+    return re.findall(r"Receiving: \S+ message \(ID: ([0-9a-f]+)\)", log)
+
+
+def test_secure_pilot_with_registered_hospitals(tmp_path: Path, procs: Processes) -> None:
+    env = flower_env(tmp_path / "flwr-home")
+    pilot = tmp_path / "pilot"
+    made = subprocess.run(
+        python("server.coordinator", "init-pilot", "--hospitals", str(HOSPITALS), "--out", str(pilot)),
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert made.returncode == 0, made.stderr
+    intruder = tmp_path / "intruder"
+    made = subprocess.run(
+        python("client.daemon", "keygen", "--out", str(intruder)), cwd=ROOT, capture_output=True, text=True
+    )
+    assert made.returncode == 0, made.stderr
+    csvs = hospital_csvs(tmp_path)
+
+    port = free_port()
+    link = procs.start(
+        "superlink",
+        python("server.coordinator", "superlink", "--pilot", str(pilot), "--port", str(port)),
+        env,
+    )
+    wait_until(
+        lambda: "ready with 3 registered" in procs.log("superlink") or link.poll() is not None,
+        300,
+        "the SuperLink to start and register the hospitals",
+    )
+    assert link.poll() is None, procs.log("superlink")
+
+    # a hospital whose data file is missing does not start, and says why
+    missing = subprocess.run(
+        daemon_args(pilot, "hospital-1", port, tmp_path / "missing.csv", tmp_path / "state-x"),
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert missing.returncode == 2
+    assert "not starting: data file" in missing.stderr and "missing.csv does not exist" in missing.stderr
+
+    states = [tmp_path / f"state-{i + 1}" for i in range(HOSPITALS)]
+    for i, (csv, state) in enumerate(zip(csvs, states, strict=True)):
+        procs.start(f"hospital-{i + 1}", daemon_args(pilot, f"hospital-{i + 1}", port, csv, state), env)
+    # same CA, same data, but a key the coordinator never registered
+    stranger = procs.start(
+        "stranger",
+        daemon_args(pilot, "hospital-1", port, csvs[0], tmp_path / "state-stranger", intruder / "node.key"),
+        env,
+    )
+
+    db = tmp_path / "mlflow.db"
+    out = tmp_path / "out"
+    run = subprocess.run(
+        python(
+            "experiments.run",
+            "federation=deployment",
+            f"federation.superlink=127.0.0.1:{port}",
+            f"federation.root_certificates={pilot / 'ca' / 'ca.crt'}",
+            f"federation.num_hospitals={HOSPITALS}",
+            "federation.poll_seconds=2",
+            "dataset=csv",
+            "dataset.num_features=30",
+            "dataset.num_classes=2",
+            "dataset.target_column=diagnosis",
+            "num_rounds=2",
+            f"strategy.min_train_nodes={HOSPITALS}",
+            f"mlflow.tracking_uri=sqlite:///{db}",
+            f"hydra.run.dir={out}",
+            "progress=false",
+        ),
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
+    assert "status finished:completed" in run.stdout
+    flower_run_id = int(re.search(r"submitted Flower run (\d+)", run.stdout).group(1))
+
+    client, mlrun = mlflow_run_of(db, flower_run_id)
+    assert mlrun.info.run_id in run.stdout
+    for metric in ("eval_accuracy", "eval_auc", "bytes_up", "decrypt_seconds"):
+        assert sorted(m.step for m in client.get_metric_history(mlrun.info.run_id, metric)) == [1, 2], metric
+    assert mlrun.data.metrics["contributors"] == HOSPITALS
+    assert mlrun.data.metrics["final_eval_accuracy"] > 0.6
+    assert mlrun.data.params["federation.engine"] == "deployment"  # the Hydra config ...
+    assert mlrun.data.params["num-rounds"] == "2"  # ... and the run config the ServerApp got
+    assert "config.yaml" in {a.path for a in client.list_artifacts(mlrun.info.run_id)}
+
+    # the unregistered SuperNode was refused and gave up; it never received a message
+    wait_until(lambda: stranger.poll() is not None, 120, "the unregistered SuperNode to exit")
+    assert stranger.returncode != 0
+    assert "Failed to activate SuperNode" in procs.log("stranger")
+    assert not received_message_ids(procs.log("stranger"))
+
+    for i, state in enumerate(states):
+        log = state / "audit.jsonl"
+        assert stat.S_IMODE(log.stat().st_mode) == 0o600
+        entries = read_audit(log)
+        received = received_message_ids(procs.log(f"hospital-{i + 1}"))
+        assert sorted(e["message_id"] for e in entries) == sorted(received)  # one line per message
+        assert {e["outcome"] for e in entries} == {"replied"}
+        assert {e["run_id"] for e in entries} == {flower_run_id}
+        trains = [e for e in entries if e["message_type"] == "train"]
+        assert [e["group_id"] for e in trains] == ["1", "2"]
+        assert all(a["bytes"] > 0 and len(a["sha256"]) == 64 for e in trains for a in e["sent"]["arrays"])
+        assert "BEGIN" not in log.read_text()  # no key material

@@ -1,0 +1,66 @@
+"""The experiment runner's deployment branch, without a SuperLink: config checks and files it writes."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from experiments import run as runner
+from server.settings import RunSettings
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
+
+
+def deployment_cfg(*overrides: str):
+    with initialize_config_dir(config_dir=str(CONF), version_base=None):
+        return compose("config", overrides=["federation=deployment", *overrides])
+
+
+def test_deployment_config_composes_and_validates() -> None:
+    cfg = deployment_cfg("federation.num_hospitals=3", "he.threshold=2")
+    assert runner.is_deployment(cfg)
+    settings, n = runner.to_settings(cfg)
+    assert n == 3 and settings.threshold == 2
+    with pytest.raises(runner.ConfigError, match=r"he\.threshold must be between 0"):
+        runner.to_settings(deployment_cfg("federation.num_hospitals=3", "he.threshold=4"))
+    # CSV data are fine in deployment: each hospital's daemon points at its own file
+    cfg = deployment_cfg("dataset=csv", "dataset.num_features=8", "dataset.num_classes=2")
+    assert runner.to_settings(cfg)[0].dataset == "csv"
+
+
+def test_flwr_home_needs_the_ca_unless_insecure(tmp_path: Path) -> None:
+    with pytest.raises(runner.ConfigError, match=r"federation\.root_certificates is required"):
+        runner.write_flwr_home(deployment_cfg(), tmp_path / "a")
+    with pytest.raises(runner.ConfigError, match=r"nope\.crt does not exist"):
+        runner.write_flwr_home(
+            deployment_cfg(f"federation.root_certificates={tmp_path / 'nope.crt'}"), tmp_path
+        )
+    ca = tmp_path / "ca.crt"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    home = runner.write_flwr_home(
+        deployment_cfg("federation.superlink=fl.example.org:9093", f"federation.root_certificates={ca}"),
+        tmp_path / "home",
+    )
+    config = tomllib.loads((home / "config.toml").read_text())
+    assert config["superlink"]["default"] == runner.CONNECTION
+    assert config["superlink"][runner.CONNECTION] == {
+        "address": "fl.example.org:9093",
+        "root-certificates": str(ca),
+    }
+    home = runner.write_flwr_home(deployment_cfg("federation.insecure=true"), tmp_path / "insecure")
+    assert (
+        tomllib.loads((home / "config.toml").read_text())["superlink"][runner.CONNECTION]["insecure"] is True
+    )
+
+
+def test_tracking_uri_is_made_absolute_and_run_config_round_trips(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert runner.absolute_tracking_uri("sqlite:///mlflow.db") == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert runner.absolute_tracking_uri("sqlite:////abs/m.db") == "sqlite:////abs/m.db"
+    assert runner.absolute_tracking_uri("http://mlflow:5000") == "http://mlflow:5000"
+    settings = RunSettings(num_rounds=2, mlflow_tracking_uri='sqlite:////tmp/a "b".db')
+    text = "".join(f"{k} = {runner.toml_value(v)}\n" for k, v in settings.to_run_config().items())
+    assert RunSettings.from_run_config(tomllib.loads(text)) == settings
