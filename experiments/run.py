@@ -186,7 +186,7 @@ def fmt(value: object) -> str:
 def main(cfg: DictConfig) -> None:
     settings, num_hospitals = to_settings(cfg)  # raises before any process starts
     if is_deployment(cfg):
-        run_deployment(cfg, settings)
+        run_deployment(cfg, settings, num_hospitals)
     else:
         run_simulated(cfg, settings, num_hospitals)
 
@@ -375,7 +375,7 @@ def rounds_logged(tracking_uri: str, experiment: str, flower_run_id: int, num_ro
         return 0
 
 
-def run_deployment(cfg: DictConfig, settings: RunSettings) -> None:
+def run_deployment(cfg: DictConfig, settings: RunSettings, num_hospitals: int) -> None:
     from dataclasses import replace
 
     from tqdm import tqdm
@@ -385,7 +385,10 @@ def run_deployment(cfg: DictConfig, settings: RunSettings) -> None:
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     tracking_uri = absolute_tracking_uri(str(cfg.mlflow.tracking_uri))
     experiment = str(cfg.mlflow.experiment_name)
-    settings = replace(settings, mlflow_tracking_uri=tracking_uri, mlflow_experiment=experiment)
+    # the ServerApp waits for every expected hospital before key set-up (they connect at their pace)
+    settings = replace(
+        settings, mlflow_tracking_uri=tracking_uri, mlflow_experiment=experiment, min_nodes=num_hospitals
+    )
     home = write_flwr_home(cfg, Path(str(cfg.federation.get("flwr_home") or out_dir / "flwr-home")))
     log_path = out_dir / "flower.log"
     run_id = submit(cfg, settings, home, out_dir)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -189,9 +190,17 @@ def make_node_key() -> tuple[bytes, bytes]:
 def load_node_public_key(path: Path) -> ec.EllipticCurvePublicKey:
     """Check a hospital's ``.pub`` file the way ``flwr supernode register`` will."""
     try:
-        key = serialization.load_ssh_public_key(path.read_bytes())
-    except (OSError, ValueError) as err:
-        raise PKIError(f"public key {path} is not an OpenSSH public key line: {err}") from err
+        data = path.read_bytes()
+    except OSError as err:
+        raise PKIError(f"public key {path} cannot be read: {err.strerror}") from err
+    try:
+        key = serialization.load_ssh_public_key(data)
+    except (ValueError, UnsupportedAlgorithm):
+        # no parser detail: if this is a private key by mistake, nothing of it is echoed
+        raise PKIError(
+            f"public key {path} is not an OpenSSH public key line (expected 'ecdsa-sha2-nistp384 AAAA...'; "
+            "send the .pub file, never the private key)"
+        ) from None
     if not isinstance(key, ec.EllipticCurvePublicKey):
         raise PKIError(f"public key {path} is a {type(key).__name__}; expected an EC key (P-256/384/521)")
     return key

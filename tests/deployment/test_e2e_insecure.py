@@ -82,7 +82,7 @@ def test_two_encrypted_rounds_on_superlink_and_supernodes(tmp_path: Path, procs:
     )
 
     db = tmp_path / "mlflow.db"
-    run_config = f"num-rounds=2 min-train-nodes={HOSPITALS} mlflow-tracking-uri='sqlite:///{db}'"
+    run_config = f"num-rounds=2 min-nodes={HOSPITALS} mlflow-tracking-uri='sqlite:///{db}'"
     submitted = json_of(flwr(home, "run", str(ROOT), "e2e", "--run-config", run_config, "--format", "json"))
     assert submitted["success"], submitted
     run_id = int(submitted["run-id"])

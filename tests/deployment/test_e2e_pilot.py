@@ -150,7 +150,6 @@ def test_secure_pilot_with_registered_hospitals(tmp_path: Path, procs: Processes
             "dataset.num_classes=2",
             "dataset.target_column=diagnosis",
             "num_rounds=2",
-            f"strategy.min_train_nodes={HOSPITALS}",
             f"mlflow.tracking_uri=sqlite:///{db}",
             f"hydra.run.dir={out}",
             "progress=false",

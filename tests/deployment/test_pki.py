@@ -52,6 +52,10 @@ def test_init_pilot_layout_formats_and_modes(tmp_path: Path) -> None:
     assert try_load_public_key(folder / "node.pub")
     assert (folder / "ca.crt").read_bytes() == layout.ca_cert.read_bytes()
     assert "PRIVATE" not in (folder / "node.pub").read_text()
+    pki.load_node_public_key(folder / "node.pub")
+    with pytest.raises(pki.PKIError, match="never the private key") as refused:
+        pki.load_node_public_key(folder / "node.key")  # the private key by mistake
+    assert "BEGIN" not in str(refused.value) and refused.value.__cause__ is None
 
 
 def test_init_pilot_refuses_to_overwrite_and_bad_names(tmp_path: Path) -> None:
