@@ -65,21 +65,19 @@ def to_settings(cfg: DictConfig) -> tuple[RunSettings, int]:
             f"strategy.min_train_nodes={min_nodes} exceeds federation.num_hospitals={num_hospitals}"
         )
     if cfg.strategy.name == "encrypted_fedavg":
-        try:
-            params = preset(str(cfg.he.preset))
-        except (KeyError, ValueError) as err:
+        try:  # unknown preset, too many hospitals, or a t-of-n the noise primes cannot hold
+            preset(str(cfg.he.preset)).check_federation(num_hospitals, threshold or num_hospitals)
+        except ValueError as err:
             raise ConfigError(str(err)) from err
-        if num_hospitals > params.max_parties:
-            raise ConfigError(
-                f"HE preset {params.name!r} supports at most {params.max_parties} hospitals, "
-                f"got federation.num_hospitals={num_hospitals}"
-            )
-    if cfg.dataset.name == "csv" and not is_deployment(cfg):
+    data_paths = [str(path) for path in cfg.dataset.get("paths", [])]
+    if cfg.dataset.name == "csv" and not is_deployment(cfg) and len(data_paths) != num_hospitals:
         raise ConfigError(
-            "dataset=csv is not supported in simulation: hospitals read their file from the node "
-            "config key 'data-path', which run_simulation cannot set per node. Use `flwr run` with "
-            "a deployment federation (one SuperNode per hospital with --node-config data-path=...)."
+            f"dataset=csv in simulation needs one file per hospital: dataset.paths lists "
+            f"{len(data_paths)}, federation.num_hospitals={num_hospitals}"
         )
+    missing = [path for path in data_paths if not Path(path).is_file()]
+    if missing and not is_deployment(cfg):
+        raise ConfigError(f"dataset.paths: no such file(s): {missing}")
     try:
         settings = RunSettings(
             num_rounds=int(cfg.num_rounds),
@@ -102,6 +100,8 @@ def to_settings(cfg: DictConfig) -> tuple[RunSettings, int]:
             lr=float(cfg.strategy.lr),
             optimizer=str(cfg.strategy.optimizer),
             target_column=str(cfg.dataset.get("target_column", "target")),
+            data_paths="" if is_deployment(cfg) else ",".join(str(Path(p).absolute()) for p in data_paths),
+            min_nodes=num_hospitals,
         )
     except ValueError as err:
         raise ConfigError(str(err)) from err
@@ -143,32 +143,6 @@ def output_to(log_path: Path) -> Iterator[object]:
             terminal.close()
 
 
-def simulation_server_app(
-    settings: RunSettings, num_hospitals: int, on_round, on_result, timeout: float = 120.0
-):
-    """``server.app.make_server_app`` plus a wait until every simulated hospital has registered.
-
-    ``run_simulation`` starts the ServerApp concurrently with node registration, so
-    ``grid.get_node_ids()`` can be empty on the first call (observed: "0 hospitals connected").
-    """
-    from flwr.serverapp import ServerApp
-
-    from server.app import run_federation
-
-    app = ServerApp()
-
-    @app.main()
-    def main(grid, context) -> None:
-        deadline = time.monotonic() + timeout
-        while len(grid.get_node_ids()) < num_hospitals:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"only {len(grid.get_node_ids())}/{num_hospitals} hospitals registered")
-            time.sleep(0.1)
-        on_result(run_federation(grid, settings, on_round))
-
-    return app
-
-
 def run_name(cfg: DictConfig) -> str:
     name = f"{cfg.strategy.name}-{cfg.he.preset}-seed{cfg.seed}"
     with contextlib.suppress(ValueError):
@@ -196,6 +170,7 @@ def run_simulated(cfg: DictConfig, settings: RunSettings, num_hospitals: int) ->
     from tqdm import tqdm
 
     from client.app import app as client_app
+    from server.app import make_server_app
     from server.tracking import MlflowTracker
 
     out_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -233,7 +208,7 @@ def run_simulated(cfg: DictConfig, settings: RunSettings, num_hospitals: int) ->
 
         try:
             run_simulation(
-                simulation_server_app(settings, num_hospitals, on_round, results.append),
+                make_server_app(settings, on_round, results.append),
                 client_app,
                 num_supernodes=num_hospitals,
                 backend_config={"client_resources": {"num_cpus": int(cfg.federation.num_cpus_per_client)}},

@@ -98,6 +98,8 @@ def test_single_run_is_tracked(tmp_path: Path) -> None:
         (["he.threshold=9", "federation.num_hospitals=3"], "he.threshold must be between"),
         (["dataset=nope"], "Could not find 'dataset/nope'"),
         (["foo=1"], "Key 'foo' is not in struct"),
+        (["he=precise", "he.threshold=7", "federation.num_hospitals=12"], "noise primes"),
+        (["dataset=csv", "dataset.num_features=2", "dataset.num_classes=2"], "one file per hospital"),
     ],
 )
 def test_bad_overrides_fail_fast(tmp_path: Path, overrides: list[str], reason: str) -> None:
@@ -129,3 +131,43 @@ def test_multirun_creates_one_mlflow_run_per_job(tmp_path: Path) -> None:
     assert len(runs) == 2
     assert sorted(r.data.params["seed"] for r in runs) == ["1", "2"]
     assert all(r.info.status == "FINISHED" for r in runs)
+
+
+def write_hospital_csv(path: Path, seed: int, rows: int = 60) -> None:
+    """A small hospital table with a learnable outcome and some missing values."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    age = rng.normal(60 + 5 * seed, 10, rows)
+    marker = rng.normal(0, 1, rows)
+    outcome = (marker + 0.05 * (age - 60) + rng.normal(0, 0.3, rows) > 0).astype(int)
+    lines = ["age,marker,outcome"]
+    for i in range(rows):
+        age_text = "" if i % 17 == 0 else f"{age[i]:.1f}"  # a few missing ages (median-imputed)
+        lines.append(f"{age_text},{marker[i]:.4f},{outcome[i]}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_csv_per_simulated_hospital_trains_end_to_end(tmp_path: Path) -> None:
+    paths = [tmp_path / f"hospital{k}.csv" for k in range(3)]
+    for k, path in enumerate(paths):
+        write_hospital_csv(path, k)
+    db = tmp_path / "mlflow.db"
+    done = run(
+        [
+            "dataset=csv",
+            f"dataset.paths=[{','.join(str(p) for p in paths)}]",
+            "dataset.target_column=outcome",
+            "dataset.num_features=2",
+            "dataset.num_classes=2",
+            "federation.num_hospitals=3",
+            "num_rounds=3",
+            "progress=false",
+            f"mlflow.tracking_uri=sqlite:///{db}",
+            f"hydra.run.dir={tmp_path / 'out'}",
+        ]
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    _, runs = runs_of(db)
+    assert len(runs) == 1
+    assert runs[0].data.metrics["final_eval_accuracy"] > 0.7
