@@ -7,6 +7,7 @@ aggregate is checked by ``client.keyholder.KeyHolder`` first.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import time
 
@@ -16,20 +17,19 @@ from flwr.clientapp import ClientApp
 
 from client.audit import audit_mod
 from client.keyholder import KeyHolder
-from client.task import (
-    TaskConfig,
-    evaluate_global,
-    feature_statistics,
-    hospital_data,
-    is_tabular,
-    raw_hospital_data,
-    run_local_round,
-)
 from he import protocol as p
 from he.ciphertext import c1_from_bytes
 
 log = logging.getLogger(__name__)
 STATE = "fedquorum"
+
+
+def local_task():
+    """``client.task``, imported on first use: in deployment every message starts a fresh
+    ClientApp process, and torch plus the data stack cost ~5 s to import, which key-setup and
+    decryption messages do not need."""
+    return importlib.import_module("client.task")
+
 
 app = ClientApp(mods=[audit_mod])
 
@@ -117,8 +117,8 @@ def hello(message: Message, context: Context) -> Message:
         threshold=int(config[p.THRESHOLD]),
         run_id=int(context.run_id),
     )
-    task = TaskConfig.from_config(config)
-    raw_hospital_data(task, dict(context.node_config))  # fail early, on site, on bad data
+    local = local_task()
+    local.raw_hospital_data(local.TaskConfig.from_config(config), dict(context.node_config))  # fail early
     contribution, channel_key = holder.hello()
     store_keyholder(context, holder)
     return reply(message, {p.CONTRIBUTION: contribution, p.CHANNEL_KEY: channel_key})
@@ -151,12 +151,13 @@ def keyshares(message: Message, context: Context) -> Message:
 @app.train()
 def train(message: Message, context: Context) -> Message:
     config = config_of(message)
-    task = TaskConfig.from_config(config)
-    data = hospital_data(task, dict(context.node_config))
+    local = local_task()
+    task = local.TaskConfig.from_config(config)
+    data = local.hospital_data(task, dict(context.node_config))
     server_round = int(config[p.ROUND])
     global_weights = [a.numpy() for a in message.content[p.ARRAYS].values()]
     party = int(config.get(p.PARTY, 0))
-    delta, metrics = run_local_round(task, data, global_weights, server_round, party)
+    delta, metrics = local.run_local_round(task, data, global_weights, server_round, party)
     num_examples = len(data.y_train)
     if not bool(config.get(p.ENCRYPTED, True)):
         metrics[p.NUM_EXAMPLES] = num_examples
@@ -174,11 +175,14 @@ def train(message: Message, context: Context) -> Message:
 def statistics(message: Message, context: Context) -> Message:
     """One pass of feature statistics for the federation's standardization (see client.task)."""
     config = config_of(message)
-    data = raw_hospital_data(TaskConfig.from_config(config), dict(context.node_config))
-    if not is_tabular(data):
+    local = local_task()
+    data = local.raw_hospital_data(local.TaskConfig.from_config(config), dict(context.node_config))
+    if not local.is_tabular(data):
         return reply(message, metrics={"tabular": 0})
     pass_name = str(config[p.STATISTICS_PASS])
-    values = feature_statistics(data, pass_name, config.get(p.FEATURE_MEAN), config.get(p.FEATURE_SCALE))
+    values = local.feature_statistics(
+        data, pass_name, config.get(p.FEATURE_MEAN), config.get(p.FEATURE_SCALE)
+    )
     count = len(data.y_train)
     if not bool(config.get(p.ENCRYPTED, True)):
         return reply(message, arrays=values, metrics={p.NUM_EXAMPLES: count, "tabular": 1})
@@ -204,7 +208,8 @@ def decrypt(message: Message, context: Context) -> Message:
 
 @app.evaluate()
 def evaluate(message: Message, context: Context) -> Message:
-    task = TaskConfig.from_config(config_of(message))
-    data = hospital_data(task, dict(context.node_config))
+    local = local_task()
+    task = local.TaskConfig.from_config(config_of(message))
+    data = local.hospital_data(task, dict(context.node_config))
     weights = [a.numpy() for a in message.content[p.ARRAYS].values()]
-    return reply(message, metrics=evaluate_global(task, data, weights))
+    return reply(message, metrics=local.evaluate_global(task, data, weights))
