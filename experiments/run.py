@@ -70,10 +70,15 @@ def to_settings(cfg: DictConfig) -> tuple[RunSettings, int]:
         except ValueError as err:
             raise ConfigError(str(err)) from err
     data_paths = [str(path) for path in cfg.dataset.get("paths", [])]
-    if cfg.dataset.name == "csv" and not is_deployment(cfg) and len(data_paths) != num_hospitals:
+    if cfg.dataset.name in ("csv", "npz") and not is_deployment(cfg) and len(data_paths) != num_hospitals:
         raise ConfigError(
-            f"dataset=csv in simulation needs one file per hospital: dataset.paths lists "
+            f"dataset={cfg.dataset.name} in simulation needs one file per hospital: dataset.paths lists "
             f"{len(data_paths)}, federation.num_hospitals={num_hospitals}"
+        )
+    if (cfg.dataset.name == "npz") != (cfg.model.name == "cnn"):
+        raise ConfigError(
+            f"model={cfg.model.name} does not fit dataset={cfg.dataset.name}: images (npz) need model=cnn, "
+            "tables need mlp or logreg"
         )
     missing = [path for path in data_paths if not Path(path).is_file()]
     if missing and not is_deployment(cfg):
@@ -91,7 +96,9 @@ def to_settings(cfg: DictConfig) -> tuple[RunSettings, int]:
             num_features=int(cfg.dataset.num_features),
             num_classes=int(cfg.dataset.num_classes),
             model=str(cfg.model.name),
-            hidden=int(cfg.model.hidden),
+            hidden=int(cfg.model.get("hidden", 32)),
+            image_channels=int(cfg.dataset.get("image_channels", 1)),
+            image_size=int(cfg.dataset.get("image_size", 28)),
             partitioning=str(cfg.dataset.partitioning),
             alpha=float(cfg.dataset.alpha),
             seed=int(cfg.seed),

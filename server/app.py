@@ -14,8 +14,8 @@ import torch
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from models.registry import build_model
 from models.training import get_weights
+from server.model import build_global_model
 from server.settings import RunSettings
 from strategies.encrypted_fedavg import EncryptedFedAvg
 from strategies.fedavg import FedAvg, FederationResult
@@ -27,8 +27,7 @@ FLOWER_RUN_TAG = "flower_run_id"  # MLflow tag of a deployment run: the Flower r
 def initial_weights(settings: RunSettings) -> list[np.ndarray]:
     """The seeded initial global model (the same on every run with the same seed)."""
     torch.manual_seed(settings.seed)
-    kwargs = {"hidden": (settings.hidden,)} if settings.model == "mlp" else {}
-    return get_weights(build_model(settings.model, settings.num_features, settings.num_classes, **kwargs))
+    return get_weights(build_global_model(settings))
 
 
 def build_strategy(settings: RunSettings) -> FedAvg:

@@ -22,6 +22,8 @@ class RunSettings:
         Hospitals needed to decrypt (t); 0 means all of them (n-of-n).
     min_train_nodes : int
         Fewest contributions a round's aggregate may have; below it the run stops.
+    image_channels, image_size : int (default: 1, 28)
+        Input shape of the ``cnn`` model (MedMNIST-format images).
     data_paths : str (default: "")
         Simulation only: comma-separated files, the i-th for simulated hospital i (CSV/npz).
     clip_margin : float (default: 8.0)
@@ -52,6 +54,8 @@ class RunSettings:
     num_classes: int = 2
     model: str = "mlp"
     hidden: int = 32
+    image_channels: int = 1
+    image_size: int = 28
     partitioning: str = "iid"
     alpha: float = 0.5
     seed: int = 0

@@ -16,8 +16,8 @@ import mlflow
 import mlflow.pytorch
 import numpy as np
 
-from models.registry import build_model
 from models.training import set_weights
+from server.model import build_global_model, input_example
 from server.settings import RunSettings
 from strategies.fedavg import FederationResult
 
@@ -82,8 +82,7 @@ def pinned_requirements() -> list[str]:
 
 
 def model_from_weights(settings: RunSettings, weights: list[np.ndarray]):
-    kwargs = {"hidden": (settings.hidden,)} if settings.model == "mlp" else {}
-    model = build_model(settings.model, settings.num_features, settings.num_classes, **kwargs)
+    model = build_global_model(settings)
     set_weights(model, weights)
     model.eval()
     return model
@@ -162,7 +161,7 @@ class MlflowTracker:
         mlflow.pytorch.log_model(
             model,
             name="model",
-            input_example=np.zeros((1, settings.num_features), np.float32),
+            input_example=input_example(settings),
             # explicit requirements: MLflow's inference reloads the model in a subprocess (~20 s)
             pip_requirements=pinned_requirements(),
             # pickle, not MLflow's default pt2 (torch.export): with a 1-row input example the

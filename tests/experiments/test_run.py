@@ -100,6 +100,7 @@ def test_single_run_is_tracked(tmp_path: Path) -> None:
         (["foo=1"], "Key 'foo' is not in struct"),
         (["he=precise", "he.threshold=7", "federation.num_hospitals=12"], "noise primes"),
         (["dataset=csv", "dataset.num_features=2", "dataset.num_classes=2"], "one file per hospital"),
+        (["model=cnn"], "does not fit dataset=breast_cancer"),
     ],
 )
 def test_bad_overrides_fail_fast(tmp_path: Path, overrides: list[str], reason: str) -> None:
@@ -171,3 +172,48 @@ def test_csv_per_simulated_hospital_trains_end_to_end(tmp_path: Path) -> None:
     _, runs = runs_of(db)
     assert len(runs) == 1
     assert runs[0].data.metrics["final_eval_accuracy"] > 0.7
+
+
+def write_hospital_npz(path: Path, seed: int, per_split: int = 40) -> None:
+    """A tiny MedMNIST-format file: bright images are class 1, dark ones class 0."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+
+    def split(n: int):
+        labels = rng.integers(0, 2, n)
+        images = rng.integers(0, 100, (n, 28, 28)) + 120 * labels[:, None, None]
+        return images.astype(np.uint8), labels.reshape(-1, 1)
+
+    train_images, train_labels = split(per_split)
+    test_images, test_labels = split(per_split // 2)
+    np.savez(
+        path,
+        train_images=train_images,
+        train_labels=train_labels,
+        test_images=test_images,
+        test_labels=test_labels,
+    )
+
+
+def test_npz_images_with_the_cnn_train_end_to_end(tmp_path: Path) -> None:
+    paths = [tmp_path / f"hospital{k}.npz" for k in range(2)]
+    for k, path in enumerate(paths):
+        write_hospital_npz(path, k)
+    db = tmp_path / "mlflow.db"
+    done = run(
+        [
+            "dataset=npz",
+            "model=cnn",
+            f"dataset.paths=[{','.join(str(p) for p in paths)}]",
+            "dataset.num_classes=2",
+            "federation.num_hospitals=2",
+            "num_rounds=2",
+            "progress=false",
+            f"mlflow.tracking_uri=sqlite:///{db}",
+            f"hydra.run.dir={tmp_path / 'out'}",
+        ]
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    _, runs = runs_of(db)
+    assert runs[0].data.metrics["final_eval_accuracy"] > 0.8
