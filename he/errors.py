@@ -23,3 +23,11 @@ class NotEnoughPartiesError(HEError, ValueError):
 
 class EncodingError(HEError, ValueError):
     """An update that cannot be encoded: wrong shapes, NaN/Inf, or weights outside the range."""
+
+
+class SignatureError(HEError, ValueError):
+    """A signed message whose signature, signer or content does not check out against the roster."""
+
+
+class RosterError(HEError, ValueError):
+    """A roster that is malformed, or a request that contradicts the pinned roster."""

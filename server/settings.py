@@ -39,6 +39,10 @@ class RunSettings:
         runs in its own process, on the SuperLink's machine). Empty: no MLflow logging.
     mlflow_experiment : str (default: "fedquorum")
         MLflow experiment of that run.
+    roster : str (default: "")
+        Path of the federation's roster (``he.roster``) on the coordinator's machine; it fixes
+        the keyholder committee, its threshold and the minimum contributors. Empty in
+        simulation: a roster and signing keys for the simulated hospitals are made per run.
     """
 
     num_rounds: int = 3
@@ -69,6 +73,7 @@ class RunSettings:
     round_timeout: float = 600.0
     mlflow_tracking_uri: str = ""
     mlflow_experiment: str = "fedquorum"
+    roster: str = ""
 
     def __post_init__(self) -> None:
         if self.num_rounds < 1:
