@@ -2,20 +2,27 @@
 
     python -m client.daemon --superlink fl.example.org:9093 \\
         --root-certificates /etc/fedquorum/ca.crt --auth-key /etc/fedquorum/node.key \\
-        --data /srv/data/cohort.csv --target-column outcome --num-features 30 \\
+        --roster /etc/fedquorum/roster.json --signing-key /etc/fedquorum/signing.key \\
+        --hospital charite --data /srv/data/cohort.csv --target-column outcome --num-features 30 \\
         --state-dir /var/lib/fedquorum
 
-    python -m client.daemon keygen --out /etc/fedquorum        # node.key (0600) + node.pub
+    python -m client.daemon keygen --out /etc/fedquorum          # node.key (0600) + node.pub
+    python -m client.daemon signing-keygen --out /etc/fedquorum  # signing.key (0600) + signing.pub
     python -m client.daemon --config /etc/fedquorum/daemon.toml  # the same settings from a file
 
 At start it checks, and refuses to start with a message naming the setting on the first error:
 the data file loads with the ClientApp's own loaders (and has the expected target column,
 number of features and classes if given); the state dir exists or is created with mode 0700 and
 is writable; the installed Flower is the pinned version; the clock is plausible and the CA
-certificate valid now; the node authentication key is an OpenSSH EC key with mode 0600. Then it
-replaces itself (same PID, for systemd or a supervisor) with ``flower-supernode`` and the right
-flags; the ClientApp reads ``data-path``, ``target-column`` and ``state-dir`` from the node config
-(``<state-dir>/node-config.toml``) and appends its audit log to ``<state-dir>/audit.jsonl``.
+certificate valid now; the node authentication key is an OpenSSH EC key with mode 0600; the
+roster (``he.roster``) parses and names this hospital, and the signing key has mode 0600 and is the
+one the roster lists for it. It prints the roster's fingerprint, to compare with the coordinator's
+by phone. Then it replaces itself (same PID, for systemd or a supervisor) with
+``flower-supernode`` and the right flags; the ClientApp reads ``data-path``, ``target-column``,
+``state-dir`` and the absolute paths ``roster`` and ``signing-key`` plus the name ``hospital``
+(``he.roster.NODE_*``) from the node config (``<state-dir>/node-config.toml``) and appends its
+audit log to ``<state-dir>/audit.jsonl``. Without ``--hospital`` the name is the roster entry whose
+key is the signing key's public half.
 
 ``--insecure`` (no TLS, no node authentication) is for a trial on one machine only, and says so.
 Anything after ``--`` goes to ``flower-supernode`` verbatim (e.g. ``-- --max-retries 5``).
@@ -33,6 +40,8 @@ import tomllib
 from pathlib import Path
 
 from client import node_check as check
+from he.identity import SigningKey
+from he.roster import NODE_HOSPITAL, NODE_ROSTER, NODE_SIGNING_KEY
 
 log = logging.getLogger("fedquorum.daemon")
 
@@ -61,6 +70,9 @@ CONFIG_KEYS = {
     "port",
     "insecure",
     "flower-version",
+    "roster",
+    "signing-key",
+    "hospital",
 }
 
 
@@ -94,6 +106,23 @@ def keygen(out_dir: Path, name: str = "node") -> tuple[Path, Path]:
     public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
     public_path.write_bytes(public + b"\n")
     return private_path, public_path
+
+
+def signing_keygen(out_dir: Path) -> tuple[Path, Path, str]:
+    """This hospital's Ed25519 signing key: ``signing.key`` (PEM, 0600) and ``signing.pub`` (hex).
+
+    Only the public hex goes to the coordinator, who puts it in the roster.
+    """
+    out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    private_path, public_path = out_dir / "signing.key", out_dir / "signing.pub"
+    for path in (private_path, public_path):
+        if path.exists():
+            raise check.NodeCheckError(f"{path} already exists; refusing to overwrite a key")
+    key = SigningKey.generate()
+    key.save(private_path)  # created 0600
+    public = key.public_bytes().hex()
+    public_path.write_text(public + "\n")
+    return private_path, public_path, public
 
 
 # -- the supernode command ----------------------------------------------------------------------------
@@ -133,6 +162,34 @@ def supernode_command(args: argparse.Namespace, node_config: Path, extra: list[s
     return cmd + extra
 
 
+def check_identity(args: argparse.Namespace, warnings: list[str]) -> dict:
+    """The roster and signing-key checks; the node-config values that point the ClientApp at them."""
+    if not args.roster:
+        raise check.NodeCheckError(
+            "--roster is required (the federation's roster.json, whose fingerprint you compared "
+            "with the coordinator's)"
+        )
+    if not args.signing_key:
+        raise check.NodeCheckError(
+            "--signing-key is required (this hospital's Ed25519 signing key, PEM, mode 600; "
+            "make one with `python -m client.daemon signing-keygen`)"
+        )
+    roster_path, roster = check.check_roster(args.roster)
+    if roster_path.stat().st_mode & 0o022:
+        warnings.append(f"roster {roster_path} is writable by others; it must not change: chmod 644")
+    key_path, hospital = check.check_signing_key(args.signing_key, roster, roster_path, args.hospital)
+    log.info(
+        "roster %s: federation %r, %d hospitals; this is %r (party %d)",
+        roster_path,
+        roster.federation_id,
+        roster.num_hospitals,
+        hospital,
+        roster.party_of(hospital),
+    )
+    log.info("roster fingerprint: %s (compare it by phone with the coordinator's)", roster.short_fingerprint)
+    return {NODE_ROSTER: str(roster_path), NODE_SIGNING_KEY: str(key_path), NODE_HOSPITAL: hospital}
+
+
 def validate(args: argparse.Namespace) -> tuple[dict, list[str]]:
     """Run every start-up check; return the node config values and warnings."""
     warnings = check.check_clock()
@@ -157,8 +214,9 @@ def validate(args: argparse.Namespace) -> tuple[dict, list[str]]:
         args.auth_key = check.check_auth_key(args.auth_key)
     if not args.state_dir:
         raise check.NodeCheckError("--state-dir is required (where the audit log and node config live)")
+    identity = check_identity(args, warnings)
     state_dir = check.check_state_dir(args.state_dir)
-    values: dict = {"state-dir": str(state_dir)}
+    values: dict = {"state-dir": str(state_dir), **identity}
     if args.data:
         summary = check.check_data(args.data, args.target_column, args.num_features, args.num_classes)
         values |= {
@@ -183,12 +241,18 @@ def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="python -m client.daemon",
         description="Check this hospital's settings, then run its Flower SuperNode.",
-        epilog="Subcommand: `python -m client.daemon keygen --out DIR` creates node.key/node.pub.",
+        epilog="Subcommands: `python -m client.daemon keygen --out DIR` creates node.key/node.pub; "
+        "`python -m client.daemon signing-keygen --out DIR` creates signing.key/signing.pub.",
     )
     ap.add_argument("--config", type=Path, help="TOML file with any of the settings below (dashes)")
     ap.add_argument("--superlink", help="HOST:PORT of the federation's SuperLink")
     ap.add_argument("--root-certificates", help="the federation's CA certificate (PEM)")
     ap.add_argument("--auth-key", help="this hospital's node authentication private key (OpenSSH, 0600)")
+    ap.add_argument("--roster", help="the federation's roster.json (fingerprint compared by phone)")
+    ap.add_argument("--signing-key", help="this hospital's Ed25519 signing key (PEM, 0600)")
+    ap.add_argument(
+        "--hospital", help="this hospital's name in the roster (default: the entry with the signing key)"
+    )
     ap.add_argument("--data", help="the hospital's data: CSV with a header row, or MedMNIST-style .npz")
     ap.add_argument("--target-column", default="target", help="label column of the CSV (default: target)")
     ap.add_argument("--num-features", type=int, help="expected number of feature columns")
@@ -251,11 +315,31 @@ def keygen_main(argv: list[str]) -> int:
     return 0
 
 
+def signing_keygen_main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m client.daemon signing-keygen",
+        description="Create this hospital's Ed25519 signing key; send only the public hex it prints.",
+    )
+    ap.add_argument("--out", type=Path, required=True, help="directory for signing.key (0600) and signing.pub")
+    args = ap.parse_args(argv)
+    try:
+        private_path, public_path, public = signing_keygen(args.out)
+    except check.NodeCheckError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"private key: {private_path} (mode 600; keep it on this machine)")
+    print(f"public key:  {public_path}")
+    print(f"public key (hex, send this to the federation coordinator for the roster): {public}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s fedquorum-daemon: %(message)s")
     if argv and argv[0] == "keygen":
         return keygen_main(argv[1:])
+    if argv and argv[0] == "signing-keygen":
+        return signing_keygen_main(argv[1:])
     try:
         args, extra = parse(argv)
         if args.insecure:

@@ -16,6 +16,10 @@ from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, requires, version
 from pathlib import Path
 
+from he.errors import RosterError
+from he.identity import SigningKey
+from he.roster import Roster
+
 log = logging.getLogger(__name__)
 
 MIN_YEAR = 2025
@@ -194,6 +198,58 @@ def check_secret_file_mode(path: Path, what: str) -> None:
         raise NodeCheckError(
             f"{what} {path} has mode {mode:o}: readable by others; expected 600 (chmod 600 {path})"
         )
+
+
+# -- the federation's roster and this hospital's signing key ---------------------------------------
+def check_roster(path: str | os.PathLike) -> tuple[Path, Roster]:
+    """The pinned roster: it must parse, since every protocol message is checked against it."""
+    path = Path(path).expanduser().absolute()
+    try:
+        return path, Roster.load(path)
+    except (FileNotFoundError, RosterError) as err:
+        raise NodeCheckError(str(err)) from None
+    except OSError as err:
+        raise NodeCheckError(f"roster {path} cannot be read: {err.strerror}") from None
+
+
+def check_signing_key(
+    path: str | os.PathLike, roster: Roster, roster_path: Path, hospital: str | None = None
+) -> tuple[Path, str]:
+    """This hospital's signing key (0600) and its roster name; the key must be the roster's entry
+    for that name, else every message it signs would be refused by the other hospitals.
+
+    ``hospital`` None: the name is the roster entry whose key is this key.
+    """
+    path = Path(path).expanduser().absolute()
+    if not path.is_file():
+        raise NodeCheckError(f"signing key {path} does not exist (expected this hospital's PEM Ed25519 key)")
+    check_secret_file_mode(path, "signing key")
+    try:
+        public = SigningKey.load(path).public_bytes()
+    except (OSError, ValueError) as err:
+        raise NodeCheckError(str(err)) from None
+    names = [h.name for h in roster.hospitals]
+    if hospital is None:
+        matches = [h.name for h in roster.hospitals if h.signing_key == public]
+        if not matches:
+            raise NodeCheckError(
+                f"signing key {path} (public {public.hex()[:16]}…) is the key of no hospital in roster "
+                f"{roster_path} (hospitals: {names}); use the key whose public half the roster lists"
+            )
+        return path, matches[0]
+    if hospital not in names:
+        raise NodeCheckError(
+            f"hospital {hospital!r} is not in roster {roster_path} (federation {roster.federation_id!r}; "
+            f"expected one of {names})"
+        )
+    expected = roster.hospital(roster.party_of(hospital)).signing_key
+    if public != expected:
+        raise NodeCheckError(
+            f"signing key {path} (public {public.hex()[:16]}…) does not match the key roster "
+            f"{roster_path} lists for {hospital!r} ({expected.hex()[:16]}…): wrong key file, wrong "
+            "--hospital, or a roster other than the one agreed"
+        )
+    return path, hospital
 
 
 def check_auth_key(path: str | os.PathLike) -> Path:

@@ -3,7 +3,8 @@
     python -m experiments.run num_rounds=3 he=compact federation.num_hospitals=4
     python -m experiments.run -m seed=0,1,2 strategy=fedavg,encrypted_fedavg
     python -m experiments.run federation=deployment federation.superlink=fl.example.org:9093 \
-        federation.root_certificates=/path/ca.crt mlflow.tracking_uri=http://mlflow:5000
+        federation.root_certificates=/path/ca.crt federation.roster=/srv/pilot/roster.json \
+        mlflow.tracking_uri=http://mlflow:5000
 
 Each run (and each multirun job) is one MLflow run. In simulation Flower/Ray output goes to
 ``<hydra output dir>/flower.log`` (with MLflow's own output); the terminal shows only a
@@ -11,7 +12,7 @@ progress bar and where to find the run.
 
 With ``federation=deployment`` the run goes to a running SuperLink with ``flwr run`` (hospitals
 run ``python -m client.daemon``); the ServerApp logs its MLflow run itself (the tracking URI is
-passed in the run config), and the runner waits for the Flower run to finish, follows the rounds
+passed in the run config, and so is the roster path ``federation.roster``), and the runner waits for the Flower run to finish, follows the rounds
 in MLflow, then adds the Hydra config to the same MLflow run. See ``docs/deployment.md``.
 """
 
@@ -281,6 +282,44 @@ def write_flwr_home(cfg: DictConfig, home: Path) -> Path:
     return home
 
 
+def deployment_roster(cfg: DictConfig, settings: RunSettings, num_hospitals: int) -> Path:
+    """``federation.roster`` as an absolute path, checked before anything is submitted.
+
+    The ServerApp opens this path on the SuperLink machine; the runner can only check its own
+    copy, so the roster must sit at the same absolute path on both (or run the runner there).
+    A roster that contradicts the run (other preset or number of hospitals) fails here rather
+    than after the hospitals have connected.
+    """
+    from he.errors import RosterError
+    from he.roster import Roster
+
+    value = cfg.federation.get("roster")
+    if not value:
+        raise ConfigError(
+            "federation.roster is required in deployment (the federation's roster.json, e.g. "
+            "pilot/roster.json from `python -m server.coordinator init-pilot`)"
+        )
+    path = Path(str(value)).expanduser().resolve()
+    if not path.is_file():
+        raise ConfigError(f"federation.roster={path} does not exist (expected the federation's roster.json)")
+    try:
+        roster = Roster.load(path)
+    except RosterError as err:
+        raise ConfigError(f"federation.roster: {err}") from None
+    if roster.num_hospitals != num_hospitals:
+        raise ConfigError(
+            f"federation.num_hospitals={num_hospitals} but roster {path} names {roster.num_hospitals} "
+            "hospitals; set federation.num_hospitals to match the roster"
+        )
+    if settings.encrypted and roster.preset != settings.he_preset:
+        raise ConfigError(
+            f"he.preset={settings.he_preset!r} but roster {path} pins preset {roster.preset!r}; "
+            f"set he.preset={roster.preset}"
+        )
+    log.info("roster %s: federation %r, fingerprint %s", path, roster.federation_id, roster.short_fingerprint)
+    return path
+
+
 def flwr_cli(home: Path, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess:
     exe = shutil.which("flwr", path=str(Path(sys.executable).parent)) or shutil.which("flwr")
     if exe is None:
@@ -367,9 +406,14 @@ def run_deployment(cfg: DictConfig, settings: RunSettings, num_hospitals: int) -
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     tracking_uri = absolute_tracking_uri(str(cfg.mlflow.tracking_uri))
     experiment = str(cfg.mlflow.experiment_name)
+    roster = deployment_roster(cfg, settings, num_hospitals)
     # the ServerApp waits for every expected hospital before key set-up (they connect at their pace)
     settings = replace(
-        settings, mlflow_tracking_uri=tracking_uri, mlflow_experiment=experiment, min_nodes=num_hospitals
+        settings,
+        mlflow_tracking_uri=tracking_uri,
+        mlflow_experiment=experiment,
+        min_nodes=num_hospitals,
+        roster=str(roster),
     )
     home = write_flwr_home(cfg, Path(str(cfg.federation.get("flwr_home") or out_dir / "flwr-home")))
     log_path = out_dir / "flower.log"

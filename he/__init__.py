@@ -1,23 +1,28 @@
 """Threshold CKKS for federated aggregation: numpy arrays and bytes in and out, no Flower, no torch."""
 
-from he.ciphertext import CiphertextSum, EncryptedUpdate, UpdateEncryptor
+from he.ciphertext import CiphertextLabel, CiphertextSum, EncryptedUpdate, SecretKeyEncryptor, seeded_c1
 from he.context import HEContext
-from he.decrypt import DecryptionShare, combine, decrypt_update, gen_decryption_share
+from he.decrypt import DecryptionRequest, DecryptionShare, combine, decrypt_update, gen_decryption_share
 from he.errors import (
     CiphertextError,
     EncodingError,
     HEError,
     InsecureParametersError,
     NotEnoughPartiesError,
+    RosterError,
     ShareMismatchError,
+    SignatureError,
 )
-from he.keygen import PublicKeyShare, SecretKeyShare
+from he.keygen import SecretKeyShare
 from he.params import PRESETS, HEParams, preset
+from he.roster import Quorum, Roster
 
 __all__ = [
     "PRESETS",
     "CiphertextError",
+    "CiphertextLabel",
     "CiphertextSum",
+    "DecryptionRequest",
     "DecryptionShare",
     "EncodingError",
     "EncryptedUpdate",
@@ -26,12 +31,16 @@ __all__ = [
     "HEParams",
     "InsecureParametersError",
     "NotEnoughPartiesError",
-    "PublicKeyShare",
+    "Quorum",
+    "Roster",
+    "RosterError",
+    "SecretKeyEncryptor",
     "SecretKeyShare",
     "ShareMismatchError",
-    "UpdateEncryptor",
+    "SignatureError",
     "combine",
     "decrypt_update",
     "gen_decryption_share",
     "preset",
+    "seeded_c1",
 ]

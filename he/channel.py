@@ -1,8 +1,9 @@
 """Pairwise authenticated-encryption channel for hospitals' Shamir shares, relayed by the server.
 
 Threat model: the server relays sealed shares but cannot read them or alter them undetected.
-Authenticity rests on the channel public keys it relays being genuine (honest-but-curious
-server), which is why both hospitals' public keys are bound into the HKDF info.
+Authenticity rests on the channel public keys being genuine: each hospital signs its channel key
+in its hello (``he.identity``), checked against the roster, so a coordinator that swaps keys is
+caught; both public keys are also bound into the HKDF info.
 
 Construction: X25519 static key agreement, HKDF-SHA256 (salt ``None``, info
 ``b"fedquorum-shamir-v1" || min(pk_a, pk_b) || max(pk_a, pk_b) || context``) giving an
@@ -25,7 +26,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from he.errors import CiphertextError
 
-__all__ = ["ChannelKeyPair", "open_sealed", "seal"]
+__all__ = ["ChannelKeyPair", "mask_key", "open_sealed", "seal"]
 
 VERSION = 0x01
 PUBLIC_KEY_LEN = 32
@@ -33,6 +34,7 @@ NONCE_LEN = 12
 TAG_LEN = 16
 KEY_LEN = 32
 HKDF_LABEL = b"fedquorum-shamir-v1"
+MASK_LABEL = b"fedquorum-mask-v1"
 MIN_SEALED_LEN = 1 + NONCE_LEN + TAG_LEN
 
 
@@ -98,6 +100,24 @@ def _check_peer(own: ChannelKeyPair, peer_public: bytes, name: str) -> X25519Pub
 
 
 def _aead(own: ChannelKeyPair, peer_public: bytes, peer: X25519PublicKey, context: bytes) -> AESGCM:
+    return AESGCM(_derive(own, peer_public, peer, HKDF_LABEL, context))
+
+
+def mask_key(own: ChannelKeyPair, peer_public: bytes, context: bytes) -> bytes:
+    """The 32-byte key two keyholders share for their zero-sum decryption masks (``he.decrypt``).
+
+    Same X25519 agreement as the sealed channel, a separate HKDF label: the coordinator, which
+    only relays the (signed) public keys, cannot compute it.
+    """
+    peer = _check_peer(own, peer_public, "peer_public")
+    _check_bytes("context", context)
+    return _derive(own, peer_public, peer, MASK_LABEL, context)
+
+
+def _derive(
+    own: ChannelKeyPair, peer_public: bytes, peer: X25519PublicKey, label: bytes, context: bytes
+) -> bytes:
+    """HKDF-SHA256 of the X25519 secret; info binds the label, both public keys and the context."""
     try:
         shared = own._private.exchange(peer)
     except ValueError:
@@ -105,9 +125,8 @@ def _aead(own: ChannelKeyPair, peer_public: bytes, peer: X25519PublicKey, contex
             "peer public key is a low-order X25519 point (expected a valid peer key)"
         ) from None
     lo, hi = sorted((own.public_bytes(), peer_public))
-    info = HKDF_LABEL + lo + hi + context
-    key = HKDF(algorithm=hashes.SHA256(), length=KEY_LEN, salt=None, info=info).derive(shared)
-    return AESGCM(key)
+    info = label + lo + hi + context
+    return HKDF(algorithm=hashes.SHA256(), length=KEY_LEN, salt=None, info=info).derive(shared)
 
 
 def seal(sender: ChannelKeyPair, recipient_public: bytes, plaintext: bytes, context: bytes) -> bytes:

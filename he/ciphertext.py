@@ -1,99 +1,134 @@
-"""Encrypted model updates: encryption under the collective key, validated parsing, and sums."""
+"""Encrypted model updates: seeded-c1 secret-key encryption, validated parsing, and sums.
+
+Hospital i encrypts each packed plaintext ``m_j`` under its own per-run secret ``s_i`` as
+``c0_j = m_j + e_j - c1_j * s_i`` with ``c1_j = H(federation, run, kind, round, j)`` expanded
+by SEAL's uniform sampler (``seeded_c1``), and uploads only ``c0`` (half a ciphertext). The
+server adds the ``c0`` of the contributors U; the sum decrypts only under ``s_U = sum_{i in U}
+s_i``, so the key itself fixes which updates are in the aggregate, and no hospital ever
+multiplies its secret by a polynomial the server chose.
+
+``c1`` is a nonce: two different ``c0`` under one label would reveal ``m - m' + e - e'``. A
+hospital therefore encrypts once per label and resends the same bytes on a retry
+(``client.keyholder``). The noise ``e_j`` is fresh from SEAL's clipped normal sampler on an
+OS-seeded PRNG, never derived from the label: a known ``e_j`` would give ``c1*s_i``.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
 import tenseal.sealapi as seal
 
 from he import wire
-from he.context import HEContext
+from he.context import HEContext, seal_util
 from he.encoding import UpdateEncoder, UpdateLayout
 from he.errors import CiphertextError
-from he.modarith import addmod
+from he.keygen import SecretKeyShare, sample_uniform
+from he.modarith import addmod, mulmod, submod
+
+KINDS = ("train", "statistics")
+
+
+@dataclass(frozen=True)
+class CiphertextLabel:
+    """What a ``c1`` is bound to: federation, run (transcript hash), kind of pass and round."""
+
+    federation_id: str
+    run_id: bytes
+    kind: str
+    round_id: int
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise CiphertextError(f"ciphertext kind must be one of {KINDS}, got {self.kind!r}")
+
+    def seed(self, index: int) -> bytes:
+        text = f"fedquorum-c1-v2|{self.federation_id}|{self.kind}|{self.round_id}|{index}|"
+        return hashlib.sha512(text.encode() + self.run_id).digest()
+
+
+def seeded_c1(ctx: HEContext, label: CiphertextLabel, count: int) -> np.ndarray:
+    """``c1_j`` for ciphertexts ``j < count`` of ``label``, ``[count, L, N]`` (NTT form)."""
+    return np.stack([sample_uniform(ctx, label.seed(j)) for j in range(count)])
+
+
+def sample_encryption_noise(ctx: HEContext, count: int) -> np.ndarray:
+    """Fresh noise polynomials ``[count, L, N]`` in NTT form: SEAL's clipped normal (sigma 3.2,
+    ``|e| <= 19``) on a Blake2xb PRNG seeded by the OS, one independent draw per ciphertext."""
+    noise = np.empty((count, len(ctx.data_moduli), ctx.n), dtype=np.uint64)
+    for j in range(count):
+        prng = seal.Blake2xbPRNGFactory().create()  # random seed from the OS
+        sample = seal_util().sample_poly_normal(prng, ctx.seal_parms)
+        noise[j] = np.array(sample, dtype=np.uint64).reshape(len(ctx.key_moduli), ctx.n)[:-1]
+    return ctx.ntt(noise)
 
 
 @dataclass(frozen=True)
 class EncryptedUpdate:
-    """``polys[m, 2, L, N]``: m ciphertexts (c0, c1) in NTT form, plus the public layout.
+    """``c0[m, L, N]``: m ciphertext halves in NTT form, plus the public layout.
 
     ``contributors`` counts how many hospital updates were added into it (1 when fresh).
     """
 
     layout: UpdateLayout
-    polys: np.ndarray
+    c0: np.ndarray
     contributors: int = 1
-
-    @property
-    def c0(self) -> np.ndarray:
-        return self.polys[:, 0]
-
-    @property
-    def c1(self) -> np.ndarray:
-        return self.polys[:, 1]
 
     def to_bytes(self, ctx: HEContext) -> bytes:
         meta = {"layout": self.layout.to_json(), "contributors": self.contributors}
-        return wire.pack(wire.Kind.ENCRYPTED_UPDATE, ctx.fingerprint, meta, self.polys)
+        return wire.pack(wire.Kind.ENCRYPTED_UPDATE, ctx.fingerprint, meta, self.c0)
 
     @classmethod
     def from_bytes(cls, ctx: HEContext, data: bytes, sender: str) -> EncryptedUpdate:
         what = f"encrypted update from {sender}"
-        meta, polys = wire.unpack(data, wire.Kind.ENCRYPTED_UPDATE, ctx.fingerprint, ctx.data_moduli, what)
+        meta, c0 = wire.unpack(data, wire.Kind.ENCRYPTED_UPDATE, ctx.fingerprint, ctx.data_moduli, what)
         try:
             layout = UpdateLayout.from_json(meta["layout"])
             contributors = int(meta["contributors"])
         except (KeyError, TypeError, ValueError) as err:
             raise CiphertextError(f"{what}: metadata lacks a valid layout or contributor count") from err
         encoder = UpdateEncoder(ctx.params, ctx.num_payload)
-        expected = (encoder.num_ciphertexts(layout), 2, len(ctx.data_moduli), ctx.n)
-        if polys.shape != expected or contributors < 1:
-            raise CiphertextError(f"{what}: shape {polys.shape}, expected {expected} for its layout")
-        return cls(layout, polys, contributors)
+        expected = (encoder.num_ciphertexts(layout), len(ctx.data_moduli), ctx.n)
+        if c0.shape != expected or contributors < 1:
+            raise CiphertextError(f"{what}: shape {c0.shape}, expected {expected} for its layout")
+        return cls(layout, c0, contributors)
 
 
-def c1_to_bytes(ctx: HEContext, aggregate: EncryptedUpdate) -> bytes:
-    """The ``c1`` half of an aggregate: all a hospital needs for its decryption share."""
-    return wire.pack(wire.Kind.CIPHERTEXT_SUM, ctx.fingerprint, {}, aggregate.c1)
+class SecretKeyEncryptor:
+    """Encrypts one hospital's updates under its own secret with seeded ``c1`` (module docstring)."""
 
-
-def c1_from_bytes(ctx: HEContext, data: bytes, sender: str) -> np.ndarray:
-    _, c1 = wire.unpack(
-        data, wire.Kind.CIPHERTEXT_SUM, ctx.fingerprint, ctx.data_moduli, f"aggregate from {sender}"
-    )
-    if c1.ndim != 3 or c1.shape[1:] != (len(ctx.data_moduli), ctx.n) or not len(c1):
-        raise CiphertextError(
-            f"aggregate from {sender}: shape {c1.shape}, expected [m, {len(ctx.data_moduli)}, {ctx.n}]"
-        )
-    return c1
-
-
-class UpdateEncryptor:
-    """Encrypts one hospital's update under the collective public key (SEAL's Encryptor)."""
-
-    def __init__(self, ctx: HEContext, public_key: np.ndarray) -> None:
+    def __init__(self, ctx: HEContext, secret: SecretKeyShare) -> None:
         self.ctx = ctx
         self.encoder = UpdateEncoder(ctx.params, ctx.num_payload)
-        self._encryptor = seal.Encryptor(ctx.seal, ctx.load_public_key(public_key))
+        self._secret = secret
         self._rng = np.random.default_rng()  # OS-seeded: stochastic rounding must not be predictable
 
+    def __repr__(self) -> str:
+        return f"SecretKeyEncryptor({self.ctx.params.name})"
+
     def encrypt(
-        self, arrays: list[np.ndarray], num_examples: int, clip: float | None = None
+        self,
+        arrays: list[np.ndarray],
+        num_examples: int,
+        label: CiphertextLabel,
+        clip: float | None = None,
     ) -> tuple[EncryptedUpdate, int]:
         """The encrypted update and how many values were clipped (to ``clip``, default the preset's)."""
         encoded = self.encoder.encode(arrays, num_examples, self._rng, clip)
         count = len(encoded.fields)
-        message = np.zeros((count, len(self.ctx.data_moduli), self.ctx.n), dtype=np.uint64)
+        if count > self.ctx.params.max_ciphertexts:
+            raise CiphertextError(
+                f"the update needs {count} ciphertexts; the preset allows {self.ctx.params.max_ciphertexts}"
+            )
+        moduli = self.ctx.data_moduli
+        message = np.zeros((count, len(moduli), self.ctx.n), dtype=np.uint64)
         message[:, : self.ctx.num_payload] = encoded.fields  # fields < 2^59 < every prime
-        message = self.ctx.ntt(message)
-        polys = np.empty((count, 2, len(self.ctx.data_moduli), self.ctx.n), dtype=np.uint64)
-        zero = seal.Ciphertext()
-        for i in range(count):
-            self._encryptor.encrypt_zero(zero)
-            polys[i] = self.ctx.save_polys(zero)
-            polys[i, 0] = addmod(polys[i, 0], message[i], self.ctx.data_moduli)
-        return EncryptedUpdate(encoded.layout, polys), encoded.clipped_values
+        plain = addmod(self.ctx.ntt(message), sample_encryption_noise(self.ctx, count), moduli)
+        c1 = seeded_c1(self.ctx, label, count)
+        c0 = submod(plain, mulmod(c1, np.broadcast_to(self._secret.residues, c1.shape), moduli), moduli)
+        return EncryptedUpdate(encoded.layout, c0), encoded.clipped_values
 
 
 class CiphertextSum:
@@ -105,28 +140,29 @@ class CiphertextSum:
 
     def __init__(self, ctx: HEContext) -> None:
         self.ctx = ctx
-        self.contributors: list[str] = []
+        self.contributors: list[int] = []
         self._sum: EncryptedUpdate | None = None
 
-    def add(self, contributor: str, data: bytes) -> None:
-        update = EncryptedUpdate.from_bytes(self.ctx, data, contributor)
+    def add(self, contributor: int, data: bytes) -> None:
+        update = EncryptedUpdate.from_bytes(self.ctx, data, f"hospital {contributor}")
         if update.contributors != 1:
             raise CiphertextError(
-                f"encrypted update from {contributor}: claims {update.contributors} contributors, expected 1"
+                f"encrypted update from hospital {contributor}: claims {update.contributors} "
+                "contributors, expected 1"
             )
         if contributor in self.contributors:
-            raise CiphertextError(f"encrypted update from {contributor}: a second update this round")
+            raise CiphertextError(f"encrypted update from hospital {contributor}: a second update this round")
         if self._sum is None:
-            self._sum = EncryptedUpdate(update.layout, update.polys.copy(), update.contributors)
+            self._sum = EncryptedUpdate(update.layout, update.c0.copy(), 1)
         elif update.layout != self._sum.layout:
             raise CiphertextError(
-                f"encrypted update from {contributor}: layout {update.layout.shapes} with clip "
+                f"encrypted update from hospital {contributor}: layout {update.layout.shapes} with clip "
                 f"{update.layout.clip} differs from the round's {self._sum.layout.shapes} with clip "
                 f"{self._sum.layout.clip}"
             )
         else:
-            polys = addmod(self._sum.polys, update.polys, self.ctx.data_moduli)
-            self._sum = EncryptedUpdate(update.layout, polys, self._sum.contributors + update.contributors)
+            c0 = addmod(self._sum.c0, update.c0, self.ctx.data_moduli)
+            self._sum = EncryptedUpdate(update.layout, c0, self._sum.contributors + 1)
         self.contributors.append(contributor)
 
     @property

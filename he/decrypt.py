@@ -1,40 +1,80 @@
-"""Threshold decryption with noise flooding: partial decryption shares, combination, decoding.
+"""Masked threshold decryption with noise flooding, combination, and exact decoding.
 
-Hospital j answers ``h_j = c1 * S_j + e_j`` with ``e_j`` uniform in ``[-2^B, 2^B]`` (``B`` from
-``HEParams.smudging_bits``; OS CSPRNG, since SEAL's samplers only draw small Gaussians), where
-``S_j`` is its Shamir share (t-of-n) or its own ``s_j`` (n-of-n). The server forms
-``Delta*c0 + sum_j (Delta*lambda_j) h_j = Delta*(m + e_ct) + E`` with small integer weights,
-reads the total noise exactly off the noise primes (the message is zero there), subtracts it
-from every payload residue and multiplies by ``Delta^-1``: the exact sum of the packed fields.
+For a round with contributors U and a decryption set T (at least ``ceil((|K|+t_K)/2)``
+keyholders, ``he.roster.Quorum``), keyholder k answers, for every ciphertext j,
+
+    d_k = lambda_k^T * [s_U]_k * c1_j  +  F_k  +  sum_{l in T, l != k} +-PRF(K_kl, request, j)
+
+with ``c1_j`` derived by the keyholder itself from the round's label, ``F_k`` uniform in
+``[-2^B, 2^B]`` (``HEParams.smudging_bits``, OS CSPRNG) and pairwise masks that cancel in the sum
+over T (``+`` for the smaller party index). The server forms ``C0 + sum_k d_k = M + E + sum_k F_k``,
+reads the total noise exactly off the noise primes (the message is zero there), checks it is
+within its bound and subtracts it from every payload residue: the exact sum of the packed fields.
+
+Why masks (docs/security.md): a coalition that knows t_K - 1 shares can write an honest share as
+``mu * c1 * s_U + known + F_k`` with ``mu`` a non-integer rational ``a/b``; multiplying by ``b``
+would reveal ``E mod b`` however large ``F_k`` is. Masked shares are individually uniform; only
+their sum over T carries meaning, and there the coefficients add up to exactly 1.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 
 import numpy as np
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from he import wire
-from he.ciphertext import EncryptedUpdate
+from he.ciphertext import CiphertextLabel, EncryptedUpdate
 from he.context import HEContext
 from he.encoding import UpdateEncoder
-from he.errors import CiphertextError, NotEnoughPartiesError, ShareMismatchError
-from he.modarith import addmod, inverse, mul_scalar, mulmod, submod
-from he.params import lagrange_scale
-from he.threshold import integer_lagrange_weights, validate_party_points
+from he.errors import CiphertextError, ShareMismatchError
+from he.modarith import addmod, inverse, mulmod, negmod, submod
+from he.threshold import lagrange_residues
+
+RESIDUE_MASK = np.uint64((1 << 60) - 1)
+
+
+@dataclass(frozen=True)
+class DecryptionRequest:
+    """One decryption attempt: the round's label, the attempt number, U, T and the ciphertext count."""
+
+    label: CiphertextLabel
+    attempt: int
+    contributors: tuple[int, ...]
+    keyholders: tuple[int, ...]
+    num_ciphertexts: int
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "contributors", tuple(sorted(self.contributors)))
+        object.__setattr__(self, "keyholders", tuple(sorted(self.keyholders)))
+
+    @property
+    def contributors_hash(self) -> str:
+        return hashlib.sha256(",".join(map(str, self.contributors)).encode()).hexdigest()
+
+    def mask_context(self, index: int) -> bytes:
+        """What a mask is bound to: every field of the request, and the ciphertext index."""
+        text = (
+            f"fedquorum-mask-v2|{self.label.federation_id}|{self.label.kind}|{self.label.round_id}|"
+            f"{self.attempt}|T={','.join(map(str, self.keyholders))}|{self.contributors_hash}|{index}|"
+        )
+        return text.encode() + self.label.run_id
 
 
 @dataclass(frozen=True)
 class DecryptionShare:
-    """One hospital's partial decryption of one round's aggregate."""
+    """One keyholder's masked partial decryption for one request."""
 
     party: int
     round_id: int
+    attempt: int
     polys: np.ndarray
 
     def to_bytes(self, ctx: HEContext) -> bytes:
-        meta = {"party": self.party, "round": self.round_id}
+        meta = {"party": self.party, "round": self.round_id, "attempt": self.attempt}
         return wire.pack(wire.Kind.DECRYPTION_SHARE, ctx.fingerprint, meta, self.polys)
 
     @classmethod
@@ -42,9 +82,9 @@ class DecryptionShare:
         what = f"decryption share from {sender}"
         meta, polys = wire.unpack(data, wire.Kind.DECRYPTION_SHARE, ctx.fingerprint, ctx.data_moduli, what)
         try:
-            return cls(int(meta["party"]), int(meta["round"]), polys)
+            return cls(int(meta["party"]), int(meta["round"]), int(meta["attempt"]), polys)
         except (KeyError, TypeError, ValueError) as err:
-            raise CiphertextError(f"{what}: metadata lacks party or round") from err
+            raise CiphertextError(f"{what}: metadata lacks party, round or attempt") from err
 
 
 def sample_smudging_noise(ctx: HEContext, count: int, bits: int) -> np.ndarray:
@@ -67,50 +107,97 @@ def sample_smudging_noise(ctx: HEContext, count: int, bits: int) -> np.ndarray:
     return ctx.ntt(residues)
 
 
+def prf_uniform(key: bytes, context: bytes, moduli: np.ndarray, n: int) -> np.ndarray:
+    """``[L, N]`` residues uniform modulo each prime: AES-256-CTR under a key derived from
+    (key, context, prime index), 60-bit words, rejection of words >= q (no truncation bias)."""
+    out = np.empty((len(moduli), n), dtype=np.uint64)
+    for row, q in enumerate(moduli.tolist()):
+        subkey = hashlib.blake2b(context + row.to_bytes(2, "little"), key=key, digest_size=32).digest()
+        stream = Cipher(algorithms.AES(subkey), modes.CTR(bytes(16))).encryptor()
+        filled = 0
+        while filled < n:
+            words = np.frombuffer(stream.update(bytes(8 * (n - filled + 16))), dtype="<u8") & RESIDUE_MASK
+            accepted = words[words < np.uint64(q)][: n - filled]
+            out[row, filled : filled + len(accepted)] = accepted
+            filled += len(accepted)
+    return out
+
+
+def pairwise_masks(ctx: HEContext, party: int, mask_keys: dict[int, bytes], request: DecryptionRequest):
+    """``sum_{l in T, l != party} +-PRF(K_party,l, request, j)`` for every ciphertext j: the masks of
+    all members of T add up to zero. ``mask_keys`` maps each other member of T to ``K_party,l``."""
+    others = [k for k in request.keyholders if k != party]
+    missing = [k for k in others if k not in mask_keys]
+    if missing:
+        raise ShareMismatchError(f"no pairwise mask key with keyholders {missing}")
+    moduli = ctx.data_moduli
+    total = np.zeros((request.num_ciphertexts, len(moduli), ctx.n), dtype=np.uint64)
+    for j in range(request.num_ciphertexts):
+        for other in others:
+            mask = prf_uniform(mask_keys[other], request.mask_context(j), moduli, ctx.n)
+            total[j] = addmod(total[j], mask if party < other else negmod(mask, moduli), moduli)
+    return total
+
+
 def gen_decryption_share(
     ctx: HEContext,
-    aggregate: EncryptedUpdate,
-    secret_share: np.ndarray,
+    request: DecryptionRequest,
     party: int,
-    round_id: int,
+    c1: np.ndarray,
+    key_share: np.ndarray,
+    masks: np.ndarray,
     smudging_bits: int,
 ) -> DecryptionShare:
-    """``c1 * S_j + e_j`` for every ciphertext of the aggregate."""
-    noise = sample_smudging_noise(ctx, len(aggregate.polys), smudging_bits)
-    product = mulmod(aggregate.c1, np.broadcast_to(secret_share, aggregate.c1.shape), ctx.data_moduli)
-    return DecryptionShare(party, round_id, addmod(product, noise, ctx.data_moduli))
+    """``lambda_party^T * [s_U]_party * c1 + flooding + masks`` for every ciphertext (module docstring)."""
+    moduli = ctx.data_moduli
+    if party not in request.keyholders:
+        raise ShareMismatchError(f"party {party} is not in the decryption set {list(request.keyholders)}")
+    if c1.shape != masks.shape or c1.shape[0] != request.num_ciphertexts:
+        raise ShareMismatchError(f"c1 {c1.shape} and masks {masks.shape} do not match the request")
+    weighted = mulmod(
+        key_share,
+        np.broadcast_to(lagrange_residues(party, request.keyholders, moduli), key_share.shape),
+        moduli,
+    )
+    product = mulmod(c1, np.broadcast_to(weighted, c1.shape), moduli)
+    noise = sample_smudging_noise(ctx, len(c1), smudging_bits)
+    polys = addmod(addmod(product, noise, moduli), masks, moduli)
+    return DecryptionShare(party, request.label.round_id, request.attempt, polys)
 
 
 def combine(
     ctx: HEContext,
     aggregate: EncryptedUpdate,
     shares: list[DecryptionShare],
-    num_shareholders: int,
-    threshold: int,
+    request: DecryptionRequest,
+    noise_bits: int,
 ) -> np.ndarray:
-    """The exact packed field sums ``[m, payload primes, N]`` from at least ``threshold`` shares."""
-    points = [s.party for s in shares]
-    validate_party_points(points, num_shareholders)
-    if threshold == num_shareholders:
-        if len(shares) != num_shareholders:
-            raise NotEnoughPartiesError(
-                f"n-of-n decryption needs all {num_shareholders} shares, got {len(shares)}"
-            )
-        weights, delta = dict.fromkeys(points, 1), 1
-    else:
-        weights = integer_lagrange_weights(points, num_shareholders, threshold)
-        delta = lagrange_scale(num_shareholders, threshold)
-    by_party = {s.party: s for s in shares}
+    """The exact packed field sums ``[m, payload primes, N]`` from the shares of every member of T.
+
+    Raises ``ShareMismatchError`` if a member is missing (its masks would not cancel) or if the
+    decrypted noise exceeds ``2^noise_bits``: a share was tampered with, made for another
+    request, or a dealer dealt inconsistent shares. The attempt then fails; nothing is decoded.
+    """
+    parties = sorted(s.party for s in shares)
+    if tuple(parties) != request.keyholders:
+        raise ShareMismatchError(
+            f"decryption needs a share from every member of T={list(request.keyholders)}, got {parties}"
+        )
     moduli = ctx.data_moduli
-    total = mul_scalar(aggregate.c0, delta, moduli)
-    for party, weight in weights.items():
-        share = by_party[party]
-        if share.polys.shape != aggregate.c1.shape:
+    total = aggregate.c0
+    for share in shares:
+        if share.polys.shape != aggregate.c0.shape:
             raise ShareMismatchError(
-                f"decryption share of party {party}: shape {share.polys.shape}, expected {aggregate.c1.shape}"
+                f"decryption share of party {share.party}: shape {share.polys.shape}, "
+                f"expected {aggregate.c0.shape}"
             )
-        total = addmod(total, mul_scalar(share.polys, weight, moduli), moduli)
-    return _remove_noise(ctx, ctx.intt(total), delta)
+        if (share.round_id, share.attempt) != (request.label.round_id, request.attempt):
+            raise ShareMismatchError(
+                f"decryption share of party {share.party} is for round {share.round_id} attempt "
+                f"{share.attempt}, expected round {request.label.round_id} attempt {request.attempt}"
+            )
+        total = addmod(total, share.polys, moduli)
+    return _remove_noise(ctx, ctx.intt(total), noise_bits)
 
 
 def decrypt_update(ctx: HEContext, aggregate: EncryptedUpdate, field_sums: np.ndarray):
@@ -119,8 +206,8 @@ def decrypt_update(ctx: HEContext, aggregate: EncryptedUpdate, field_sums: np.nd
     return encoder.decode(field_sums, aggregate.layout, aggregate.contributors)
 
 
-def _remove_noise(ctx: HEContext, coefficients: np.ndarray, delta: int) -> np.ndarray:
-    """Read the exact signed noise off the noise primes (Garner) and strip it from the payload."""
+def _remove_noise(ctx: HEContext, coefficients: np.ndarray, noise_bits: int) -> np.ndarray:
+    """Read the exact signed noise off the noise primes (Garner), check its bound, strip it."""
     noise_moduli = [int(q) for q in ctx.noise_moduli.tolist()]
     noise_rows = coefficients[:, ctx.num_payload :]
     # Mixed-radix digits: noise = d0 + d1*q0 + d2*q0*q1 + ..., each d_k in [0, q_k).
@@ -138,6 +225,7 @@ def _remove_noise(ctx: HEContext, coefficients: np.ndarray, delta: int) -> np.nd
     modulus_product = 1
     for q in noise_moduli:
         modulus_product *= q
+    _check_noise_bound(digits, noise_moduli, negative, modulus_product, noise_bits)
     payload = coefficients[:, : ctx.num_payload]
     out = np.empty_like(payload)
     for row, q in enumerate(ctx.payload_moduli.tolist()):
@@ -147,9 +235,26 @@ def _remove_noise(ctx: HEContext, coefficients: np.ndarray, delta: int) -> np.nd
             noise = addmod(noise, mulmod(digit % np.uint64(q), np.uint64(radix % q), q), q)
             radix *= qk
         noise = np.where(negative, submod(noise, np.uint64(modulus_product % q), q), noise)
-        stripped = submod(payload[:, row], noise, q)
-        out[:, row] = stripped if delta == 1 else mul_scalar(stripped, inverse(delta % q, q), q)
+        out[:, row] = submod(payload[:, row], noise, q)
     return out
+
+
+def _check_noise_bound(digits, moduli, negative, modulus_product, noise_bits) -> None:
+    """Magnitude of the mixed-radix noise in float64 (relative error 2^-52, far inside the bound's
+    margin) against ``2^noise_bits``."""
+    value = np.zeros(digits[0].shape, dtype=np.float64)
+    radix = 1.0
+    for digit, q in zip(digits, moduli, strict=True):
+        value += digit.astype(np.float64) * radix
+        radix *= float(q)
+    magnitude = np.where(negative, float(modulus_product) - value, value)
+    largest = float(magnitude.max()) if magnitude.size else 0.0
+    if largest > 2.0**noise_bits:
+        raise ShareMismatchError(
+            f"decryption noise of 2^{np.log2(largest):.1f} exceeds its bound 2^{noise_bits}: a "
+            "decryption share is wrong (altered, for another request, or from an inconsistent "
+            "dealing) or a ciphertext is not from this run; this attempt is discarded"
+        )
 
 
 def _at_least_half(digits: list[np.ndarray], moduli: list[int]) -> np.ndarray:

@@ -15,10 +15,15 @@ Security: the total modulus must not exceed SEAL's ``CoeffModulus.MaxBitCount(N,
 (HomomorphicEncryption.org standard, ternary secrets). Anything larger is refused.
 
 Noise flooding (Li & Micciancio, EUROCRYPT 2021): every decryption share carries uniform noise
-of ``smudging_bits`` bits, at least ``flooding_margin_bits`` (40) above the ciphertext noise times
-the Lagrange scaling ``Delta=(n-1)!`` of t-of-n combination (see ``he.threshold``), so a
-decryption reveals the aggregate and statistically nothing about the secret keys. Correctness
-needs the total noise to stay below half the product of the noise primes.
+of ``smudging_bits`` bits. A coalition (server plus t-1 keyholders) learns, per decryption
+attempt, the aggregate plus ``E + F`` where ``E`` is the sum of the contributors' encryption
+noise (at most ``max_parties`` times SEAL's 19-bound clipped Gaussian) and ``F`` holds the flooding
+of at least one honest keyholder. Each revealed coefficient is then within ``|E| / 2^B`` of
+ideal in statistical distance; over everything a run may reveal (N coefficients x ciphertexts x
+decryptions x attempts x keyholders) the total stays below ``2^-flooding_margin_bits``:
+``B >= B_ct + margin + log2(N * max_ciphertexts * (max_rounds + 2) * attempts * |K|)``.
+No Lagrange factor multiplies any noise (``he.decrypt`` masks shares instead), so the bound is
+closed-form. Correctness needs ``|K|`` floods plus ``E`` below half the noise primes' product.
 """
 
 from __future__ import annotations
@@ -30,10 +35,12 @@ from functools import cached_property
 import tenseal.sealapi as seal
 
 from he.errors import InsecureParametersError
-from he.threshold import max_lagrange_weight
 
 MIN_FLOODING_MARGIN_BITS = 40
-TAIL_SIGMAS = 12  # ciphertext-noise bound: P(|noise| > 12 sigma) < 2^-100 per coefficient
+MAX_COMMITTEE = 32  # keyholders; larger federations name a committee in the roster
+MAX_ATTEMPTS = 16  # the roster's max_attempts is at most this
+STATISTICS_DECRYPTIONS = 2  # the two feature-statistics passes of a run
+ENCRYPTION_NOISE_BOUND = 19  # SEAL's clipped normal: |e| <= 6 * 3.2, truncated toward zero
 
 
 @dataclass(frozen=True)
@@ -61,7 +68,11 @@ class HEParams:
     stochastic_rounding : bool
         Unbiased stochastic rounding (compact presets) instead of round-to-nearest.
     flooding_margin_bits : int (default: 40)
-        Statistical distance of a decryption from an ideal one is about 2^-margin.
+        Statistical distance of everything a run reveals from an ideal one is below 2^-margin.
+    max_rounds : int (default: 1000)
+        Most training rounds a run may have; sizes the flooding (each round is a decryption).
+    max_ciphertexts : int (default: 64)
+        Most ciphertexts one update may take; sizes the flooding.
     insecure_for_tests : bool (default: False)
         Skip the 128-bit check, for small fast test parameters only. Never used by presets.
     """
@@ -76,6 +87,8 @@ class HEParams:
     max_samples_per_party: int
     stochastic_rounding: bool
     flooding_margin_bits: int = MIN_FLOODING_MARGIN_BITS
+    max_rounds: int = 1000
+    max_ciphertexts: int = 64
     insecure_for_tests: bool = field(default=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -106,6 +119,8 @@ class HEParams:
             raise InsecureParametersError(f"{self.name}: value_bits must be in [2, 62]")
         if not (self.clip > 0 and math.isfinite(self.clip)):
             raise InsecureParametersError(f"{self.name}: clip must be a positive finite number")
+        if self.max_rounds < 1 or self.max_ciphertexts < 1:
+            raise InsecureParametersError(f"{self.name}: max_rounds and max_ciphertexts must be positive")
         if self.max_parties < 1 or self.max_samples_per_party < 1:
             raise InsecureParametersError(
                 f"{self.name}: max_parties and max_samples_per_party must be positive"
@@ -116,7 +131,7 @@ class HEParams:
                 f"headroom for {self.max_parties} parties) does not fit a "
                 f"{min(self.payload_prime_bits)}-bit prime; lower value_bits or max_parties"
             )
-        self.check_federation(self.max_parties, self.max_parties)
+        self.check_federation(min(self.max_parties, MAX_COMMITTEE), MAX_ATTEMPTS)
 
     # -- bit budget ---------------------------------------------------------------------------
     @property
@@ -157,45 +172,54 @@ class HEParams:
 
     @cached_property
     def ciphertext_noise_bits(self) -> int:
-        """High-probability bound on the noise of a sum of ``max_parties`` fresh encryptions.
+        """Bound on the encryption noise of a sum of ``max_parties`` fresh encryptions.
 
-        After SEAL divides by the special prime, a fresh encryption's noise is dominated by the
-        rounding term ``r0 + r1*s`` with ``r`` uniform in [-1/2, 1/2] and ``s`` the sum of
-        ``max_parties`` ternary secrets: variance ``N * parties * (2/3) / 12`` per ciphertext.
+        Each hospital encrypts under its own ``s_i`` with noise from SEAL's clipped normal
+        sampler, so every coefficient of one noise polynomial is at most 19 in absolute value
+        (checked by a test against SEAL's sampler), and a sum of ``max_parties`` at most 19x that.
         """
-        parties = self.max_parties
-        variance = parties * (self.poly_modulus_degree * parties * (2 / 3) / 12 + 1 / 12)
-        return math.ceil(math.log2(TAIL_SIGMAS * math.sqrt(variance) + 1))
+        return math.ceil(math.log2(self.max_parties * ENCRYPTION_NOISE_BOUND + 1))
 
-    def smudging_bits(self, num_shareholders: int, threshold: int) -> int:
-        """Bits of the uniform flooding noise each decryption share adds, for this federation."""
-        scale = lagrange_scale(num_shareholders, threshold)
-        return self.ciphertext_noise_bits + math.ceil(math.log2(scale)) + self.flooding_margin_bits
+    def smudging_bits(self, committee_size: int, max_attempts: int) -> int:
+        """Bits of the uniform flooding noise each decryption share adds (closed form)."""
+        decryptions = self.max_rounds + STATISTICS_DECRYPTIONS
+        revealed = self.poly_modulus_degree * self.max_ciphertexts * decryptions * max_attempts
+        return (
+            self.ciphertext_noise_bits
+            + self.flooding_margin_bits
+            + math.ceil(math.log2(revealed * committee_size))
+        )
 
-    def check_federation(self, num_shareholders: int, threshold: int) -> None:
-        """Refuse a federation whose decryption noise could overflow the noise primes."""
-        if not 1 <= threshold <= num_shareholders:
+    def decryption_noise_bits(self, committee_size: int, max_attempts: int) -> int:
+        """Bound on the total noise of a combined decryption: |K| floods plus ``E``."""
+        floods = committee_size * 2 ** self.smudging_bits(committee_size, max_attempts)
+        return math.ceil(math.log2(floods + 2**self.ciphertext_noise_bits))
+
+    def check_federation(self, committee_size: int, max_attempts: int) -> None:
+        """Refuse a committee whose flooded decryption noise could overflow the noise primes."""
+        if committee_size < 2:
             raise InsecureParametersError(
-                f"threshold must be in [1, {num_shareholders}] for {num_shareholders} "
-                f"hospitals, got {threshold}"
+                f"a keyholder committee needs at least 2 members, got {committee_size}"
             )
-        if num_shareholders > self.max_parties:
+        if committee_size > MAX_COMMITTEE:
             raise InsecureParametersError(
-                f"{self.name}: {num_shareholders} hospitals exceed max_parties="
-                f"{self.max_parties}, so sums could overflow their {self.slot_bits}-bit fields"
+                f"a keyholder committee of {committee_size} exceeds {MAX_COMMITTEE}; name a "
+                f"committee of at most {MAX_COMMITTEE} hospitals in the roster"
             )
-        if self.smudging_bits(num_shareholders, threshold) + 2 > self.noise_modulus_bits:
+        noise = self.decryption_noise_bits(committee_size, max_attempts)
+        if noise + 2 > self.noise_modulus_bits:
             raise InsecureParametersError(
-                f"{self.name}: {threshold}-of-{num_shareholders} decryption needs more than the "
-                f"{self.noise_modulus_bits} bits of noise room; use fewer hospitals or n-of-n"
+                f"{self.name}: a committee of {committee_size} with {max_attempts} attempts needs "
+                f"{noise} bits of decryption noise room but the noise primes hold "
+                f"{self.noise_modulus_bits}; use a smaller committee or fewer rounds"
             )
-        weight = max_lagrange_weight(num_shareholders, threshold)
-        noise = self.smudging_bits(num_shareholders, threshold) + math.log2(weight + 1) + 1
-        if noise + 1 > self.noise_modulus_bits:
+
+    def check_contributors(self, count: int) -> None:
+        """Refuse an aggregate of more updates than the packed fields have headroom for."""
+        if count > self.max_parties:
             raise InsecureParametersError(
-                f"{self.name}: {threshold}-of-{num_shareholders} decryption noise needs "
-                f"{noise:.1f} bits but the noise primes hold {self.noise_modulus_bits}; use "
-                f"fewer hospitals, n-of-n, or more noise primes"
+                f"{self.name}: {count} contributors exceed max_parties={self.max_parties}, so "
+                f"sums could overflow their {self.slot_bits}-bit fields"
             )
 
     def for_feature_statistics(self) -> HEParams:
@@ -226,11 +250,6 @@ class HEParams:
             "bytes_per_value": self.ciphertext_bytes / self.values_per_ciphertext,
             "ciphertext_noise_bits": self.ciphertext_noise_bits,
         }
-
-
-def lagrange_scale(num_shareholders: int, threshold: int) -> int:
-    """Delta = (n-1)! makes every Lagrange coefficient an integer; 1 for n-of-n (no Shamir)."""
-    return 1 if threshold == num_shareholders else math.factorial(num_shareholders - 1)
 
 
 # N=16384 with 7x60-bit data primes and an 18-bit special prime is exactly SEAL's 438-bit

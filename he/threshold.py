@@ -1,33 +1,29 @@
-"""Shamir secret sharing of RNS polynomials and integer Lagrange combination (t-of-n).
+"""Shamir secret sharing of RNS polynomials, and Lagrange coefficients modulo each prime.
 
-Hospital i shares its secret ``s_i`` with a random degree-(t-1) polynomial ``f_i`` per prime and
-coefficient; hospital j keeps ``S_j = sum_i f_i(j)``, a share of ``s = sum_i s_i`` that nobody
-forms. Decryption shares ``c1*S_j + e_j`` do *not* depend on who else answers: the server
-combines any t of them with the integers ``Delta*lambda_j`` (``Delta=(n-1)!``, so no modular
-inverse multiplies the flooding noise; Shoup, EUROCRYPT 2000). Hence a hospital that drops out
-during decryption costs no extra message phase, and nobody ever decrypts twice per round.
-The smudging noise is sized for the ``Delta`` scaling (see ``he.params``).
+Hospital i deals its secret ``s_i`` to the keyholder committee K with a random polynomial
+``f_i`` of degree t_K - 1 per prime and coefficient (``f_i(0) = s_i``); keyholder k keeps
+``f_i(k)`` from every dealer. For a round whose contributors are U, keyholder k's share of
+``s_U = sum_{i in U} s_i`` is ``[s_U]_k = sum_{i in U} f_i(k)``, and any decryption set T of at
+least t_K keyholders recovers it as ``sum_{k in T} lambda_k^T [s_U]_k`` with the Lagrange
+coefficients below, reduced modulo each prime (they are never applied to noise in the clear:
+``he.decrypt`` masks every share, so a coalition only ever sees the sum over T, in which the
+coefficients add up to exactly 1; see docs/security.md).
 """
 
 from __future__ import annotations
 
-import itertools
-import math
 from fractions import Fraction
-from functools import cache
 
 import numpy as np
 
-from he.errors import NotEnoughPartiesError, ShareMismatchError
+from he.errors import ShareMismatchError
 from he.modarith import addmod, mulmod
 
 
-def validate_party_points(points: list[int], num_shareholders: int) -> None:
-    """Evaluation points are the distinct hospital indices 1..n (never 0: f(0) is the secret)."""
-    if len(set(points)) != len(points) or not all(1 <= p <= num_shareholders for p in points):
-        raise ShareMismatchError(
-            f"party points must be distinct integers in [1, {num_shareholders}], got {points}"
-        )
+def validate_points(points: list[int] | tuple[int, ...]) -> None:
+    """Evaluation points are distinct positive party indices (never 0: f(0) is the secret)."""
+    if len(set(points)) != len(points) or not all(isinstance(p, int) and p >= 1 for p in points):
+        raise ShareMismatchError(f"party points must be distinct integers >= 1, got {list(points)}")
 
 
 def gen_shamir_shares(
@@ -41,6 +37,7 @@ def gen_shamir_shares(
     ``random_coefficients`` are t-1 uniform residue arrays shaped like ``secret`` (sampled by
     SEAL in ``he.keygen``); ``secret`` is ``[L, N]`` residues, ``moduli`` the L primes.
     """
+    validate_points(points)
     shares = {}
     for x in points:
         acc = np.zeros_like(secret)
@@ -51,43 +48,33 @@ def gen_shamir_shares(
     return shares
 
 
-def combine_received_shares(shares: list[np.ndarray], moduli: np.ndarray) -> np.ndarray:
-    """``S_j = sum_i f_i(j)``: hospital j's share of the collective secret."""
+def sum_shares(shares: list[np.ndarray], moduli: np.ndarray) -> np.ndarray:
+    """``[s_U]_k = sum_{i in U} f_i(k)``: a keyholder's share of the contributors' secret."""
+    if not shares:
+        raise ShareMismatchError("no dealt shares to add: the contributor set is empty")
     total = shares[0]
     for share in shares[1:]:
         total = addmod(total, share, moduli)
     return total
 
 
-def integer_lagrange_weights(points: list[int], num_shareholders: int, threshold: int) -> dict:
-    """``Delta * lambda_j`` (interpolation at 0) for the first ``threshold`` of ``points``.
-
-    Returns integers (possibly negative); Delta = (n-1)! clears every denominator because
-    ``prod |m - j|`` over distinct points divides (j-1)!(n-j)!, which divides (n-1)!.
-    """
-    if len(points) < threshold:
-        raise NotEnoughPartiesError(f"{len(points)} decryption shares received, {threshold} needed")
-    chosen = sorted(points)[:threshold]
-    validate_party_points(chosen, num_shareholders)
-    delta = math.factorial(num_shareholders - 1)
-    weights = {}
-    for j in chosen:
-        lam = Fraction(1)
-        for m in chosen:
-            if m != j:
-                lam *= Fraction(m, m - j)
-        scaled = delta * lam
-        assert scaled.denominator == 1, "Delta=(n-1)! clears every Lagrange denominator"
-        weights[j] = int(scaled)
-    return weights
+def lagrange_coefficient(point: int, points: tuple[int, ...] | list[int]) -> Fraction:
+    """``lambda_point`` for interpolation at 0 over ``points`` (a rational number)."""
+    validate_points(points)
+    if point not in points:
+        raise ShareMismatchError(f"point {point} is not among {list(points)}")
+    value = Fraction(1)
+    for other in points:
+        if other != point:
+            value *= Fraction(other, other - point)
+    return value
 
 
-@cache
-def max_lagrange_weight(num_shareholders: int, threshold: int) -> int:
-    """Worst-case ``sum_j |Delta*lambda_j|`` over every set of ``threshold`` hospitals."""
-    if threshold == num_shareholders:
-        return num_shareholders  # n-of-n: plain sum, every weight is 1
-    return max(
-        sum(abs(w) for w in integer_lagrange_weights(list(s), num_shareholders, threshold).values())
-        for s in itertools.combinations(range(1, num_shareholders + 1), threshold)
-    )
+def lagrange_residues(point: int, points: tuple[int, ...] | list[int], moduli: np.ndarray) -> np.ndarray:
+    """``lambda_point`` modulo each prime, as a ``[L, 1]`` column (numerator times inverse)."""
+    value = lagrange_coefficient(point, points)
+    column = [
+        value.numerator % int(q) * pow(value.denominator % int(q), -1, int(q)) % int(q)
+        for q in moduli.tolist()
+    ]
+    return np.array(column, dtype=np.uint64).reshape(-1, 1)

@@ -18,7 +18,7 @@ import numpy as np
 from he.errors import CiphertextError
 
 MAGIC = b"FQHE"
-VERSION = 2
+VERSION = 3  # 3: protocol v2 (seeded c1: updates carry c0 only)
 RESIDUE_BITS = 60
 _FRAME = struct.Struct("<4sBB16sI")
 
@@ -27,10 +27,8 @@ class Kind(IntEnum):
     """What a frame holds; a frame of another kind is refused."""
 
     ENCRYPTED_UPDATE = 1
-    PUBLIC_KEY_SHARE = 2
     DECRYPTION_SHARE = 3
     SECRET_SHARE = 4
-    CIPHERTEXT_SUM = 5
 
 
 def pack(kind: Kind, fingerprint: bytes, meta: dict, residues: np.ndarray) -> bytes:

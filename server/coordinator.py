@@ -1,12 +1,18 @@
 """The federation coordinator's tools: pilot PKI, the SuperLink, hospital registration.
 
     python -m server.coordinator init-pilot --hospitals 3 --out pilot --hostname fl.example.org
+    python -m server.coordinator roster --out roster.json --federation-id onco-2026 \\
+        --hospital charite=<hex> --hospital hug=<hex> --hospital karolinska=<hex>
     python -m server.coordinator superlink --pilot pilot --host 0.0.0.0 --port 9093
     python -m server.coordinator register --pilot pilot --superlink 127.0.0.1:9093 hospital-4.pub
     python -m server.coordinator list --pilot pilot --superlink 127.0.0.1:9093
 
 ``init-pilot`` writes a CA, the SuperLink's TLS certificate (SANs: 127.0.0.1, localhost and each
-``--hostname``) and one node-authentication key pair per hospital (see ``server.pki``).
+``--hostname``), one node-authentication key pair and one Ed25519 signing key per hospital, and
+the federation's roster ``<pilot>/roster.json`` (see ``server.pki``, ``he.roster``); it prints the
+roster's fingerprint, which every hospital compares by phone with the one its daemon prints.
+``roster`` builds a roster from the public signing keys hospitals made themselves (the way to go
+when no private key should travel); the order of ``--hospital`` is the order of party indices.
 ``superlink`` runs ``flower-superlink`` with TLS and SuperNode authentication, then registers
 the public key of every hospital under ``<pilot>/hospitals/`` (``flwr supernode register``);
 SIGTERM/SIGINT are passed on to the SuperLink, and the command exits with its exit code. A
@@ -29,6 +35,8 @@ import sys
 import time
 from pathlib import Path
 
+from he.errors import RosterError
+from he.roster import Roster
 from server import pki
 
 log = logging.getLogger("fedquorum.coordinator")
@@ -142,16 +150,95 @@ def pdeathsig() -> None:  # pragma: no cover - runs in the child between fork an
 
 
 # -- subcommands ------------------------------------------------------------------------------------
+def check_preset(name: str) -> None:
+    """Refuse a roster for an HE preset this installation does not know."""
+    from he.params import preset
+
+    try:
+        preset(name)
+    except ValueError as err:
+        raise RosterError(f"--preset: {err}") from None
+
+
+def print_roster(path: Path, roster: Roster) -> None:
+    """What the operator reads out to every hospital (public values only)."""
+    print(
+        f"roster: {path} (federation {roster.federation_id!r}, {roster.num_hospitals} hospitals, "
+        f"committee of {len(roster.committee)} with threshold {roster.threshold}, "
+        f"min contributors {roster.min_contributors}, preset {roster.preset})"
+    )
+    print(f"roster fingerprint: {roster.short_fingerprint}")
+    print(
+        "compare this fingerprint by phone with every hospital: each daemon prints it at start "
+        "and must show exactly the same"
+    )
+
+
 def cmd_init_pilot(args: argparse.Namespace) -> int:
     names = args.names.split(",") if args.names else args.hospitals
-    layout = pki.init_pilot(args.out, names, args.hostname, args.days, args.force)
+    check_preset(args.preset)
+    layout = pki.init_pilot(
+        args.out,
+        names,
+        args.hostname,
+        args.days,
+        args.force,
+        federation_id=args.federation_id,
+        threshold=args.threshold,
+        min_contributors=args.min_contributors,
+        preset=args.preset,
+    )
     print(f"pilot PKI in {layout.root}")
     print(f"  CA certificate:        {layout.ca_cert}  (CA key {layout.ca_key}: keep it offline)")
     print(f"  SuperLink certificate: {layout.server_cert} (key {layout.server_key}, mode 600)")
     for name in layout.hospital_names():
-        print(f"  {name}: {layout.hospital_dir(name)}/ node.key (600), node.pub, ca.crt")
+        print(
+            f"  {name}: {layout.hospital_dir(name)}/ node.key (600), node.pub, signing.key (600), "
+            "signing.pub, ca.crt, roster.json"
+        )
     print("hand each hospital its own folder only; the server keeps node.pub files for registration")
+    print_roster(layout.roster, Roster.load(layout.roster))
     return 0
+
+
+def cmd_roster(args: argparse.Namespace) -> int:
+    check_preset(args.preset)
+    keys: dict[str, bytes] = {}
+    for item in args.hospital:
+        name, sep, hex_key = item.partition("=")
+        if not sep:
+            raise pki.PKIError(f"--hospital {name!r}: expected NAME=HEXKEY (the hospital's signing.pub)")
+        if name in keys:
+            raise pki.PKIError(f"--hospital {name!r} is given twice")
+        keys[name] = pki.parse_public_signing_key(name, hex_key)
+    pki.check_hospital_names(list(keys))
+    roster = Roster.create(
+        args.federation_id,
+        keys,
+        threshold=args.threshold,
+        min_contributors=args.min_contributors,
+        preset=args.preset,
+    )
+    pki.write_roster(args.out, roster, args.force)
+    print_roster(args.out, roster)
+    return 0
+
+
+def add_roster_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by ``init-pilot`` and ``roster``: what the roster pins besides the keys."""
+    p.add_argument(
+        "--threshold",
+        type=int,
+        default=0,
+        help="keyholders needed to decrypt (t_K); 0 (default): the whole committee",
+    )
+    p.add_argument(
+        "--min-contributors",
+        type=int,
+        default=2,
+        help="fewest hospitals an aggregate may have before it is decrypted (default: 2)",
+    )
+    p.add_argument("--preset", default="compact", help="HE parameter preset (default: compact)")
 
 
 def superlink_command(args: argparse.Namespace, layout: pki.PilotLayout) -> list[str]:
@@ -263,7 +350,28 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--days", type=int, default=pki.DEFAULT_DAYS, help="certificate validity in days")
     p.add_argument("--force", action="store_true", help="overwrite existing keys")
+    p.add_argument(
+        "--federation-id",
+        help="the federation's name in the roster (default: <pilot dir name>@<first --hostname, "
+        "else this machine's hostname>)",
+    )
+    add_roster_options(p)
     p.set_defaults(func=cmd_init_pilot)
+
+    p = sub.add_parser("roster", help="build the roster from the hospitals' public signing keys")
+    p.add_argument("--out", type=Path, required=True, help="roster file to write (e.g. pilot/roster.json)")
+    p.add_argument("--federation-id", required=True, help="the federation's name in the roster")
+    p.add_argument(
+        "--hospital",
+        action="append",
+        default=[],
+        required=True,
+        metavar="NAME=HEXKEY",
+        help="a hospital and its public signing key (repeat; this order gives the party indices)",
+    )
+    p.add_argument("--force", action="store_true", help="overwrite an existing roster")
+    add_roster_options(p)
+    p.set_defaults(func=cmd_roster)
 
     p = sub.add_parser("superlink", help="run the SuperLink (TLS + node auth) and register hospitals")
     p.add_argument("--pilot", type=Path, required=True, help="pilot directory from init-pilot")
@@ -297,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except pki.PKIError as err:
+    except (pki.PKIError, RosterError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

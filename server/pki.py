@@ -9,6 +9,9 @@ Formats are the ones Flower 1.42 reads:
 * SuperNode authentication (``flower-supernode --auth-supernode-private-key``;
   ``flwr supernode register <public key>``): an EC key on a NIST curve, private key in OpenSSH
   format (unencrypted: Flower loads it without a passphrase), public key as an OpenSSH line.
+* Protocol identities (``he.identity``, ``he.roster``): one Ed25519 signing key per hospital (PEM,
+  PKCS#8) and the federation's roster ``roster.json`` naming every hospital's public signing key,
+  which hospitals pin after comparing its fingerprint out of band.
 
 Private keys are written only to new files created with mode 0600, in directories with mode
 0700; nothing here logs or prints key material.
@@ -19,6 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,10 +32,16 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from he.identity import PUBLIC_KEY_BYTES, SigningKey
+from he.roster import Roster
+
 CURVE = ec.SECP384R1  # P-384: what Flower's node authentication documents
 SECRET_MODE = 0o600
 DIR_MODE = 0o700
 DEFAULT_DAYS = 365
+SIGNING_KEY_FILE = "signing.key"
+SIGNING_PUB_FILE = "signing.pub"
+ROSTER_FILE = "roster.json"
 
 
 class PKIError(ValueError):
@@ -212,7 +222,8 @@ class PilotLayout:
     """Where ``init-pilot`` puts things under ``root``.
 
     ``ca/`` (CA key: keep offline), ``superlink/`` (TLS key and certificate, CA certificate),
-    ``hospitals/<name>/`` (each hospital's bundle: its node key pair and the CA certificate).
+    ``roster.json`` (the federation's roster), ``hospitals/<name>/`` (each hospital's bundle: its
+    node key pair, its signing key pair, the CA certificate and a copy of the roster).
     """
 
     root: Path
@@ -246,11 +257,18 @@ class PilotLayout:
         return self.superlink_dir / "ca.crt"
 
     @property
+    def roster(self) -> Path:
+        return self.root / "roster.json"
+
+    @property
     def hospitals_dir(self) -> Path:
         return self.root / "hospitals"
 
     def hospital_dir(self, name: str) -> Path:
         return self.hospitals_dir / name
+
+    def signing_key(self, name: str) -> Path:
+        return self.hospital_dir(name) / SIGNING_KEY_FILE
 
     def hospital_names(self) -> list[str]:
         if not self.hospitals_dir.is_dir():
@@ -261,21 +279,89 @@ class PilotLayout:
         return [self.hospital_dir(name) / "node.pub" for name in self.hospital_names()]
 
 
+def check_hospital_names(names: list[str]) -> None:
+    """Names become folder names and roster entries: letters, digits, '-' and '_' only, distinct."""
+    for name in names:
+        if not name or not name.replace("-", "").replace("_", "").isalnum():
+            raise PKIError(f"hospital name {name!r} may hold only letters, digits, '-' and '_'")
+    if len(set(names)) != len(names):
+        raise PKIError(f"hospital names must be distinct, got {names}")
+
+
+def default_federation_id(root: Path, hostnames: list[str] | None = None) -> str:
+    """``<pilot dir name>@<first --hostname, else this machine's name>``: readable, and distinct
+    across pilots of different coordinators (signatures are bound to it)."""
+    host = (hostnames or [socket.gethostname()])[0]
+    return f"{Path(root).name}@{host}"
+
+
+def parse_public_signing_key(name: str, text: str) -> bytes:
+    """A hospital's public signing key as sent by it: 64 hex digits (``signing.pub``)."""
+    text = text.strip()
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        key = b""
+    if len(key) != PUBLIC_KEY_BYTES:
+        # the value is not echoed: if a private key was pasted by mistake, none of it is printed
+        raise PKIError(
+            f"signing key of {name!r} must be {2 * PUBLIC_KEY_BYTES} hex digits (the public key that "
+            f"`python -m client.daemon signing-keygen` prints); the value given ({len(text)} characters) is not one"
+        )
+    return key
+
+
+def write_roster(path: Path, roster: Roster, overwrite: bool = False) -> Path:
+    """The roster as JSON, mode 0644 (public, but it must not change once hospitals pinned it)."""
+    if path.exists() and not overwrite:
+        raise PKIError(f"{path} already exists; refusing to overwrite a roster (use --force)")
+    roster.save(path)
+    path.chmod(0o644)
+    return path
+
+
+def write_signing_key(folder: Path, key: SigningKey, overwrite: bool = False) -> Path:
+    """``signing.key`` (PEM, 0600) and ``signing.pub`` (hex) in ``folder``."""
+    private = folder / SIGNING_KEY_FILE
+    if private.exists():
+        if not overwrite:
+            raise PKIError(f"{private} already exists; refusing to overwrite a private key (use --force)")
+        private.unlink()  # save() keeps an existing file's mode: start from a new 0600 file
+    key.save(private)
+    write_public(folder / SIGNING_PUB_FILE, key.public_bytes().hex().encode() + b"\n", overwrite)
+    return private
+
+
 def init_pilot(
     out: Path,
     hospitals: int | list[str],
     hostnames: list[str] | None = None,
     days: int = DEFAULT_DAYS,
     force: bool = False,
+    *,
+    federation_id: str | None = None,
+    threshold: int = 0,
+    min_contributors: int = 2,
+    preset: str = "compact",
 ) -> PilotLayout:
-    """Generate the CA, the SuperLink certificate and one node key pair per hospital."""
+    """Generate the CA, the SuperLink certificate, one node key pair and one signing key per
+    hospital, and the roster; the roster is validated before any file is written."""
     names = [f"hospital-{i}" for i in range(1, hospitals + 1)] if isinstance(hospitals, int) else hospitals
-    if not names:
-        raise PKIError("a pilot needs at least one hospital (--hospitals N)")
-    for name in names:
-        if not name.replace("-", "").replace("_", "").isalnum():
-            raise PKIError(f"hospital name {name!r} may hold only letters, digits, '-' and '_'")
+    if len(names) < 2:
+        raise PKIError(
+            f"a pilot needs at least two hospitals (--hospitals N); got {len(names)} "
+            "(an aggregate of one hospital would be decrypted alone)"
+        )
+    check_hospital_names(names)
     layout = PilotLayout(Path(out).expanduser().absolute())
+    signing_keys = {name: SigningKey.generate() for name in names}
+    roster = Roster.create(
+        federation_id or default_federation_id(layout.root, hostnames),
+        {name: key.public_bytes() for name, key in signing_keys.items()},
+        threshold=threshold,
+        min_contributors=min_contributors,
+        preset=preset,
+    )
     private_dir(layout.root)
     ca_key, ca_cert = make_ca(days=days)
     private_dir(layout.ca_dir)
@@ -295,4 +381,7 @@ def init_pilot(
         write_secret(folder / "node.key", private, force)
         write_public(folder / "node.pub", public, force)
         write_public(folder / "ca.crt", pem_cert(ca_cert), force)
+        write_signing_key(folder, signing_keys[name], force)
+        write_roster(folder / ROSTER_FILE, roster, force)
+    write_roster(layout.roster, roster, force)
     return layout

@@ -26,6 +26,18 @@ BIN = Path(sys.executable).parent
 RUN_TIMEOUT = float(os.environ.get("FEDQUORUM_E2E_TIMEOUT", "1200"))
 
 
+def identity_args(hospital_dir: Path, name: str, signing_key: Path | None = None) -> list[str]:
+    """Daemon flags for a hospital's roster and signing key, as ``init-pilot`` lays them out."""
+    return [
+        "--roster",
+        str(hospital_dir / "roster.json"),
+        "--signing-key",
+        str(signing_key or hospital_dir / "signing.key"),
+        "--hospital",
+        name,
+    ]
+
+
 def flower_env(home: Path) -> dict[str, str]:
     return os.environ | {
         "FLWR_HOME": str(home),

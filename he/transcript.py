@@ -1,0 +1,189 @@
+"""The signed statements of protocol v2, and the run id they define.
+
+Every statement a hospital acts on is signed by the hospital that made it (``he.identity``)
+and checked against the pinned roster (``he.roster``), by the hospitals and by the server:
+
+* ``hello``: the hospital's fresh contribution and X25519 channel key for this Flower run;
+* ``dealing``: the SHA-256 of each sealed Shamir share a dealer sends to each keyholder;
+* ``contribution``: the SHA-256 of a hospital's encrypted update for (kind, round), and its
+  ciphertext count.
+
+The **run id** is the SHA-256 of the federation id and every signed hello, in party order: it
+is fixed once the hospitals have spoken, so the coordinator can neither choose nor grind it, and
+every ``c1`` and mask of the run depends on it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+from he.errors import RosterError, SignatureError
+from he.identity import SigningKey, open_signed
+from he.keygen import CONTRIBUTION_BYTES
+from he.roster import Roster
+
+HELLO = "hello"
+DEALING = "dealing"
+CONTRIBUTION = "contribution"
+CHANNEL_KEY_BYTES = 32
+
+
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# -- hello and the run transcript ------------------------------------------------------------------
+def sign_hello(
+    signer: SigningKey, roster: Roster, name: str, flower_run: int, contribution: bytes, channel_key: bytes
+) -> bytes:
+    fields = {
+        "federation": roster.federation_id,
+        "roster": roster.fingerprint,
+        "flower_run": int(flower_run),
+        "hospital": name,
+        "contribution": contribution.hex(),
+        "channel_key": channel_key.hex(),
+    }
+    return signer.sign(HELLO, fields)
+
+
+def hello_sender(roster: Roster, hello: bytes) -> int:
+    """The roster party a hello claims to come from, verified against that party's key."""
+    try:
+        name = str(json.loads(hello)["fields"]["hospital"])
+    except (ValueError, KeyError, TypeError, RecursionError):
+        raise SignatureError("hello: not a readable signed hello") from None
+    party = roster.party_of(name)
+    open_signed(hello, HELLO, roster.hospital(party).signing_key, f"hello of {name}")
+    return party
+
+
+@dataclass(frozen=True)
+class SetupTranscript:
+    """The verified hellos of one run: who takes part, their channel keys, and the run id."""
+
+    run_id: bytes
+    parties: tuple[int, ...]
+    channel_keys: dict[int, bytes]
+
+
+def verify_hellos(roster: Roster, flower_run: int, hellos: dict[int, bytes]) -> SetupTranscript:
+    """Check every hello against the roster; refuse a set-up that contradicts it."""
+    channel_keys = {}
+    for party, hello in sorted(hellos.items()):
+        name = roster.hospital(party).name
+        fields = open_signed(hello, HELLO, roster.hospital(party).signing_key, f"hello of {name}")
+        if fields.get("hospital") != name:
+            raise SignatureError(f"hello of {name}: signed for hospital {fields.get('hospital')!r}")
+        if fields.get("federation") != roster.federation_id or fields.get("roster") != roster.fingerprint:
+            raise RosterError(f"hello of {name}: made for another federation or roster")
+        if fields.get("flower_run") != int(flower_run):
+            raise RosterError(
+                f"hello of {name}: made for Flower run {fields.get('flower_run')}, not {flower_run}"
+            )
+        try:
+            contribution = bytes.fromhex(fields["contribution"])
+            channel_key = bytes.fromhex(fields["channel_key"])
+        except (KeyError, TypeError, ValueError):
+            raise SignatureError(f"hello of {name}: lacks a contribution or channel key") from None
+        if len(contribution) != CONTRIBUTION_BYTES or len(channel_key) != CHANNEL_KEY_BYTES:
+            raise SignatureError(f"hello of {name}: contribution or channel key of the wrong size")
+        channel_keys[party] = channel_key
+    if len(set(channel_keys.values())) != len(channel_keys):
+        raise SignatureError("two hellos carry the same channel key")
+    missing = [roster.hospital(k).name for k in roster.quorum.committee if k not in hellos]
+    if missing:
+        raise RosterError(f"set-up lacks the hello of keyholders {missing}; every keyholder must take part")
+    if len(hellos) < roster.min_contributors:
+        raise RosterError(
+            f"set-up has {len(hellos)} hospitals, fewer than the roster's min_contributors "
+            f"{roster.min_contributors}"
+        )
+    run = hashlib.sha256(f"fedquorum-run-v2|{roster.fingerprint}|".encode())
+    for party, hello in sorted(hellos.items()):
+        run.update(f"{party}:{digest(hello)}|".encode())
+    return SetupTranscript(run.digest(), tuple(sorted(hellos)), channel_keys)
+
+
+# -- dealings --------------------------------------------------------------------------------------
+def sign_dealing(signer: SigningKey, run_id: bytes, dealer: int, sealed: dict[int, bytes]) -> bytes:
+    fields = {
+        "run": run_id.hex(),
+        "dealer": dealer,
+        "shares": {str(k): digest(blob) for k, blob in sorted(sealed.items())},
+    }
+    return signer.sign(DEALING, fields)
+
+
+def verify_dealing(
+    roster: Roster, run_id: bytes, dealer: int, recipient: int, statement: bytes, sealed: bytes
+) -> None:
+    """The sealed share ``dealer`` sent ``recipient`` is the one it signed, for this run."""
+    name = roster.hospital(dealer).name
+    fields = open_signed(statement, DEALING, roster.hospital(dealer).signing_key, f"dealing of {name}")
+    if fields.get("run") != run_id.hex() or fields.get("dealer") != dealer:
+        raise SignatureError(f"dealing of {name}: signed for another run or dealer")
+    shares = fields.get("shares")
+    if not isinstance(shares, dict) or shares.get(str(recipient)) != digest(sealed):
+        raise SignatureError(
+            f"dealing of {name}: the share relayed to party {recipient} is not the one signed"
+        )
+
+
+# -- contributions ---------------------------------------------------------------------------------
+def sign_contribution(
+    signer: SigningKey,
+    roster: Roster,
+    run_id: bytes,
+    kind: str,
+    round_id: int,
+    party: int,
+    frame: bytes,
+    num_ciphertexts: int,
+) -> bytes:
+    fields = {
+        "federation": roster.federation_id,
+        "run": run_id.hex(),
+        "kind": kind,
+        "round": int(round_id),
+        "party": party,
+        "update": digest(frame),
+        "ciphertexts": int(num_ciphertexts),
+    }
+    return signer.sign(CONTRIBUTION, fields)
+
+
+def verify_contribution(
+    roster: Roster,
+    run_id: bytes,
+    kind: str,
+    round_id: int,
+    party: int,
+    statement: bytes,
+    frame: bytes | None = None,
+) -> int:
+    """The ciphertext count of ``party``'s signed contribution to (kind, round) of this run.
+
+    With ``frame``, also checks that these are the bytes it signed (the server's check).
+    """
+    name = roster.hospital(party).name
+    fields = open_signed(
+        statement, CONTRIBUTION, roster.hospital(party).signing_key, f"contribution of {name}"
+    )
+    expected = {
+        "federation": roster.federation_id,
+        "run": run_id.hex(),
+        "kind": kind,
+        "round": int(round_id),
+        "party": party,
+    }
+    if any(fields.get(k) != v for k, v in expected.items()):
+        raise SignatureError(f"contribution of {name}: signed for another run, kind, round or party")
+    if frame is not None and fields.get("update") != digest(frame):
+        raise SignatureError(f"contribution of {name}: the update is not the one signed")
+    count = fields.get("ciphertexts")
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise SignatureError(f"contribution of {name}: no valid ciphertext count")
+    return count
