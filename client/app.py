@@ -1,6 +1,7 @@
 """The hospital's Flower ClientApp: key setup, local training, encrypted updates, partial decryption.
 
-Only ciphertexts, public key material, sealed Shamir shares, decryption shares and plaintext
+Only signed hellos (a random contribution and a channel public key), sealed Shamir shares,
+ciphertext halves ``c0`` with their signed digests, masked decryption shares and plaintext
 evaluation metrics leave the hospital. Every request that could reveal more than the round's
 aggregate is checked by ``client.keyholder.KeyHolder`` first.
 """
@@ -8,6 +9,7 @@ aggregate is checked by ``client.keyholder.KeyHolder`` first.
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import time
 
@@ -16,12 +18,13 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricR
 from flwr.clientapp import ClientApp
 
 from client.audit import audit_mod
+from client.identity import hospital_identity
 from client.keyholder import KeyHolder
 from he import protocol as p
-from he.ciphertext import c1_from_bytes
 
 log = logging.getLogger(__name__)
 STATE = "fedquorum"
+PRESET_KEY = "preset"  # read by experiments._simulate to register preset variants
 
 
 def local_task():
@@ -69,36 +72,15 @@ def config_of(message: Message) -> dict:
 def load_keyholder(context: Context) -> KeyHolder:
     state = context.state.config_records.get(STATE)
     if state is None:
-        raise RuntimeError("no key setup for this run on this hospital: the server skipped query.hello")
-    secrets = {k[len("secret:") :]: bytes(v) for k, v in state.items() if k.startswith("secret:")}
-    return KeyHolder(
-        preset_name=str(state["preset"]),
-        party=int(state["party"]),
-        num_parties=int(state["n"]),
-        threshold=int(state["t"]),
-        run_id=int(state["run"]),
-        secrets=secrets,
-        trained_round=int(state["trained"]),
-        decrypted_rounds=[int(r) for r in state["decrypted"]][1:],
-        statistics_rounds=[int(r) for r in state["statistics-rounds"]][1:],
-    )
+        raise RuntimeError("no key set-up for this run on this hospital: the server skipped query.hello")
+    return KeyHolder.from_state({k: bytes(v) for k, v in state.items() if k != PRESET_KEY})
 
 
 def store_keyholder(context: Context, holder: KeyHolder) -> None:
-    record = ConfigRecord(
-        {
-            "preset": holder.preset_name,
-            "party": holder.party,
-            "n": holder.num_parties,
-            "t": holder.threshold,
-            "run": holder.run_id,
-            "trained": holder.trained_round,
-            "decrypted": [1, *holder.decrypted_rounds],
-            "statistics-rounds": [1, *holder.statistics_rounds],  # 1 pads: lists may not be empty
-        }
-    )
-    for name, value in holder.secrets.items():
-        record[f"secret:{name}"] = value
+    """Write the holder to the node's run state (before any reply leaves: a share is recorded
+    before it is sent)."""
+    record = ConfigRecord(holder.to_state())
+    record[PRESET_KEY] = holder.roster.preset
     context.state[STATE] = record
 
 
@@ -110,42 +92,33 @@ def party_keys(blobs: dict[str, bytes], prefix: str) -> dict[int, bytes]:
 @app.query("hello")
 def hello(message: Message, context: Context) -> Message:
     config = config_of(message)
-    holder = KeyHolder(
-        preset_name=str(config[p.PRESET]),
-        party=int(config[p.PARTY]),
-        num_parties=int(config[p.NUM_PARTIES]),
-        threshold=int(config[p.THRESHOLD]),
-        run_id=int(context.run_id),
-    )
+    roster, name, key_path = hospital_identity(dict(context.node_config), config)
+    holder = KeyHolder(roster, name, int(context.run_id), str(key_path))
     local = local_task()
     local.raw_hospital_data(local.TaskConfig.from_config(config), dict(context.node_config))  # fail early
-    contribution, channel_key = holder.hello()
+    signed = holder.hello()
     store_keyholder(context, holder)
-    return reply(message, {p.CONTRIBUTION: contribution, p.CHANNEL_KEY: channel_key})
+    return reply(message, {p.HELLO_BLOB: signed})
 
 
-@app.query("keygen")
-def keygen(message: Message, context: Context) -> Message:
+@app.query("deal")
+def deal(message: Message, context: Context) -> Message:
     holder = load_keyholder(context)
-    blobs = blobs_of(message)
-    contributions = list(party_keys(blobs, p.CONTRIBUTION + "-").values())
-    channel_keys = party_keys(blobs, p.CHANNEL_KEY + "-")
-    share, sealed = holder.keygen(contributions, channel_keys)
+    sealed, statement = holder.deal(party_keys(blobs_of(message), p.HELLO_BLOB + "-"))
     store_keyholder(context, holder)
-    out = {p.KEY_SHARE: share} | {f"{p.SEALED_SHARE_PREFIX}{j}": b for j, b in sealed.items()}
+    out = {p.DEALING: statement} | {f"{p.SEALED_SHARE_PREFIX}{k}": b for k, b in sealed.items()}
     return reply(message, out)
 
 
-@app.query("keyshares")
-def keyshares(message: Message, context: Context) -> Message:
+@app.query("dealings")
+def dealings(message: Message, context: Context) -> Message:
     holder = load_keyholder(context)
     blobs = blobs_of(message)
-    holder.receive_key_shares(
-        party_keys(blobs, p.SEALED_SHARE_PREFIX), party_keys(blobs, p.CHANNEL_KEY + "-")
+    failed = holder.receive_dealings(
+        party_keys(blobs, p.SEALED_SHARE_PREFIX), party_keys(blobs, p.DEALING + "-")
     )
-    holder.secrets["public-key"] = blobs[p.PUBLIC_KEY]
     store_keyholder(context, holder)
-    return reply(message, metrics={"ready": 1})
+    return reply(message, {p.COMPLAINTS: json.dumps(failed).encode()}, metrics={"ready": 1})
 
 
 @app.train()
@@ -165,10 +138,10 @@ def train(message: Message, context: Context) -> Message:
     holder = load_keyholder(context)
     start = time.perf_counter()
     clip = float(config[p.CLIP]) if p.CLIP in config else None
-    blob, clipped = holder.encrypt_update(server_round, delta, num_examples, clip)
+    blob, statement, clipped = holder.encrypt("train", server_round, delta, num_examples, clip)
     metrics |= {"encrypt_seconds": time.perf_counter() - start, "clipped_values": clipped}
     store_keyholder(context, holder)
-    return reply(message, {p.UPDATE: blob}, metrics=metrics)
+    return reply(message, {p.UPDATE: blob, p.CONTRIBUTION: statement}, metrics=metrics)
 
 
 @app.query("statistics")
@@ -187,19 +160,24 @@ def statistics(message: Message, context: Context) -> Message:
     if not bool(config.get(p.ENCRYPTED, True)):
         return reply(message, arrays=values, metrics={p.NUM_EXAMPLES: count, "tabular": 1})
     holder = load_keyholder(context)
-    blob = holder.encrypt_feature_statistics(p.STATISTICS_PASSES[pass_name], values, count)
+    round_id = p.STATISTICS_PASSES[pass_name]
+    blob, statement, clipped = holder.encrypt("statistics", round_id, values, count)
+    if clipped:
+        log.warning("%d feature statistics exceed 2^20 and were clipped: rescale those features", clipped)
     store_keyholder(context, holder)
-    return reply(message, {p.UPDATE: blob}, metrics={"tabular": 1})
+    return reply(message, {p.UPDATE: blob, p.CONTRIBUTION: statement}, metrics={"tabular": 1})
 
 
 @app.query("decrypt")
 def decrypt(message: Message, context: Context) -> Message:
     config = config_of(message)
     holder = load_keyholder(context)
-    c1 = c1_from_bytes(holder.ctx, blobs_of(message)[p.AGGREGATE_C1], "the server")
-    contributors = [int(x) for x in str(config[p.CONTRIBUTORS]).split(",") if x]
+    keyholders = [int(x) for x in str(config[p.KEYHOLDERS]).split(",") if x]
+    contributions = party_keys(blobs_of(message), p.CONTRIBUTION + "-")
     start = time.perf_counter()
-    share = holder.partial_decrypt(int(config[p.ROUND]), c1, contributors, int(config[p.MIN_CONTRIBUTORS]))
+    share = holder.partial_decrypt(
+        str(config[p.KIND]), int(config[p.ROUND]), int(config[p.ATTEMPT]), keyholders, contributions
+    )
     store_keyholder(context, holder)
     return reply(
         message, {p.DECRYPTION_SHARE: share}, metrics={"decrypt_seconds": time.perf_counter() - start}

@@ -320,7 +320,9 @@ def signing_keygen_main(argv: list[str]) -> int:
         prog="python -m client.daemon signing-keygen",
         description="Create this hospital's Ed25519 signing key; send only the public hex it prints.",
     )
-    ap.add_argument("--out", type=Path, required=True, help="directory for signing.key (0600) and signing.pub")
+    ap.add_argument(
+        "--out", type=Path, required=True, help="directory for signing.key (0600) and signing.pub"
+    )
     args = ap.parse_args(argv)
     try:
         private_path, public_path, public = signing_keygen(args.out)

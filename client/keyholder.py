@@ -1,24 +1,41 @@
-"""A hospital's side of the threshold-HE protocol: its secrets, and the checks it makes.
+"""A hospital's side of protocol v2: its secrets for one run, and every check it makes itself.
 
-No Flower here: ``client.app`` turns messages into calls. The state (secret key, Shamir share,
-channel private key) is kept in the node's in-memory run state between messages; it never
-appears in replies, logs or metrics. ``__repr__`` hides it.
+No Flower here: ``client.app`` turns messages into calls, and ``to_state``/``from_state`` carry
+the holder between messages in the node's run state (in deployment every message runs in a
+fresh process). Everything a hospital acts on is checked against its own pinned roster; the
+coordinator's word is taken for nothing but which request to answer next.
+
+What a hospital refuses (``RefusedRequest``):
+* a set-up whose hellos are not all signed by roster hospitals for this Flower run, omit its own
+  hello, or lack a keyholder (``he.transcript.verify_hellos``);
+* a second, different encryption under a ``(kind, round)`` it already encrypted (the seeded
+  ``c1`` is a nonce: a retry gets the same bytes), or one under a round older than its last;
+* as a keyholder, a decryption request whose decryption set T is not a quorum-intersecting
+  subset of the committee, whose contributors U are fewer than the roster's minimum, lack a
+  valid signed contribution, or include a dealer it holds no share from; a second U for a round
+  it already answered; an attempt beyond the roster's ``max_attempts``; and a second share for
+  an attempt (a retry gets the stored share, byte for byte). Each share is stored in the state
+  before it is sent.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from he import channel, keygen
-from he.ciphertext import EncryptedUpdate, UpdateEncryptor
+from he import channel, keygen, transcript
+from he.ciphertext import CiphertextLabel, SecretKeyEncryptor, seeded_c1
 from he.context import HEContext
-from he.decrypt import DecryptionShare, gen_decryption_share
-from he.errors import ShareMismatchError
+from he.decrypt import DecryptionRequest, gen_decryption_share, pairwise_masks
+from he.errors import HEError
+from he.identity import SigningKey
+from he.keygen import SecretKeyShare
 from he.params import preset
-from he.threshold import combine_received_shares
+from he.roster import Roster
+from he.threshold import sum_shares
 
 log = logging.getLogger(__name__)
 
@@ -28,135 +45,278 @@ class RefusedRequest(RuntimeError):
 
 
 @dataclass
-class KeyHolder:
-    """Protocol state of one hospital for one run (``party`` is its index 1..n)."""
+class DecryptionRecord:
+    """What a keyholder answered for one (kind, round): U, and per attempt T and the share sent."""
 
-    preset_name: str
-    party: int
-    num_parties: int
-    threshold: int
-    run_id: int
+    contributors: str  # hash of U
+    attempts: dict[int, str] = field(default_factory=dict)  # attempt -> ",".join(T)
+
+
+@dataclass
+class KeyHolder:
+    """Protocol state of one hospital for one run (see module docstring)."""
+
+    roster: Roster
+    name: str
+    flower_run: int
+    signing_key_path: str
     secrets: dict[str, bytes] = field(default_factory=dict, repr=False)
-    trained_round: int = 0
-    decrypted_rounds: list[int] = field(default_factory=list)
-    statistics_rounds: list[int] = field(default_factory=list)
+    hellos: dict[int, bytes] = field(default_factory=dict, repr=False)
+    dealers: list[int] = field(default_factory=list)
+    encrypted: dict[str, int] = field(default_factory=dict)  # kind -> last round encrypted
+    decryptions: dict[str, DecryptionRecord] = field(default_factory=dict)  # "kind:round"
 
     def __post_init__(self) -> None:
-        self.ctx = _context(self.preset_name)
-        self.ctx.params.check_federation(self.num_parties, self.threshold)
+        self.party = self.roster.party_of(self.name)
+        self.ctx = _context(self.roster.preset)
+        self.ctx.params.check_federation(len(self.roster.committee), self.roster.max_attempts)
 
-    # -- setup -------------------------------------------------------------------------------
-    def hello(self) -> tuple[bytes, bytes]:
-        """Fresh CRS contribution and channel public key."""
+    @property
+    def is_keyholder(self) -> bool:
+        return self.party in self.roster.quorum.committee
+
+    # -- set-up ------------------------------------------------------------------------------
+    def hello(self) -> bytes:
+        """A signed hello: fresh contribution and channel public key for this Flower run."""
         contribution = keygen.fresh_contribution()
         pair = channel.ChannelKeyPair.generate()
-        self.secrets["contribution"] = contribution
         self.secrets["channel"] = pair.private_bytes_for_node_state()
-        return contribution, pair.public_bytes()
-
-    def keygen(self, contributions: list[bytes], channel_keys: dict[int, bytes]) -> tuple[bytes, dict]:
-        """Public key share, and a sealed Shamir share of ``s_i`` for every other hospital."""
-        if self.secrets.get("contribution") not in contributions:
-            raise RefusedRequest("the CRS seed omits this hospital's contribution; refusing keygen")
-        crp = keygen.sample_crp(self.ctx, keygen.crs_seed(contributions))
-        secret = keygen.gen_secret(self.ctx)
-        share = keygen.gen_public_key_share(self.ctx, secret, crp)
-        sealed = {}
-        if self.threshold < self.num_parties:
-            me = self._channel()
-            points = list(range(1, self.num_parties + 1))
-            for j, share_j in keygen.deal_secret_shares(self.ctx, secret, self.threshold, points).items():
-                if j == self.party:
-                    self.secrets["own-shamir"] = share_j.tobytes()
-                    continue
-                frame = keygen.secret_share_to_bytes(self.ctx, share_j)
-                sealed[j] = channel.seal(me, channel_keys[j], frame, self._aad(self.party, j))
-        else:
-            self.secrets["decryption-key"] = secret.data_level.tobytes()
-        return share.to_bytes(self.ctx), sealed
-
-    def receive_key_shares(self, sealed: dict[int, bytes], channel_keys: dict[int, bytes]) -> None:
-        """Open the Shamir shares sent to this hospital and keep their sum ``S_j``."""
-        if self.threshold == self.num_parties:
-            return
-        if set(sealed) != set(range(1, self.num_parties + 1)) - {self.party}:
-            raise ShareMismatchError(
-                f"expected Shamir shares from every other hospital, got from {sorted(sealed)}"
-            )
-        me = self._channel()
-        shares = [self._secret_array("own-shamir")]
-        for sender, blob in sorted(sealed.items()):
-            frame = channel.open_sealed(me, channel_keys[sender], blob, self._aad(sender, self.party))
-            shares.append(keygen.secret_share_from_bytes(self.ctx, frame, f"hospital {sender}"))
-        total = combine_received_shares(shares, self.ctx.data_moduli)
-        self.secrets["decryption-key"] = total.tobytes()
-        del self.secrets["own-shamir"]
-
-    # -- rounds ------------------------------------------------------------------------------
-    def public_key(self) -> np.ndarray:
-        residues = np.frombuffer(self.secrets["public-key"], dtype=np.uint64)
-        return residues.reshape(2, len(self.ctx.key_moduli), self.ctx.n)
-
-    def encrypt_update(
-        self, server_round: int, delta: list[np.ndarray], num_examples: int, clip: float | None = None
-    ) -> tuple[bytes, int]:
-        """This round's encrypted weighted update (and how many values were clipped to ``clip``)."""
-        update, clipped = UpdateEncryptor(self.ctx, self.public_key()).encrypt(delta, num_examples, clip)
-        self.trained_round = server_round
-        return update.to_bytes(self.ctx), clipped
-
-    def encrypt_feature_statistics(self, round_id: int, values: list[np.ndarray], count: int) -> bytes:
-        """One encrypted pass of feature statistics (averaged over hospitals by example count)."""
-        stats_ctx = _context(self.preset_name, statistics=True)
-        update, clipped = UpdateEncryptor(stats_ctx, self.public_key()).encrypt(values, count)
-        if clipped:
-            log.warning("%d feature statistics exceed 2^20 and were clipped: rescale those features", clipped)
-        self.statistics_rounds.append(round_id)
-        return update.to_bytes(stats_ctx)
-
-    def partial_decrypt(
-        self, server_round: int, c1: np.ndarray, contributors: list[int], min_contributors: int
-    ) -> bytes:
-        """Decrypt-share the round's aggregate, after the checks a hospital can make itself."""
-        if server_round in self.decrypted_rounds:
-            raise RefusedRequest(f"round {server_round} was already decrypted once; refusing a second time")
-        if server_round < 1:
-            if server_round not in self.statistics_rounds:
-                raise RefusedRequest(
-                    f"decryption asked for statistics pass {server_round}, which this hospital never sent"
-                )
-            if self.party not in contributors:
-                raise RefusedRequest(
-                    "this hospital's statistics are missing from the aggregate's contributor list"
-                )
-        elif server_round < max(self.trained_round, 1) or server_round > self.trained_round + 1:
-            raise RefusedRequest(
-                f"decryption asked for round {server_round}, but this hospital last trained "
-                f"round {self.trained_round}"
-            )
-        if len(set(contributors)) < min_contributors:
-            raise RefusedRequest(
-                f"the aggregate claims {len(set(contributors))} contributors, fewer than the "
-                f"minimum {min_contributors}; refusing to reveal it"
-            )
-        if self.trained_round == server_round and self.party not in contributors:
-            raise RefusedRequest("this hospital's update is missing from the aggregate's contributor list")
-        aggregate = EncryptedUpdate(layout=None, polys=np.stack([np.zeros_like(c1), c1], axis=1))
-        bits = self.ctx.params.smudging_bits(self.num_parties, self.threshold)
-        share = gen_decryption_share(
-            self.ctx, aggregate, self._secret_array("decryption-key"), self.party, server_round, bits
+        hello = transcript.sign_hello(
+            self._signer(), self.roster, self.name, self.flower_run, contribution, pair.public_bytes()
         )
-        self.decrypted_rounds.append(server_round)
+        self.secrets["own-hello"] = hello
+        return hello
+
+    def deal(self, hellos: dict[int, bytes]) -> tuple[dict[int, bytes], bytes]:
+        """Verify the set-up, draw this run's ``s_i`` and deal it to the committee, sealed.
+
+        Returns the sealed share per keyholder and the signed dealing statement.
+        """
+        if hellos.get(self.party) != self.secrets.get("own-hello"):
+            raise RefusedRequest("the set-up omits or alters this hospital's own hello; refusing to deal")
+        setup = self._verify_setup(hellos)
+        self.hellos = dict(hellos)
+        secret = keygen.gen_secret(self.ctx)
+        self.secrets["secret-key"] = secret.residues.tobytes()
+        quorum = self.roster.quorum
+        me = self._channel()
+        sealed = {}
+        for keyholder, share in keygen.deal_secret_shares(
+            self.ctx, secret, quorum.threshold, list(quorum.committee)
+        ).items():
+            if keyholder == self.party:  # its own share stays here, unsealed
+                self.secrets[f"dealt:{self.party}"] = share.tobytes()
+                continue
+            frame = keygen.secret_share_to_bytes(self.ctx, share)
+            sealed[keyholder] = channel.seal(
+                me, setup.channel_keys[keyholder], frame, self._deal_context(self.party, keyholder)
+            )
+        return sealed, transcript.sign_dealing(self._signer(), setup.run_id, self.party, sealed)
+
+    def receive_dealings(self, sealed: dict[int, bytes], statements: dict[int, bytes]) -> list[int]:
+        """Keep the share each dealer sent this keyholder; return the dealers whose share failed.
+
+        A dealer whose share is missing, unsigned or does not open is named and left out: this
+        keyholder will refuse any contributor set that includes it.
+        """
+        if not self.is_keyholder:
+            raise RefusedRequest("this hospital is not a keyholder of the roster's committee")
+        setup = self._verify_setup(self.hellos)
+        me = self._channel()
+        failed = []
+        for dealer in setup.parties:
+            if dealer == self.party and f"dealt:{dealer}" in self.secrets:
+                self.dealers.append(dealer)
+                continue
+            try:
+                blob, statement = sealed[dealer], statements[dealer]
+                transcript.verify_dealing(self.roster, setup.run_id, dealer, self.party, statement, blob)
+                frame = channel.open_sealed(
+                    me, setup.channel_keys[dealer], blob, self._deal_context(dealer, self.party)
+                )
+                share = keygen.secret_share_from_bytes(self.ctx, frame, self.roster.hospital(dealer).name)
+            except (KeyError, HEError) as err:
+                log.warning("dealing of %s refused: %s", self.roster.hospital(dealer).name, err)
+                failed.append(dealer)
+                continue
+            self.secrets[f"dealt:{dealer}"] = share.tobytes()
+            self.dealers.append(dealer)
+        return failed
+
+    # -- encryption ----------------------------------------------------------------------------
+    def encrypt(
+        self,
+        kind: str,
+        round_id: int,
+        arrays: list[np.ndarray],
+        num_examples: int,
+        clip: float | None = None,
+    ) -> tuple[bytes, bytes, int]:
+        """The encrypted update for (kind, round), its signed contribution, and the clipped count.
+
+        A retry of the last (kind, round) returns the stored bytes: never two ``c0`` under one ``c1``.
+        """
+        last = self.encrypted.get(kind)
+        if last is not None and round_id == last:
+            return self.secrets[f"sent:{kind}"], self.secrets[f"sent-statement:{kind}"], 0
+        if last is not None and round_id < last:
+            raise RefusedRequest(f"{kind} round {round_id} is older than round {last} already encrypted")
+        ctx = _context(self.roster.preset, statistics=kind == "statistics")
+        label = self._label(kind, round_id)
+        secret = SecretKeyShare(self._polynomial("secret-key"))
+        update, clipped = SecretKeyEncryptor(ctx, secret).encrypt(arrays, num_examples, label, clip)
+        frame = update.to_bytes(ctx)
+        statement = transcript.sign_contribution(
+            self._signer(), self.roster, self.run_id, kind, round_id, self.party, frame, len(update.c0)
+        )
+        self.encrypted[kind] = round_id
+        self.secrets[f"sent:{kind}"] = frame
+        self.secrets[f"sent-statement:{kind}"] = statement
+        return frame, statement, clipped
+
+    # -- decryption ----------------------------------------------------------------------------
+    def partial_decrypt(
+        self,
+        kind: str,
+        round_id: int,
+        attempt: int,
+        keyholders: list[int],
+        contributions: dict[int, bytes],
+    ) -> bytes:
+        """This keyholder's masked share for one attempt, after every check (module docstring)."""
+        if not self.is_keyholder:
+            raise RefusedRequest("this hospital is not a keyholder of the roster's committee")
+        try:
+            decryption_set = self.roster.quorum.check_decryption_set(keyholders)
+        except HEError as err:
+            raise RefusedRequest(str(err)) from None
+        if self.party not in decryption_set:
+            raise RefusedRequest(f"this keyholder (party {self.party}) is not in the decryption set")
+        if not 1 <= attempt <= self.roster.max_attempts:
+            raise RefusedRequest(f"attempt {attempt} is outside [1, {self.roster.max_attempts}] (roster)")
+        contributors = sorted(contributions)
+        if len(contributors) < self.roster.min_contributors:
+            raise RefusedRequest(
+                f"the aggregate has {len(contributors)} contributors, fewer than the roster's minimum "
+                f"{self.roster.min_contributors}; refusing to reveal it"
+            )
+        unknown = [c for c in contributors if c not in self.dealers]
+        if unknown:
+            raise RefusedRequest(f"contributors {unknown} dealt no valid share to this keyholder")
+        try:
+            counts = {
+                transcript.verify_contribution(self.roster, self.run_id, kind, round_id, c, statement)
+                for c, statement in contributions.items()
+            }
+        except HEError as err:
+            raise RefusedRequest(f"a contribution is not validly signed: {err}") from None
+        if len(counts) != 1:
+            raise RefusedRequest(f"contributors signed different ciphertext counts {sorted(counts)}")
+        request = DecryptionRequest(
+            self._label(kind, round_id), attempt, tuple(contributors), decryption_set, counts.pop()
+        )
+        key = f"{kind}:{round_id}"
+        record = self.decryptions.get(key)
+        members = ",".join(map(str, decryption_set))
+        if record is not None and record.contributors != request.contributors_hash:
+            raise RefusedRequest(
+                f"{kind} round {round_id} was already decrypted for another contributor set; "
+                "one set per round"
+            )
+        if record is not None and attempt in record.attempts:
+            if record.attempts[attempt] != members or f"share:{key}:{attempt}" not in self.secrets:
+                raise RefusedRequest(f"attempt {attempt} of {kind} round {round_id} was already answered")
+            return self.secrets[f"share:{key}:{attempt}"]
+        share = self._share(request)
+        record = record or DecryptionRecord(request.contributors_hash)
+        record.attempts[attempt] = members
+        self.decryptions[key] = record
+        for name in [n for n in self.secrets if n.startswith("share:")]:
+            del self.secrets[name]  # keep only the latest share for a resend
+        self.secrets[f"share:{key}:{attempt}"] = share
+        return share
+
+    def _share(self, request: DecryptionRequest) -> bytes:
+        me = self._channel()
+        context = self.run_id
+        mask_keys = {
+            k: channel.mask_key(me, self.channel_keys[k], context)
+            for k in request.keyholders
+            if k != self.party
+        }
+        key_share = sum_shares(
+            [self._polynomial(f"dealt:{dealer}") for dealer in request.contributors], self.ctx.data_moduli
+        )
+        c1 = seeded_c1(self.ctx, request.label, request.num_ciphertexts)
+        masks = pairwise_masks(self.ctx, self.party, mask_keys, request)
+        bits = self.ctx.params.smudging_bits(len(self.roster.committee), self.roster.max_attempts)
+        share = gen_decryption_share(self.ctx, request, self.party, c1, key_share, masks, bits)
         return share.to_bytes(self.ctx)
 
-    # -- helpers -----------------------------------------------------------------------------
+    # -- state ---------------------------------------------------------------------------------
+    def to_state(self) -> dict[str, bytes]:
+        """Everything needed to resume, as bytes (secrets included: node run state only)."""
+        public = {
+            "roster": self.roster.to_json(),
+            "name": self.name,
+            "flower_run": self.flower_run,
+            "signing_key_path": self.signing_key_path,
+            "hellos": {str(k): v.decode() for k, v in self.hellos.items()},
+            "dealers": self.dealers,
+            "encrypted": self.encrypted,
+            "decryptions": {k: [r.contributors, r.attempts] for k, r in self.decryptions.items()},
+        }
+        return {"public": json.dumps(public).encode()} | {f"secret:{k}": v for k, v in self.secrets.items()}
+
+    @classmethod
+    def from_state(cls, state: dict[str, bytes]) -> KeyHolder:
+        public = json.loads(state["public"])
+        return cls(
+            roster=Roster.from_bytes(json.dumps(public["roster"]).encode()),
+            name=public["name"],
+            flower_run=int(public["flower_run"]),
+            signing_key_path=public["signing_key_path"],
+            secrets={k[len("secret:") :]: bytes(v) for k, v in state.items() if k.startswith("secret:")},
+            hellos={int(k): v.encode() for k, v in public["hellos"].items()},
+            dealers=[int(d) for d in public["dealers"]],
+            encrypted={k: int(v) for k, v in public["encrypted"].items()},
+            decryptions={
+                k: DecryptionRecord(c, {int(a): t for a, t in attempts.items()})
+                for k, (c, attempts) in public["decryptions"].items()
+            },
+        )
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _verify_setup(self, hellos: dict[int, bytes]) -> transcript.SetupTranscript:
+        try:
+            return transcript.verify_hellos(self.roster, self.flower_run, hellos)
+        except HEError as err:
+            raise RefusedRequest(f"set-up refused: {err}") from None
+
+    @property
+    def run_id(self) -> bytes:
+        if not self.hellos:
+            raise RefusedRequest("no key set-up for this run on this hospital")
+        return self._verify_setup(self.hellos).run_id
+
+    @property
+    def channel_keys(self) -> dict[int, bytes]:
+        return self._verify_setup(self.hellos).channel_keys
+
+    def _label(self, kind: str, round_id: int) -> CiphertextLabel:
+        return CiphertextLabel(self.roster.federation_id, self.run_id, kind, round_id)
+
+    def _signer(self) -> SigningKey:
+        """This hospital's signing key, read from its own file when needed (never kept in state)."""
+        return SigningKey.load(self.signing_key_path)
+
     def _channel(self) -> channel.ChannelKeyPair:
         return channel.ChannelKeyPair.from_node_state(self.secrets["channel"])
 
-    def _aad(self, sender: int, recipient: int) -> bytes:
-        return f"run={self.run_id};from={sender};to={recipient}".encode()
+    def _deal_context(self, dealer: int, recipient: int) -> bytes:
+        return self.run_id + f"|deal|from={dealer}|to={recipient}".encode()
 
-    def _secret_array(self, name: str) -> np.ndarray:
+    def _polynomial(self, name: str) -> np.ndarray:
         residues = np.frombuffer(self.secrets[name], dtype=np.uint64)
         return residues.reshape(len(self.ctx.data_moduli), self.ctx.n)
 
@@ -173,4 +333,4 @@ def _context(preset_name: str, statistics: bool = False) -> HEContext:
     return _CONTEXTS[key]
 
 
-__all__ = ["DecryptionShare", "KeyHolder", "RefusedRequest"]
+__all__ = ["KeyHolder", "RefusedRequest"]

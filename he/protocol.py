@@ -1,17 +1,17 @@
 """Message types and record keys shared by the hospital (``client``) and the server.
 
 Plain strings only (no Flower import), so neither side imports the other. One round is two
-message phases, ``train`` and ``query.decrypt``; set-up is three key phases plus the feature
-statistics (two ``query.statistics`` passes, each decrypted once) once per run.
+message phases, ``train`` and ``query.decrypt``; set-up is three key phases (hello, deal, dealings) plus the
+feature statistics (two ``query.statistics`` passes, each decrypted once) once per run.
 """
 
 # Message types (Flower categories: train / evaluate / query.<action>)
-HELLO = "query.hello"  # hospital: CRS contribution + channel public key
-KEYGEN = "query.keygen"  # hospital: public key share + sealed Shamir shares for the others
-KEYSHARES = "query.keyshares"  # hospital: receive collective pk and its Shamir shares
+HELLO = "query.hello"  # hospital: signed hello (CRS contribution + channel public key)
+DEAL = "query.deal"  # hospital: verify the hellos, deal its per-run secret to the committee
+DEALINGS = "query.dealings"  # keyholder: receive the sealed shares dealt to it
 STATISTICS = "query.statistics"  # hospital: (encrypted) feature moments, two passes per run
 TRAIN = "train"  # hospital: evaluate global model, train, return (encrypted) update
-DECRYPT = "query.decrypt"  # hospital: partial decryption of the round's aggregate
+DECRYPT = "query.decrypt"  # keyholder: masked partial decryption of the round's aggregate
 EVALUATE = "evaluate"  # hospital: evaluate the final global model
 
 # Round ids of the two statistics passes (training rounds count from 1): the first sums each
@@ -28,25 +28,25 @@ CONFIG = "config"  # ConfigRecord
 METRICS = "metrics"  # MetricRecord
 
 # Blob names inside BLOBS
-UPDATE = "update"
-CONTRIBUTION = "contribution"
-CHANNEL_KEY = "channel-public-key"
-KEY_SHARE = "public-key-share"
-PUBLIC_KEY = "collective-public-key"
-AGGREGATE_C1 = "aggregate-c1"
+UPDATE = "update"  # encrypted update (c0 only)
+CONTRIBUTION = "contribution"  # signed contribution statement; "contribution-<party>" relayed
+HELLO_BLOB = "hello"  # signed hello; "hello-<party>" relayed
+DEALING = "dealing"  # signed dealing statement; "dealing-<dealer>" relayed
+SEALED_SHARE_PREFIX = "sealed-share-"  # + keyholder (deal reply) or dealer (dealings message)
+COMPLAINTS = "complaints"  # keyholder: JSON list of dealers whose share failed
 DECRYPTION_SHARE = "decryption-share"
-SEALED_SHARE_PREFIX = "sealed-share-"  # + party index of the recipient (keygen) or sender
 
 # Config keys
 ROUND = "server-round"
+KIND = "kind"  # "train" or "statistics": the domain of a ciphertext label
+ATTEMPT = "attempt"
+KEYHOLDERS = "keyholders"  # comma-separated party indices of the decryption set T
 PARTY = "party"
-NUM_PARTIES = "num-parties"
-THRESHOLD = "threshold"
 PRESET = "he-preset"
 ENCRYPTED = "encrypted"
-CONTRIBUTORS = "contributors"  # comma-separated party indices
-MIN_CONTRIBUTORS = "min-train-nodes"
 NUM_EXAMPLES = "num-examples"
 CLIP = "clip"  # the round's quantization range for encrypted updates
 FEATURE_MEAN = "feature-mean"
 FEATURE_STD = "feature-std"
+ROSTER_FINGERPRINT = "roster-fingerprint"  # the roster the server runs; hospitals compare
+SIMULATED_FEDERATION = "simulated-federation"  # simulation only: directory of roster and keys

@@ -1,15 +1,21 @@
-"""Encrypted FedAvg: the server adds ciphertexts and a quorum of hospitals decrypts only the sum.
+"""Encrypted FedAvg: the server adds ciphertexts and a quorum of keyholders decrypts only the sum.
 
-Set-up (once per run, three query phases): CRS contributions and channel keys (``hello``),
-public-key shares and sealed Shamir shares (``keygen``), the collective key and each hospital's
-shares relayed (``keyshares``). Each round: ``train`` replies are validated and summed as they
-arrive (memory: one aggregate); then ``query.decrypt`` goes to the contributors and any t
-decryption shares reveal the weighted average update. The server never holds a secret key.
+Set-up (once per run, three query phases, every message signed and checked against the
+roster): signed hellos (``hello``), each hospital deals its per-run secret to the keyholder
+committee (``deal``), each keyholder receives the sealed shares dealt to it (``dealings``).
+Each round: ``train`` replies (``c0`` plus a signed digest) are verified and summed as they
+arrive (memory: one aggregate); then ``query.decrypt`` goes to a decryption set T of keyholders,
+which answer with masked shares; the masks cancel only in the sum over T. If a keyholder of T
+fails, a fresh attempt goes to those that answered, up to the roster's ``max_attempts``; past
+that the round keeps the previous model and says why. The server never holds a secret.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
+import tempfile
 import time
 from collections.abc import Iterable
 
@@ -17,15 +23,16 @@ import numpy as np
 from flwr.app import ArrayRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 
-from he import keygen as hekeygen
 from he import protocol as p
-from he.ciphertext import CiphertextSum, c1_to_bytes
+from he import transcript
+from he.ciphertext import CiphertextLabel, CiphertextSum, EncryptedUpdate
 from he.context import HEContext
-from he.decrypt import DecryptionShare, combine, decrypt_update
+from he.decrypt import DecryptionRequest, DecryptionShare, combine, decrypt_update
 from he.errors import HEError
 from he.params import preset
+from he.roster import Roster, write_simulated_federation
 from server.settings import RunSettings
-from strategies.fedavg import FedAvg, RoundFailedError, weighted_client_metrics
+from strategies.fedavg import FedAvg, FederationResult, RoundFailedError, weighted_client_metrics
 from strategies.messaging import (
     blobs_of,
     content_bytes,
@@ -47,11 +54,11 @@ def next_clip(average: list[np.ndarray], margin: float, preset_clip: float) -> f
 
 
 class SetupFailedError(RuntimeError):
-    """Key set-up needs every hospital; one failed."""
+    """Key set-up could not complete (a keyholder is missing, or the roster is contradicted)."""
 
 
 class EncryptedFedAvg(FedAvg):
-    """FedAvg whose aggregation happens under threshold CKKS (see module docstring)."""
+    """FedAvg whose aggregation happens under threshold HE (see module docstring)."""
 
     def __init__(self, settings: RunSettings, clip_margin: float = 8.0) -> None:
         """``clip_margin``: after each round the clip range becomes ``clip_margin`` times the
@@ -61,137 +68,214 @@ class EncryptedFedAvg(FedAvg):
         super().__init__(settings)
         self.ctx = HEContext(preset(settings.he_preset))
         self.statistics_ctx = HEContext(self.ctx.params.for_feature_statistics())
-        self.threshold = 0
         self.clip_margin = clip_margin
         self.round_clip = self.ctx.params.clip
+        self.roster: Roster | None = None
+        self.setup_transcript: transcript.SetupTranscript | None = None
+        self.party_nodes: dict[int, int] = {}
+        self.dealers: set[int] = set()
+        self._simulation_dir: str | None = None
+
+    def start(self, grid: Grid, initial_weights, on_round=None) -> FederationResult:
+        try:
+            return super().start(grid, initial_weights, on_round)
+        finally:
+            if self._simulation_dir:
+                shutil.rmtree(self._simulation_dir, ignore_errors=True)
+
+    def task_config(self) -> dict:
+        extra = {p.PRESET: self.settings.he_preset}
+        if self.roster is not None:
+            extra[p.ROSTER_FINGERPRINT] = self.roster.fingerprint
+        if self._simulation_dir:
+            extra[p.SIMULATED_FEDERATION] = self._simulation_dir
+        return {**super().task_config(), **extra}
 
     def round_config(self, server_round: int) -> dict:
         return {**super().round_config(server_round), p.CLIP: self.round_clip}
 
     # -- set-up ------------------------------------------------------------------------------
+    def load_roster(self, num_hospitals: int) -> Roster:
+        """The roster of ``settings.roster``; in simulation (none given), a fresh one per run."""
+        settings = self.settings
+        if settings.roster:
+            roster = Roster.load(settings.roster)
+        else:
+            self._simulation_dir = tempfile.mkdtemp(prefix="fedquorum-simulated-federation-")
+            roster = write_simulated_federation(
+                self._simulation_dir,
+                num_hospitals,
+                threshold=settings.threshold,
+                min_contributors=settings.min_train_nodes,
+                preset=settings.he_preset,
+            )
+        if roster.preset != settings.he_preset:
+            raise SetupFailedError(
+                f"he_preset {settings.he_preset!r} differs from the roster's {roster.preset!r}"
+            )
+        if settings.threshold and settings.threshold != roster.threshold:
+            raise SetupFailedError(
+                f"threshold {settings.threshold} differs from the roster's {roster.threshold}"
+            )
+        self.ctx.params.check_federation(len(roster.committee), roster.max_attempts)
+        return roster
+
     def setup(self, grid: Grid) -> None:
-        n = len(self.node_ids)
-        self.threshold = self.settings.threshold or n
-        self.ctx.params.check_federation(n, self.threshold)
-        if self.threshold > self.settings.min_train_nodes and self.threshold < n:
-            log.warning(
-                "threshold %d exceeds min_train_nodes; rounds need %d live hospitals",
-                self.threshold,
-                self.threshold,
-            )
-        base = {
-            **self.settings.task_config(),
-            p.PRESET: self.settings.he_preset,
-            p.NUM_PARTIES: n,
-            p.THRESHOLD: self.threshold,
-        }
         started = time.perf_counter()
-        hello = self._setup_phase(grid, p.HELLO, lambda party: make_content({**base, p.PARTY: party}))
-        contributions = {f"{p.CONTRIBUTION}-{j}": b[p.CONTRIBUTION] for j, b in hello.items()}
-        channel_keys = {f"{p.CHANNEL_KEY}-{j}": b[p.CHANNEL_KEY] for j, b in hello.items()}
-        keygen_replies = self._setup_phase(
-            grid, p.KEYGEN, lambda party: make_content({p.PARTY: party}, contributions | channel_keys)
-        )
-        crp = hekeygen.sample_crp(self.ctx, hekeygen.crs_seed([hello[j][p.CONTRIBUTION] for j in hello]))
-        shares = [
-            hekeygen.PublicKeyShare.from_bytes(self.ctx, b[p.KEY_SHARE], f"hospital {j}")
-            for j, b in keygen_replies.items()
-        ]
-        public_key = hekeygen.gen_public_key(
-            self.ctx, crp, hekeygen.aggregate_public_key_shares(self.ctx, shares)
-        )
+        self.roster = roster = self.load_roster(len(self.node_ids))
+        hellos = self._collect_hellos(grid)
+        try:
+            self.setup_transcript = transcript.verify_hellos(roster, int(grid.run.run_id), hellos)
+        except HEError as err:
+            raise SetupFailedError(f"set-up: {err}") from None
+        self.node_ids = [self.party_nodes[party] for party in self.setup_transcript.parties]
+        relayed = {f"{p.HELLO_BLOB}-{party}": hello for party, hello in hellos.items()}
+        deals = self._phase(grid, p.DEAL, hellos, lambda party: make_content({}, relayed))
+        for keyholder in roster.quorum.committee:
+            if keyholder not in self.party_nodes:
+                raise SetupFailedError(f"keyholder {roster.hospital(keyholder).name} did not say hello")
 
-        def relay(party: int):
-            sealed = {
-                f"{p.SEALED_SHARE_PREFIX}{sender}": b[f"{p.SEALED_SHARE_PREFIX}{party}"]
-                for sender, b in keygen_replies.items()
-                if sender != party and self.threshold < n
-            }
-            return make_content(
-                {p.PARTY: party}, {p.PUBLIC_KEY: public_key.tobytes(), **sealed, **channel_keys}
-            )
+        def dealings_for(keyholder: int):
+            blobs = {}
+            for dealer, blob in deals.items():
+                share = blob.get(f"{p.SEALED_SHARE_PREFIX}{keyholder}")
+                if share is not None and p.DEALING in blob:
+                    blobs[f"{p.SEALED_SHARE_PREFIX}{dealer}"] = share
+                    blobs[f"{p.DEALING}-{dealer}"] = blob[p.DEALING]
+            return make_content({}, blobs)
 
-        self._setup_phase(grid, p.KEYSHARES, relay)
+        keyholders = {k: b"" for k in roster.quorum.committee}
+        acks = self._phase(grid, p.DEALINGS, keyholders, dealings_for)
+        self.dealers = set(deals)
+        for keyholder, blob in acks.items():
+            complaints = set(json.loads(blob.get(p.COMPLAINTS, b"[]")))
+            for dealer in complaints & self.dealers:
+                log.warning(
+                    "keyholder %s refused the share dealt by %s; %s is left out of every aggregate",
+                    roster.hospital(keyholder).name,
+                    roster.hospital(dealer).name,
+                    roster.hospital(dealer).name,
+                )
+            self.dealers -= complaints
         log.info(
-            "collective key for %d hospitals (%d-of-%d) ready in %.1f s",
-            n,
-            self.threshold,
-            n,
+            "set-up for %d hospitals (committee %d, threshold %d, roster %s) ready in %.1f s",
+            len(self.setup_transcript.parties),
+            len(roster.committee),
+            roster.threshold,
+            roster.short_fingerprint,
             time.perf_counter() - started,
         )
 
-    def _setup_phase(self, grid: Grid, message_type: str, content_for) -> dict[int, dict[str, bytes]]:
+    def _collect_hellos(self, grid: Grid) -> dict[int, bytes]:
+        config = {**self.task_config(), p.PRESET: self.settings.he_preset}
+        messages = [
+            Message(content=make_content(config), message_type=p.HELLO, dst_node_id=node, group_id="setup")
+            for node in self.node_ids
+        ]
+        hellos: dict[int, bytes] = {}
+        for reply in stream_replies(grid, messages, self.settings.round_timeout):
+            if (reason := failure_reason(reply)) is not None:
+                log.warning("hello: %s", reason)
+                continue
+            hello = blobs_of(reply).get(p.HELLO_BLOB, b"")
+            try:
+                party = transcript.hello_sender(self.roster, hello)
+            except HEError as err:
+                log.warning("hello of node %s refused: %s", reply.metadata.src_node_id, err)
+                continue
+            if party in hellos:
+                log.warning("a second hello claims to be %s; refused", self.roster.hospital(party).name)
+                continue
+            hellos[party] = hello
+            self.party_nodes[party] = reply.metadata.src_node_id
+        return hellos
+
+    def _phase(self, grid: Grid, message_type: str, parties, content_for) -> dict[int, dict[str, bytes]]:
+        """Send one set-up message to each of ``parties``; the replies of those that succeeded."""
         messages = [
             Message(
-                content=content_for(party), message_type=message_type, dst_node_id=node_id, group_id="setup"
+                content=content_for(party),
+                message_type=message_type,
+                dst_node_id=self.party_nodes[party],
+                group_id="setup",
             )
-            for party, node_id in enumerate(self.node_ids, start=1)
+            for party in parties
         ]
         out = {}
         for reply in stream_replies(grid, messages, self.settings.round_timeout):
             if (reason := failure_reason(reply)) is not None:
-                raise SetupFailedError(f"{message_type}: {reason}")
+                log.warning("%s: %s", message_type, reason)
+                continue
             out[self._party_of(reply)] = blobs_of(reply)
-        if len(out) != len(self.node_ids):
-            raise SetupFailedError(f"{message_type}: {len(out)} of {len(self.node_ids)} hospitals replied")
         return dict(sorted(out.items()))
 
-    def average_statistics(self, grid: Grid, pass_name: str, extra: dict) -> list[np.ndarray] | None:
-        """One statistics pass: sum the hospitals' encrypted values, decrypt only the sum."""
-        total = CiphertextSum(self.statistics_ctx)
-        for reply in self.statistics_replies(grid, pass_name, extra):
-            if not metrics_of(reply).get("tabular"):
-                continue
-            party = self._party_of(reply)
-            try:
-                total.add(str(party), blobs_of(reply)[p.UPDATE])
-            except (HEError, KeyError) as err:
-                log.warning("feature statistics of hospital %s rejected: %s", party, err)
-        if not total.contributors:
-            return None
-        contributors = [int(c) for c in total.contributors]
-        average, *_ = self._decrypt(
-            p.STATISTICS_PASSES[pass_name], total.result, contributors, self.statistics_ctx
-        )
-        return average
-
     def _party_of(self, reply: Message) -> int:
-        return self.node_ids.index(reply.metadata.src_node_id) + 1
+        node = reply.metadata.src_node_id
+        return next(party for party, n in self.party_nodes.items() if n == node)
 
-    # -- rounds ------------------------------------------------------------------------------
-    def aggregate_train(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        total = CiphertextSum(self.ctx)
-        client_metrics, aggregate_seconds = [], 0.0
+    # -- aggregation ---------------------------------------------------------------------------
+    def _sum_contributions(self, kind: str, round_id: int, replies, ctx: HEContext, what: str):
+        """Verified, summed contributions: (sum, signed statements, client metrics, seconds)."""
+        total = CiphertextSum(ctx)
+        statements, client_metrics, seconds = {}, [], 0.0
         for reply in replies:
             if (reason := failure_reason(reply)) is not None:
-                log.warning("round %d: %s; left out of the sum", server_round, reason)
+                log.warning("%s: %s; left out of the sum", what, reason)
                 continue
             party = self._party_of(reply)
             self.traffic.bytes_up += content_bytes(reply.content)
+            if kind == "statistics" and not metrics_of(reply).get("tabular"):
+                continue
             started = time.perf_counter()
             try:
-                total.add(str(party), blobs_of(reply)[p.UPDATE])
+                if party not in self.dealers:
+                    raise HEError("its secret was not dealt to the committee; it cannot contribute")
+                blobs = blobs_of(reply)
+                frame, statement = blobs[p.UPDATE], blobs[p.CONTRIBUTION]
+                transcript.verify_contribution(
+                    self.roster, self.setup_transcript.run_id, kind, round_id, party, statement, frame
+                )
+                total.add(party, frame)
             except (HEError, KeyError) as err:
-                log.warning("round %d: update of hospital %s rejected: %s", server_round, party, err)
+                log.warning("%s: update of %s rejected: %s", what, self.roster.hospital(party).name, err)
                 continue
             finally:
-                aggregate_seconds += time.perf_counter() - started
+                seconds += time.perf_counter() - started
+            statements[party] = statement
             client_metrics.append(metrics_of(reply))
-        contributors = [int(c) for c in total.contributors]
-        if len(contributors) < self.settings.min_train_nodes:
-            raise RoundFailedError(
-                f"round {server_round}: {len(contributors)} valid encrypted updates, "
-                f"min_train_nodes={self.settings.min_train_nodes}; stopping the run"
-            )
-        aggregate = total.result
-        average, decrypt_seconds, client_decrypt = self._decrypt(
-            server_round, aggregate, contributors, self.ctx
+        return total, statements, client_metrics, seconds
+
+    def average_statistics(self, grid: Grid, pass_name: str, extra: dict) -> list[np.ndarray] | None:
+        """One statistics pass: sum the hospitals' encrypted values, decrypt only the sum."""
+        round_id = p.STATISTICS_PASSES[pass_name]
+        replies = self.statistics_replies(grid, pass_name, extra)
+        total, statements, _, _ = self._sum_contributions(
+            "statistics", round_id, replies, self.statistics_ctx, f"feature statistics ({pass_name})"
         )
+        if not statements:
+            return None
+        self._check_contributors(len(statements), f"feature statistics ({pass_name})")
+        result = self._decrypt("statistics", round_id, total.result, statements, self.statistics_ctx)
+        if result is None:
+            raise RoundFailedError(f"feature statistics ({pass_name}) could not be decrypted")
+        return result[0]
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        total, statements, client_metrics, aggregate_seconds = self._sum_contributions(
+            "train", server_round, replies, self.ctx, f"round {server_round}"
+        )
+        self._check_contributors(len(statements), f"round {server_round}")
+        result = self._decrypt("train", server_round, total.result, statements, self.ctx)
         metrics = weighted_client_metrics(client_metrics)
-        metrics["contributors"] = len(contributors)
+        metrics["contributors"] = len(statements)
         metrics["clip"] = self.round_clip
+        if result is None:
+            metrics["round_skipped"] = 1
+            return None, MetricRecord(metrics)
+        average, decrypt_seconds, client_decrypt, attempts = result
+        metrics["decryption_attempts"] = attempts
         self.round_clip = next_clip(average, self.clip_margin, self.ctx.params.clip)
         self.traffic.seconds = {
             "aggregate_seconds": aggregate_seconds,
@@ -200,59 +284,93 @@ class EncryptedFedAvg(FedAvg):
         }
         return ArrayRecord([np.asarray(a, dtype=np.float64) for a in average]), MetricRecord(metrics)
 
-    def _decrypt(self, server_round: int, aggregate, contributors: list[int], encoding: HEContext):
-        """The decryption phase: ask the live hospitals, combine any t shares, decode with ``encoding``."""
-        n = len(self.node_ids)
-        askable = contributors if self.threshold < n else list(range(1, n + 1))
-        config = {
-            p.ROUND: server_round,
-            p.CONTRIBUTORS: ",".join(map(str, contributors)),
-            p.MIN_CONTRIBUTORS: self.settings.min_train_nodes,
-        }
-        c1 = c1_to_bytes(self.ctx, aggregate)  # the ring's frame, also for statistics passes
-        messages = [
-            Message(
-                content=make_content(config, {p.AGGREGATE_C1: c1}),
-                message_type=p.DECRYPT,
-                dst_node_id=self.node_ids[party - 1],
-                group_id=str(server_round),
+    def _check_contributors(self, count: int, what: str) -> None:
+        minimum = max(self.settings.min_train_nodes, self.roster.min_contributors)
+        if count < minimum:
+            raise RoundFailedError(
+                f"{what}: {count} valid encrypted contributions, fewer than the minimum {minimum}; "
+                "stopping the run"
             )
-            for party in askable
-        ]
-        self.traffic.bytes_down += sum(content_bytes(m.content) for m in messages)
+        self.ctx.params.check_contributors(count)
+
+    def _decrypt(self, kind: str, round_id: int, aggregate: EncryptedUpdate, statements: dict, encoding):
+        """Up to ``max_attempts`` decryption attempts; (average, seconds, client seconds, attempts) or
+        None when every attempt failed (each failure is logged with its reason)."""
+        roster = self.roster
+        quorum = roster.quorum
+        label = CiphertextLabel(roster.federation_id, self.setup_transcript.run_id, kind, round_id)
+        decryption_set = tuple(k for k in quorum.committee if k in self.party_nodes)
+        relayed = {f"{p.CONTRIBUTION}-{party}": s for party, s in statements.items()}
+        noise_bits = self.ctx.params.decryption_noise_bits(len(quorum.committee), roster.max_attempts)
+        what = f"{kind} round {round_id}" if kind == "train" else f"feature statistics {round_id}"
+        for attempt in range(1, roster.max_attempts + 1):
+            if len(decryption_set) < quorum.min_decryption_set:
+                log.warning(
+                    "%s: %d keyholders left, the quorum needs %d; the round keeps the previous model",
+                    what,
+                    len(decryption_set),
+                    quorum.min_decryption_set,
+                )
+                return None
+            request = DecryptionRequest(label, attempt, tuple(statements), decryption_set, len(aggregate.c0))
+            config = {
+                p.KIND: kind,
+                p.ROUND: round_id,
+                p.ATTEMPT: attempt,
+                p.KEYHOLDERS: ",".join(map(str, request.keyholders)),
+            }
+            messages = [
+                Message(
+                    content=make_content(config, relayed),
+                    message_type=p.DECRYPT,
+                    dst_node_id=self.party_nodes[k],
+                    group_id=f"{kind}-{round_id}-{attempt}",
+                )
+                for k in request.keyholders
+            ]
+            self.traffic.bytes_down += sum(content_bytes(m.content) for m in messages)
+            shares, client_seconds = self._collect_shares(what, request, messages)
+            if len(shares) < len(request.keyholders):
+                decryption_set = tuple(sorted(s.party for s in shares))
+                log.warning(
+                    "%s attempt %d: %d of %d keyholders answered; trying again with those",
+                    what,
+                    attempt,
+                    len(shares),
+                    len(request.keyholders),
+                )
+                continue
+            started = time.perf_counter()
+            try:
+                fields = combine(self.ctx, aggregate, shares, request, noise_bits)
+                average, _total_examples = decrypt_update(encoding, aggregate, fields)
+            except HEError as err:
+                log.warning("%s attempt %d failed: %s", what, attempt, err)
+                continue
+            return average, time.perf_counter() - started, float(np.mean(client_seconds)), attempt
+        log.warning(
+            "%s: all %d decryption attempts failed; the round keeps the previous model", what, attempt
+        )
+        return None
+
+    def _collect_shares(self, what: str, request: DecryptionRequest, messages: list[Message]):
         shares, client_seconds = [], []
         for reply in stream_replies(self.grid, messages, self.settings.round_timeout):
             if (reason := failure_reason(reply)) is not None:
-                log.warning("round %d decryption: %s", server_round, reason)
+                log.warning("%s decryption: %s", what, reason)
                 continue
             party = self._party_of(reply)
             self.traffic.bytes_up += content_bytes(reply.content)
             try:
                 share = DecryptionShare.from_bytes(
-                    self.ctx, blobs_of(reply)[p.DECRYPTION_SHARE], f"hospital {party}"
+                    self.ctx, blobs_of(reply)[p.DECRYPTION_SHARE], f"party {party}"
                 )
             except (HEError, KeyError) as err:
-                log.warning(
-                    "round %d: decryption share of hospital %s rejected: %s", server_round, party, err
-                )
+                log.warning("%s: decryption share of party %s rejected: %s", what, party, err)
                 continue
-            if share.party != party or share.round_id != server_round:
-                log.warning(
-                    "round %d: share of hospital %s is for party %s round %s; rejected",
-                    server_round,
-                    party,
-                    share.party,
-                    share.round_id,
-                )
+            if share.party != party:
+                log.warning("%s: share of party %s claims party %s; rejected", what, party, share.party)
                 continue
             shares.append(share)
             client_seconds.append(float(metrics_of(reply).get("decrypt_seconds", 0.0)))
-        if len(shares) < self.threshold:
-            raise RoundFailedError(
-                f"round {server_round}: {len(shares)} decryption shares, {self.threshold} needed; "
-                "stopping the run"
-            )
-        started = time.perf_counter()
-        fields = combine(self.ctx, aggregate, shares, n, self.threshold)
-        average, _total_examples = decrypt_update(encoding, aggregate, fields)
-        return average, time.perf_counter() - started, float(np.mean(client_seconds))
+        return shares, client_seconds

@@ -83,11 +83,12 @@ class FedAvg(Strategy):
             self.traffic.bytes_down += sum(content_bytes(m.content) for m in messages)
             replies = stream_replies(grid, messages, self.settings.round_timeout)
             delta_record, metrics_record = self.aggregate_train(server_round, replies)
-            if delta_record is None:
-                raise RoundFailedError(f"round {server_round} produced no aggregate; stopping the run")
-            delta = [a.numpy() for a in delta_record.values()]
-            new = self.optimizer.step([w.astype(np.float64) for w in result.weights], delta)
-            result.weights = [w.astype(np.float32) for w in new]
+            if delta_record is None:  # e.g. no decryption quorum: the reason is logged already
+                log.warning("round %d produced no aggregate; the global model is unchanged", server_round)
+            else:
+                delta = [a.numpy() for a in delta_record.values()]
+                new = self.optimizer.step([w.astype(np.float64) for w in result.weights], delta)
+                result.weights = [w.astype(np.float32) for w in new]
             metrics = dict(metrics_record or {})
             metrics["round_seconds"] = time.perf_counter() - started
             participants = max(1, len(self.node_ids))
@@ -142,7 +143,7 @@ class FedAvg(Strategy):
 
     def statistics_replies(self, grid: Grid, pass_name: str, extra: dict) -> list[Message]:
         config = {
-            **self.settings.task_config(),
+            **self.task_config(),
             **extra,
             p.ENCRYPTED: self.settings.encrypted,
             p.STATISTICS_PASS: pass_name,

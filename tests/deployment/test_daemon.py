@@ -1,7 +1,9 @@
-"""Hospital daemon start-up checks: clear errors naming the setting, 0700 state dir, 0600 keys."""
+"""Hospital daemon start-up checks: clear errors naming the setting, 0700 state dir, 0600 keys, the
+roster and this hospital's signing key."""
 
 from __future__ import annotations
 
+import logging
 import stat
 import tomllib
 from datetime import UTC, datetime
@@ -10,15 +12,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from deploy_helpers import identity_args
 
 from client import daemon
 from client import node_check as check
+from he.identity import SigningKey
+from he.roster import NODE_HOSPITAL, NODE_ROSTER, NODE_SIGNING_KEY, Roster
 from server import pki
 
 
 @pytest.fixture(scope="module")
 def pilot(tmp_path_factory: pytest.TempPathFactory) -> pki.PilotLayout:
-    return pki.init_pilot(tmp_path_factory.mktemp("pilot"), 1)
+    return pki.init_pilot(tmp_path_factory.mktemp("pilot"), 2)
 
 
 def write_csv(path: Path, features: int = 4, rows: int = 40) -> Path:
@@ -113,6 +118,7 @@ def secure_args(pilot: pki.PilotLayout, tmp_path: Path, data: Path) -> list[str]
         str(tmp_path / "state"),
         "--port",
         "19555",
+        *identity_args(pilot.hospital_dir("hospital-1"), "hospital-1"),
     ]
 
 
@@ -138,6 +144,9 @@ def test_daemon_builds_the_supernode_command(
         "state-dir": str(tmp_path / "state"),
         "data-path": str(data),
         "target-column": "outcome",
+        NODE_ROSTER: str(pilot.hospital_dir("hospital-1") / "roster.json"),
+        NODE_SIGNING_KEY: str(pilot.signing_key("hospital-1")),
+        NODE_HOSPITAL: "hospital-1",
     }
     assert stat.S_IMODE((tmp_path / "state").stat().st_mode) == 0o700
 
@@ -155,10 +164,11 @@ def test_daemon_refuses_to_start_with_a_clear_error(
 
 
 def test_insecure_needs_the_flag_and_warns_loudly(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture
+    tmp_path: Path, pilot: pki.PilotLayout, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture
 ) -> None:
     args = ["--superlink", "127.0.0.1:9093", "--partition-id", "0", "--num-partitions", "3"]
     args += ["--state-dir", str(tmp_path / "s")]
+    args += identity_args(pilot.hospital_dir("hospital-2"), "hospital-2")
     assert daemon.main(args) == 2
     assert "--root-certificates is required" in caplog.text
     assert daemon.main([*args, "--insecure", "--print-command"]) == 0
@@ -174,9 +184,91 @@ def test_config_file_gives_defaults_and_rejects_unknown_keys(tmp_path: Path, pil
         f'superlink = "fl.example.org:9093"\nroot-certificates = "{pilot.ca_cert}"\n'
         f'auth-key = "{pilot.hospital_dir("hospital-1") / "node.key"}"\ndata = "{data}"\n'
         f'target-column = "outcome"\nstate-dir = "{tmp_path / "state"}"\n'
+        f'roster = "{pilot.roster}"\nsigning-key = "{pilot.signing_key("hospital-1")}"\n'
+        'hospital = "hospital-1"\n'
     )
     args, extra = daemon.parse(["--config", str(config), "--port", "19600"])
     assert args.superlink == "fl.example.org:9093" and args.port == 19600 and extra == []
+    assert (args.roster, args.hospital) == (str(pilot.roster), "hospital-1")
     config.write_text('superlink = "x:1"\ndata_path = "typo"\n')
     with pytest.raises(check.NodeCheckError, match=r"unknown key\(s\) \['data_path'\]"):
         daemon.parse(["--config", str(config)])
+
+
+# -- the roster and the signing key ------------------------------------------------------------------
+def copy_key(source: Path, target: Path, file_mode: int = 0o600) -> Path:
+    target.write_bytes(source.read_bytes())
+    target.chmod(file_mode)
+    return target
+
+
+def test_roster_fingerprint_is_printed_and_the_name_derived_from_the_key(
+    tmp_path: Path, pilot: pki.PilotLayout, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="fedquorum.daemon")
+    args = secure_args(pilot, tmp_path, write_csv(tmp_path / "cohort.csv"))
+    assert daemon.main([*args, "--check-only"]) == 0
+    roster = Roster.load(pilot.roster)
+    assert f"roster fingerprint: {roster.short_fingerprint}" in caplog.text
+    assert "this is 'hospital-1' (party 1)" in caplog.text
+    assert "BEGIN" not in caplog.text  # never key material
+    without_name = args[: args.index("--hospital")]  # --hospital is the last flag pair
+    assert daemon.main([*without_name, "--signing-key", str(pilot.signing_key("hospital-2"))]) == 0
+    values = tomllib.loads((tmp_path / "state" / "node-config.toml").read_text())
+    assert values[NODE_HOSPITAL] == "hospital-2"  # the roster entry whose key it is
+
+
+def test_signing_key_of_another_hospital_is_refused_naming_the_file(
+    tmp_path: Path, pilot: pki.PilotLayout, caplog: pytest.LogCaptureFixture
+) -> None:
+    wrong = pilot.signing_key("hospital-2")
+    args = secure_args(pilot, tmp_path, write_csv(tmp_path / "cohort.csv"))
+    assert daemon.main([*args, "--signing-key", str(wrong), "--check-only"]) == 2
+    assert f"not starting: signing key {wrong}" in caplog.text
+    assert "does not match the key roster" in caplog.text and "'hospital-1'" in caplog.text
+    stranger = tmp_path / "stranger.key"
+    SigningKey.generate().save(stranger)
+    with pytest.raises(check.NodeCheckError, match=r"stranger\.key .* is the key of no hospital in roster"):
+        check.check_signing_key(stranger, Roster.load(pilot.roster), pilot.roster)
+
+
+@pytest.mark.parametrize("file_mode", [0o640, 0o604])
+def test_group_or_world_readable_signing_key_is_refused(
+    tmp_path: Path, pilot: pki.PilotLayout, file_mode: int
+) -> None:
+    loose = copy_key(pilot.signing_key("hospital-1"), tmp_path / "signing.key", file_mode)
+    with pytest.raises(check.NodeCheckError, match=rf"signing key {loose} has mode {file_mode:o}: readable"):
+        check.check_signing_key(loose, Roster.load(pilot.roster), pilot.roster, "hospital-1")
+
+
+def test_unknown_hospital_and_bad_roster_are_refused(
+    tmp_path: Path, pilot: pki.PilotLayout, caplog: pytest.LogCaptureFixture
+) -> None:
+    args = secure_args(pilot, tmp_path, write_csv(tmp_path / "cohort.csv"))
+    assert daemon.main([*args, "--hospital", "hospital-9", "--check-only"]) == 2
+    assert "hospital 'hospital-9' is not in roster" in caplog.text
+    assert "expected one of ['hospital-1', 'hospital-2']" in caplog.text
+    with pytest.raises(check.NodeCheckError, match=r"roster .*nope\.json does not exist"):
+        check.check_roster(tmp_path / "nope.json")
+    broken = tmp_path / "roster.json"
+    broken.write_text('{"format": "something-else"}')
+    with pytest.raises(check.NodeCheckError, match=r"roster .*roster\.json: expected format"):
+        check.check_roster(broken)
+    no_roster = [a for a in args if a not in ("--roster", str(pilot.hospital_dir("hospital-1") / "roster.json"))]
+    caplog.clear()
+    assert daemon.main([*no_roster, "--check-only"]) == 2
+    assert "--roster is required" in caplog.text
+
+
+def test_signing_keygen_writes_a_0600_key_and_prints_the_public_hex(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    assert daemon.main(["signing-keygen", "--out", str(tmp_path / "keys")]) == 0
+    printed = capsys.readouterr().out
+    private = tmp_path / "keys" / "signing.key"
+    assert stat.S_IMODE(private.stat().st_mode) == 0o600
+    public = SigningKey.load(private).public_bytes().hex()
+    assert public in printed and (tmp_path / "keys" / "signing.pub").read_text().strip() == public
+    assert "BEGIN" not in printed
+    assert daemon.main(["signing-keygen", "--out", str(tmp_path / "keys")]) == 2
+    assert "already exists" in capsys.readouterr().err

@@ -1,11 +1,14 @@
 """The secure pilot end to end on 127.0.0.1: TLS + SuperNode authentication, our scripts only.
 
-``python -m server.coordinator init-pilot`` makes the PKI; ``... superlink`` runs the SuperLink
-with TLS and node authentication and registers the three hospitals' keys; each hospital runs
-``python -m client.daemon`` on its own CSV file; the ML engineer submits one encrypted run of 2
-rounds with ``python -m experiments.run federation=deployment``; the result is in MLflow. Also:
-a SuperNode with an unregistered key is refused, a daemon pointed at a missing data file does not
-start, and each hospital's audit log has one line per message its SuperNode received.
+``python -m server.coordinator init-pilot`` makes the PKI, the hospitals' signing keys and the
+roster; ``... superlink`` runs the SuperLink with TLS and node authentication and registers the
+three hospitals' keys; each hospital runs ``python -m client.daemon`` with its roster copy and
+signing key on its own CSV file, and prints the same roster fingerprint as the coordinator; the ML
+engineer submits one encrypted run of 2 rounds with ``python -m experiments.run
+federation=deployment federation.roster=...``; the result is in MLflow. Also: a SuperNode with an
+unregistered key is refused, a daemon pointed at a missing data file or holding another
+hospital's signing key does not start, and each hospital's audit log has one line per message
+its SuperNode received.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from deploy_helpers import (
     Processes,
     flower_env,
     free_port,
+    identity_args,
     mlflow_run_of,
     read_audit,
     wait_until,
@@ -52,7 +56,13 @@ def hospital_csvs(folder: Path) -> list[Path]:
 
 
 def daemon_args(
-    pilot: Path, name: str, port: int, data: Path, state: Path, key: Path | None = None
+    pilot: Path,
+    name: str,
+    port: int,
+    data: Path,
+    state: Path,
+    key: Path | None = None,
+    signing_key: Path | None = None,
 ) -> list[str]:
     return python(
         "client.daemon",
@@ -74,6 +84,7 @@ def daemon_args(
         str(state),
         "--port",
         str(free_port()),
+        *identity_args(pilot / "hospitals" / name, name, signing_key),
     )
 
 
@@ -93,6 +104,7 @@ def test_secure_pilot_with_registered_hospitals(tmp_path: Path, procs: Processes
         timeout=120,
     )
     assert made.returncode == 0, made.stderr
+    fingerprint = re.search(r"roster fingerprint: ([0-9a-f-]+)", made.stdout).group(1)
     intruder = tmp_path / "intruder"
     made = subprocess.run(
         python("client.daemon", "keygen", "--out", str(intruder)), cwd=ROOT, capture_output=True, text=True
@@ -124,6 +136,24 @@ def test_secure_pilot_with_registered_hospitals(tmp_path: Path, procs: Processes
     )
     assert missing.returncode == 2
     assert "not starting: data file" in missing.stderr and "missing.csv does not exist" in missing.stderr
+    # nor does one holding another hospital's signing key
+    swapped = subprocess.run(
+        daemon_args(
+            pilot,
+            "hospital-1",
+            port,
+            csvs[0],
+            tmp_path / "state-y",
+            signing_key=pilot / "hospitals" / "hospital-2" / "signing.key",
+        ),
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert swapped.returncode == 2
+    assert "hospital-2/signing.key" in swapped.stderr and "does not match the key roster" in swapped.stderr
 
     states = [tmp_path / f"state-{i + 1}" for i in range(HOSPITALS)]
     for i, (csv, state) in enumerate(zip(csvs, states, strict=True)):
@@ -143,6 +173,7 @@ def test_secure_pilot_with_registered_hospitals(tmp_path: Path, procs: Processes
             "federation=deployment",
             f"federation.superlink=127.0.0.1:{port}",
             f"federation.root_certificates={pilot / 'ca' / 'ca.crt'}",
+            f"federation.roster={pilot / 'roster.json'}",
             f"federation.num_hospitals={HOSPITALS}",
             "federation.poll_seconds=2",
             "dataset=csv",
@@ -181,6 +212,8 @@ def test_secure_pilot_with_registered_hospitals(tmp_path: Path, procs: Processes
     assert not received_message_ids(procs.log("stranger"))
 
     for i, state in enumerate(states):
+        # every hospital pinned the roster the coordinator read out
+        assert f"roster fingerprint: {fingerprint}" in procs.log(f"hospital-{i + 1}")
         log = state / "audit.jsonl"
         assert stat.S_IMODE(log.stat().st_mode) == 0o600
         entries = read_audit(log)

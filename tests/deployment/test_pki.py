@@ -1,4 +1,5 @@
-"""Pilot PKI: a CA, the SuperLink certificate, node keys in Flower's formats, 0600 secrets."""
+"""Pilot PKI: a CA, the SuperLink certificate, node keys in Flower's formats, signing keys and the
+roster, 0600 secrets."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_ssh_private_key
 
+from client import daemon
+from he.identity import SigningKey
+from he.roster import Roster
 from server import coordinator, pki
 
 
@@ -25,6 +29,7 @@ def test_init_pilot_layout_formats_and_modes(tmp_path: Path) -> None:
         layout.ca_key,
         layout.server_key,
         *(p.with_name("node.key") for p in layout.public_keys()),
+        *(layout.signing_key(name) for name in layout.hospital_names()),
     ):
         assert mode(secret) == 0o600, secret
     for folder in (layout.root, layout.ca_dir, layout.superlink_dir, layout.hospital_dir("hospital-2")):
@@ -58,27 +63,60 @@ def test_init_pilot_layout_formats_and_modes(tmp_path: Path) -> None:
     assert "BEGIN" not in str(refused.value) and refused.value.__cause__ is None
 
 
+def test_init_pilot_writes_signing_keys_and_the_roster(tmp_path: Path) -> None:
+    layout = pki.init_pilot(tmp_path / "pilot", 3, hostnames=["fl.example.org"], min_contributors=3)
+    roster = Roster.load(layout.roster)
+    assert roster.federation_id == "pilot@fl.example.org"  # default: <dir name>@<first hostname>
+    assert [h.name for h in roster.hospitals] == layout.hospital_names()  # party order = node keys
+    assert roster.committee == tuple(layout.hospital_names()) and roster.threshold == 3
+    assert roster.min_contributors == 3 and roster.preset == "compact"
+    for party, name in enumerate(layout.hospital_names(), start=1):
+        folder = layout.hospital_dir(name)
+        public = SigningKey.load(layout.signing_key(name)).public_bytes()
+        assert roster.hospital(party).signing_key == public
+        assert (folder / "signing.pub").read_text().strip() == public.hex()
+        assert (folder / "roster.json").read_bytes() == layout.roster.read_bytes()  # its pinned copy
+    assert mode(layout.roster) == 0o644
+
+
 def test_init_pilot_refuses_to_overwrite_and_bad_names(tmp_path: Path) -> None:
-    pki.init_pilot(tmp_path / "p", 1)
+    pki.init_pilot(tmp_path / "p", 2)
     with pytest.raises(pki.PKIError, match="already exists; refusing to overwrite"):
-        pki.init_pilot(tmp_path / "p", 1)
-    pki.init_pilot(tmp_path / "p", 1, force=True)
+        pki.init_pilot(tmp_path / "p", 2)
+    layout = pki.PilotLayout(tmp_path / "p")
+    before = layout.roster.read_bytes()
+    layout.signing_key("hospital-1").chmod(0o644)
+    pki.init_pilot(tmp_path / "p", 2, force=True)
+    assert layout.roster.read_bytes() != before  # new signing keys, new roster
+    assert mode(layout.signing_key("hospital-1")) == 0o600  # a new file, not the loose one reused
     with pytest.raises(pki.PKIError, match="not a valid DNS name"):
-        pki.init_pilot(tmp_path / "q", 1, hostnames=["bad host!"])
+        pki.init_pilot(tmp_path / "q", 2, hostnames=["bad host!"])
     with pytest.raises(pki.PKIError, match=r"hospital name '\.\./x'"):
-        pki.init_pilot(tmp_path / "r", ["../x"])
-    with pytest.raises(pki.PKIError, match="at least one hospital"):
-        pki.init_pilot(tmp_path / "s", 0)
+        pki.init_pilot(tmp_path / "r", ["../x", "y"])
+    with pytest.raises(pki.PKIError, match="at least two hospitals"):
+        pki.init_pilot(tmp_path / "s", 1)
+    with pytest.raises(pki.PKIError, match="distinct"):
+        pki.init_pilot(tmp_path / "t", ["a", "a"])
+    with pytest.raises(ValueError, match=r"min_contributors must be in \[2, 2\]"):
+        pki.init_pilot(tmp_path / "u", 2, min_contributors=3)
+    assert not (tmp_path / "u").exists()  # the roster is checked before any file is written
 
 
 def test_coordinator_cli_init_and_commands(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "pilot"
-    assert coordinator.main(["init-pilot", "--names", "charite,hug", "--out", str(out)]) == 0
+    argv = ["init-pilot", "--names", "charite,hug,karolinska", "--out", str(out)]
+    argv += ["--federation-id", "onco-2026", "--threshold", "2", "--min-contributors", "3"]
+    assert coordinator.main(argv) == 0
     printed = capsys.readouterr().out
     assert "charite" in printed and "BEGIN" not in printed  # paths only, never key material
     layout = pki.PilotLayout(out)
-    assert layout.hospital_names() == ["charite", "hug"]
-    assert coordinator.main(["init-pilot", "--hospitals", "1", "--out", str(out)]) == 2
+    assert layout.hospital_names() == ["charite", "hug", "karolinska"]
+    roster = Roster.load(layout.roster)
+    assert (roster.federation_id, roster.threshold, roster.min_contributors) == ("onco-2026", 2, 3)
+    assert f"roster fingerprint: {roster.short_fingerprint}" in printed and "by phone" in printed
+    assert coordinator.main(["init-pilot", "--hospitals", "2", "--out", str(tmp_path / "x"), "--preset", "x"]) == 2
+    assert "unknown HE preset 'x'" in capsys.readouterr().err
+    assert coordinator.main(["init-pilot", "--hospitals", "2", "--out", str(out)]) == 2
     assert "already exists" in capsys.readouterr().err
 
     args = coordinator.parser().parse_args(["superlink", "--pilot", str(out), "--port", "19999"])
@@ -93,3 +131,35 @@ def test_coordinator_cli_init_and_commands(tmp_path: Path, capsys: pytest.Captur
     insecure = coordinator.parser().parse_args(["superlink", "--pilot", str(out), "--insecure"])
     assert "--insecure" in coordinator.superlink_command(insecure, layout)
     assert coordinator.client_address("0.0.0.0", 9093) == "127.0.0.1:9093"
+
+
+def test_roster_from_public_keys_the_hospitals_made(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    publics = {}
+    for name in ("hug", "charite"):
+        _, _, publics[name] = daemon.signing_keygen(tmp_path / name)
+    capsys.readouterr()
+    out = tmp_path / "roster.json"
+    argv = ["roster", "--out", str(out), "--federation-id", "onco-2026"]
+    argv += [f"--hospital={name}={public}" for name, public in publics.items()]
+    assert coordinator.main(argv) == 0
+    roster = Roster.load(out)
+    assert [h.name for h in roster.hospitals] == ["hug", "charite"]  # --hospital order: party indices
+    assert roster.hospital(2).signing_key == SigningKey.load(tmp_path / "charite" / "signing.key").public_bytes()
+    assert f"roster fingerprint: {roster.short_fingerprint}" in capsys.readouterr().out
+
+    assert coordinator.main(argv) == 2
+    assert "already exists; refusing to overwrite a roster" in capsys.readouterr().err
+    assert coordinator.main([*argv, "--force", "--min-contributors", "3"]) == 2
+    assert "min_contributors must be in [2, 2]" in capsys.readouterr().err
+    pem = (tmp_path / "hug" / "signing.key").read_text()
+    bad = ["roster", "--out", str(tmp_path / "b.json"), "--federation-id", "x", "--hospital", f"hug={pem}"]
+    assert coordinator.main([*bad, "--hospital", f"charite={publics['charite']}"]) == 2
+    err = capsys.readouterr().err
+    assert "signing key of 'hug' must be 64 hex digits" in err and "BEGIN" not in err  # nothing echoed
+    twice = ["roster", "--out", str(tmp_path / "c.json"), "--federation-id", "x"]
+    twice += ["--hospital", f"hug={publics['hug']}", "--hospital", f"hug={publics['charite']}"]
+    assert coordinator.main(twice) == 2
+    assert "'hug' is given twice" in capsys.readouterr().err
+    assert coordinator.main(["roster", "--out", str(tmp_path / "d.json"), "--federation-id", "x",
+                             "--hospital", "hug"]) == 2
+    assert "expected NAME=HEXKEY" in capsys.readouterr().err

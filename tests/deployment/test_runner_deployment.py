@@ -9,6 +9,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from experiments import run as runner
+from he.roster import write_simulated_federation
 from server.settings import RunSettings
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -64,3 +65,31 @@ def test_tracking_uri_is_made_absolute_and_run_config_round_trips(tmp_path: Path
     settings = RunSettings(num_rounds=2, mlflow_tracking_uri='sqlite:////tmp/a "b".db')
     text = "".join(f"{k} = {runner.toml_value(v)}\n" for k, v in settings.to_run_config().items())
     assert RunSettings.from_run_config(tomllib.loads(text)) == settings
+
+
+def test_roster_is_required_checked_and_passed_as_an_absolute_path(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    fed = tmp_path / "fed"
+    fed.mkdir()
+    write_simulated_federation(fed, 3)
+
+    def roster(*overrides: str):
+        cfg = deployment_cfg("federation.num_hospitals=3", *overrides)
+        settings, n = runner.to_settings(cfg)
+        return runner.deployment_roster(cfg, settings, n)
+
+    with pytest.raises(runner.ConfigError, match=r"federation\.roster is required in deployment"):
+        roster()
+    with pytest.raises(runner.ConfigError, match=r"federation\.roster=.*nope\.json does not exist"):
+        roster("federation.roster=nope.json")
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(runner.ConfigError, match=r"federation\.roster: roster .*bad\.json: expected format"):
+        roster("federation.roster=bad.json")
+    with pytest.raises(runner.ConfigError, match=r"federation\.num_hospitals=4 but roster .* names 3"):
+        roster("federation.roster=fed/roster.json", "federation.num_hospitals=4")
+    with pytest.raises(runner.ConfigError, match=r"he\.preset='precise' but roster .* pins preset 'compact'"):
+        roster("federation.roster=fed/roster.json", "he=precise")
+    path = roster("federation.roster=fed/roster.json")  # relative to the runner's cwd
+    assert path == fed / "roster.json" and path.is_absolute()
+    settings = RunSettings(roster=str(path))
+    assert settings.to_run_config()["roster"] == str(path)  # the run-config key the ServerApp reads
