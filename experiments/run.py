@@ -34,7 +34,9 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from he.errors import RosterError
 from he.params import preset
+from he.roster import DEFAULT_COMMITTEE_SIZE, DEFAULT_MAX_ATTEMPTS, Quorum
 from server.settings import RunSettings
 
 os.environ.setdefault("FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION", "1")
@@ -47,6 +49,24 @@ class ConfigError(ValueError):
     """The composed configuration cannot describe a valid run."""
 
 
+def check_simulated_federation(num_hospitals: int, threshold: int, min_contributors: int, preset_name: str):
+    """The roster a simulation will make (``he.roster.write_simulated_federation``) is valid:
+    committee of the first 16 hospitals, ``he.threshold`` of them (0: all), flooding that fits."""
+    committee = tuple(range(1, min(num_hospitals, DEFAULT_COMMITTEE_SIZE) + 1))
+    try:
+        quorum = Quorum(committee, threshold or len(committee))
+        if min_contributors < 2:
+            raise RosterError(
+                f"strategy.min_train_nodes must be >= 2 (one contributor would be decrypted alone), "
+                f"got {min_contributors}"
+            )
+        preset(preset_name).check_federation(len(quorum.committee), DEFAULT_MAX_ATTEMPTS)
+    except (RosterError, ValueError) as err:
+        raise ConfigError(
+            f"he.threshold={threshold}, federation.num_hospitals={num_hospitals}: {err}"
+        ) from err
+
+
 def to_settings(cfg: DictConfig) -> tuple[RunSettings, int]:
     """Map the composed config to ``RunSettings`` and the number of hospitals; validate both."""
     num_hospitals = int(cfg.federation.num_hospitals)
@@ -55,21 +75,13 @@ def to_settings(cfg: DictConfig) -> tuple[RunSettings, int]:
     if int(cfg.num_rounds) < 1:
         raise ConfigError(f"num_rounds must be >= 1, got {cfg.num_rounds}")
     threshold = int(cfg.he.threshold)
-    if threshold < 0 or threshold > num_hospitals:
-        raise ConfigError(
-            f"he.threshold must be between 0 (n-of-n) and federation.num_hospitals={num_hospitals}, "
-            f"got {threshold}"
-        )
     min_nodes = int(cfg.strategy.min_train_nodes)
     if min_nodes > num_hospitals:
         raise ConfigError(
             f"strategy.min_train_nodes={min_nodes} exceeds federation.num_hospitals={num_hospitals}"
         )
-    if cfg.strategy.name == "encrypted_fedavg":
-        try:  # unknown preset, too many hospitals, or a t-of-n the noise primes cannot hold
-            preset(str(cfg.he.preset)).check_federation(num_hospitals, threshold or num_hospitals)
-        except ValueError as err:
-            raise ConfigError(str(err)) from err
+    if cfg.strategy.name == "encrypted_fedavg" and not is_deployment(cfg):
+        check_simulated_federation(num_hospitals, threshold, min_nodes, str(cfg.he.preset))
     data_paths = [str(path) for path in cfg.dataset.get("paths", [])]
     if cfg.dataset.name in ("csv", "npz") and not is_deployment(cfg) and len(data_paths) != num_hospitals:
         raise ConfigError(

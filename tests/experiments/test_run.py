@@ -95,10 +95,11 @@ def test_single_run_is_tracked(tmp_path: Path) -> None:
     ("overrides", "reason"),
     [
         (["num_rounds=-1"], "num_rounds must be >= 1"),
-        (["he.threshold=9", "federation.num_hospitals=3"], "he.threshold must be between"),
+        (["he.threshold=9", "federation.num_hospitals=3"], "threshold must be in [2, 3]"),
+        (["he.threshold=1"], "t = 1 would let one keyholder decrypt alone"),
+        (["strategy.min_train_nodes=1"], "min_train_nodes must be >= 2"),
         (["dataset=nope"], "Could not find 'dataset/nope'"),
         (["foo=1"], "Key 'foo' is not in struct"),
-        (["he=precise", "he.threshold=7", "federation.num_hospitals=12"], "noise primes"),
         (["dataset=csv", "dataset.num_features=2", "dataset.num_classes=2"], "one file per hospital"),
         (["model=cnn"], "does not fit dataset=breast_cancer"),
     ],

@@ -2,9 +2,9 @@
 
 ``TEST_PARAMS`` is insecure, for fast tests only: N=4096 with 222 modulus bits is far above
 SEAL's 128-bit bound for N=4096 (109 bits), so it sets ``insecure_for_tests=True``. It keeps the
-real bit budget of the ``precise`` preset (60-bit primes, 2 noise primes, 54-bit values), so
-the packing, noise reading and flooding arithmetic are exercised exactly as in production,
-at a quarter of the ring size.
+real bit budget of the ``precise`` preset (60-bit primes, 2 noise primes, 54-bit values, 32
+contributors), so the packing, noise reading and flooding arithmetic are exercised exactly as in
+production, at a quarter of the ring size.
 """
 
 from __future__ import annotations
@@ -15,14 +15,22 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
-from he import keygen
-from he.ciphertext import CiphertextSum, EncryptedUpdate, UpdateEncryptor
+from he import channel, keygen
+from he.ciphertext import CiphertextLabel, CiphertextSum, EncryptedUpdate, SecretKeyEncryptor, seeded_c1
 from he.context import HEContext
-from he.decrypt import DecryptionShare, combine, decrypt_update, gen_decryption_share
+from he.decrypt import (
+    DecryptionRequest,
+    DecryptionShare,
+    combine,
+    decrypt_update,
+    gen_decryption_share,
+    pairwise_masks,
+)
 from he.keygen import SecretKeyShare
 from he.modarith import addmod
 from he.params import PRESETS, HEParams
-from he.threshold import combine_received_shares
+from he.roster import Quorum
+from he.threshold import sum_shares
 
 # Insecure, for fast tests only. Never use outside tests.
 TEST_PARAMS = HEParams(
@@ -32,85 +40,120 @@ TEST_PARAMS = HEParams(
     noise_primes=2,
     value_bits=54,
     clip=64.0,
-    max_parties=10,
+    max_parties=32,
     max_samples_per_party=1 << 20,
     stochastic_rounding=False,
     insecure_for_tests=True,
 )
+MAX_ATTEMPTS = 3
 
 
 @dataclass
 class Federation:
-    """n simulated hospitals: their secrets, the collective public key, and Shamir dealings.
+    """n simulated hospitals of one run: per-run secrets dealt to a committee, channel keys.
 
-    Everything here runs in one process for testing; ``collective_secret`` is the test oracle
-    ``s = sum_i s_i`` that no code under ``he/`` ever forms.
+    Everything here runs in one process for testing; ``secret_sum`` is the test oracle
+    ``s_U = sum_{i in U} s_i`` that no code under ``he/`` ever forms. The committee is the first
+    ``committee_size`` parties (1-based), with threshold ``threshold``.
     """
 
     ctx: HEContext
     n: int
+    quorum: Quorum
     secrets: list[SecretKeyShare]
-    crp: np.ndarray
-    key_shares: list[keygen.PublicKeyShare]
-    public_key: np.ndarray
-    _dealings: dict[int, dict[int, np.ndarray]] = field(default_factory=dict)
+    dealt: dict[int, dict[int, np.ndarray]]  # dealer -> keyholder -> f_dealer(keyholder)
+    channels: dict[int, channel.ChannelKeyPair] = field(repr=False)
+    run_id: bytes = b"test-run-id"
+    federation_id: str = "test-federation"
 
     @property
-    def points(self) -> list[int]:
+    def parties(self) -> list[int]:
         return list(range(1, self.n + 1))
 
-    def shamir(self, t: int) -> dict[int, np.ndarray]:
-        """Party j's share ``S_j = sum_i f_i(j)`` of the collective secret, for threshold t."""
-        if t not in self._dealings:
-            dealt = [keygen.deal_secret_shares(self.ctx, sk, t, self.points) for sk in self.secrets]
-            self._dealings[t] = {
-                j: combine_received_shares([d[j] for d in dealt], self.ctx.data_moduli) for j in self.points
-            }
-        return self._dealings[t]
+    @property
+    def noise_bits(self) -> int:
+        return self.ctx.params.decryption_noise_bits(len(self.quorum.committee), MAX_ATTEMPTS)
 
-    def decryption_key(self, party: int, t: int) -> np.ndarray:
-        """What party j multiplies c1 by: its own s_j (n-of-n) or its Shamir share (t-of-n)."""
-        return self.secrets[party - 1].data_level if t == self.n else self.shamir(t)[party]
+    @property
+    def smudging_bits(self) -> int:
+        return self.ctx.params.smudging_bits(len(self.quorum.committee), MAX_ATTEMPTS)
 
-    def encrypt_all(self, updates: list[list[np.ndarray]], counts: list[int]) -> EncryptedUpdate:
-        """Each party encrypts its update; the server sums the serialized ciphertexts."""
-        encryptor = UpdateEncryptor(self.ctx, self.public_key)
+    def label(self, kind: str = "train", round_id: int = 1) -> CiphertextLabel:
+        return CiphertextLabel(self.federation_id, self.run_id, kind, round_id)
+
+    def encrypt(self, party: int, update: list[np.ndarray], count: int, label: CiphertextLabel) -> bytes:
+        encryptor = SecretKeyEncryptor(self.ctx, self.secrets[party - 1])
+        encrypted, _clipped = encryptor.encrypt(update, count, label)
+        return encrypted.to_bytes(self.ctx)
+
+    def encrypt_all(
+        self,
+        updates: list[list[np.ndarray]],
+        counts: list[int],
+        contributors: list[int] | None = None,
+        label: CiphertextLabel | None = None,
+    ) -> EncryptedUpdate:
+        """Each contributor (default: parties 1..len(updates)) encrypts; the server sums."""
+        contributors = contributors or list(range(1, len(updates) + 1))
+        label = label or self.label()
         total = CiphertextSum(self.ctx)
-        for k, (update, count) in enumerate(zip(updates, counts, strict=True)):
-            encrypted, _clipped = encryptor.encrypt(update, count)
-            total.add(f"hospital-{k + 1}", encrypted.to_bytes(self.ctx))
+        for party, update, count in zip(contributors, updates, counts, strict=True):
+            total.add(party, self.encrypt(party, update, count, label))
         return total.result
 
-    def decryption_shares(
-        self, aggregate: EncryptedUpdate, parties: list[int], t: int, round_id: int = 1
-    ) -> list[DecryptionShare]:
-        bits = self.ctx.params.smudging_bits(self.n, t)
-        return [
-            gen_decryption_share(self.ctx, aggregate, self.decryption_key(j, t), j, round_id, bits)
-            for j in parties
-        ]
+    def key_share(self, keyholder: int, contributors: list[int]) -> np.ndarray:
+        """``[s_U]_k = sum_{i in U} f_i(k)``, as keyholder k computes it."""
+        return sum_shares([self.dealt[i][keyholder] for i in contributors], self.ctx.data_moduli)
 
-    def decrypt(self, aggregate: EncryptedUpdate, parties: list[int], t: int):
-        """(arrays, total_examples) decrypted by ``parties`` for a t-of-n federation."""
-        shares = self.decryption_shares(aggregate, parties, t)
-        return decrypt_update(self.ctx, aggregate, combine(self.ctx, aggregate, shares, self.n, t))
+    def mask_keys(self, keyholder: int, keyholders: list[int]) -> dict[int, bytes]:
+        me = self.channels[keyholder]
+        return {
+            k: channel.mask_key(me, self.channels[k].public_bytes(), self.run_id)
+            for k in keyholders
+            if k != keyholder
+        }
 
-    def collective_secret(self) -> np.ndarray:
-        """TEST ORACLE ONLY: ``s = sum_i s_i`` at key level (NTT form)."""
-        total = self.secrets[0].residues
-        for sk in self.secrets[1:]:
-            total = addmod(total, sk.residues, self.ctx.key_moduli)
+    def request(
+        self, aggregate: EncryptedUpdate, contributors, keyholders, label=None, attempt: int = 1
+    ) -> DecryptionRequest:
+        label = label or self.label()
+        return DecryptionRequest(label, attempt, tuple(contributors), tuple(keyholders), len(aggregate.c0))
+
+    def share(self, keyholder: int, request: DecryptionRequest) -> DecryptionShare:
+        """What keyholder k answers (c1 derived from the label, masks from its channel keys)."""
+        c1 = seeded_c1(self.ctx, request.label, request.num_ciphertexts)
+        masks = pairwise_masks(self.ctx, keyholder, self.mask_keys(keyholder, request.keyholders), request)
+        key_share = self.key_share(keyholder, list(request.contributors))
+        return gen_decryption_share(self.ctx, request, keyholder, c1, key_share, masks, self.smudging_bits)
+
+    def shares(self, request: DecryptionRequest) -> list[DecryptionShare]:
+        return [self.share(k, request) for k in request.keyholders]
+
+    def decrypt(self, aggregate: EncryptedUpdate, contributors, keyholders, label=None):
+        """(arrays, total_examples) decrypted by the decryption set ``keyholders``."""
+        request = self.request(aggregate, contributors, keyholders, label)
+        fields = combine(self.ctx, aggregate, self.shares(request), request, self.noise_bits)
+        return decrypt_update(self.ctx, aggregate, fields)
+
+    def secret_sum(self, contributors: list[int]) -> np.ndarray:
+        """TEST ORACLE ONLY: ``s_U = sum_{i in U} s_i`` (data level, NTT form)."""
+        total = self.secrets[contributors[0] - 1].residues
+        for i in contributors[1:]:
+            total = addmod(total, self.secrets[i - 1].residues, self.ctx.data_moduli)
         return total
 
 
-def build_federation(ctx: HEContext, n: int) -> Federation:
-    """Run the key-generation protocol of ``he.keygen`` for n parties."""
-    contributions = [keygen.fresh_contribution() for _ in range(n)]
-    crp = keygen.sample_crp(ctx, keygen.crs_seed(contributions))
+def build_federation(ctx: HEContext, n: int, threshold: int | None = None, committee_size=None) -> Federation:
+    """Per-run secrets for n parties, dealt to the committee (the first ``committee_size``)."""
+    committee = tuple(range(1, (committee_size or n) + 1))
+    quorum = Quorum(committee, threshold or len(committee))
     secrets = [keygen.gen_secret(ctx) for _ in range(n)]
-    key_shares = [keygen.gen_public_key_share(ctx, sk, crp) for sk in secrets]
-    public_key = keygen.gen_public_key(ctx, crp, keygen.aggregate_public_key_shares(ctx, key_shares))
-    return Federation(ctx, n, secrets, crp, key_shares, public_key)
+    dealt = {
+        i: keygen.deal_secret_shares(ctx, sk, quorum.threshold, list(committee))
+        for i, sk in enumerate(secrets, start=1)
+    }
+    channels = {k: channel.ChannelKeyPair.generate() for k in committee}
+    return Federation(ctx, n, quorum, secrets, dealt, channels)
 
 
 def random_updates(
@@ -168,11 +211,11 @@ def test_ctx() -> HEContext:
 
 @pytest.fixture(scope="session")
 def federation10(test_ctx) -> Federation:
-    """10 parties (= TEST_PARAMS.max_parties) under the insecure test parameters."""
-    return build_federation(test_ctx, 10)
+    """10 parties, 6-of-10 committee, under the insecure test parameters."""
+    return build_federation(test_ctx, 10, threshold=6)
 
 
 @pytest.fixture(scope="session")
 def federation5(test_ctx) -> Federation:
-    """5 parties under the insecure test parameters (used 3-of-5)."""
-    return build_federation(test_ctx, 5)
+    """5 parties, 3-of-5 committee, under the insecure test parameters."""
+    return build_federation(test_ctx, 5, threshold=3)

@@ -11,7 +11,7 @@ from flwr.clientapp import ClientApp
 from flwr.simulation import run_simulation
 
 from client import app as hospital
-from server.app import make_server_app
+from server.app import initial_weights, make_server_app
 from server.settings import RunSettings
 from strategies.fedavg import FederationResult
 
@@ -43,14 +43,18 @@ def test_encrypted_run_matches_plaintext_fedavg() -> None:
     assert encrypted.final_metrics["eval_accuracy"] > 0.8
 
 
+def make_initial(settings: RunSettings) -> list[np.ndarray]:
+    return [np.asarray(w, dtype=np.float32) for w in initial_weights(settings)]
+
+
 def partition(context: Context) -> int:
     return int(context.node_config["partition-id"])
 
 
 faulty = ClientApp()
 faulty.query("hello")(hospital.hello)
-faulty.query("keygen")(hospital.keygen)
-faulty.query("keyshares")(hospital.keyshares)
+faulty.query("deal")(hospital.deal)
+faulty.query("dealings")(hospital.dealings)
 faulty.query("statistics")(hospital.statistics)
 faulty.evaluate()(hospital.evaluate)
 
@@ -71,7 +75,39 @@ def decrypt_or_drop(message: Message, context: Context) -> Message:
 
 @pytest.mark.slow
 def test_dropouts_in_training_and_decryption_are_tolerated() -> None:
+    """3-of-5: hospital 1 fails training in round 2; keyholder 2 fails every decryption, so each
+    round's first attempt (T = all 5) fails and a second attempt with the 4 that answered
+    (the quorum minimum ceil((5+3)/2) = 4) decrypts."""
     settings = RunSettings(strategy="encrypted_fedavg", threshold=3, num_rounds=2, min_train_nodes=3)
     result = simulate(settings, faulty, 5)
     assert [h["contributors"] for h in result.history] == [5, 4]
+    assert [h["decryption_attempts"] for h in result.history] == [2, 2]
     assert result.final_metrics["eval_accuracy"] > 0.5
+
+
+never_decrypts = ClientApp()
+never_decrypts.query("hello")(hospital.hello)
+never_decrypts.query("deal")(hospital.deal)
+never_decrypts.query("dealings")(hospital.dealings)
+never_decrypts.query("statistics")(hospital.statistics)
+never_decrypts.train()(hospital.train)
+never_decrypts.evaluate()(hospital.evaluate)
+
+
+@never_decrypts.query("decrypt")
+def decrypt_statistics_only(message: Message, context: Context) -> Message:
+    if partition(context) in (0, 1) and message.content["config"]["kind"] == "train":
+        raise RuntimeError("simulated outage of two keyholders during round decryption")
+    return hospital.decrypt(message, context)
+
+
+@pytest.mark.slow
+def test_a_round_without_decryption_quorum_keeps_the_model_and_the_run_goes_on() -> None:
+    """2-of-3 needs all 3 keyholders (quorum minimum ceil((3+2)/2) = 3): with two of them down
+    in decryption, every round keeps the initial model, says why, and the run still finishes."""
+    settings = RunSettings(strategy="encrypted_fedavg", threshold=2, num_rounds=2, min_train_nodes=2)
+    result = simulate(settings, never_decrypts, 3)
+    assert [h.get("round_skipped") for h in result.history] == [1, 1]
+    initial = make_initial(settings)
+    assert all(np.array_equal(w, i) for w, i in zip(result.weights, initial, strict=True))
+    assert result.final_metrics  # the final evaluation ran
