@@ -1,4 +1,4 @@
-"""The SEAL context of a parameter set, and SEAL's NTTs and encryption applied to numpy arrays.
+"""The SEAL context of a parameter set, and SEAL's NTTs applied to numpy arrays.
 
 Polynomials are ``uint64`` arrays ``[L, N]`` (RNS prime, coefficient); batches are
 ``[m, L, N]``. NTTs go through SEAL (``Evaluator.transform_*_ntt`` on up to 16 polynomials per
@@ -48,15 +48,9 @@ class HEContext:
         self.payload_moduli = self.data_moduli[: self.num_payload]
         self.noise_moduli = self.data_moduli[self.num_payload :]
         self.data_parms_id = tuple(self.seal.first_parms_id())
-        self.key_parms_id = tuple(self.seal.key_parms_id())
         self.evaluator = seal.Evaluator(self.seal)
         self.fingerprint = hashlib.sha256(repr((params, self.key_moduli.tolist())).encode()).digest()[:16]
         self._scratch = BlobFile()
-        util = seal_util()
-        # Keep SEAL's owning pointers: a table taken out with .get() dangles once they are freed.
-        self._key_ntt_tables = [
-            util.CreateNTTTables(n.bit_length() - 1, [m]) for m in self.seal_parms.coeff_modulus()
-        ]
 
     @property
     def n(self) -> int:
@@ -89,27 +83,3 @@ class HEContext:
             result = parse_poly_blob(self._scratch.read()).polys
             out[start : start + step] = result[: len(polys[start : start + step])]
         return out
-
-    def ntt_key_level(self, poly: np.ndarray) -> np.ndarray:
-        """Forward NTT of one key-level polynomial ``[L+1, N]`` (key generation only)."""
-        util = seal_util()
-        rows = [
-            util.ntt_negacyclic_harvey(row.tolist(), table.get())
-            for row, table in zip(poly, self._key_ntt_tables, strict=True)
-        ]
-        return np.array(rows, dtype=np.uint64)
-
-    # -- SEAL ciphertext I/O ------------------------------------------------------------------
-    def save_polys(self, seal_object) -> np.ndarray:
-        """The polynomials of a SEAL ``Ciphertext``/``PublicKey`` as ``[size, L, N]``."""
-        seal_object.save(self._scratch.path)
-        return parse_poly_blob(self._scratch.read()).polys
-
-    def load_public_key(self, polys: np.ndarray) -> seal.PublicKey:
-        """A SEAL ``PublicKey`` from key-level ``(pk0, pk1)`` residues in NTT form."""
-        pk = seal.PublicKey()
-        pk.load(
-            self.seal,
-            self._scratch.write(build_poly_blob(PolyBlob(self.key_parms_id, True, polys))),
-        )
-        return pk
