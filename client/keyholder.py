@@ -105,9 +105,9 @@ class KeyHolder:
             self.ctx, secret, quorum.threshold, list(quorum.committee)
         ).items():
             if keyholder == self.party:  # its own share stays here, unsealed
-                self.secrets[f"dealt:{self.party}"] = share.tobytes()
+                self.secrets[f"dealt:{self.party}"] = share.expand(self.ctx).tobytes()
                 continue
-            frame = keygen.secret_share_to_bytes(self.ctx, share)
+            frame = share.to_bytes(self.ctx)
             sealed[keyholder] = channel.seal(
                 me, setup.channel_keys[keyholder], frame, self._deal_context(self.party, keyholder)
             )
@@ -134,7 +134,8 @@ class KeyHolder:
                 frame = channel.open_sealed(
                     me, setup.channel_keys[dealer], blob, self._deal_context(dealer, self.party)
                 )
-                share = keygen.secret_share_from_bytes(self.ctx, frame, self.roster.hospital(dealer).name)
+                dealt = keygen.DealtShare.from_bytes(self.ctx, frame, self.roster.hospital(dealer).name)
+                share = dealt.expand(self.ctx)
             except (KeyError, HEError) as err:
                 log.warning("dealing of %s refused: %s", self.roster.hospital(dealer).name, err)
                 failed.append(dealer)

@@ -3,7 +3,8 @@
 1. Hospital i samples a fresh ternary ``s_i`` (SEAL's KeyGenerator, OS CSPRNG) for every run,
    so one leaked ``c1*s_U`` exposes at most that run.
 2. It Shamir-deals ``s_i`` to the keyholder committee (``he.threshold``), one share per
-   keyholder, sealed over the authenticated pairwise channel (``he.channel``).
+   keyholder (t_K - 1 of them as seeds), sealed over the authenticated pairwise channel
+   (``he.channel``).
 3. Nobody, the server included, ever forms ``s = sum_i s_i`` or any ``s_U``: a keyholder only
    multiplies its own share by a ``c1`` it derived itself (``he.ciphertext.seeded_c1``).
 """
@@ -19,9 +20,9 @@ import tenseal.sealapi as seal
 
 from he import wire
 from he.context import HEContext, seal_util
-from he.errors import CiphertextError
+from he.errors import CiphertextError, ShareMismatchError
 from he.seal_blob import parse_secret_key
-from he.threshold import gen_shamir_shares
+from he.threshold import interpolate_at, validate_points
 
 CONTRIBUTION_BYTES = 32
 
@@ -63,23 +64,63 @@ def gen_secret(ctx: HEContext) -> SecretKeyShare:
     return SecretKeyShare(residues[:-1].copy())
 
 
+SEED_PREFIX = b"FQSEED1"
+SEED_BYTES = 64
+
+
+@dataclass(frozen=True)
+class DealtShare:
+    """What a dealer sends one keyholder: a share in full, or the seed it is expanded from."""
+
+    residues: np.ndarray | None = field(default=None, repr=False)
+    seed: bytes | None = field(default=None, repr=False)
+
+    def __repr__(self) -> str:
+        return f"DealtShare({'seed' if self.seed else 'residues'}, <secret>)"
+
+    def expand(self, ctx: HEContext) -> np.ndarray:
+        return sample_uniform(ctx, self.seed) if self.seed is not None else self.residues
+
+    def to_bytes(self, ctx: HEContext) -> bytes:
+        """The plaintext for the pairwise channel (it is encrypted before it leaves)."""
+        if self.seed is not None:
+            return SEED_PREFIX + self.seed
+        return wire.pack(wire.Kind.SECRET_SHARE, ctx.fingerprint, {}, self.residues[None])
+
+    @classmethod
+    def from_bytes(cls, ctx: HEContext, data: bytes, sender: str) -> DealtShare:
+        if data.startswith(SEED_PREFIX):
+            if len(data) != len(SEED_PREFIX) + SEED_BYTES:
+                raise CiphertextError(f"secret share from {sender}: a seed must be {SEED_BYTES} bytes")
+            return cls(seed=data[len(SEED_PREFIX) :])
+        _, residues = wire.unpack(
+            data, wire.Kind.SECRET_SHARE, ctx.fingerprint, ctx.data_moduli, f"secret share from {sender}"
+        )
+        if residues.shape != (1, len(ctx.data_moduli), ctx.n):
+            raise CiphertextError(f"secret share from {sender}: expected one data-level polynomial")
+        return cls(residues=residues[0].copy())
+
+
 def deal_secret_shares(
     ctx: HEContext, secret: SecretKeyShare, threshold: int, points: list[int]
-) -> dict[int, np.ndarray]:
-    """Shamir shares ``f_i(k)`` of ``s_i`` for each keyholder point, degree ``threshold - 1``."""
-    coefficients = [sample_uniform(ctx, os.urandom(64)) for _ in range(threshold - 1)]
-    return gen_shamir_shares(secret.residues, coefficients, points, ctx.data_moduli)
+) -> dict[int, DealtShare]:
+    """Shamir shares ``f_i(k)`` of ``s_i`` for each keyholder point, degree ``threshold - 1``.
 
-
-def secret_share_to_bytes(ctx: HEContext, share: np.ndarray) -> bytes:
-    """Frame a Shamir share for the pairwise channel (it is encrypted before it leaves)."""
-    return wire.pack(wire.Kind.SECRET_SHARE, ctx.fingerprint, {}, share[None])
-
-
-def secret_share_from_bytes(ctx: HEContext, data: bytes, sender: str) -> np.ndarray:
-    _, residues = wire.unpack(
-        data, wire.Kind.SECRET_SHARE, ctx.fingerprint, ctx.data_moduli, f"secret share from {sender}"
-    )
-    if residues.shape != (1, len(ctx.data_moduli), ctx.n):
-        raise CiphertextError(f"secret share from {sender}: expected one data-level polynomial")
-    return residues[0].copy()
+    The first ``threshold - 1`` points get only a 64-byte seed: their shares are uniform and
+    independent of ``s_i``, so they may as well be expanded from a seed (SEAL's uniform
+    sampler), and together with ``f(0) = s_i`` they fix the polynomial. The other shares are
+    interpolated from those ``threshold`` values and sent in full. At 16 keyholders and
+    threshold 11 this sends 6 polynomials per dealer instead of 16.
+    """
+    validate_points(points)
+    if not 1 <= threshold <= len(points):
+        raise ShareMismatchError(
+            f"threshold {threshold} must be in [1, {len(points)}] for {len(points)} points"
+        )
+    ordered = sorted(points)
+    seeds = {k: os.urandom(SEED_BYTES) for k in ordered[: threshold - 1]}
+    known = {0: secret.residues} | {k: sample_uniform(ctx, seed) for k, seed in seeds.items()}
+    dealt = {k: DealtShare(seed=seed) for k, seed in seeds.items()}
+    for k in ordered[threshold - 1 :]:
+        dealt[k] = DealtShare(residues=interpolate_at(k, known, ctx.data_moduli))
+    return dealt

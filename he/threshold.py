@@ -48,6 +48,21 @@ def gen_shamir_shares(
     return shares
 
 
+def interpolate_at(x: int, known: dict[int, np.ndarray], moduli: np.ndarray) -> np.ndarray:
+    """``f(x)`` of the degree-(len(known)-1) polynomial through ``known`` (point -> residues),
+    with each Lagrange basis value reduced modulo each prime."""
+    points = tuple(known)
+    total = np.zeros_like(next(iter(known.values())))
+    for point, values in known.items():
+        basis = Fraction(1)
+        for other in points:
+            if other != point:
+                basis *= Fraction(x - other, point - other)
+        column = fraction_residues(basis, moduli)
+        total = addmod(total, mulmod(values, np.broadcast_to(column, values.shape), moduli), moduli)
+    return total
+
+
 def sum_shares(shares: list[np.ndarray], moduli: np.ndarray) -> np.ndarray:
     """``[s_U]_k = sum_{i in U} f_i(k)``: a keyholder's share of the contributors' secret."""
     if not shares:
@@ -71,8 +86,12 @@ def lagrange_coefficient(point: int, points: tuple[int, ...] | list[int]) -> Fra
 
 
 def lagrange_residues(point: int, points: tuple[int, ...] | list[int], moduli: np.ndarray) -> np.ndarray:
-    """``lambda_point`` modulo each prime, as a ``[L, 1]`` column (numerator times inverse)."""
-    value = lagrange_coefficient(point, points)
+    """``lambda_point`` modulo each prime, as a ``[L, 1]`` column."""
+    return fraction_residues(lagrange_coefficient(point, points), moduli)
+
+
+def fraction_residues(value: Fraction, moduli: np.ndarray) -> np.ndarray:
+    """A rational number modulo each prime (numerator times inverse denominator), ``[L, 1]``."""
     column = [
         value.numerator % int(q) * pow(value.denominator % int(q), -1, int(q)) % int(q)
         for q in moduli.tolist()

@@ -149,7 +149,10 @@ def build_federation(ctx: HEContext, n: int, threshold: int | None = None, commi
     quorum = Quorum(committee, threshold or len(committee))
     secrets = [keygen.gen_secret(ctx) for _ in range(n)]
     dealt = {
-        i: keygen.deal_secret_shares(ctx, sk, quorum.threshold, list(committee))
+        i: {
+            k: share.expand(ctx)
+            for k, share in keygen.deal_secret_shares(ctx, sk, quorum.threshold, list(committee)).items()
+        }
         for i, sk in enumerate(secrets, start=1)
     }
     channels = {k: channel.ChannelKeyPair.generate() for k in committee}
