@@ -12,8 +12,9 @@ progress bar and where to find the run.
 
 With ``federation=deployment`` the run goes to a running SuperLink with ``flwr run`` (hospitals
 run ``python -m client.daemon``); the ServerApp logs its MLflow run itself (the tracking URI is
-passed in the run config, and so is the roster path ``federation.roster``), and the runner waits for the Flower run to finish, follows the rounds
-in MLflow, then adds the Hydra config to the same MLflow run. See ``docs/deployment.md``.
+passed in the run config, and so is the roster path ``federation.roster``), and the runner
+waits for the Flower run to finish, follows the rounds in MLflow, then adds the Hydra config to
+the same MLflow run. See ``docs/deployment.md``.
 """
 
 from __future__ import annotations
@@ -299,10 +300,10 @@ def deployment_roster(cfg: DictConfig, settings: RunSettings, num_hospitals: int
 
     The ServerApp opens this path on the SuperLink machine; the runner can only check its own
     copy, so the roster must sit at the same absolute path on both (or run the runner there).
-    A roster that contradicts the run (other preset or number of hospitals) fails here rather
-    than after the hospitals have connected.
+    A roster that contradicts the run (other number of hospitals, preset or threshold, flooding
+    the preset cannot hold: the ServerApp's own checks) fails here rather than after the
+    hospitals have connected.
     """
-    from he.errors import RosterError
     from he.roster import Roster
 
     value = cfg.federation.get("roster")
@@ -323,11 +324,21 @@ def deployment_roster(cfg: DictConfig, settings: RunSettings, num_hospitals: int
             f"federation.num_hospitals={num_hospitals} but roster {path} names {roster.num_hospitals} "
             "hospitals; set federation.num_hospitals to match the roster"
         )
-    if settings.encrypted and roster.preset != settings.he_preset:
-        raise ConfigError(
-            f"he.preset={settings.he_preset!r} but roster {path} pins preset {roster.preset!r}; "
-            f"set he.preset={roster.preset}"
-        )
+    if settings.encrypted:
+        if roster.preset != settings.he_preset:
+            raise ConfigError(
+                f"he.preset={settings.he_preset!r} but roster {path} pins preset {roster.preset!r}; "
+                f"set he.preset={roster.preset}"
+            )
+        if settings.threshold and settings.threshold != roster.threshold:
+            raise ConfigError(
+                f"he.threshold={settings.threshold} but roster {path} pins threshold {roster.threshold}; "
+                "set he.threshold=0 (the roster's) or to match it"
+            )
+        try:
+            preset(roster.preset).check_federation(len(roster.committee), roster.max_attempts)
+        except ValueError as err:
+            raise ConfigError(f"federation.roster {path}: {err}") from err
     log.info("roster %s: federation %r, fingerprint %s", path, roster.federation_id, roster.short_fingerprint)
     return path
 

@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 from he.errors import RosterError
-from he.roster import Roster
+from he.roster import DEFAULT_COMMITTEE_SIZE, DEFAULT_MAX_ATTEMPTS, Roster
 from server import pki
 
 log = logging.getLogger("fedquorum.coordinator")
@@ -150,14 +150,18 @@ def pdeathsig() -> None:  # pragma: no cover - runs in the child between fork an
 
 
 # -- subcommands ------------------------------------------------------------------------------------
-def check_preset(name: str) -> None:
-    """Refuse a roster for an HE preset this installation does not know."""
+def check_preset(name: str, num_hospitals: int) -> None:
+    """Refuse a roster the ServerApp would refuse: an unknown HE preset, or one whose decryption
+    noise flooding cannot hold the roster's committee (``HEParams.check_federation``)."""
     from he.params import preset
 
+    committee = min(num_hospitals, DEFAULT_COMMITTEE_SIZE)
     try:
-        preset(name)
+        params = preset(name)
+        if committee >= 2:  # fewer: the roster itself says why
+            params.check_federation(committee, DEFAULT_MAX_ATTEMPTS)
     except ValueError as err:
-        raise RosterError(f"--preset: {err}") from None
+        raise RosterError(f"--preset {name}: {err}") from None
 
 
 def print_roster(path: Path, roster: Roster) -> None:
@@ -176,7 +180,7 @@ def print_roster(path: Path, roster: Roster) -> None:
 
 def cmd_init_pilot(args: argparse.Namespace) -> int:
     names = args.names.split(",") if args.names else args.hospitals
-    check_preset(args.preset)
+    check_preset(args.preset, len(names) if isinstance(names, list) else names)
     layout = pki.init_pilot(
         args.out,
         names,
@@ -202,7 +206,7 @@ def cmd_init_pilot(args: argparse.Namespace) -> int:
 
 
 def cmd_roster(args: argparse.Namespace) -> int:
-    check_preset(args.preset)
+    check_preset(args.preset, len(args.hospital))
     keys: dict[str, bytes] = {}
     for item in args.hospital:
         name, sep, hex_key = item.partition("=")

@@ -305,8 +305,8 @@ def parse_public_signing_key(name: str, text: str) -> bytes:
     if len(key) != PUBLIC_KEY_BYTES:
         # the value is not echoed: if a private key was pasted by mistake, none of it is printed
         raise PKIError(
-            f"signing key of {name!r} must be {2 * PUBLIC_KEY_BYTES} hex digits (the public key that "
-            f"`python -m client.daemon signing-keygen` prints); the value given ({len(text)} characters) is not one"
+            f"signing key of {name!r} must be {2 * PUBLIC_KEY_BYTES} hex digits (the public key "
+            f"`python -m client.daemon signing-keygen` prints), not a value of {len(text)} characters"
         )
     return key
 

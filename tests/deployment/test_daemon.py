@@ -21,6 +21,16 @@ from he.roster import NODE_HOSPITAL, NODE_ROSTER, NODE_SIGNING_KEY, Roster
 from server import pki
 
 
+@pytest.fixture(autouse=True)
+def no_exec(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test that forgets --check-only must fail, not turn pytest into a SuperNode."""
+
+    def refuse(*args: object) -> None:
+        raise AssertionError(f"the daemon tried to exec {args[0]}; pass --check-only or --print-command")
+
+    monkeypatch.setattr(daemon.os, "execve", refuse)
+
+
 @pytest.fixture(scope="module")
 def pilot(tmp_path_factory: pytest.TempPathFactory) -> pki.PilotLayout:
     return pki.init_pilot(tmp_path_factory.mktemp("pilot"), 2)
@@ -213,7 +223,10 @@ def test_roster_fingerprint_is_printed_and_the_name_derived_from_the_key(
     assert "this is 'hospital-1' (party 1)" in caplog.text
     assert "BEGIN" not in caplog.text  # never key material
     without_name = args[: args.index("--hospital")]  # --hospital is the last flag pair
-    assert daemon.main([*without_name, "--signing-key", str(pilot.signing_key("hospital-2"))]) == 0
+    assert (
+        daemon.main([*without_name, "--signing-key", str(pilot.signing_key("hospital-2")), "--check-only"])
+        == 0
+    )
     values = tomllib.loads((tmp_path / "state" / "node-config.toml").read_text())
     assert values[NODE_HOSPITAL] == "hospital-2"  # the roster entry whose key it is
 
@@ -254,7 +267,9 @@ def test_unknown_hospital_and_bad_roster_are_refused(
     broken.write_text('{"format": "something-else"}')
     with pytest.raises(check.NodeCheckError, match=r"roster .*roster\.json: expected format"):
         check.check_roster(broken)
-    no_roster = [a for a in args if a not in ("--roster", str(pilot.hospital_dir("hospital-1") / "roster.json"))]
+    no_roster = [
+        a for a in args if a not in ("--roster", str(pilot.hospital_dir("hospital-1") / "roster.json"))
+    ]
     caplog.clear()
     assert daemon.main([*no_roster, "--check-only"]) == 2
     assert "--roster is required" in caplog.text

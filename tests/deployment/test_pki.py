@@ -114,8 +114,11 @@ def test_coordinator_cli_init_and_commands(tmp_path: Path, capsys: pytest.Captur
     roster = Roster.load(layout.roster)
     assert (roster.federation_id, roster.threshold, roster.min_contributors) == ("onco-2026", 2, 3)
     assert f"roster fingerprint: {roster.short_fingerprint}" in printed and "by phone" in printed
-    assert coordinator.main(["init-pilot", "--hospitals", "2", "--out", str(tmp_path / "x"), "--preset", "x"]) == 2
-    assert "unknown HE preset 'x'" in capsys.readouterr().err
+    assert (
+        coordinator.main(["init-pilot", "--hospitals", "2", "--out", str(tmp_path / "x"), "--preset", "x"])
+        == 2
+    )
+    assert "--preset x: unknown HE preset" in capsys.readouterr().err
     assert coordinator.main(["init-pilot", "--hospitals", "2", "--out", str(out)]) == 2
     assert "already exists" in capsys.readouterr().err
 
@@ -144,7 +147,9 @@ def test_roster_from_public_keys_the_hospitals_made(tmp_path: Path, capsys: pyte
     assert coordinator.main(argv) == 0
     roster = Roster.load(out)
     assert [h.name for h in roster.hospitals] == ["hug", "charite"]  # --hospital order: party indices
-    assert roster.hospital(2).signing_key == SigningKey.load(tmp_path / "charite" / "signing.key").public_bytes()
+    assert (
+        roster.hospital(2).signing_key == SigningKey.load(tmp_path / "charite" / "signing.key").public_bytes()
+    )
     assert f"roster fingerprint: {roster.short_fingerprint}" in capsys.readouterr().out
 
     assert coordinator.main(argv) == 2
@@ -160,6 +165,10 @@ def test_roster_from_public_keys_the_hospitals_made(tmp_path: Path, capsys: pyte
     twice += ["--hospital", f"hug={publics['hug']}", "--hospital", f"hug={publics['charite']}"]
     assert coordinator.main(twice) == 2
     assert "'hug' is given twice" in capsys.readouterr().err
-    assert coordinator.main(["roster", "--out", str(tmp_path / "d.json"), "--federation-id", "x",
-                             "--hospital", "hug"]) == 2
+    assert (
+        coordinator.main(
+            ["roster", "--out", str(tmp_path / "d.json"), "--federation-id", "x", "--hospital", "hug"]
+        )
+        == 2
+    )
     assert "expected NAME=HEXKEY" in capsys.readouterr().err

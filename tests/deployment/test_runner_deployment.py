@@ -25,8 +25,7 @@ def test_deployment_config_composes_and_validates() -> None:
     assert runner.is_deployment(cfg)
     settings, n = runner.to_settings(cfg)
     assert n == 3 and settings.threshold == 2
-    with pytest.raises(runner.ConfigError, match=r"he\.threshold must be between 0"):
-        runner.to_settings(deployment_cfg("federation.num_hospitals=3", "he.threshold=4"))
+    # in deployment the roster pins the threshold: checked against it (test_roster_is_required_...)
     # CSV data are fine in deployment: each hospital's daemon points at its own file
     cfg = deployment_cfg("dataset=csv", "dataset.num_features=8", "dataset.num_classes=2")
     assert runner.to_settings(cfg)[0].dataset == "csv"
@@ -89,6 +88,9 @@ def test_roster_is_required_checked_and_passed_as_an_absolute_path(tmp_path: Pat
         roster("federation.roster=fed/roster.json", "federation.num_hospitals=4")
     with pytest.raises(runner.ConfigError, match=r"he\.preset='precise' but roster .* pins preset 'compact'"):
         roster("federation.roster=fed/roster.json", "he=precise")
+    with pytest.raises(runner.ConfigError, match=r"he\.threshold=2 but roster .* pins threshold 3"):
+        roster("federation.roster=fed/roster.json", "he.threshold=2")
+    assert roster("federation.roster=fed/roster.json", "he.threshold=3").is_absolute()
     path = roster("federation.roster=fed/roster.json")  # relative to the runner's cwd
     assert path == fed / "roster.json" and path.is_absolute()
     settings = RunSettings(roster=str(path))
