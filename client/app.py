@@ -138,7 +138,8 @@ def train(message: Message, context: Context) -> Message:
     holder = load_keyholder(context)
     start = time.perf_counter()
     clip = float(config[p.CLIP]) if p.CLIP in config else None
-    blob, statement, clipped = holder.encrypt("train", server_round, delta, num_examples, clip)
+    scale = int(config[p.WEIGHT_SCALE]) if p.WEIGHT_SCALE in config else None
+    blob, statement, clipped = holder.encrypt("train", server_round, delta, num_examples, clip, scale)
     metrics |= {"encrypt_seconds": time.perf_counter() - start, "clipped_values": clipped}
     store_keyholder(context, holder)
     return reply(message, {p.UPDATE: blob, p.CONTRIBUTION: statement}, metrics=metrics)

@@ -12,7 +12,8 @@ What a hospital refuses (``RefusedRequest``):
   ``c1`` is a nonce: a retry gets the same bytes), or one under a round older than its last;
 * as a keyholder, a decryption request whose decryption set T is not a quorum-intersecting
   subset of the committee, whose contributors U are fewer than the roster's minimum, lack a
-  valid signed contribution, or include a dealer it holds no share from; a second U for a round
+  valid signed contribution (all with one layout: shapes, clip and weight scale), or include
+  a dealer it holds no share from; a second U for a round
   it already answered; an attempt beyond the roster's ``max_attempts``; and a second share for
   an attempt (a retry gets the stored share, byte for byte). Each share is stored in the state
   before it is sent.
@@ -152,6 +153,7 @@ class KeyHolder:
         arrays: list[np.ndarray],
         num_examples: int,
         clip: float | None = None,
+        weight_scale: int | None = None,
     ) -> tuple[bytes, bytes, int]:
         """The encrypted update for (kind, round), its signed contribution, and the clipped count.
 
@@ -165,10 +167,19 @@ class KeyHolder:
         ctx = _context(self.roster.preset, statistics=kind == "statistics")
         label = self._label(kind, round_id)
         secret = SecretKeyShare(self._polynomial("secret-key"))
-        update, clipped = SecretKeyEncryptor(ctx, secret).encrypt(arrays, num_examples, label, clip)
+        encryptor = SecretKeyEncryptor(ctx, secret)
+        update, clipped = encryptor.encrypt(arrays, num_examples, label, clip, weight_scale)
         frame = update.to_bytes(ctx)
         statement = transcript.sign_contribution(
-            self._signer(), self.roster, self.run_id, kind, round_id, self.party, frame, len(update.c0)
+            self._signer(),
+            self.roster,
+            self.run_id,
+            kind,
+            round_id,
+            self.party,
+            frame,
+            len(update.c0),
+            update.layout.to_json(),
         )
         self.encrypted[kind] = round_id
         self.secrets[f"sent:{kind}"] = frame
@@ -205,17 +216,17 @@ class KeyHolder:
         if unknown:
             raise RefusedRequest(f"contributors {unknown} dealt no valid share to this keyholder")
         try:
-            counts = {
+            signed = {
                 transcript.verify_contribution(self.roster, self.run_id, kind, round_id, c, statement)
                 for c, statement in contributions.items()
             }
         except HEError as err:
             raise RefusedRequest(f"a contribution is not validly signed: {err}") from None
-        if len(counts) != 1:
-            raise RefusedRequest(f"contributors signed different ciphertext counts {sorted(counts)}")
-        request = DecryptionRequest(
-            self._label(kind, round_id), attempt, tuple(contributors), decryption_set, counts.pop()
-        )
+        if len(signed) != 1:  # one layout (clip, weight scale) for all: no hospital weighted apart
+            raise RefusedRequest("contributors signed different layouts or ciphertext counts")
+        count = signed.pop().ciphertexts
+        label = self._label(kind, round_id)
+        request = DecryptionRequest(label, attempt, tuple(contributors), decryption_set, count)
         key = f"{kind}:{round_id}"
         record = self.decryptions.get(key)
         members = ",".join(map(str, decryption_set))

@@ -114,9 +114,11 @@ class SecretKeyEncryptor:
         num_examples: int,
         label: CiphertextLabel,
         clip: float | None = None,
+        weight_scale: int | None = None,
     ) -> tuple[EncryptedUpdate, int]:
-        """The encrypted update and how many values were clipped (to ``clip``, default the preset's)."""
-        encoded = self.encoder.encode(arrays, num_examples, self._rng, clip)
+        """The encrypted update and how many values were clipped (``clip`` and ``weight_scale``:
+        the round's, see ``he.encoding``; default the preset's)."""
+        encoded = self.encoder.encode(arrays, num_examples, self._rng, clip, weight_scale)
         count = len(encoded.fields)
         if count > self.ctx.params.max_ciphertexts:
             raise CiphertextError(

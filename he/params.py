@@ -40,6 +40,7 @@ MIN_FLOODING_MARGIN_BITS = 40
 MAX_COMMITTEE = 32  # keyholders; larger federations name a committee in the roster
 MAX_ATTEMPTS = 16  # the roster's max_attempts is at most this
 STATISTICS_DECRYPTIONS = 2  # the two feature-statistics passes of a run
+MAX_EXAMPLES = 10_000_000  # training examples per hospital; counts travel exactly up to this
 ENCRYPTION_NOISE_BOUND = 19  # SEAL's clipped normal: |e| <= 6 * 3.2, truncated toward zero
 
 
@@ -63,8 +64,9 @@ class HEParams:
         Weighted values are clipped to ``[-clip, clip]`` before quantization.
     max_parties : int
         Most hospitals whose updates are summed; sets the per-field headroom bits.
-    max_samples_per_party : int
-        The FedAvg weight of a hospital is ``num_examples / max_samples_per_party`` (at most 1).
+    default_weight_scale : int
+        The weight scale ``S`` (``he.encoding``) of a round before the server knows the
+        federation's total example count; hospitals larger than it are weighted as if this size.
     stochastic_rounding : bool
         Unbiased stochastic rounding (compact presets) instead of round-to-nearest.
     flooding_margin_bits : int (default: 40)
@@ -84,7 +86,7 @@ class HEParams:
     value_bits: int
     clip: float
     max_parties: int
-    max_samples_per_party: int
+    default_weight_scale: int
     stochastic_rounding: bool
     flooding_margin_bits: int = MIN_FLOODING_MARGIN_BITS
     max_rounds: int = 1000
@@ -121,9 +123,9 @@ class HEParams:
             raise InsecureParametersError(f"{self.name}: clip must be a positive finite number")
         if self.max_rounds < 1 or self.max_ciphertexts < 1:
             raise InsecureParametersError(f"{self.name}: max_rounds and max_ciphertexts must be positive")
-        if self.max_parties < 1 or self.max_samples_per_party < 1:
+        if self.max_parties < 1 or not 1 <= self.default_weight_scale <= MAX_EXAMPLES:
             raise InsecureParametersError(
-                f"{self.name}: max_parties and max_samples_per_party must be positive"
+                f"{self.name}: max_parties must be positive and default_weight_scale in [1, {MAX_EXAMPLES}]"
             )
         if self.fields_per_prime < 1:
             raise InsecureParametersError(
@@ -228,14 +230,15 @@ class HEParams:
 
         Means and mean squares of raw features span many orders of magnitude (a tumour area
         near 10^3, a smoothness near 10^-1), so they get the widest field the primes allow and a
-        clip of 2^20 on each moment; weights ``n/max_samples`` with ``max_samples = 2^18``.
+        clip of 2^20 on each moment; the weight scale is the largest hospital size (10^7), so no
+        weight is capped, and 51-bit fields keep small weights precise.
         """
         return replace(
             self,
             name=f"{self.name}-statistics",
             value_bits=min(self.payload_prime_bits) - 1 - self.headroom_bits,
             clip=float(1 << 20),
-            max_samples_per_party=1 << 18,
+            default_weight_scale=MAX_EXAMPLES,
             stochastic_rounding=False,
         )
 
@@ -261,7 +264,7 @@ PRESETS: dict[str, HEParams] = {
     # 54-bit fields: quantization step 2*clip/2^54, far below float32 resolution of weights.
     "precise": HEParams(
         name="precise", value_bits=54, clip=64.0, max_parties=32,
-        max_samples_per_party=1 << 20, stochastic_rounding=False, **_RING,
+        default_weight_scale=1 << 10, stochastic_rounding=False, **_RING,
     ),
     # 10-bit values with stochastic rounding and headroom for 128 contributors: 3 fields of 17
     # bits per prime, only c0 uploaded: ~3.6 bytes per value on the wire (4.3 at 1M values, 5
@@ -270,7 +273,7 @@ PRESETS: dict[str, HEParams] = {
     # accuracy cost against plaintext FedAvg.
     "compact": HEParams(
         name="compact", value_bits=10, clip=1.0, max_parties=128,
-        max_samples_per_party=1 << 10, stochastic_rounding=True, **_RING,
+        default_weight_scale=1 << 10, stochastic_rounding=True, **_RING,
     ),
 }  # fmt: skip
 

@@ -46,6 +46,7 @@ PRESET = "he-preset"
 ENCRYPTED = "encrypted"
 NUM_EXAMPLES = "num-examples"
 CLIP = "clip"  # the round's quantization range for encrypted updates
+WEIGHT_SCALE = "weight-scale"  # the round's FedAvg weight scale S (he.encoding)
 FEATURE_MEAN = "feature-mean"
 FEATURE_STD = "feature-std"
 ROSTER_FINGERPRINT = "roster-fingerprint"  # the roster the server runs; hospitals compare

@@ -5,8 +5,9 @@ and checked against the pinned roster (``he.roster``), by the hospitals and by t
 
 * ``hello``: the hospital's fresh contribution and X25519 channel key for this Flower run;
 * ``dealing``: the SHA-256 of each sealed Shamir share a dealer sends to each keyholder;
-* ``contribution``: the SHA-256 of a hospital's encrypted update for (kind, round), and its
-  ciphertext count.
+* ``contribution``: the SHA-256 of a hospital's encrypted update for (kind, round), its
+  ciphertext count and the hash of its layout (shapes, clip, weight scale), which keyholders
+  require to be the same across a contributor set.
 
 The **run id** is the SHA-256 of the federation id and every signed hello, in party order: it
 is fixed once the hospitals have spoken, so the coordinator can neither choose nor grind it, and
@@ -133,6 +134,19 @@ def verify_dealing(
 
 
 # -- contributions ---------------------------------------------------------------------------------
+def layout_digest(layout: dict) -> str:
+    """Hash of an update layout (shapes, clip, weight scale) in canonical JSON."""
+    return digest(json.dumps(layout, sort_keys=True, separators=(",", ":")).encode())
+
+
+@dataclass(frozen=True)
+class Contribution:
+    """What a verified contribution statement says beyond who, when and for which run."""
+
+    ciphertexts: int
+    layout: str  # layout_digest of the update's layout
+
+
 def sign_contribution(
     signer: SigningKey,
     roster: Roster,
@@ -142,6 +156,7 @@ def sign_contribution(
     party: int,
     frame: bytes,
     num_ciphertexts: int,
+    layout: dict,
 ) -> bytes:
     fields = {
         "federation": roster.federation_id,
@@ -151,6 +166,7 @@ def sign_contribution(
         "party": party,
         "update": digest(frame),
         "ciphertexts": int(num_ciphertexts),
+        "layout": layout_digest(layout),
     }
     return signer.sign(CONTRIBUTION, fields)
 
@@ -163,8 +179,8 @@ def verify_contribution(
     party: int,
     statement: bytes,
     frame: bytes | None = None,
-) -> int:
-    """The ciphertext count of ``party``'s signed contribution to (kind, round) of this run.
+) -> Contribution:
+    """What ``party`` signed for its contribution to (kind, round) of this run.
 
     With ``frame``, also checks that these are the bytes it signed (the server's check).
     """
@@ -183,7 +199,7 @@ def verify_contribution(
         raise SignatureError(f"contribution of {name}: signed for another run, kind, round or party")
     if frame is not None and fields.get("update") != digest(frame):
         raise SignatureError(f"contribution of {name}: the update is not the one signed")
-    count = fields.get("ciphertexts")
-    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-        raise SignatureError(f"contribution of {name}: no valid ciphertext count")
-    return count
+    count, layout = fields.get("ciphertexts"), fields.get("layout")
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1 or not isinstance(layout, str):
+        raise SignatureError(f"contribution of {name}: no valid ciphertext count or layout")
+    return Contribution(count, layout)

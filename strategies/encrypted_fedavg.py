@@ -29,7 +29,7 @@ from he.ciphertext import CiphertextLabel, CiphertextSum, EncryptedUpdate
 from he.context import HEContext
 from he.decrypt import DecryptionRequest, DecryptionShare, combine, decrypt_update
 from he.errors import HEError
-from he.params import preset
+from he.params import MAX_EXAMPLES, preset
 from he.roster import Roster, write_simulated_federation
 from server.settings import RunSettings
 from strategies.fedavg import FedAvg, FederationResult, RoundFailedError, weighted_client_metrics
@@ -70,6 +70,7 @@ class EncryptedFedAvg(FedAvg):
         self.statistics_ctx = HEContext(self.ctx.params.for_feature_statistics())
         self.clip_margin = clip_margin
         self.round_clip = self.ctx.params.clip
+        self.weight_scale = self.ctx.params.default_weight_scale  # S of he.encoding, per round
         self.roster: Roster | None = None
         self.setup_transcript: transcript.SetupTranscript | None = None
         self.party_nodes: dict[int, int] = {}
@@ -92,7 +93,11 @@ class EncryptedFedAvg(FedAvg):
         return {**super().task_config(), **extra}
 
     def round_config(self, server_round: int) -> dict:
-        return {**super().round_config(server_round), p.CLIP: self.round_clip}
+        return {
+            **super().round_config(server_round),
+            p.CLIP: self.round_clip,
+            p.WEIGHT_SCALE: self.weight_scale,
+        }
 
     # -- set-up ------------------------------------------------------------------------------
     def load_roster(self, num_hospitals: int) -> Roster:
@@ -258,7 +263,9 @@ class EncryptedFedAvg(FedAvg):
         result = self._decrypt("statistics", round_id, total.result, statements, self.statistics_ctx)
         if result is None:
             raise RoundFailedError(f"feature statistics ({pass_name}) could not be decrypted")
-        return result[0]
+        average, total_examples, *_ = result
+        self.weight_scale = min(total_examples, MAX_EXAMPLES)  # weights of round 1 add up to ~1
+        return average
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
@@ -274,8 +281,10 @@ class EncryptedFedAvg(FedAvg):
         if result is None:
             metrics["round_skipped"] = 1
             return None, MetricRecord(metrics)
-        average, decrypt_seconds, client_decrypt, attempts = result
+        average, total_examples, decrypt_seconds, client_decrypt, attempts = result
         metrics["decryption_attempts"] = attempts
+        metrics["weight_scale"] = self.weight_scale
+        self.weight_scale = min(total_examples, MAX_EXAMPLES)
         self.round_clip = next_clip(average, self.clip_margin, self.ctx.params.clip)
         self.traffic.seconds = {
             "aggregate_seconds": aggregate_seconds,
@@ -294,8 +303,8 @@ class EncryptedFedAvg(FedAvg):
         self.ctx.params.check_contributors(count)
 
     def _decrypt(self, kind: str, round_id: int, aggregate: EncryptedUpdate, statements: dict, encoding):
-        """Up to ``max_attempts`` decryption attempts; (average, seconds, client seconds, attempts) or
-        None when every attempt failed (each failure is logged with its reason)."""
+        """Up to ``max_attempts`` decryption attempts; (average, total examples, seconds, client
+        seconds, attempts) or None when every attempt failed (each failure is logged with its reason)."""
         roster = self.roster
         quorum = roster.quorum
         label = CiphertextLabel(roster.federation_id, self.setup_transcript.run_id, kind, round_id)
@@ -343,11 +352,12 @@ class EncryptedFedAvg(FedAvg):
             started = time.perf_counter()
             try:
                 fields = combine(self.ctx, aggregate, shares, request, noise_bits)
-                average, _total_examples = decrypt_update(encoding, aggregate, fields)
+                average, total_examples = decrypt_update(encoding, aggregate, fields)
             except HEError as err:
                 log.warning("%s attempt %d failed: %s", what, attempt, err)
                 continue
-            return average, time.perf_counter() - started, float(np.mean(client_seconds)), attempt
+            seconds = time.perf_counter() - started
+            return average, total_examples, seconds, float(np.mean(client_seconds)), attempt
         log.warning(
             "%s: all %d decryption attempts failed; the round keeps the previous model", what, attempt
         )

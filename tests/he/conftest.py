@@ -41,7 +41,7 @@ TEST_PARAMS = HEParams(
     value_bits=54,
     clip=64.0,
     max_parties=32,
-    max_samples_per_party=1 << 20,
+    default_weight_scale=1 << 20,
     stochastic_rounding=False,
     insecure_for_tests=True,
 )
@@ -165,7 +165,7 @@ def random_updates(
     """n updates of arrays uniform in [-0.9, 0.9] and random example counts."""
     rng = np.random.default_rng(seed)
     updates = [[rng.uniform(-0.9, 0.9, size) for size in sizes] for _ in range(n)]
-    high = min(params.max_samples_per_party, 5000)
+    high = 5000
     counts = [int(c) for c in rng.integers(1, high + 1, n)]
     return updates, counts
 
@@ -183,22 +183,19 @@ def max_abs_error(got: list[np.ndarray], want: list[np.ndarray]) -> float:
     return max(float(np.max(np.abs(g - w))) for g, w in zip(got, want, strict=True))
 
 
-def average_tolerance(params: HEParams, counts: list[int], max_abs_value: float) -> float:
+def average_tolerance(params: HEParams, counts: list[int], weight_scale: int | None = None) -> float:
     """Worst-case error of the decoded weighted average, derived from the quantization step.
 
-    Party k encodes ``z_k = w_k v_k H / clip + d_k`` and its weight as ``w_k H + e_k``
-    (``H = 2^(b-1)-1``, ``w_k = n_k / max_samples_per_party``) with ``|d_k|, |e_k| <= 1``:
-    round-to-nearest errs by 1/2, stochastic rounding by < 1, plus at most half an ulp of the
-    float64 product (1/2 once ``|z| ~ 2^53``). Decoding divides ``(A + a) / (W + b)`` with
-    ``A = sum w_k v_k``, ``W = sum w_k``, ``|a| <= n clip / H``, ``|b| <= n / H``, so
-    ``|decoded - A/W| <= (n clip / H + |A/W| n / H) / (W - n / H)``. The factor 2 covers the
-    float64 conversion of the int64 field sums in ``UpdateEncoder.decode`` (another <= n/2 units).
+    Party k encodes ``z_k = w_k v_k H / clip + d_k`` with ``w_k = min(n_k, S) / S``
+    (``H = 2^(b-1)-1``) and ``|d_k| < 1``: round-to-nearest errs by 1/2, stochastic rounding by
+    < 1, plus at most half an ulp of the float64 product (1/2 once ``|z| ~ 2^53``). The counts
+    travel exactly, so ``W = sum_k w_k`` is exact and ``|decoded - A/W| < n clip / (H W)``. The
+    factor 2 covers the float64 conversion of the int64 field sums in ``UpdateEncoder.decode``.
     """
-    n = len(counts)
+    scale = weight_scale or params.default_weight_scale
     half_range = (1 << (params.value_bits - 1)) - 1
-    weight = sum(counts) / params.max_samples_per_party
-    slack = n / half_range
-    return 2 * (n * params.clip / half_range + max_abs_value * slack) / (weight - slack)
+    weight = sum(min(c, scale) for c in counts) / scale
+    return 2 * len(counts) * params.clip / (half_range * weight)
 
 
 @functools.cache
