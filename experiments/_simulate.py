@@ -10,7 +10,7 @@ HE preset variants
 The hospitals run in Ray worker processes that import ``he.params`` afresh, so a preset added to
 ``he.params.PRESETS`` in the benchmark process is *not* seen by them (``unknown HE preset``).
 Variants are therefore named by what they change, e.g. ``compact:value_bits=10`` or
-``compact:value_bits=10,max_samples_per_party=128`` (``dataclasses.replace`` on the base
+``compact:value_bits=12,max_parties=16`` (``dataclasses.replace`` on the base
 preset), and the benchmark's ClientApp (``client_app`` below: ``client.app.app`` behind a
 wrapper) registers a variant named in a message or in the node's run state before the
 hospital's handler runs, in whichever worker process that is. The server side registers it in

@@ -1,7 +1,7 @@
 """Does quantization cost accuracy? Plaintext vs encrypted FedAvg on a non-IID split (markdown).
 
     python -m experiments.bench_compact [--seeds 0 1 2] [--hospitals 5] [--rounds 10] [--alpha 0.5]
-        [--presets compact precise] [--variants value_bits=10 max_samples_per_party=256 ...]
+        [--presets compact precise] [--variants value_bits=12 max_parties=16 ...]
 
 For each seed: the breast-cancer MLP trained by plaintext FedAvg and by encrypted FedAvg with
 each preset, on the same Dirichlet(alpha) split from the same initial model (same seed), all
@@ -13,13 +13,12 @@ changed prediction moves accuracy by ~0.9 points: the final test loss and the la
 difference to the plaintext model are the finer measures of what quantization changed.
 
 ``--variants`` adds presets derived from ``--variant-base`` (``compact``) with
-``dataclasses.replace``: ``value_bits=10`` (4 fields per prime at max_parties 16 instead of 3),
-``max_samples_per_party=256`` (the FedAvg weight ``n_k / max_samples`` scales values before
-quantization), or both, comma-separated. Ray workers import ``he.params`` afresh, so a variant
-cannot just be added to ``he.params.PRESETS`` here: it is named ``compact:value_bits=10`` and
-built in each worker by the benchmark's ClientApp (``experiments._simulate``). A variant whose
-``max_samples_per_party`` is below a hospital's training-set size on a seed is not run (that
-hospital's update would be refused).
+``dataclasses.replace``: ``value_bits=12`` (finer quantization), ``max_parties=16`` (4 fields per
+prime instead of 3), or both, comma-separated. Ray workers import ``he.params`` afresh, so a
+variant cannot just be added to ``he.params.PRESETS`` here: it is named ``compact:value_bits=12``
+and built in each worker by the benchmark's ClientApp (``experiments._simulate``). FedAvg weights
+use the round's weight scale (the federation's exact example count from the statistics pass),
+so every hospital size is weighted exactly.
 
 Stochastic rounding draws from the OS, so ``compact`` runs are not bit-reproducible; plaintext
 and ``precise`` runs are. All federations run in one simulation after a 1-round warm-up.
@@ -104,7 +103,7 @@ def max_weight_diff(run: Run, plain: Run | None) -> float:
     )
 
 
-def per_seed_table(seeds: list[int], configs: list[str], runs: dict, skipped: dict) -> str:
+def per_seed_table(seeds: list[int], configs: list[str], runs: dict) -> str:
     lines = [
         "| seed | run | accuracy | AUC | Δ accuracy (pts) | Δ AUC (pts) | Δ loss | max abs Δ weight "
         "| clipped values |",
@@ -115,9 +114,6 @@ def per_seed_table(seeds: list[int], configs: list[str], runs: dict, skipped: di
         for config in configs:
             run = runs.get((seed, config))
             name = "plaintext FedAvg" if config == "plaintext" else f"`{config}`"
-            if (seed, config) in skipped:
-                lines.append(f"| {seed} | {name} | not run: {skipped[seed, config]} |" + " |" * 6)
-                continue
             if run is None or not run.ok:
                 error = run.error[:160] if run else "missing"
                 lines.append(f"| {seed} | {name} | failed: {error} |" + " |" * 6)
@@ -175,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in presets:
         ensure_preset(name)  # a bad variant fails here, before anything starts
     configs = ["plaintext", *presets]
-    jobs, keys, skipped, sizes = [], [], {}, {}
+    jobs, keys, sizes = [], [], {}
     for seed in args.seeds:
         sizes[seed] = partition_sizes(args, seed)
         common = {
@@ -186,11 +182,6 @@ def main(argv: list[str] | None = None) -> int:
             "alpha": args.alpha,
         }
         for config in configs:
-            if config != "plaintext" and max(sizes[seed]) > ensure_preset(config).max_samples_per_party:
-                skipped[seed, config] = (
-                    f"a hospital has {max(sizes[seed])} training examples > max_samples_per_party"
-                )
-                continue
             strategy = {"strategy": "fedavg"} if config == "plaintext" else {"he_preset": config}
             jobs.append(RunSettings(**strategy, **common))
             keys.append((seed, config))
@@ -218,16 +209,16 @@ def main(argv: list[str] | None = None) -> int:
         + "; ".join(f"seed {s}: {' '.join(map(str, sizes[s]))}" for s in args.seeds)
         + "\n"
     )
-    print(per_seed_table(args.seeds, configs, runs, skipped))
+    print(per_seed_table(args.seeds, configs, runs))
     print()
     print(summary_table(args.seeds, configs, runs))
     print()
-    lines = ["| preset | value bits | fields / prime | clip | max_samples_per_party | stochastic rounding |"]
+    lines = ["| preset | value bits | fields / prime | clip | max contributors | stochastic rounding |"]
     lines.append("|---|---|---|---|---|---|")
     for name in presets:
         p = ensure_preset(name)
         lines.append(
-            f"| `{name}` | {p.value_bits} | {p.fields_per_prime} | {p.clip:g} | {p.max_samples_per_party} "
+            f"| `{name}` | {p.value_bits} | {p.fields_per_prime} | {p.clip:g} | {p.max_parties} "
             f"| {'yes' if p.stochastic_rounding else 'no'} |"
         )
     print("\n".join(lines))
