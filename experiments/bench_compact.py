@@ -55,7 +55,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         nargs="*",
         default=[],
         metavar="FIELD=VALUE[,FIELD=VALUE]",
-        help="variants of --variant-base, e.g. value_bits=10 max_samples_per_party=256",
+        help="variants of --variant-base, e.g. value_bits=12 max_parties=16",
     )
     parser.add_argument("--variant-base", default="compact")
     return parser.parse_args(argv)
