@@ -66,6 +66,7 @@ class KeyHolder:
     dealers: list[int] = field(default_factory=list)
     encrypted: dict[str, int] = field(default_factory=dict)  # kind -> last round encrypted
     decryptions: dict[str, DecryptionRecord] = field(default_factory=dict)  # "kind:round"
+    _setup: transcript.SetupTranscript | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.party = self.roster.party_of(self.name)
@@ -95,8 +96,11 @@ class KeyHolder:
         """
         if hellos.get(self.party) != self.secrets.get("own-hello"):
             raise RefusedRequest("the set-up omits or alters this hospital's own hello; refusing to deal")
-        setup = self._verify_setup(hellos)
-        self.hellos = dict(hellos)
+        try:
+            setup = transcript.verify_hellos(self.roster, self.flower_run, hellos)
+        except HEError as err:
+            raise RefusedRequest(f"set-up refused: {err}") from None
+        self.hellos, self._setup = dict(hellos), setup
         secret = keygen.gen_secret(self.ctx)
         self.secrets["secret-key"] = secret.residues.tobytes()
         quorum = self.roster.quorum
@@ -122,7 +126,7 @@ class KeyHolder:
         """
         if not self.is_keyholder:
             raise RefusedRequest("this hospital is not a keyholder of the roster's committee")
-        setup = self._verify_setup(self.hellos)
+        setup = self.setup
         me = self._channel()
         failed = []
         for dealer in setup.parties:
@@ -299,21 +303,25 @@ class KeyHolder:
         )
 
     # -- helpers -------------------------------------------------------------------------------
-    def _verify_setup(self, hellos: dict[int, bytes]) -> transcript.SetupTranscript:
-        try:
-            return transcript.verify_hellos(self.roster, self.flower_run, hellos)
-        except HEError as err:
-            raise RefusedRequest(f"set-up refused: {err}") from None
+    @property
+    def setup(self) -> transcript.SetupTranscript:
+        """The verified hellos of this run (checked once per process, then kept)."""
+        if self._setup is None:
+            if not self.hellos:
+                raise RefusedRequest("no key set-up for this run on this hospital")
+            try:
+                self._setup = transcript.verify_hellos(self.roster, self.flower_run, self.hellos)
+            except HEError as err:
+                raise RefusedRequest(f"set-up refused: {err}") from None
+        return self._setup
 
     @property
     def run_id(self) -> bytes:
-        if not self.hellos:
-            raise RefusedRequest("no key set-up for this run on this hospital")
-        return self._verify_setup(self.hellos).run_id
+        return self.setup.run_id
 
     @property
     def channel_keys(self) -> dict[int, bytes]:
-        return self._verify_setup(self.hellos).channel_keys
+        return self.setup.channel_keys
 
     def _label(self, kind: str, round_id: int) -> CiphertextLabel:
         return CiphertextLabel(self.roster.federation_id, self.run_id, kind, round_id)
