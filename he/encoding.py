@@ -1,23 +1,27 @@
 """Quantize, weight and pack a model update into integer fields, and decode their sum.
 
-A hospital with ``k`` training examples has FedAvg weight ``w = k' / S`` with ``k' = min(k, S)``,
-where ``S`` is the round's **weight scale**: one number for every hospital of the round, carried
-in the layout (which each contribution signs, and keyholders check is the same across the
-contributor set, so no hospital can be weighted apart from the others). The server sets it to
-the exact total example count of the previous aggregate, so weights add up to about 1 and the
-quantization error does not grow for small hospitals, whatever their size (1 to 10^7).
+A hospital with ``k`` training examples has FedAvg weight ``w = k / S``, where ``S`` is the
+round's **weight scale**: one number for every hospital of the round, carried in the layout
+(which each contribution signs, and keyholders check is the same across the contributor set,
+so no hospital can be weighted apart from the others).
 
-Each value ``v`` is clipped to ``[-clip, clip]`` and becomes ``z = round(w*v/clip * H)`` with
+Each value ``v`` is clipped to ``[-clip, clip]`` and becomes ``z = round(v/clip * w*H)`` with
 ``H = 2^(b-1)-1`` (stochastic rounding for ``compact``: unbiased), stored offset as
-``u = z + H`` in ``[0, 2H]``. The example counts ``k`` and ``k'`` travel **exactly**, split into
-chunks of ``b-1`` bits, each in a field of its own. Fields of ``b + ceil(log2 max_parties)``
-bits are packed several per 60-bit residue (BatchCrypt, USENIX ATC 2020), so the sum of up to
-``max_parties`` updates never carries into a neighbour. The sum decodes to
-``sum_k w_k v_k / sum_k w_k`` (FedAvg, by adding integers only) and the exact total count.
+``u = z + o`` in ``[0, 2o]`` with the hospital's own offset ``o = ceil(w*H)``: a large
+hospital's values get a wide range and a small one's a narrow range, so the sum of the
+weighted values uses the fields' whole headroom whatever the sizes. The example count ``k`` and
+the offset ``o`` travel **exactly**, split into chunks of ``b-1`` bits, each in a field of its
+own. Fields of ``b + ceil(log2 max_parties)`` bits are packed several per 60-bit residue
+(BatchCrypt, USENIX ATC 2020). The sum decodes to ``sum_k w_k v_k / sum_k w_k`` (FedAvg, by
+adding integers only; the divisor ``sum_k k / S`` is exact) and the exact total count.
+
+The server picks ``S = ceil(2 * total / max_parties)`` from the last exact total, so the
+weights add up to about ``max_parties / 2``: half the headroom, the other half for a round
+with up to twice as many examples. A sum whose offsets could overflow the fields (the total
+grew more than that, or a scale far too small) is refused when decoding, never decoded wrong.
 
 Error bound: each ``z`` errs by less than 1 unit, so the decoded average errs by less than
-``n * clip / (H * W)`` per value, with ``n`` contributors and ``W = sum_k k'_k / S`` (W = 1
-when ``S`` is the total count), plus float64 rounding.
+``n * clip / (H * W)`` per value, with ``n`` contributors and ``W = sum_k k_k / S``.
 """
 
 from __future__ import annotations
@@ -29,6 +33,25 @@ import numpy as np
 
 from he.errors import EncodingError
 from he.params import MAX_EXAMPLES, HEParams
+
+
+def weight_scale_for(total_examples: int, params: HEParams) -> int:
+    """The weight scale ``S`` for a round after an aggregate of ``total_examples``: weights then
+    add up to about ``max_parties / 2`` (module docstring)."""
+    return max(1, min(MAX_EXAMPLES, -(-2 * total_examples // params.max_parties)))
+
+
+class WeightScaleError(EncodingError):
+    """The round's weight scale was too small for its examples: fields may have overflowed, so
+    the aggregate is discarded. The exact example count is still known (its fields have their
+    own headroom), so the next round can use the right scale."""
+
+    def __init__(self, total_examples: int, needed: int, limit: int) -> None:
+        super().__init__(
+            f"the weighted values need a field range of {needed}, above {limit}: the round's weight "
+            f"scale was too small for its {total_examples} examples; the aggregate is discarded"
+        )
+        self.total_examples = total_examples
 
 
 @dataclass(frozen=True)
@@ -85,8 +108,10 @@ class UpdateEncoder:
         self.num_payload_primes = num_payload_primes
         self.half_range = (1 << (params.value_bits - 1)) - 1
         self.mask = np.uint64((1 << params.slot_bits) - 1)
+        self.field_limit = (1 << params.slot_bits) - 1
         self.chunk_bits = params.value_bits - 1
-        self.count_chunks = math.ceil(MAX_EXAMPLES.bit_length() / self.chunk_bits)
+        # chunks enough for a count up to 10^7 and for an offset up to the field limit
+        self.count_chunks = math.ceil(max(MAX_EXAMPLES.bit_length(), params.slot_bits) / self.chunk_bits)
 
     def num_ciphertexts(self, layout: UpdateLayout) -> int:
         return -(-(layout.num_values + 2 * self.count_chunks) // self.params.values_per_ciphertext)
@@ -116,17 +141,22 @@ class UpdateEncoder:
             or not 1 <= scale <= MAX_EXAMPLES
         ):
             raise EncodingError(f"weight_scale must be an integer in [1, {MAX_EXAMPLES}], got {scale!r}")
-        weighted_count = min(num_examples, int(scale))
+        offset = -(-num_examples * self.half_range // int(scale))  # ceil(w * H), exactly
+        if 2 * offset > self.field_limit:
+            raise EncodingError(
+                f"{num_examples} examples at weight scale {scale} need a field range of {2 * offset}, "
+                f"above {self.field_limit}; the round's weight scale is too small"
+            )
         clipped = int(np.count_nonzero(np.abs(values) > clip))
-        scaled = np.clip(values, -clip, clip) * (weighted_count / scale / clip * self.half_range)
+        scaled = np.clip(values, -clip, clip) * (num_examples * self.half_range / int(scale) / clip)
         if p.stochastic_rounding:
             quantized = np.floor(scaled + rng.random(scaled.shape))
         else:
             quantized = np.rint(scaled)
-        offset = np.clip(quantized, -self.half_range, self.half_range).astype(np.int64) + self.half_range
-        counts = np.array(self._chunks(num_examples) + self._chunks(weighted_count), dtype=np.int64)
+        shifted = np.clip(quantized, -offset, offset).astype(np.int64) + offset
+        counts = np.array(self._chunks(num_examples) + self._chunks(offset), dtype=np.int64)
         layout = UpdateLayout.of(arrays, clip, int(scale))
-        unsigned = np.concatenate([offset, counts]).astype(np.uint64)
+        unsigned = np.concatenate([shifted, counts]).astype(np.uint64)
         return EncodedUpdate(self._pack(unsigned, layout), layout, clipped)
 
     def decode(
@@ -136,15 +166,15 @@ class UpdateEncoder:
         count = layout.num_values
         unpacked = self._unpack(field_sums)[: count + 2 * self.count_chunks].astype(np.int64)
         total_examples = self._unchunk(unpacked[count : count + self.count_chunks])
-        weighted_examples = self._unchunk(unpacked[count + self.count_chunks :])
-        if not 1 <= weighted_examples <= total_examples <= num_contributors * MAX_EXAMPLES:
+        total_offset = self._unchunk(unpacked[count + self.count_chunks :])
+        if not num_contributors <= total_examples <= num_contributors * MAX_EXAMPLES:
             raise EncodingError(
-                f"decoded example counts ({total_examples} total, {weighted_examples} weighted) are not "
-                f"those of {num_contributors} valid updates"
+                f"decoded example count {total_examples} is not that of {num_contributors} valid updates"
             )
-        centered = unpacked[:count] - num_contributors * self.half_range
-        total_weight = weighted_examples / layout.weight_scale
-        average = centered.astype(np.float64) * (layout.clip / self.half_range) / total_weight
+        if 2 * total_offset > self.field_limit:
+            raise WeightScaleError(total_examples, 2 * total_offset, self.field_limit)
+        weighted = (unpacked[:count] - total_offset).astype(np.float64)
+        average = weighted * (layout.clip * layout.weight_scale / (self.half_range * total_examples))
         arrays, start = [], 0
         for shape in layout.shapes:
             size = int(np.prod(shape, dtype=np.int64))

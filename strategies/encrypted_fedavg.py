@@ -28,8 +28,9 @@ from he import transcript
 from he.ciphertext import CiphertextLabel, CiphertextSum, EncryptedUpdate
 from he.context import HEContext
 from he.decrypt import DecryptionRequest, DecryptionShare, combine, decrypt_update
+from he.encoding import WeightScaleError, weight_scale_for
 from he.errors import HEError
-from he.params import MAX_EXAMPLES, preset
+from he.params import preset
 from he.roster import Roster, write_simulated_federation
 from server.settings import RunSettings
 from strategies.fedavg import FedAvg, FederationResult, RoundFailedError, weighted_client_metrics
@@ -264,7 +265,7 @@ class EncryptedFedAvg(FedAvg):
         if result is None:
             raise RoundFailedError(f"feature statistics ({pass_name}) could not be decrypted")
         average, total_examples, *_ = result
-        self.weight_scale = min(total_examples, MAX_EXAMPLES)  # weights of round 1 add up to ~1
+        self.weight_scale = weight_scale_for(total_examples, self.ctx.params)  # for round 1
         return average
 
     def aggregate_train(
@@ -284,7 +285,7 @@ class EncryptedFedAvg(FedAvg):
         average, total_examples, decrypt_seconds, client_decrypt, attempts = result
         metrics["decryption_attempts"] = attempts
         metrics["weight_scale"] = self.weight_scale
-        self.weight_scale = min(total_examples, MAX_EXAMPLES)
+        self.weight_scale = weight_scale_for(total_examples, self.ctx.params)
         self.round_clip = next_clip(average, self.clip_margin, self.ctx.params.clip)
         self.traffic.seconds = {
             "aggregate_seconds": aggregate_seconds,
@@ -352,10 +353,15 @@ class EncryptedFedAvg(FedAvg):
             started = time.perf_counter()
             try:
                 fields = combine(self.ctx, aggregate, shares, request, noise_bits)
-                average, total_examples = decrypt_update(encoding, aggregate, fields)
             except HEError as err:
                 log.warning("%s attempt %d failed: %s", what, attempt, err)
                 continue
+            try:
+                average, total_examples = decrypt_update(encoding, aggregate, fields)
+            except WeightScaleError as err:  # decrypted, but not decodable: another attempt won't help
+                self.weight_scale = weight_scale_for(err.total_examples, encoding.params)
+                log.warning("%s: %s; the next round uses weight scale %d", what, err, self.weight_scale)
+                return None
             seconds = time.perf_counter() - started
             return average, total_examples, seconds, float(np.mean(client_seconds)), attempt
         log.warning(

@@ -186,15 +186,15 @@ def max_abs_error(got: list[np.ndarray], want: list[np.ndarray]) -> float:
 def average_tolerance(params: HEParams, counts: list[int], weight_scale: int | None = None) -> float:
     """Worst-case error of the decoded weighted average, derived from the quantization step.
 
-    Party k encodes ``z_k = w_k v_k H / clip + d_k`` with ``w_k = min(n_k, S) / S``
-    (``H = 2^(b-1)-1``) and ``|d_k| < 1``: round-to-nearest errs by 1/2, stochastic rounding by
-    < 1, plus at most half an ulp of the float64 product (1/2 once ``|z| ~ 2^53``). The counts
-    travel exactly, so ``W = sum_k w_k`` is exact and ``|decoded - A/W| < n clip / (H W)``. The
-    factor 2 covers the float64 conversion of the int64 field sums in ``UpdateEncoder.decode``.
+    Party k encodes ``z_k = v_k w_k H / clip + d_k`` with ``w_k = n_k / S`` (``H = 2^(b-1)-1``)
+    and ``|d_k| < 1``: round-to-nearest errs by 1/2, stochastic rounding by < 1, plus at most
+    half an ulp of the float64 product (1/2 once ``|z| ~ 2^53``). The counts travel exactly, so
+    ``W = sum_k w_k`` is exact and ``|decoded - A/W| < n clip / (H W)``. The factor 2 covers the
+    float64 conversion of the int64 field sums in ``UpdateEncoder.decode``.
     """
     scale = weight_scale or params.default_weight_scale
     half_range = (1 << (params.value_bits - 1)) - 1
-    weight = sum(min(c, scale) for c in counts) / scale
+    weight = sum(counts) / scale
     return 2 * len(counts) * params.clip / (half_range * weight)
 
 
