@@ -38,7 +38,7 @@ from he.encoding import UpdateEncoder
 from he.errors import RosterError, ShareMismatchError
 from he.modarith import addmod, mulmod, submod
 from he.params import ENCRYPTION_NOISE_BOUND
-from he.threshold import lagrange_residues
+from he.threshold import interpolate_at, lagrange_residues
 
 SIZES = (700, 33, 5000)  # three arrays, 5733 values: one ciphertext under TEST_PARAMS
 
@@ -89,8 +89,10 @@ def expected_fields(params, updates, counts) -> np.ndarray:
 
 
 def tolerance(params, updates, counts) -> tuple[list[np.ndarray], float]:
-    want = weighted_average(updates, counts)
-    return want, average_tolerance(params, counts, max(float(np.max(np.abs(w))) for w in want))
+    """The plaintext FedAvg answer under the preset's weight scale S (a hospital larger than S
+    weighs as if it had S examples), and the error ``average_tolerance`` allows."""
+    weights = [min(c, params.default_weight_scale) for c in counts]
+    return weighted_average(updates, weights), average_tolerance(params, counts)
 
 
 # -- correctness -------------------------------------------------------------------------------
@@ -135,7 +137,7 @@ def test_every_allowed_three_of_five_decryption_set_decrypts(federation5, round5
         ctx, aggregate, combine(ctx, aggregate, shares, request, federation5.noise_bits)
     )
     assert max_abs_error(arrays, want) <= tol
-    assert total == pytest.approx(sum(counts), rel=1e-12)
+    assert total == sum(counts)  # the counts travel exactly
 
 
 def test_two_decryption_sets_give_identical_field_sums(federation5, round5):
@@ -161,7 +163,7 @@ def test_six_of_ten_decrypts_with_eight_and_with_ten(federation10):
     for keyholders in ([2, 3, 4, 5, 7, 8, 9, 10], federation10.parties):
         arrays, total = federation10.decrypt(aggregate, federation10.parties, keyholders)
         assert max_abs_error(arrays, want) <= tol
-        assert total == pytest.approx(sum(counts), rel=1e-12)
+        assert total == sum(counts)
 
 
 def test_committee_smaller_than_federation_and_partial_contributors(test_ctx):
@@ -384,12 +386,6 @@ def test_prf_uniform_is_deterministic_uniform_and_context_bound(test_ctx):
         assert abs(float(np.mean(row)) - 0.5) < 0.02
         quarters = np.histogram(row, bins=4, range=(0, 1))[0] / len(row)
         assert np.all(np.abs(quarters - 0.25) < 0.03)
-    # rejection sampling against a small prime keeps the residues below it and uniform
-    small = np.array([97], dtype=np.uint64)
-    residues = prf_uniform(key, b"context-1", small, 20000)
-    assert residues.max() < 97
-    counts = np.bincount(residues[0].astype(np.int64), minlength=97)
-    assert counts.min() > 120 and counts.max() < 300  # expected 206 each
 
 
 def test_pairwise_masks_of_the_decryption_set_sum_to_zero(federation5):
@@ -454,16 +450,23 @@ def test_gen_secret_is_a_fresh_ternary_polynomial(test_ctx):
 
 
 def test_dealt_shares_reconstruct_with_any_t_points_only(test_ctx):
+    """Shares of one dealing lie on one polynomial of degree t-1 through s_i: any t of them
+    interpolate to s_i, no t-1 of them do. The first t-1 keyholders get 64-byte seeds."""
     moduli = test_ctx.data_moduli
     secret = keygen.gen_secret(test_ctx)
-    dealt = keygen.deal_secret_shares(test_ctx, secret, 3, [1, 2, 3, 4, 5])
+    dealt = keygen.deal_secret_shares(test_ctx, secret, 3, [5, 3, 1, 2, 4])
     assert sorted(dealt) == [1, 2, 3, 4, 5]
+    assert [k for k, d in sorted(dealt.items()) if d.seed is not None] == [1, 2]
+    assert all(len(dealt[k].seed) == keygen.SEED_BYTES and dealt[k].residues is None for k in (1, 2))
+    assert all(dealt[k].residues is not None and dealt[k].seed is None for k in (3, 4, 5))
+    shares = {k: d.expand(test_ctx) for k, d in dealt.items()}
+    assert np.array_equal(shares[1], keygen.sample_uniform(test_ctx, dealt[1].seed))
 
     def interpolate(points):
         total = np.zeros_like(secret.residues)
         for k in points:
-            weight = np.broadcast_to(lagrange_residues(k, points, moduli), dealt[k].shape)
-            total = addmod(total, mulmod(dealt[k], weight, moduli), moduli)
+            weight = np.broadcast_to(lagrange_residues(k, points, moduli), shares[k].shape)
+            total = addmod(total, mulmod(shares[k], weight, moduli), moduli)
         return total
 
     for points in itertools.combinations(range(1, 6), 3):
@@ -471,10 +474,25 @@ def test_dealt_shares_reconstruct_with_any_t_points_only(test_ctx):
     assert np.array_equal(interpolate((1, 2, 3, 4, 5)), secret.residues)
     for points in itertools.combinations(range(1, 6), 2):
         assert np.mean(interpolate(points) == secret.residues) < 0.01
+    # the same through he.threshold.interpolate_at, at 0 and at another keyholder's point
+    assert np.array_equal(interpolate_at(0, {k: shares[k] for k in (2, 4, 5)}, moduli), secret.residues)
+    assert np.array_equal(interpolate_at(3, {k: shares[k] for k in (1, 4, 5)}, moduli), shares[3])
     # a share alone looks nothing like the ternary secret; two dealings of one secret differ
-    assert np.mean(dealt[1] == secret.residues) < 0.01
+    assert all(np.mean(share == secret.residues) < 0.01 for share in shares.values())
     redealt = keygen.deal_secret_shares(test_ctx, secret, 3, [1, 2, 3, 4, 5])
-    assert np.mean(redealt[1] == dealt[1]) < 0.01
+    assert all(np.mean(redealt[k].expand(test_ctx) == shares[k]) < 0.01 for k in shares)
+    assert "<secret>" in repr(dealt[1]) and dealt[1].seed.hex() not in repr(dealt[1])
+
+
+def test_n_of_n_and_two_of_n_dealings(test_ctx):
+    """The edge thresholds: t = n (n-1 seeds, one full share) and t = 2 (one seed)."""
+    moduli = test_ctx.data_moduli
+    secret = keygen.gen_secret(test_ctx)
+    for threshold, seeds in [(4, 3), (2, 1)]:
+        dealt = keygen.deal_secret_shares(test_ctx, secret, threshold, [1, 2, 3, 4])
+        assert sum(d.seed is not None for d in dealt.values()) == seeds
+        known = {k: dealt[k].expand(test_ctx) for k in list(dealt)[-threshold:]}
+        assert np.array_equal(interpolate_at(0, known, moduli), secret.residues)
 
 
 def test_mask_keys_are_shared_by_the_pair_only(federation5):
@@ -603,11 +621,10 @@ def test_real_preset_three_of_five(name):
     fields = combine(ctx, aggregate, shares, request, fed.noise_bits)
     arrays, total = decrypt_update(ctx, aggregate, fields)
     want, tol = tolerance(ctx.params, updates, counts)
+    assert max(counts) > ctx.params.default_weight_scale > min(counts)  # capped weights exercised
     assert tol < (1e-9 if name == "precise" else 2e-2)
     assert max_abs_error(arrays, want) <= tol
-    # the weight is quantized like the values: each of 5 weights errs by < 1/H of max_samples
-    half = (1 << (ctx.params.value_bits - 1)) - 1
-    assert total == pytest.approx(sum(counts), abs=5 * ctx.params.max_samples_per_party / half + 1e-9)
+    assert total == sum(counts)  # the counts travel exactly, uncapped
     # the measured noise of this decryption against the preset's documented bound
     measured = max(abs(int(v)) for v in noise_of(ctx, phase(ctx, aggregate, shares)).ravel())
     assert 2 ** (fed.smudging_bits - 1) < measured <= 2**fed.noise_bits
@@ -615,37 +632,44 @@ def test_real_preset_three_of_five(name):
 
 
 def test_compact_headroom_limit_decodes_exactly():
-    """max_parties updates all at +clip (first half) and -clip (second half), weights maximal.
+    """max_parties updates all at +clip (first half) and -clip (second half), all of weight 1.
 
-    Every packed field of the aggregate then sits at its extreme: max_parties * (2^b - 2) or 0.
-    The sum must decode exactly (no carry into a neighbouring field, no wrap modulo the prime).
-    A 2-of-2 committee keeps the dealing cheap; every hospital still has its own secret.
+    Each hospital's offset is then ``o = H`` and every packed value field of the aggregate sits
+    at its extreme: max_parties * 2H = max_parties * (2^b - 2), or 0. The sum must decode
+    exactly (no carry into a neighbouring field, no wrap modulo the prime). A 2-of-2 committee
+    keeps the dealing cheap; every hospital still has its own secret.
     """
     ctx = context("compact")
     p = ctx.params
     assert p.max_parties == 128
     fed = build_federation(ctx, p.max_parties, threshold=2, committee_size=2)
-    size = p.values_per_ciphertext - 1  # with the weight: every field of one ciphertext is used
+    encoder = UpdateEncoder(p, ctx.num_payload)
+    chunks = encoder.count_chunks
+    size = p.values_per_ciphertext - 2 * chunks  # with the counts: every field of one ciphertext
     signs = np.where(np.arange(size) < size // 2, 1.0, -1.0)
-    # beyond the clip range (clipped to exactly +-clip), counts at max_samples_per_party: w = 1
+    # beyond the clip range (clipped to exactly +-clip); counts at the weight scale: w = 1
+    count = p.default_weight_scale
     updates = [[signs * p.clip * (1 + k / 10)] for k in range(p.max_parties)]
-    counts = [p.max_samples_per_party] * p.max_parties
-    aggregate = fed.encrypt_all(updates, counts)
+    aggregate = fed.encrypt_all(updates, [count] * p.max_parties)
     assert len(aggregate.c0) == 1 and aggregate.contributors == p.max_parties
     p.check_contributors(aggregate.contributors)
     request = fed.request(aggregate, fed.parties, (1, 2))
     fields = combine(ctx, aggregate, fed.shares(request), request, fed.noise_bits)
-    half = (1 << (p.value_bits - 1)) - 1
+    half = encoder.half_range
     top = p.max_parties * 2 * half  # max_parties * (2^b - 2)
-    assert top < 1 << p.slot_bits  # the headroom is really used up to its last bit
+    assert top <= encoder.field_limit < 1 << p.slot_bits  # the headroom is used up to its last bit
     assert top >= 1 << (p.slot_bits - 1)
-    unpacked = UpdateEncoder(p, ctx.num_payload)._unpack(fields)
+    unpacked = encoder._unpack(fields)
     assert np.array_equal(unpacked[:size], np.where(signs > 0, top, 0).astype(np.uint64))
-    assert unpacked[size] == top  # the weight fields, all at 1.0
+    # the exact count and offset chunks: every hospital's, times max_parties
+    assert unpacked[size : size + chunks].tolist() == [p.max_parties * c for c in encoder._chunks(count)]
+    assert unpacked[size + chunks : size + 2 * chunks].tolist() == [
+        p.max_parties * c for c in encoder._chunks(half)
+    ]
     arrays, total = decrypt_update(ctx, aggregate, fields)
     # exact up to the float64 rounding of clip / H in the final scaling
     np.testing.assert_allclose(arrays[0], signs * p.clip, rtol=1e-12, atol=0)
-    assert total == p.max_parties * p.max_samples_per_party
+    assert total == p.max_parties * count
 
 
 # -- quantization ----------------------------------------------------------------------------------
@@ -661,8 +685,7 @@ def test_compact_quantization_error_within_bound():
         updates, counts = random_updates(p, n, (2000,), seed=100 + trial)
         fields = sum(encoder.encode(u, c, rng).fields for u, c in zip(updates, counts, strict=True))
         arrays, _ = encoder.decode(fields, encoder.encode(updates[0], counts[0], rng).layout, n)
-        want = weighted_average(updates, counts)
-        tol = average_tolerance(p, counts, float(np.max(np.abs(want[0]))))
+        want, tol = tolerance(p, updates, counts)
         assert max_abs_error(arrays, want) <= tol
 
 
@@ -676,7 +699,7 @@ def test_stochastic_rounding_is_unbiased():
     draws = 200_000
     update = [np.full(draws, value)]
     # weight 1.0 is exactly representable, so only the values are rounded
-    encoded = encoder.encode(update, p.max_samples_per_party, np.random.default_rng(7))
+    encoded = encoder.encode(update, p.default_weight_scale, np.random.default_rng(7))
     arrays, _ = encoder.decode(encoded.fields, encoded.layout, 1)
     errors = (arrays[0] - value) / step
     assert set(np.round(errors, 6).tolist()) == {-0.4, 0.6}  # rounds down or up by one step
@@ -685,6 +708,6 @@ def test_stochastic_rounding_is_unbiased():
     # round-to-nearest on the same value errs by -0.4 step every time
     deterministic = UpdateEncoder(TEST_PARAMS, 2)
     v = (1234 + 0.4) * (TEST_PARAMS.clip / ((1 << 53) - 1))
-    enc = deterministic.encode([np.full(10, v)], TEST_PARAMS.max_samples_per_party, np.random.default_rng())
+    enc = deterministic.encode([np.full(10, v)], TEST_PARAMS.default_weight_scale, np.random.default_rng())
     out, _ = deterministic.decode(enc.fields, enc.layout, 1)
     assert np.all(out[0] < v)
