@@ -57,8 +57,7 @@ def addmod(a: np.ndarray, b: np.ndarray, q: np.ndarray | int) -> np.ndarray:
     """``(a + b) mod q`` for ``a, b < q < 2^63``."""
     qc = _as_column(q, max(np.ndim(a), np.ndim(b)))
     s = np.asarray(a, dtype=np.uint64) + np.asarray(b, dtype=np.uint64)
-    np.subtract(s, qc, out=s, where=s >= qc)
-    return s
+    return np.minimum(s, s - qc)  # s - q wraps above 2^63 > s exactly when s < q
 
 
 def submod(a: np.ndarray, b: np.ndarray, q: np.ndarray | int) -> np.ndarray:

@@ -77,10 +77,11 @@ def test_hundred_hospitals_with_failures_in_training_and_decryption(tmp_path) ->
         num_features=FEATURES,
         num_classes=2,
         data_paths=",".join(paths),
+        lr=0.3,
         round_timeout=900,
     )
     result = simulate(settings, unreliable, HOSPITALS)
     assert [h["contributors"] for h in result.history] == [HOSPITALS - len(FAIL_IN_TRAINING)] * 3
     assert [h["decryption_attempts"] for h in result.history] == [2, 2, 2]
-    accuracy = [h["eval_accuracy"] for h in result.history] + [result.final_metrics["eval_accuracy"]]
-    assert accuracy[-1] > 0.7 and accuracy[-1] > accuracy[0]
+    before, after = result.history[0]["eval_accuracy"], result.final_metrics["eval_accuracy"]
+    assert after > before + 0.1 and after > 0.75  # the federation learns the shared rule
