@@ -196,7 +196,8 @@ class HEParams:
     def decryption_noise_bits(self, committee_size: int, max_attempts: int) -> int:
         """Bound on the total noise of a combined decryption: |K| floods plus ``E``."""
         floods = committee_size * 2 ** self.smudging_bits(committee_size, max_attempts)
-        return math.ceil(math.log2(floods + 2**self.ciphertext_noise_bits))
+        # ceil(log2(x)) in exact integer arithmetic: float log2 rounds 2^82 + 2^10 down to 82
+        return (floods + 2**self.ciphertext_noise_bits - 1).bit_length()
 
     def check_federation(self, committee_size: int, max_attempts: int) -> None:
         """Refuse a committee whose flooded decryption noise could overflow the noise primes."""

@@ -7,8 +7,21 @@ import os
 import pickle
 
 import pytest
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from he.channel import MIN_SEALED_LEN, NONCE_LEN, TAG_LEN, ChannelKeyPair, open_sealed, seal
+from he.channel import (
+    HKDF_LABEL,
+    MIN_SEALED_LEN,
+    NONCE_LEN,
+    TAG_LEN,
+    ChannelKeyPair,
+    _derive,
+    mask_key,
+    open_sealed,
+    seal,
+)
 from he.errors import CiphertextError
 
 CTX = b"run-7|from=hospital-1|to=hospital-2"
@@ -234,3 +247,82 @@ def test_sender_must_be_a_key_pair(pair):
     _, bob = pair
     with pytest.raises(TypeError, match="ChannelKeyPair"):
         seal(os.urandom(32), bob.public_bytes(), b"share", CTX)
+
+
+# --- mask keys for the zero-sum decryption masks ---------------------------------------------
+
+
+def test_mask_key_is_symmetric_between_the_two_parties(pair):
+    alice, bob = pair
+    key = mask_key(alice, bob.public_bytes(), CTX)
+    assert isinstance(key, bytes) and len(key) == 32
+    assert mask_key(bob, alice.public_bytes(), CTX) == key
+    assert mask_key(alice, bob.public_bytes(), CTX) == key  # deterministic
+
+
+def test_mask_key_differs_per_context_and_per_pair(pair):
+    alice, bob = pair
+    carol = ChannelKeyPair.generate()
+    key = mask_key(alice, bob.public_bytes(), CTX)
+    others = {
+        mask_key(alice, bob.public_bytes(), b"run-8|from=hospital-1|to=hospital-2"),
+        mask_key(alice, bob.public_bytes(), b""),
+        mask_key(alice, bob.public_bytes(), CTX + b"\x00"),
+        mask_key(alice, carol.public_bytes(), CTX),
+        mask_key(bob, carol.public_bytes(), CTX),
+    }
+    assert key not in others and len(others) == 5
+
+
+def test_third_party_cannot_derive_the_mask_key(pair):
+    alice, bob = pair
+    eve = ChannelKeyPair.generate()
+    key = mask_key(alice, bob.public_bytes(), CTX)
+    # eve knows both public keys (the coordinator relays them) but neither private key
+    assert mask_key(eve, alice.public_bytes(), CTX) != key
+    assert mask_key(eve, bob.public_bytes(), CTX) != key
+
+
+def test_mask_key_is_not_the_channel_key(pair):
+    """Separate HKDF labels: a mask key never equals (and so never reveals) the AEAD key that
+    seals the Shamir shares between the same two hospitals under the same context."""
+    alice, bob = pair
+    aead_key = _derive(
+        alice, bob.public_bytes(), X25519PublicKey.from_public_bytes(bob.public_bytes()), HKDF_LABEL, CTX
+    )
+    assert mask_key(alice, bob.public_bytes(), CTX) != aead_key
+    sealed = seal(alice, bob.public_bytes(), b"share", CTX)
+    nonce, body = sealed[1 : 1 + NONCE_LEN], sealed[1 + NONCE_LEN :]
+    assert AESGCM(aead_key).decrypt(nonce, body, sealed[:1] + CTX) == b"share"  # the right key
+    with pytest.raises(InvalidTag):
+        AESGCM(mask_key(alice, bob.public_bytes(), CTX)).decrypt(nonce, body, sealed[:1] + CTX)
+
+
+def test_mask_key_refuses_own_key_as_peer(pair):
+    alice, _ = pair
+    with pytest.raises(CiphertextError, match="own public key"):
+        mask_key(alice, alice.public_bytes(), CTX)
+
+
+@pytest.mark.parametrize(
+    ("peer", "context", "error", "message"),
+    [
+        (b"\x09" * 31, CTX, CiphertextError, "expected a 32-byte"),
+        (bytes(32), CTX, CiphertextError, "low-order"),
+        ("not bytes", CTX, TypeError, "peer_public must be bytes"),
+        (None, CTX, TypeError, "peer_public must be bytes"),
+        ("peer", "run-7", TypeError, "context must be bytes"),
+    ],
+    ids=["short", "low-order", "str-key", "none-key", "str-context"],
+)
+def test_mask_key_refuses_bad_inputs(pair, peer, context, error, message):
+    alice, bob = pair
+    peer = bob.public_bytes() if peer == "peer" else peer
+    with pytest.raises(error, match=message):
+        mask_key(alice, peer, context)
+
+
+def test_mask_key_needs_a_key_pair(pair):
+    _, bob = pair
+    with pytest.raises(TypeError, match="ChannelKeyPair"):
+        mask_key(os.urandom(32), bob.public_bytes(), CTX)

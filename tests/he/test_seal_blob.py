@@ -101,14 +101,16 @@ def test_modified_ciphertext_changes_the_decryption(test_ctx, single_key, scratc
 
 
 def test_public_key_round_trip(test_ctx, single_key, scratch):
+    """Key-level objects (one more prime, the special one) parse and rebuild too."""
     secret_key, public_key = single_key
     blob = parse_poly_blob(save(public_key, scratch))
-    assert blob.parms_id == test_ctx.key_parms_id
+    assert blob.parms_id == tuple(test_ctx.seal.key_parms_id())
     assert blob.is_ntt_form
     assert blob.polys.shape == (2, len(test_ctx.key_moduli), test_ctx.n)
     assert np.all(blob.polys < test_ctx.key_moduli.reshape(-1, 1))
-    # through he's own loader (key-level arrays -> SEAL PublicKey), then encrypt with it
-    loaded = test_ctx.load_public_key(blob.polys)
+    # rebuilt bytes load into SEAL as a PublicKey that still encrypts to the secret key
+    loaded = seal.PublicKey()
+    loaded.load(test_ctx.seal, scratch.write(build_poly_blob(blob)))
     assert np.array_equal(parse_poly_blob(save(loaded, scratch)).polys, blob.polys)
     values = [0.25, -0.75, 0.125]
     decoded = decrypt(test_ctx, secret_key, encrypt(test_ctx, loaded, values))
