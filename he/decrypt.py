@@ -34,8 +34,6 @@ from he.errors import CiphertextError, ShareMismatchError
 from he.modarith import addmod, inverse, mulmod, negmod, submod
 from he.threshold import lagrange_residues
 
-RESIDUE_MASK = np.uint64((1 << 60) - 1)
-
 
 @dataclass(frozen=True)
 class DecryptionRequest:
@@ -109,14 +107,15 @@ def sample_smudging_noise(ctx: HEContext, count: int, bits: int) -> np.ndarray:
 
 def prf_uniform(key: bytes, context: bytes, moduli: np.ndarray, n: int) -> np.ndarray:
     """``[L, N]`` residues uniform modulo each prime: AES-256-CTR under a key derived from
-    (key, context, prime index), 60-bit words, rejection of words >= q (no truncation bias)."""
+    (key, context, prime index), words cut to the prime's bit length, rejection of words >= q
+    (no truncation bias; at least half the words are accepted)."""
     out = np.empty((len(moduli), n), dtype=np.uint64)
     for row, q in enumerate(moduli.tolist()):
         subkey = hashlib.blake2b(context + row.to_bytes(2, "little"), key=key, digest_size=32).digest()
         stream = Cipher(algorithms.AES(subkey), modes.CTR(bytes(16))).encryptor()
-        filled = 0
+        mask, filled = np.uint64((1 << int(q).bit_length()) - 1), 0
         while filled < n:
-            words = np.frombuffer(stream.update(bytes(8 * (n - filled + 16))), dtype="<u8") & RESIDUE_MASK
+            words = np.frombuffer(stream.update(bytes(8 * (n - filled + 16))), dtype="<u8") & mask
             accepted = words[words < np.uint64(q)][: n - filled]
             out[row, filled : filled + len(accepted)] = accepted
             filled += len(accepted)
