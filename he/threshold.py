@@ -26,28 +26,6 @@ def validate_points(points: list[int] | tuple[int, ...]) -> None:
         raise ShareMismatchError(f"party points must be distinct integers >= 1, got {list(points)}")
 
 
-def gen_shamir_shares(
-    secret: np.ndarray,
-    random_coefficients: list[np.ndarray],
-    points: list[int],
-    moduli: np.ndarray,
-) -> dict[int, np.ndarray]:
-    """Evaluate ``f(x) = secret + sum_k r_k x^k`` at each point, per prime row (Horner).
-
-    ``random_coefficients`` are t-1 uniform residue arrays shaped like ``secret`` (sampled by
-    SEAL in ``he.keygen``); ``secret`` is ``[L, N]`` residues, ``moduli`` the L primes.
-    """
-    validate_points(points)
-    shares = {}
-    for x in points:
-        acc = np.zeros_like(secret)
-        for coefficient in [*reversed(random_coefficients), secret]:
-            scaled = mulmod(acc, np.full_like(acc, x), moduli) if acc.any() else acc
-            acc = addmod(scaled, coefficient, moduli)
-        shares[x] = acc
-    return shares
-
-
 def interpolate_at(x: int, known: dict[int, np.ndarray], moduli: np.ndarray) -> np.ndarray:
     """``f(x)`` of the degree-(len(known)-1) polynomial through ``known`` (point -> residues),
     with each Lagrange basis value reduced modulo each prime."""

@@ -595,7 +595,7 @@ def test_secret_sum_detector_finds_the_test_oracle():
 def test_no_module_in_he_sums_secret_keys():
     """Static check (see ``secret_sums``): nothing under he/ adds secret-key residues."""
     assert secret_sums("c0 = submod(p, mulmod(c1, np.broadcast_to(sk.residues, s), q), q)") == []
-    assert secret_sums("shares = gen_shamir_shares(secret.residues, coefficients, points, q)") == []
+    assert secret_sums("known = {0: secret.residues} | seeded") == []
     # (``he.__file__`` is None under pytest: tests/he shadows the package as a namespace portion)
     package = Path(he_params.__file__).parent
     assert (package / "__init__.py").is_file() and package.name == "he"

@@ -28,7 +28,7 @@ from he.errors import (
     ShareMismatchError,
 )
 from he.params import MAX_COMMITTEE, MAX_EXAMPLES, PRESETS, HEParams, preset
-from he.threshold import gen_shamir_shares, lagrange_coefficient, sum_shares, validate_points
+from he.threshold import lagrange_coefficient, sum_shares, validate_points
 
 PRECISE = PRESETS["precise"]
 
@@ -497,8 +497,6 @@ def test_bad_points_refused(points):
         validate_points(points)
     with pytest.raises(ShareMismatchError, match="distinct integers >= 1"):
         lagrange_coefficient(1, points)
-    with pytest.raises(ShareMismatchError, match="distinct integers >= 1"):
-        gen_shamir_shares(np.zeros((1, 4), np.uint64), [], points, np.array([97], np.uint64))
     validate_points([1, 2, 3])
 
 
