@@ -161,8 +161,8 @@ def statistics(message: Message, context: Context) -> Message:
     if not bool(config.get(p.ENCRYPTED, True)):
         return reply(message, arrays=values, metrics={p.NUM_EXAMPLES: count, "tabular": 1})
     holder = load_keyholder(context)
-    round_id = p.STATISTICS_PASSES[pass_name]
-    blob, statement, clipped = holder.encrypt("statistics", round_id, values, count)
+    scale = int(config[p.WEIGHT_SCALE]) if p.WEIGHT_SCALE in config else None
+    blob, statement, clipped = holder.encrypt("statistics", int(config[p.ROUND]), values, count, None, scale)
     if clipped:
         log.warning("%d feature statistics exceed 2^20 and were clipped: rescale those features", clipped)
     store_keyholder(context, holder)

@@ -10,6 +10,9 @@ What a hospital refuses (``RefusedRequest``):
   hello, or lack a keyholder (``he.transcript.verify_hellos``);
 * a second, different encryption under a ``(kind, round)`` it already encrypted (the seeded
   ``c1`` is a nonce: a retry gets the same bytes), or one under a round older than its last;
+* encryption or decryption for a round outside those the flooding was sized for (training
+  rounds 1..max_rounds, the statistics passes' three ids): more decryptions than that would
+  exceed the statistical-distance budget;
 * as a keyholder, a decryption request whose decryption set T is not a quorum-intersecting
   subset of the committee, whose contributors U are fewer than the roster's minimum, lack a
   valid signed contribution (all with one layout: shapes, clip and weight scale), or include
@@ -35,6 +38,7 @@ from he.errors import HEError
 from he.identity import SigningKey
 from he.keygen import SecretKeyShare
 from he.params import preset
+from he.protocol import STATISTICS_ROUNDS
 from he.roster import Roster
 from he.threshold import sum_shares
 
@@ -163,6 +167,7 @@ class KeyHolder:
 
         A retry of the last (kind, round) returns the stored bytes: never two ``c0`` under one ``c1``.
         """
+        self._check_round(kind, round_id)
         last = self.encrypted.get(kind)
         if last is not None and round_id == last:
             return self.secrets[f"sent:{kind}"], self.secrets[f"sent-statement:{kind}"], 0
@@ -208,6 +213,7 @@ class KeyHolder:
             raise RefusedRequest(str(err)) from None
         if self.party not in decryption_set:
             raise RefusedRequest(f"this keyholder (party {self.party}) is not in the decryption set")
+        self._check_round(kind, round_id)
         if not 1 <= attempt <= self.roster.max_attempts:
             raise RefusedRequest(f"attempt {attempt} is outside [1, {self.roster.max_attempts}] (roster)")
         contributors = sorted(contributions)
@@ -322,6 +328,14 @@ class KeyHolder:
     @property
     def channel_keys(self) -> dict[int, bytes]:
         return self.setup.channel_keys
+
+    def _check_round(self, kind: str, round_id: int) -> None:
+        """Only the rounds the flooding was sized for (``HEParams.smudging_bits``): training rounds
+        1..max_rounds and the statistics passes' ids; more decryptions would exceed the budget."""
+        if kind == "train" and not 1 <= round_id <= self.ctx.params.max_rounds:
+            raise RefusedRequest(f"training round {round_id} is outside [1, {self.ctx.params.max_rounds}]")
+        if kind == "statistics" and round_id not in STATISTICS_ROUNDS:
+            raise RefusedRequest(f"statistics round {round_id} is not one of {list(STATISTICS_ROUNDS)}")
 
     def _label(self, kind: str, round_id: int) -> CiphertextLabel:
         return CiphertextLabel(self.roster.federation_id, self.run_id, kind, round_id)

@@ -39,7 +39,7 @@ from he.errors import InsecureParametersError
 MIN_FLOODING_MARGIN_BITS = 40
 MAX_COMMITTEE = 32  # keyholders; larger federations name a committee in the roster
 MAX_ATTEMPTS = 16  # the roster's max_attempts is at most this
-STATISTICS_DECRYPTIONS = 2  # the two feature-statistics passes of a run
+STATISTICS_DECRYPTIONS = 3  # feature-statistics passes of a run (he.protocol.STATISTICS_ROUNDS)
 MAX_EXAMPLES = 10_000_000  # training examples per hospital; counts travel exactly up to this
 ENCRYPTION_NOISE_BOUND = 19  # SEAL's clipped normal: |e| <= 6 * 3.2, truncated toward zero
 
@@ -231,15 +231,16 @@ class HEParams:
 
         Means and mean squares of raw features span many orders of magnitude (a tumour area
         near 10^3, a smoothness near 10^-1), so they get the widest field the primes allow and a
-        clip of 2^20 on each moment; the weight scale is the largest hospital size (10^7), so no
-        weight is capped, and 51-bit fields keep small weights precise.
+        clip of 2^20 on each moment. The first pass runs at weight scale 2^10, which holds
+        federations of up to 2^10 * max_parties / 2 examples at full precision; a larger one is
+        detected exactly and the pass is run again at its scale (``strategies.encrypted_fedavg``).
         """
         return replace(
             self,
             name=f"{self.name}-statistics",
             value_bits=min(self.payload_prime_bits) - 1 - self.headroom_bits,
             clip=float(1 << 20),
-            default_weight_scale=MAX_EXAMPLES,
+            default_weight_scale=1 << 10,
             stochastic_rounding=False,
         )
 

@@ -17,7 +17,9 @@ EVALUATE = "evaluate"  # hospital: evaluate the final global model
 # Round ids of the two statistics passes (training rounds count from 1): the first sums each
 # feature's mean and mean square, the second the spread around the global mean, scaled by the
 # global root mean square so that features of every magnitude keep their precision.
-STATISTICS_PASSES = {"moments": -1, "spread": 0}
+STATISTICS_PASSES = {"moments": -2, "spread": 0}
+MOMENTS_RESCALED_ROUND = -1  # the moments pass again, if the federation outgrew its weight scale
+STATISTICS_ROUNDS = (-2, -1, 0)  # every statistics round id a run may use (the flooding counts 3)
 STATISTICS_PASS = "statistics-pass"
 FEATURE_SCALE = "feature-scale"
 

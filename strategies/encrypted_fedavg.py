@@ -72,6 +72,7 @@ class EncryptedFedAvg(FedAvg):
         self.clip_margin = clip_margin
         self.round_clip = self.ctx.params.clip
         self.weight_scale = self.ctx.params.default_weight_scale  # S of he.encoding, per round
+        self.statistics_scale = self.statistics_ctx.params.default_weight_scale
         self.roster: Roster | None = None
         self.setup_transcript: transcript.SetupTranscript | None = None
         self.party_nodes: dict[int, int] = {}
@@ -252,9 +253,25 @@ class EncryptedFedAvg(FedAvg):
         return total, statements, client_metrics, seconds
 
     def average_statistics(self, grid: Grid, pass_name: str, extra: dict) -> list[np.ndarray] | None:
-        """One statistics pass: sum the hospitals' encrypted values, decrypt only the sum."""
+        """One statistics pass: sum the hospitals' encrypted values, decrypt only the sum.
+
+        The first pass runs at the preset's default weight scale; if the federation is too large
+        for it, the exact total is still decoded and the pass runs once more, rescaled, under its
+        own round id (``p.MOMENTS_RESCALED_ROUND``: a ``c1`` is never reused).
+        """
         round_id = p.STATISTICS_PASSES[pass_name]
-        replies = self.statistics_replies(grid, pass_name, extra)
+        try:
+            return self._statistics_pass(grid, pass_name, round_id, extra)
+        except WeightScaleError as err:
+            if round_id != p.STATISTICS_PASSES["moments"]:
+                raise RoundFailedError(f"feature statistics ({pass_name}): {err}") from None
+            self.statistics_scale = weight_scale_for(err.total_examples, self.statistics_ctx.params)
+            log.info("feature statistics: %s; again at weight scale %d", err, self.statistics_scale)
+            return self._statistics_pass(grid, pass_name, p.MOMENTS_RESCALED_ROUND, extra)
+
+    def _statistics_pass(self, grid: Grid, pass_name: str, round_id: int, extra: dict):
+        scale = {p.ROUND: round_id, p.WEIGHT_SCALE: self.statistics_scale}
+        replies = self.statistics_replies(grid, pass_name, {**extra, **scale})
         total, statements, _, _ = self._sum_contributions(
             "statistics", round_id, replies, self.statistics_ctx, f"feature statistics ({pass_name})"
         )
@@ -265,6 +282,7 @@ class EncryptedFedAvg(FedAvg):
         if result is None:
             raise RoundFailedError(f"feature statistics ({pass_name}) could not be decrypted")
         average, total_examples, *_ = result
+        self.statistics_scale = weight_scale_for(total_examples, self.statistics_ctx.params)
         self.weight_scale = weight_scale_for(total_examples, self.ctx.params)  # for round 1
         return average
 
@@ -275,10 +293,17 @@ class EncryptedFedAvg(FedAvg):
             "train", server_round, replies, self.ctx, f"round {server_round}"
         )
         self._check_contributors(len(statements), f"round {server_round}")
-        result = self._decrypt("train", server_round, total.result, statements, self.ctx)
         metrics = weighted_client_metrics(client_metrics)
         metrics["contributors"] = len(statements)
         metrics["clip"] = self.round_clip
+        try:
+            result = self._decrypt("train", server_round, total.result, statements, self.ctx)
+        except WeightScaleError as err:
+            self.weight_scale = weight_scale_for(err.total_examples, self.ctx.params)
+            log.warning(
+                "round %d: %s; the next round uses weight scale %d", server_round, err, self.weight_scale
+            )
+            result = None
         if result is None:
             metrics["round_skipped"] = 1
             return None, MetricRecord(metrics)
@@ -356,12 +381,8 @@ class EncryptedFedAvg(FedAvg):
             except HEError as err:
                 log.warning("%s attempt %d failed: %s", what, attempt, err)
                 continue
-            try:
-                average, total_examples = decrypt_update(encoding, aggregate, fields)
-            except WeightScaleError as err:  # decrypted, but not decodable: another attempt won't help
-                self.weight_scale = weight_scale_for(err.total_examples, encoding.params)
-                log.warning("%s: %s; the next round uses weight scale %d", what, err, self.weight_scale)
-                return None
+            # a WeightScaleError (decrypted, but not decodable) goes to the caller: no retry helps
+            average, total_examples = decrypt_update(encoding, aggregate, fields)
             seconds = time.perf_counter() - started
             return average, total_examples, seconds, float(np.mean(client_seconds)), attempt
         log.warning(

@@ -2,34 +2,21 @@
 
 from __future__ import annotations
 
-import os
+import logging
 
 import numpy as np
 import pytest
-from flwr.app import Context, Message
-from flwr.clientapp import ClientApp
-from flwr.simulation import run_simulation
+from sim_helpers import partition, simulate, unreliable_hospitals, write_hospital_tables
 
 from client import app as hospital
-from server.app import initial_weights, make_server_app
+from he.encoding import weight_scale_for
+from he.params import preset
+from server.app import initial_weights
 from server.settings import RunSettings
-from strategies.fedavg import FederationResult
 
-os.environ["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] = "1"
-BACKEND = {"client_resources": {"num_cpus": 1}}
 # Quantization step of the precise preset (2^-53 relative) accumulates over 3 rounds of SGD:
 # weights agree far below float32 resolution of what training changes.
 WEIGHT_TOLERANCE = 1e-5
-
-
-def simulate(settings: RunSettings, client_app: ClientApp, num_hospitals: int) -> FederationResult:
-    results: list[FederationResult] = []
-    rounds: list[dict] = []
-    app = make_server_app(settings, lambda r, m: rounds.append(m), results.append)
-    run_simulation(app, client_app, num_supernodes=num_hospitals, backend_config=BACKEND)
-    assert results, "the ServerApp did not finish"
-    assert len(rounds) == settings.num_rounds
-    return results[0]
 
 
 @pytest.mark.slow
@@ -43,34 +30,10 @@ def test_encrypted_run_matches_plaintext_fedavg() -> None:
     assert encrypted.final_metrics["eval_accuracy"] > 0.8
 
 
-def make_initial(settings: RunSettings) -> list[np.ndarray]:
-    return [np.asarray(w, dtype=np.float32) for w in initial_weights(settings)]
-
-
-def partition(context: Context) -> int:
-    return int(context.node_config["partition-id"])
-
-
-faulty = ClientApp()
-faulty.query("hello")(hospital.hello)
-faulty.query("deal")(hospital.deal)
-faulty.query("dealings")(hospital.dealings)
-faulty.query("statistics")(hospital.statistics)
-faulty.evaluate()(hospital.evaluate)
-
-
-@faulty.train()
-def train_or_drop(message: Message, context: Context) -> Message:
-    if partition(context) == 0 and int(message.content["config"]["server-round"]) == 2:
-        raise RuntimeError("simulated hospital outage during training")
-    return hospital.train(message, context)
-
-
-@faulty.query("decrypt")
-def decrypt_or_drop(message: Message, context: Context) -> Message:
-    if partition(context) == 1:
-        raise RuntimeError("simulated hospital outage during decryption")
-    return hospital.decrypt(message, context)
+faulty = unreliable_hospitals(
+    train_down=lambda m, c: partition(c) == 0 and int(m.content["config"]["server-round"]) == 2,
+    decrypt_down=lambda m, c: partition(c) == 1,
+)
 
 
 @pytest.mark.slow
@@ -85,20 +48,9 @@ def test_dropouts_in_training_and_decryption_are_tolerated() -> None:
     assert result.final_metrics["eval_accuracy"] > 0.5
 
 
-never_decrypts = ClientApp()
-never_decrypts.query("hello")(hospital.hello)
-never_decrypts.query("deal")(hospital.deal)
-never_decrypts.query("dealings")(hospital.dealings)
-never_decrypts.query("statistics")(hospital.statistics)
-never_decrypts.train()(hospital.train)
-never_decrypts.evaluate()(hospital.evaluate)
-
-
-@never_decrypts.query("decrypt")
-def decrypt_statistics_only(message: Message, context: Context) -> Message:
-    if partition(context) in (0, 1) and message.content["config"]["kind"] == "train":
-        raise RuntimeError("simulated outage of two keyholders during round decryption")
-    return hospital.decrypt(message, context)
+never_decrypts = unreliable_hospitals(  # two keyholders down in every round's decryption
+    decrypt_down=lambda m, c: partition(c) in (0, 1) and m.content["config"]["kind"] == "train",
+)
 
 
 @pytest.mark.slow
@@ -108,6 +60,32 @@ def test_a_round_without_decryption_quorum_keeps_the_model_and_the_run_goes_on()
     settings = RunSettings(strategy="encrypted_fedavg", threshold=2, num_rounds=2, min_train_nodes=2)
     result = simulate(settings, never_decrypts, 3)
     assert [h.get("round_skipped") for h in result.history] == [1, 1]
-    initial = make_initial(settings)
+    initial = [np.asarray(w, dtype=np.float32) for w in initial_weights(settings)]
     assert all(np.array_equal(w, i) for w, i in zip(result.weights, initial, strict=True))
     assert result.final_metrics  # the final evaluation ran
+
+
+@pytest.mark.slow
+def test_a_federation_too_large_for_the_default_weight_scale_is_rescaled(tmp_path, caplog) -> None:
+    """33,600 training examples outgrow the statistics pass's default weight scale under
+    ``precise`` (room for 2^10 * 32): the overflow is detected with the exact count, the moments
+    pass runs again rescaled, and round 1 already uses the weight scale of the true total."""
+    rng = np.random.default_rng(1)
+    paths = write_hospital_tables(tmp_path, rng, hospitals=3, rows=(14000, 14000), features=4)
+    settings = RunSettings(
+        strategy="encrypted_fedavg",
+        he_preset="precise",
+        num_rounds=1,
+        model="logreg",
+        dataset="csv",
+        num_features=4,
+        num_classes=2,
+        data_paths=paths,
+    )
+    with caplog.at_level(logging.INFO, logger="strategies.encrypted_fedavg"):
+        result = simulate(settings, hospital.app, 3)
+    assert any("again at weight scale" in r.getMessage() for r in caplog.records)
+    train_examples = 3 * (14000 - 2800)  # client.data keeps 20% of each table for testing
+    assert train_examples > 32 * 1024
+    assert result.history[0]["weight_scale"] == weight_scale_for(train_examples, preset("precise"))
+    assert result.final_metrics["eval_accuracy"] > 0.8

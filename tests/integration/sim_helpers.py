@@ -1,0 +1,74 @@
+"""Shared by the simulation tests: run a federation, and hospital apps that fail on cue."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from flwr.app import Context, Message
+from flwr.clientapp import ClientApp
+from flwr.simulation import run_simulation
+
+from client import app as hospital
+from server.app import make_server_app
+from server.settings import RunSettings
+from strategies.fedavg import FederationResult
+
+os.environ["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] = "1"
+BACKEND = {"client_resources": {"num_cpus": 1}}
+Outage = Callable[[Message, Context], bool]
+
+
+def simulate(settings: RunSettings, client_app: ClientApp, num_hospitals: int) -> FederationResult:
+    results: list[FederationResult] = []
+    rounds: list[dict] = []
+    app = make_server_app(settings, lambda r, m: rounds.append(m), results.append)
+    run_simulation(app, client_app, num_supernodes=num_hospitals, backend_config=BACKEND)
+    assert results, "the ServerApp did not finish"
+    assert len(rounds) == settings.num_rounds
+    return results[0]
+
+
+def write_hospital_tables(directory, rng, hospitals: int, rows: tuple[int, int], features: int) -> str:
+    """One CSV per hospital (a shared linear rule with noise, ``rows`` = (fewest, most) patients);
+    returns the comma-separated paths for ``RunSettings.data_paths``."""
+    rule = rng.normal(size=features)
+    paths = []
+    for index in range(hospitals):
+        count = int(rng.integers(rows[0], rows[1] + 1))
+        values = rng.normal(size=(count, features))
+        target = (values @ rule + rng.normal(scale=0.5, size=count) > 0).astype(int)
+        path = directory / f"hospital-{index}.csv"
+        header = ",".join([f"x{j}" for j in range(features)] + ["target"])
+        body = [",".join(f"{v:.5f}" for v in row) + f",{t}" for row, t in zip(values, target, strict=True)]
+        path.write_text("\n".join([header, *body]) + "\n")
+        paths.append(str(path))
+    return ",".join(paths)
+
+
+def partition(context: Context) -> int:
+    return int(context.node_config["partition-id"])
+
+
+def unreliable_hospitals(train_down: Outage | None = None, decrypt_down: Outage | None = None) -> ClientApp:
+    """The hospital ClientApp, except that training or decryption fails when the outage says so."""
+    app = ClientApp()
+    app.query("hello")(hospital.hello)
+    app.query("deal")(hospital.deal)
+    app.query("dealings")(hospital.dealings)
+    app.query("statistics")(hospital.statistics)
+    app.evaluate()(hospital.evaluate)
+
+    @app.train()
+    def train(message: Message, context: Context) -> Message:
+        if train_down and train_down(message, context):
+            raise RuntimeError("simulated hospital outage during training")
+        return hospital.train(message, context)
+
+    @app.query("decrypt")
+    def decrypt(message: Message, context: Context) -> Message:
+        if decrypt_down and decrypt_down(message, context):
+            raise RuntimeError("simulated keyholder outage during decryption")
+        return hospital.decrypt(message, context)
+
+    return app
