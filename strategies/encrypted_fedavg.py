@@ -125,6 +125,11 @@ class EncryptedFedAvg(FedAvg):
                 f"threshold {settings.threshold} differs from the roster's {roster.threshold}"
             )
         self.ctx.params.check_federation(len(roster.committee), roster.max_attempts)
+        if settings.num_rounds > self.ctx.params.max_rounds:
+            raise SetupFailedError(
+                f"num_rounds={settings.num_rounds} exceeds the {self.ctx.params.max_rounds} rounds "
+                f"the {roster.preset} preset's noise flooding is sized for"
+            )
         return roster
 
     def setup(self, grid: Grid) -> None:
