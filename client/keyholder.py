@@ -98,6 +98,10 @@ class KeyHolder:
 
         Returns the sealed share per keyholder and the signed dealing statement.
         """
+        if "secret-key" in self.secrets:
+            raise RefusedRequest(
+                "this hospital already dealt its secret for this run; dealing again would replace it"
+            )
         if hellos.get(self.party) != self.secrets.get("own-hello"):
             raise RefusedRequest("the set-up omits or alters this hospital's own hello; refusing to deal")
         try:
@@ -214,7 +218,11 @@ class KeyHolder:
         if self.party not in decryption_set:
             raise RefusedRequest(f"this keyholder (party {self.party}) is not in the decryption set")
         self._check_round(kind, round_id)
-        if not 1 <= attempt <= self.roster.max_attempts:
+        if (
+            isinstance(attempt, bool)
+            or not isinstance(attempt, int)
+            or not 1 <= attempt <= self.roster.max_attempts
+        ):
             raise RefusedRequest(f"attempt {attempt} is outside [1, {self.roster.max_attempts}] (roster)")
         contributors = sorted(contributions)
         if len(contributors) < self.roster.min_contributors:

@@ -379,6 +379,21 @@ def test_bad_decryption_request_refused(federation, attack):
     holder.partial_decrypt("train", 1, 1, [1, 2, 3, 4, 5], federation.contributors(1, 2, 3, 4))
 
 
+def test_rounds_outside_the_flooding_budget_refused(federation):
+    """The flooding is sized for training rounds 1..max_rounds and three statistics passes; a
+    round outside them is neither encrypted nor decrypted."""
+    holder = federation.holder(1)
+    max_rounds = holder.ctx.params.max_rounds
+    update = updates_for([1], seed=4)[1]
+    budget = r"is outside \[1, |is not one of"  # not the other refusals, which also name the round
+    for kind, round_id in (("train", 0), ("train", max_rounds + 1), ("statistics", 1)):
+        with pytest.raises(RefusedRequest, match=budget):
+            holder.encrypt(kind, round_id, *update)
+        with pytest.raises(RefusedRequest, match=budget):
+            holder.partial_decrypt(kind, round_id, 1, [1, 2, 3, 4], federation.contributors(1, 2, 3))
+    assert holder.encrypted == {"train": 1} and holder.decryptions == {}
+
+
 # -- K = 32 at the he level ------------------------------------------------------------------------
 def he_test_fixtures():
     """``tests/he/conftest.py`` (TEST_PARAMS, build_federation), loaded under its own name."""
@@ -438,3 +453,18 @@ def test_keys_and_run_ids_are_fresh_for_every_set_up(tmp_path):
     assert len(set(secrets)) == len(set(channels)) == 6
     assert len({run[1].run_id for run in runs}) == 2
     assert all(h.run_id == run[1].run_id for run in runs for h in run.values())
+
+
+def test_a_second_dealing_is_refused_so_the_secret_is_never_replaced(federation):
+    """A retried ``deal`` would draw a new s_i, leaving keyholders with shares of the old one."""
+    holder = federation.holder(1, "after_deal")
+    with pytest.raises(RefusedRequest, match="already dealt"):
+        holder.deal(federation.hellos)
+
+
+@pytest.mark.parametrize("attempt", [1.5, True, "1"], ids=repr)
+def test_an_attempt_that_is_not_an_integer_is_refused(federation, attempt):
+    holder = federation.holder(1)
+    with pytest.raises(RefusedRequest, match="attempt"):
+        holder.partial_decrypt("train", 1, attempt, [1, 2, 3, 4, 5], federation.contributors(1, 2, 3, 4))
+    assert holder.decryptions == {}
