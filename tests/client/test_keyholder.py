@@ -468,3 +468,21 @@ def test_an_attempt_that_is_not_an_integer_is_refused(federation, attempt):
     with pytest.raises(RefusedRequest, match="attempt"):
         holder.partial_decrypt("train", 1, attempt, [1, 2, 3, 4, 5], federation.contributors(1, 2, 3, 4))
     assert holder.decryptions == {}
+
+
+def test_contributions_weighted_apart_are_refused(federation):
+    """The isolation attack: the coordinator sends hospital 1 a tiny weight scale and the others a
+    huge one, so the aggregate would be almost hospital 1's update alone. Each contribution signs
+    its layout (shapes, clip, weight scale); a keyholder refuses a set with more than one."""
+    updates = updates_for([1, 2, 3, 4], seed=7)
+    signed = {}
+    for party, scale in ((1, 50), (2, 1000), (3, 1000), (4, 1000)):
+        holder = federation.holder(party)
+        _, signed[party], _ = holder.encrypt("train", 2, *updates[party], weight_scale=scale)
+    keyholder = federation.holder(5)
+    with pytest.raises(RefusedRequest, match="different layouts"):
+        keyholder.partial_decrypt("train", 2, 1, [1, 2, 3, 4, 5], signed)
+    same = {}
+    for party in (1, 2, 3, 4):
+        _, same[party], _ = federation.holder(party).encrypt("train", 2, *updates[party], weight_scale=1000)
+    keyholder.partial_decrypt("train", 2, 1, [1, 2, 3, 4, 5], same)  # one layout: answered
