@@ -1,8 +1,8 @@
 """The SEAL context of a parameter set, and SEAL's NTTs applied to numpy arrays.
 
 Polynomials are ``uint64`` arrays ``[L, N]`` (RNS prime, coefficient); batches are
-``[m, L, N]``. NTTs go through SEAL (``Evaluator.transform_*_ntt`` on up to 16 polynomials per
-call, packed as one SEAL ciphertext), never through our own code.
+``[m, L, N]``. NTTs are SEAL's own (``util.ntt_negacyclic_harvey`` and its inverse, one prime
+row per call, in memory), never our code: no polynomial, secret or not, passes through a file.
 """
 
 from __future__ import annotations
@@ -14,9 +14,6 @@ import numpy as np
 import tenseal.sealapi as seal
 
 from he.params import HEParams
-from he.seal_blob import BlobFile, PolyBlob, build_poly_blob, parse_poly_blob
-
-SEAL_MAX_POLYS_PER_CIPHERTEXT = 16
 
 
 def seal_util():
@@ -47,39 +44,29 @@ class HEContext:
         self.num_payload = len(params.payload_prime_bits)
         self.payload_moduli = self.data_moduli[: self.num_payload]
         self.noise_moduli = self.data_moduli[self.num_payload :]
-        self.data_parms_id = tuple(self.seal.first_parms_id())
-        self.evaluator = seal.Evaluator(self.seal)
         self.fingerprint = hashlib.sha256(repr((params, self.key_moduli.tolist())).encode()).digest()[:16]
-        self._scratch = BlobFile()
+        # Keep SEAL's owning pointers: a table taken out with .get() dangles once they are freed.
+        self._ntt_tables = [
+            seal_util().CreateNTTTables(n.bit_length() - 1, [q]) for q in self.seal_parms.coeff_modulus()[:-1]
+        ]
 
     @property
     def n(self) -> int:
         return self.params.poly_modulus_degree
 
-    # -- NTT through SEAL -------------------------------------------------------------------
+    # -- NTT through SEAL, in memory -----------------------------------------------------------
     def ntt(self, polys: np.ndarray) -> np.ndarray:
         """Forward negacyclic NTT of data-level polynomials ``[m, L, N]``."""
-        return self._transform(polys, to_ntt=True)
+        return self._transform(polys, seal_util().ntt_negacyclic_harvey)
 
     def intt(self, polys: np.ndarray) -> np.ndarray:
         """Inverse NTT of data-level polynomials ``[m, L, N]``."""
-        return self._transform(polys, to_ntt=False)
+        return self._transform(polys, seal_util().inverse_ntt_negacyclic_harvey)
 
-    def _transform(self, polys: np.ndarray, *, to_ntt: bool) -> np.ndarray:
-        out = np.empty_like(polys)
-        step = SEAL_MAX_POLYS_PER_CIPHERTEXT
-        for start in range(0, len(polys), step):
-            chunk = polys[start : start + step]
-            if len(chunk) == 1:  # SEAL refuses "transparent" (one-poly-like) ciphertexts
-                chunk = np.concatenate([chunk, np.ones_like(chunk)])
-            ct = seal.Ciphertext()
-            blob = PolyBlob(self.data_parms_id, not to_ntt, chunk)
-            ct.load(self.seal, self._scratch.write(build_poly_blob(blob)))
-            if to_ntt:
-                self.evaluator.transform_to_ntt_inplace(ct)
-            else:
-                self.evaluator.transform_from_ntt_inplace(ct)
-            ct.save(self._scratch.path)
-            result = parse_poly_blob(self._scratch.read()).polys
-            out[start : start + step] = result[: len(polys[start : start + step])]
-        return out
+    def _transform(self, polys: np.ndarray, transform) -> np.ndarray:
+        flat = polys.reshape(-1, *polys.shape[-2:])
+        out = np.empty_like(flat)
+        for poly, result in zip(flat, out, strict=True):
+            for row, table in enumerate(self._ntt_tables):
+                result[row] = transform(poly[row].tolist(), table.get())
+        return (out % self.data_moduli.reshape(-1, 1)).reshape(polys.shape)  # Harvey: may be in [q, 2q)

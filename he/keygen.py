@@ -1,6 +1,6 @@
 """Per-run secrets: each hospital's secret key ``s_i``, seeded uniform polynomials, and dealing.
 
-1. Hospital i samples a fresh ternary ``s_i`` (SEAL's KeyGenerator, OS CSPRNG) for every run,
+1. Hospital i samples a fresh ternary ``s_i`` (SEAL's ternary sampler, OS CSPRNG) for every run,
    so one leaked ``c1*s_U`` exposes at most that run.
 2. It Shamir-deals ``s_i`` to the keyholder committee (``he.threshold``), one share per
    keyholder (t_K - 1 of them as seeds), sealed over the authenticated pairwise channel
@@ -21,7 +21,6 @@ import tenseal.sealapi as seal
 from he import wire
 from he.context import HEContext, seal_util
 from he.errors import CiphertextError, ShareMismatchError
-from he.seal_blob import parse_secret_key
 from he.threshold import interpolate_at, validate_points
 
 CONTRIBUTION_BYTES = 32
@@ -54,14 +53,11 @@ class SecretKeyShare:
 
 
 def gen_secret(ctx: HEContext) -> SecretKeyShare:
-    """A fresh ternary secret from SEAL's KeyGenerator (CSPRNG-seeded)."""
-    key = seal.KeyGenerator(ctx.seal).secret_key()
-    key.save(ctx._scratch.path)
-    try:
-        residues = parse_secret_key(ctx._scratch.read()).reshape(len(ctx.key_moduli), ctx.n)
-    finally:
-        ctx._scratch.write(b"")  # do not leave the secret in the scratch file
-    return SecretKeyShare(residues[:-1].copy())
+    """A fresh ternary secret: SEAL's ternary sampler (as its KeyGenerator uses) on a Blake2xb
+    PRNG seeded by the OS, put in NTT form in memory."""
+    sample = seal_util().sample_poly_ternary(seal.Blake2xbPRNGFactory().create(), ctx.seal_parms)
+    residues = np.array(sample, dtype=np.uint64).reshape(len(ctx.key_moduli), ctx.n)[:-1]
+    return SecretKeyShare(ctx.ntt(residues[None])[0])
 
 
 SEED_PREFIX = b"FQSEED1"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import random
 import sys
 from dataclasses import dataclass
@@ -486,3 +487,37 @@ def test_contributions_weighted_apart_are_refused(federation):
     for party in (1, 2, 3, 4):
         _, same[party], _ = federation.holder(party).encrypt("train", 2, *updates[party], weight_scale=1000)
     keyholder.partial_decrypt("train", 2, 1, [1, 2, 3, 4, 5], same)  # one layout: answered
+
+
+WRITES: list[str] = []  # paths opened for writing while RECORDING (sys.audit "open" events)
+RECORDING: list[bool] = []
+
+
+def _record_writes(event: str, args: tuple) -> None:
+    if RECORDING and event == "open":
+        path, mode, flags = args
+        writes = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
+            isinstance(flags, int) and flags & (os.O_WRONLY | os.O_RDWR)
+        )
+        if writes:
+            WRITES.append(str(path))
+
+
+def test_no_secret_passes_through_the_filesystem(federation, tmp_path):
+    """A leftover ``/dev/shm`` scratch file once gave away a hospital's update and key share.
+    Now set-up, encryption and decryption open no file for writing at all: SEAL's samplers and
+    NTTs run in memory (the signing key is only read)."""
+    sys.addaudithook(_record_writes)  # audit hooks cannot be removed; it records only when asked
+    holders = federation.holders("after_hello")
+    RECORDING.append(True)
+    try:
+        (tmp_path / "control").write_bytes(b"x")  # the hook sees a write (control)
+        assert WRITES == [str(tmp_path / "control")]
+        WRITES.clear()
+        dealings = {p: h.deal(federation.hellos) for p, h in holders.items()}
+        receive_all(holders, federation.roster, dealings)
+        signed = {p: holders[p].encrypt("train", 1, *federation.updates[p])[1] for p in (1, 2, 3, 4)}
+        holders[1].partial_decrypt("train", 1, 1, [1, 2, 3, 4, 5], signed)
+    finally:
+        RECORDING.clear()
+    assert WRITES == []
