@@ -407,7 +407,7 @@ def run_round(
     progress(f"{config.column}, {num_values:,} values: {len(frames)} updates encrypted")
 
     def aggregate_all():
-        total = CiphertextSum(ctx)
+        total = CiphertextSum(ctx, encrypted.layout)
         for party in contributors:
             total.add(party, frames[fed.source(party)])
         return total.result

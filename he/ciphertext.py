@@ -85,10 +85,10 @@ class EncryptedUpdate:
         what = f"encrypted update from {sender}"
         meta, c0 = wire.unpack(data, wire.Kind.ENCRYPTED_UPDATE, ctx.fingerprint, ctx.data_moduli, what)
         try:
-            layout = UpdateLayout.from_json(meta["layout"])
-            contributors = int(meta["contributors"])
-        except (KeyError, TypeError, ValueError) as err:
-            raise CiphertextError(f"{what}: metadata lacks a valid layout or contributor count") from err
+            layout = UpdateLayout.from_json(meta.get("layout"))
+        except ValueError as err:
+            raise CiphertextError(f"{what}: invalid layout: {err}") from None
+        contributors = wire.int_field(meta, "contributors", what)
         encoder = UpdateEncoder(ctx.params, ctx.num_payload)
         expected = (encoder.num_ciphertexts(layout), len(ctx.data_moduli), ctx.n)
         if c0.shape != expected or contributors < 1:
@@ -134,14 +134,17 @@ class SecretKeyEncryptor:
 
 
 class CiphertextSum:
-    """Streaming sum of encrypted updates: memory is one aggregate, not n updates.
+    """Streaming sum of encrypted updates of one expected layout: memory is one aggregate.
 
+    The layout (shapes, clip, weight scale) is the server's own for the round, never the first
+    reply's, so one hospital with another layout cannot get the others' updates refused.
     ``add`` validates each contribution and raises ``CiphertextError`` naming the contributor;
     the running sum is untouched by a rejected contribution.
     """
 
-    def __init__(self, ctx: HEContext) -> None:
+    def __init__(self, ctx: HEContext, layout: UpdateLayout) -> None:
         self.ctx = ctx
+        self.layout = layout
         self.contributors: list[int] = []
         self._sum: EncryptedUpdate | None = None
 
@@ -154,17 +157,16 @@ class CiphertextSum:
             )
         if contributor in self.contributors:
             raise CiphertextError(f"encrypted update from hospital {contributor}: a second update this round")
-        if self._sum is None:
-            self._sum = EncryptedUpdate(update.layout, update.c0.copy(), 1)
-        elif update.layout != self._sum.layout:
+        if update.layout != self.layout:
             raise CiphertextError(
-                f"encrypted update from hospital {contributor}: layout {update.layout.shapes} with clip "
-                f"{update.layout.clip} differs from the round's {self._sum.layout.shapes} with clip "
-                f"{self._sum.layout.clip}"
+                f"encrypted update from hospital {contributor}: layout {update.layout} differs from "
+                f"the round's {self.layout}"
             )
+        if self._sum is None:
+            self._sum = EncryptedUpdate(self.layout, update.c0.copy(), 1)
         else:
             c0 = addmod(self._sum.c0, update.c0, self.ctx.data_moduli)
-            self._sum = EncryptedUpdate(update.layout, c0, self._sum.contributors + 1)
+            self._sum = EncryptedUpdate(self.layout, c0, self._sum.contributors + 1)
         self.contributors.append(contributor)
 
     @property

@@ -30,7 +30,7 @@ from he import wire
 from he.ciphertext import CiphertextLabel, EncryptedUpdate
 from he.context import HEContext
 from he.encoding import UpdateEncoder
-from he.errors import CiphertextError, ShareMismatchError
+from he.errors import ShareMismatchError
 from he.modarith import addmod, inverse, mulmod, negmod, submod
 from he.threshold import lagrange_residues
 
@@ -79,10 +79,8 @@ class DecryptionShare:
     def from_bytes(cls, ctx: HEContext, data: bytes, sender: str) -> DecryptionShare:
         what = f"decryption share from {sender}"
         meta, polys = wire.unpack(data, wire.Kind.DECRYPTION_SHARE, ctx.fingerprint, ctx.data_moduli, what)
-        try:
-            return cls(int(meta["party"]), int(meta["round"]), int(meta["attempt"]), polys)
-        except (KeyError, TypeError, ValueError) as err:
-            raise CiphertextError(f"{what}: metadata lacks party, round or attempt") from err
+        fields = (wire.int_field(meta, key, what) for key in ("party", "round", "attempt"))
+        return cls(*fields, polys)
 
 
 def sample_smudging_noise(ctx: HEContext, count: int, bits: int) -> np.ndarray:

@@ -34,6 +34,10 @@ import numpy as np
 from he.errors import EncodingError
 from he.params import MAX_EXAMPLES, HEParams
 
+MAX_ARRAYS = 4096  # arrays (layers) in one update
+MAX_ARRAY_DIMENSIONS = 8
+MAX_LAYOUT_VALUES = 1 << 30  # values in one update (far beyond max_ciphertexts anyway)
+
 
 def weight_scale_for(total_examples: int, params: HEParams) -> int:
     """The weight scale ``S`` for a round after an aggregate of ``total_examples``: weights then
@@ -69,7 +73,7 @@ class UpdateLayout:
 
     @property
     def num_values(self) -> int:
-        return int(sum(np.prod(s, dtype=np.int64) for s in self.shapes))
+        return sum(math.prod(s) for s in self.shapes)
 
     def to_json(self) -> dict:
         return {
@@ -79,16 +83,31 @@ class UpdateLayout:
         }
 
     @classmethod
-    def from_json(cls, layout: dict) -> UpdateLayout:
-        scale = layout["weight_scale"]
-        if isinstance(scale, bool) or not isinstance(scale, int) or not 1 <= scale <= MAX_EXAMPLES:
+    def from_json(cls, layout: object) -> UpdateLayout:
+        """A layout from untrusted JSON: every field checked (Python ints, bounded) before use."""
+        if not isinstance(layout, dict):
+            raise ValueError("layout must be a JSON object")
+        shapes, clip, scale = layout.get("shapes"), layout.get("clip"), layout.get("weight_scale")
+        if not isinstance(shapes, list) or not 1 <= len(shapes) <= MAX_ARRAYS:
+            raise ValueError(f"layout shapes must be a list of 1 to {MAX_ARRAYS} shapes")
+        for shape in shapes:
+            if (
+                not isinstance(shape, list)
+                or len(shape) > MAX_ARRAY_DIMENSIONS
+                or not all(_is_int(d) and 0 <= d <= MAX_LAYOUT_VALUES for d in shape)
+            ):
+                raise ValueError(f"layout shape {str(shape)[:60]} is not a list of sizes")
+        if sum(math.prod(shape) for shape in shapes) > MAX_LAYOUT_VALUES:
+            raise ValueError(f"layout holds more than {MAX_LAYOUT_VALUES} values")
+        if not _is_int(scale) or not 1 <= scale <= MAX_EXAMPLES:
             raise ValueError(f"layout weight_scale must be an integer in [1, {MAX_EXAMPLES}], got {scale!r}")
-        result = cls(tuple(tuple(int(d) for d in s) for s in layout["shapes"]), float(layout["clip"]), scale)
-        if any(d < 0 for s in result.shapes for d in s):
-            raise ValueError(f"layout dimensions must be non-negative, got {result.shapes}")
-        if not (result.clip > 0 and np.isfinite(result.clip)):
-            raise ValueError(f"layout clip must be a positive finite number, got {result.clip}")
-        return result
+        if isinstance(clip, bool) or not isinstance(clip, int | float) or not 0 < clip < math.inf:
+            raise ValueError(f"layout clip must be a positive finite number, got {clip!r}")
+        return cls(tuple(tuple(shape) for shape in shapes), float(clip), scale)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -177,7 +196,7 @@ class UpdateEncoder:
         average = weighted * (layout.clip * layout.weight_scale / (self.half_range * total_examples))
         arrays, start = [], 0
         for shape in layout.shapes:
-            size = int(np.prod(shape, dtype=np.int64))
+            size = math.prod(shape)
             arrays.append(average[start : start + size].reshape(shape))
             start += size
         return arrays, total_examples

@@ -10,6 +10,7 @@ with a clear error instead of producing silent garbage after decryption.
 from __future__ import annotations
 
 import json
+import math
 import struct
 from enum import IntEnum
 
@@ -21,6 +22,9 @@ MAGIC = b"FQHE"
 VERSION = 3  # 3: protocol v2 (seeded c1: updates carry c0 only)
 RESIDUE_BITS = 60
 _FRAME = struct.Struct("<4sBB16sI")
+MAX_META_BYTES = 1 << 16  # metadata is a layout and a few numbers
+MAX_DIMENSIONS = 4
+MAX_DIMENSION = 1 << 24
 
 
 class Kind(IntEnum):
@@ -93,15 +97,26 @@ def unpack(
             f"{what}: made under other HE parameters (fingerprint {got_fingerprint.hex()}, "
             f"expected {fingerprint.hex()})"
         )
-    try:
-        meta = json.loads(data[_FRAME.size : _FRAME.size + meta_len])
-        shape = tuple(int(d) for d in meta["shape"])
-    except (ValueError, KeyError, TypeError) as err:
-        raise CiphertextError(f"{what}: unreadable frame metadata") from err
+    if meta_len > MAX_META_BYTES or _FRAME.size + meta_len > len(data):
+        raise CiphertextError(
+            f"{what}: frame metadata of {meta_len} bytes does not fit (at most {MAX_META_BYTES})"
+        )
+    meta = parse_meta(data[_FRAME.size : _FRAME.size + meta_len], what)
+    shape = meta.get("shape")
+    if (
+        not isinstance(shape, list)
+        or not 2 <= len(shape) <= MAX_DIMENSIONS
+        or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= MAX_DIMENSION for d in shape)
+    ):
+        raise CiphertextError(
+            f"{what}: frame shape {str(shape)[:80]} is not a list of 2 to {MAX_DIMENSIONS} sizes in "
+            f"[0, {MAX_DIMENSION}]"
+        )
+    shape = tuple(shape)
     body = data[_FRAME.size + meta_len :]
-    count = int(np.prod(shape, dtype=np.int64))
+    count = math.prod(shape)  # a Python int: no overflow, and nothing is allocated yet
     expected = packed_size(count)
-    if len(shape) < 2 or shape[-2] != len(moduli) or count % 2 or len(body) != expected:
+    if shape[-2] != len(moduli) or count % 2 or len(body) != expected:
         raise CiphertextError(
             f"{what}: residue block of {len(body)} bytes, shape {shape}; expected "
             f"{len(moduli)} primes and {expected} bytes"
@@ -110,3 +125,26 @@ def unpack(
     if np.any(residues >= moduli.reshape(-1, 1)):
         raise CiphertextError(f"{what}: residues out of range for their primes (corrupt data)")
     return meta, residues
+
+
+def parse_meta(raw: bytes, what: str) -> dict:
+    """Frame metadata: a JSON object of finite values, or ``CiphertextError`` (never another type)."""
+    try:
+        meta = json.loads(raw, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError, UnicodeDecodeError):
+        raise CiphertextError(f"{what}: unreadable frame metadata (expected a JSON object)") from None
+    if not isinstance(meta, dict):
+        raise CiphertextError(f"{what}: frame metadata is not a JSON object")
+    return meta
+
+
+def int_field(meta: dict, key: str, what: str) -> int:
+    """An integer metadata field (not a bool, a float or a string), or ``CiphertextError``."""
+    value = meta.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or abs(value) > 1 << 62:
+        raise CiphertextError(f"{what}: metadata field {key!r} must be an integer, got {str(value)[:40]}")
+    return value
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"non-finite JSON constant {name}")

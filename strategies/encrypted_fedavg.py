@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterable
 
 import numpy as np
-from flwr.app import ArrayRecord, Message, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 
 from he import protocol as p
@@ -28,7 +28,7 @@ from he import transcript
 from he.ciphertext import CiphertextLabel, CiphertextSum, EncryptedUpdate
 from he.context import HEContext
 from he.decrypt import DecryptionRequest, DecryptionShare, combine, decrypt_update
-from he.encoding import WeightScaleError, weight_scale_for
+from he.encoding import UpdateLayout, WeightScaleError, weight_scale_for
 from he.errors import HEError
 from he.params import preset
 from he.roster import Roster, write_simulated_federation
@@ -78,6 +78,7 @@ class EncryptedFedAvg(FedAvg):
         self.party_nodes: dict[int, int] = {}
         self.dealers: set[int] = set()
         self._simulation_dir: str | None = None
+        self.round_layout: UpdateLayout | None = None  # set by configure_train
 
     def start(self, grid: Grid, initial_weights, on_round=None) -> FederationResult:
         try:
@@ -93,6 +94,15 @@ class EncryptedFedAvg(FedAvg):
         if self._simulation_dir:
             extra[p.SIMULATED_FEDERATION] = self._simulation_dir
         return {**super().task_config(), **extra}
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """FedAvg's messages; the round's layout is fixed here, by the server, from the global
+        model it sends and its own clip and weight scale (never from a hospital's reply)."""
+        weights = [a.numpy() for a in arrays.values()]
+        self.round_layout = UpdateLayout.of(weights, self.round_clip, self.weight_scale)
+        return super().configure_train(server_round, arrays, config, grid)
 
     def round_config(self, server_round: int) -> dict:
         return {
@@ -226,9 +236,9 @@ class EncryptedFedAvg(FedAvg):
         return next(party for party, n in self.party_nodes.items() if n == node)
 
     # -- aggregation ---------------------------------------------------------------------------
-    def _sum_contributions(self, kind: str, round_id: int, replies, ctx: HEContext, what: str):
+    def _sum_contributions(self, kind: str, round_id: int, replies, layout: UpdateLayout, what: str):
         """Verified, summed contributions: (sum, signed statements, client metrics, seconds)."""
-        total = CiphertextSum(ctx)
+        total = CiphertextSum(self.statistics_ctx if kind == "statistics" else self.ctx, layout)
         statements, client_metrics, seconds = {}, [], 0.0
         for reply in replies:
             if (reason := failure_reason(reply)) is not None:
@@ -277,8 +287,12 @@ class EncryptedFedAvg(FedAvg):
     def _statistics_pass(self, grid: Grid, pass_name: str, round_id: int, extra: dict):
         scale = {p.ROUND: round_id, p.WEIGHT_SCALE: self.statistics_scale}
         replies = self.statistics_replies(grid, pass_name, {**extra, **scale})
+        features = self.settings.num_features  # client.task.feature_statistics: per-feature arrays
+        shapes = [np.zeros(features)] * (2 if pass_name == "moments" else 1)
+        params = self.statistics_ctx.params
+        layout = UpdateLayout.of(shapes, params.clip, self.statistics_scale)
         total, statements, _, _ = self._sum_contributions(
-            "statistics", round_id, replies, self.statistics_ctx, f"feature statistics ({pass_name})"
+            "statistics", round_id, replies, layout, f"feature statistics ({pass_name})"
         )
         if not statements:
             return None
@@ -295,7 +309,7 @@ class EncryptedFedAvg(FedAvg):
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         total, statements, client_metrics, aggregate_seconds = self._sum_contributions(
-            "train", server_round, replies, self.ctx, f"round {server_round}"
+            "train", server_round, replies, self.round_layout, f"round {server_round}"
         )
         self._check_contributors(len(statements), f"round {server_round}")
         metrics = weighted_client_metrics(client_metrics)
@@ -410,8 +424,17 @@ class EncryptedFedAvg(FedAvg):
             except (HEError, KeyError) as err:
                 log.warning("%s: decryption share of party %s rejected: %s", what, party, err)
                 continue
-            if share.party != party:
-                log.warning("%s: share of party %s claims party %s; rejected", what, party, share.party)
+            expected = (request.num_ciphertexts, len(self.ctx.data_moduli), self.ctx.n)
+            claims = (share.party, share.round_id, share.attempt, share.polys.shape)
+            if claims != (party, request.label.round_id, request.attempt, expected):
+                log.warning(
+                    "%s: share of party %s is for (party, round, attempt, shape) %s, expected %s; "
+                    "rejected, and the next attempt goes without it",
+                    what,
+                    party,
+                    claims,
+                    (party, request.label.round_id, request.attempt, expected),
+                )
                 continue
             shares.append(share)
             client_seconds.append(float(metrics_of(reply).get("decrypt_seconds", 0.0)))

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from client.keyholder import KeyHolder, RefusedRequest
-from he.ciphertext import CiphertextLabel, CiphertextSum
+from he.ciphertext import CiphertextLabel, CiphertextSum, EncryptedUpdate
 from he.decrypt import DecryptionRequest, DecryptionShare, combine, decrypt_update
 from he.encoding import UpdateEncoder
 from he.errors import RosterError
@@ -125,7 +125,8 @@ def decrypt(federation: Federation, holders, round_id: int, attempt: int, keyhol
     """The coordinator's side: sum the frames, ask T, combine. Returns the exact field sums and
     the decoded (average, total examples)."""
     ctx, roster = holders[1].ctx, federation.roster
-    total = CiphertextSum(ctx)
+    first = EncryptedUpdate.from_bytes(ctx, federation.frames[contributors[0]], "hospital")
+    total = CiphertextSum(ctx, first.layout)
     for p in contributors:
         total.add(p, federation.frames[p])
     label = CiphertextLabel(roster.federation_id, holders[1].run_id, "train", round_id)
@@ -512,7 +513,7 @@ def test_no_secret_passes_through_the_filesystem(federation, tmp_path):
     RECORDING.append(True)
     try:
         (tmp_path / "control").write_bytes(b"x")  # the hook sees a write (control)
-        assert WRITES == [str(tmp_path / "control")]
+        assert [str(tmp_path / "control")] == WRITES
         WRITES.clear()
         dealings = {p: h.deal(federation.hellos) for p, h in holders.items()}
         receive_all(holders, federation.roster, dealings)

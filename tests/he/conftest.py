@@ -26,6 +26,7 @@ from he.decrypt import (
     gen_decryption_share,
     pairwise_masks,
 )
+from he.encoding import UpdateLayout
 from he.keygen import SecretKeyShare
 from he.modarith import addmod
 from he.params import PRESETS, HEParams
@@ -96,7 +97,8 @@ class Federation:
         """Each contributor (default: parties 1..len(updates)) encrypts; the server sums."""
         contributors = contributors or list(range(1, len(updates) + 1))
         label = label or self.label()
-        total = CiphertextSum(self.ctx)
+        params = self.ctx.params
+        total = CiphertextSum(self.ctx, UpdateLayout.of(updates[0], params.clip, params.default_weight_scale))
         for party, update, count in zip(contributors, updates, counts, strict=True):
             total.add(party, self.encrypt(party, update, count, label))
         return total.result

@@ -443,7 +443,7 @@ def test_difference_of_two_decryptions_reveals_one_update(federation5, test_ctx)
     frames = {p: fed.encrypt(p, updates[p - 1], counts[p - 1], label) for p in fed.parties}
 
     def field_sums(contributors, keyholders):
-        total = CiphertextSum(test_ctx)
+        total = CiphertextSum(test_ctx, EncryptedUpdate.from_bytes(test_ctx, frames[1], "h1").layout)
         for p in contributors:
             total.add(p, frames[p])
         request = fed.request(total.result, contributors, keyholders, label)
@@ -567,7 +567,7 @@ def test_colluding_contributor_crafted_c0_reveals_only_honest_sum(federation5, t
         for p in (1, 2, 3, 4)
     }
     crafted = mul_scalar(c1, 1 << 58, moduli)
-    total = CiphertextSum(test_ctx)
+    total = CiphertextSum(test_ctx, honest[1].layout)
     for p, update in honest.items():
         total.add(p, update.to_bytes(test_ctx))
     total.add(colluder, EncryptedUpdate(honest[1].layout, crafted[None]).to_bytes(test_ctx))

@@ -195,7 +195,7 @@ def test_update_needing_too_many_ciphertexts_refused(federation5):
 
 
 def test_foreign_ciphertext_refused(test_ctx, encrypted):
-    _, blob = encrypted
+    update, blob = encrypted
     other = HEContext(params(name="test-other", clip=32.0))  # same primes, other parameters
     assert np.array_equal(other.data_moduli, test_ctx.data_moduli)
     with pytest.raises(
@@ -204,7 +204,7 @@ def test_foreign_ciphertext_refused(test_ctx, encrypted):
         r"\(fingerprint [0-9a-f]{32}, expected",
     ):
         EncryptedUpdate.from_bytes(other, blob, "h7")
-    total = CiphertextSum(other)
+    total = CiphertextSum(other, update.layout)
     with pytest.raises(CiphertextError, match=r"hospital 7.*fingerprint"):
         total.add(7, blob)
     assert total.contributors == []
@@ -235,10 +235,10 @@ def _set_last_residue(blob: bytes, value: int) -> bytes:
          "bad-magic", "v2-frame", "wrong-kind", "bad-json"],
 )  # fmt: skip
 def test_corrupt_encrypted_update_refused(test_ctx, encrypted, corrupt, message):
-    _, blob = encrypted
+    update, blob = encrypted
     with pytest.raises(CiphertextError, match=message):
         EncryptedUpdate.from_bytes(test_ctx, corrupt(blob), "h3")
-    total = CiphertextSum(test_ctx)
+    total = CiphertextSum(test_ctx, update.layout)
     with pytest.raises(CiphertextError, match="hospital 3"):
         total.add(3, corrupt(blob))
     assert total.contributors == []
@@ -260,16 +260,21 @@ def test_bad_metadata_refused(test_ctx, encrypted):
     update, _ = encrypted
     layout = update.layout.to_json()
     cases = [
-        ({"contributors": 1}, "lacks a valid layout"),
-        ({"layout": layout}, "lacks a valid layout or contributor count"),
-        ({"layout": layout, "contributors": "x"}, "contributor count"),
-        ({"layout": "nonsense", "contributors": 1}, "layout"),
+        ({"contributors": 1}, "invalid layout"),
+        ({"layout": layout}, "'contributors' must be an integer"),
+        ({"layout": layout, "contributors": "x"}, "'contributors' must be an integer"),
+        ({"layout": layout, "contributors": 1.0}, "'contributors' must be an integer"),
+        ({"layout": "nonsense", "contributors": 1}, "invalid layout"),
         ({"layout": layout, "contributors": 0}, "expected"),
-        ({"layout": {**layout, "clip": -1.0}, "contributors": 1}, "lacks a valid layout"),
-        ({"layout": {**layout, "weight_scale": 0}, "contributors": 1}, "lacks a valid layout"),
-        ({"layout": {**layout, "weight_scale": 2.5}, "contributors": 1}, "lacks a valid layout"),
-        ({"layout": {**layout, "weight_scale": True}, "contributors": 1}, "lacks a valid layout"),
+        ({"layout": {**layout, "clip": -1.0}, "contributors": 1}, "invalid layout"),
+        ({"layout": {**layout, "weight_scale": 0}, "contributors": 1}, "invalid layout"),
+        ({"layout": {**layout, "weight_scale": 2.5}, "contributors": 1}, "invalid layout"),
+        ({"layout": {**layout, "weight_scale": True}, "contributors": 1}, "invalid layout"),
         ({"layout": {"shapes": [[50], [-7]], "clip": 1.0, "weight_scale": 5}, "contributors": 1}, "layout"),
+        (
+            {"layout": {"shapes": [[2**32, 2**32], [40]], "clip": 1.0, "weight_scale": 5}, "contributors": 1},
+            "layout",
+        ),
         (
             {"layout": {"shapes": [[100000]], "clip": 1.0, "weight_scale": 5}, "contributors": 1},
             r"shape \(1, 4, 4096\), expected \(13, 4, 4096\)",
@@ -296,25 +301,27 @@ def test_upload_claiming_several_contributors_refused(test_ctx, encrypted):
     update, _ = encrypted
     claimed = _reframe(update, test_ctx, {"layout": update.layout.to_json(), "contributors": 3})
     assert EncryptedUpdate.from_bytes(test_ctx, claimed, "h2").contributors == 3  # a valid aggregate
-    total = CiphertextSum(test_ctx)
+    total = CiphertextSum(test_ctx, update.layout)
     with pytest.raises(CiphertextError, match="from hospital 2: claims 3 contributors, expected 1"):
         total.add(2, claimed)
     assert total.contributors == []
 
 
 def test_wrong_layout_in_sum_names_contributor_and_keeps_sum(federation5, encrypted, encryptor):
+    """The round's layout is the server's, not the first reply's: a first reply with another
+    layout (layout poisoning) is refused and the honest updates after it are still summed."""
     ctx = federation5.ctx
     update, blob = encrypted
     label = federation5.label()
     other, _ = encryptor.encrypt([np.zeros(50), np.zeros(8)], 10, label)  # 58 values instead of 57
-    total = CiphertextSum(ctx)
+    total = CiphertextSum(ctx, update.layout)
+    with pytest.raises(CiphertextError, match=r"from hospital 2: layout .*\(50,\), \(8,\).* differs"):
+        total.add(2, other.to_bytes(ctx))  # first, and still refused
     total.add(1, blob)
-    with pytest.raises(
-        CiphertextError, match=r"from hospital 2: layout \(\(50,\), \(8,\)\) with clip 64.0 differs"
-    ):
+    with pytest.raises(CiphertextError, match=r"from hospital 2: layout .*\(50,\), \(8,\).* differs"):
         total.add(2, other.to_bytes(ctx))
     narrower, _ = encryptor.encrypt([np.zeros(50), np.zeros(7)], 10, label, clip=0.5)
-    with pytest.raises(CiphertextError, match=r"from hospital 3: .* with clip 0.5 differs from the round's"):
+    with pytest.raises(CiphertextError, match=r"from hospital 3: .*clip=0.5.* differs from the round's"):
         total.add(3, narrower.to_bytes(ctx))
     rescaled, _ = encryptor.encrypt([np.zeros(50), np.zeros(7)], 10, label, weight_scale=77)
     with pytest.raises(CiphertextError, match="from hospital 4: layout"):
@@ -326,7 +333,7 @@ def test_wrong_layout_in_sum_names_contributor_and_keeps_sum(federation5, encryp
 
 def test_duplicate_contributor_refused(test_ctx, encrypted):
     update, blob = encrypted
-    total = CiphertextSum(test_ctx)
+    total = CiphertextSum(test_ctx, update.layout)
     total.add(1, blob)
     with pytest.raises(CiphertextError, match="from hospital 1: a second update this round"):
         total.add(1, blob)
@@ -334,9 +341,9 @@ def test_duplicate_contributor_refused(test_ctx, encrypted):
     assert np.array_equal(total.result.c0, update.c0)
 
 
-def test_empty_sum_has_no_result(test_ctx):
+def test_empty_sum_has_no_result(test_ctx, encrypted):
     with pytest.raises(CiphertextError, match="no valid encrypted update"):
-        _ = CiphertextSum(test_ctx).result
+        _ = CiphertextSum(test_ctx, encrypted[0].layout).result
 
 
 # -- encoding ----------------------------------------------------------------------------------
@@ -540,9 +547,12 @@ def test_decryption_share_round_trip_and_corruption(test_ctx, decryption_round):
     with pytest.raises(CiphertextError, match="decryption share from h2: residues out of range"):
         DecryptionShare.from_bytes(test_ctx, _set_last_residue(blob, (1 << 63)), "h2")
     for meta in ({"round": 4, "attempt": 1}, {"party": 2, "attempt": 1}, {"party": 2, "round": 4},
-                 {"party": "two", "round": 4, "attempt": 1}):  # fmt: skip
+                 {"party": "two", "round": 4, "attempt": 1}, {"party": 2.0, "round": 4, "attempt": 1},
+                 {"party": True, "round": 4, "attempt": 1}):  # fmt: skip
         framed = wire.pack(wire.Kind.DECRYPTION_SHARE, test_ctx.fingerprint, meta, share.polys)
-        with pytest.raises(CiphertextError, match="lacks party, round or attempt"):
+        with pytest.raises(
+            CiphertextError, match=r"metadata field '(party|round|attempt)' must be an integer"
+        ):
             DecryptionShare.from_bytes(test_ctx, framed, "h2")
     secret_frame = keygen.DealtShare(residues=share.polys[0]).to_bytes(test_ctx)
     with pytest.raises(CiphertextError, match="expected a DECRYPTION_SHARE frame"):
