@@ -120,7 +120,7 @@ class KeyHolder:
             if keyholder == self.party:  # its own share stays here, unsealed
                 self.secrets[f"dealt:{self.party}"] = share.expand(self.ctx).tobytes()
                 continue
-            frame = share.to_bytes(self.ctx)
+            frame = share.to_bytes(self.frame_context())
             sealed[keyholder] = channel.seal(
                 me, setup.channel_keys[keyholder], frame, self._deal_context(self.party, keyholder)
             )
@@ -147,7 +147,9 @@ class KeyHolder:
                 frame = channel.open_sealed(
                     me, setup.channel_keys[dealer], blob, self._deal_context(dealer, self.party)
                 )
-                dealt = keygen.DealtShare.from_bytes(self.ctx, frame, self.roster.hospital(dealer).name)
+                dealt = keygen.DealtShare.from_bytes(
+                    self.frame_context(), frame, self.roster.hospital(dealer).name
+                )
                 share = dealt.expand(self.ctx)
             except (KeyError, HEError) as err:
                 log.warning("dealing of %s refused: %s", self.roster.hospital(dealer).name, err)
@@ -177,7 +179,7 @@ class KeyHolder:
             return self.secrets[f"sent:{kind}"], self.secrets[f"sent-statement:{kind}"], 0
         if last is not None and round_id < last:
             raise RefusedRequest(f"{kind} round {round_id} is older than round {last} already encrypted")
-        ctx = _context(self.roster.preset, statistics=kind == "statistics")
+        ctx = self.frame_context(statistics=kind == "statistics")
         label = self._label(kind, round_id)
         secret = SecretKeyShare(self._polynomial("secret-key"))
         encryptor = SecretKeyEncryptor(ctx, secret)
@@ -281,7 +283,7 @@ class KeyHolder:
         masks = pairwise_masks(self.ctx, self.party, mask_keys, request)
         bits = self.ctx.params.smudging_bits(len(self.roster.committee), self.roster.max_attempts)
         share = gen_decryption_share(self.ctx, request, self.party, c1, key_share, masks, bits)
-        return share.to_bytes(self.ctx)
+        return share.to_bytes(self.frame_context())
 
     # -- state ---------------------------------------------------------------------------------
     def to_state(self) -> dict[str, bytes]:
@@ -354,6 +356,10 @@ class KeyHolder:
 
     def _channel(self) -> channel.ChannelKeyPair:
         return channel.ChannelKeyPair.from_node_state(self.secrets["channel"])
+
+    def frame_context(self, statistics: bool = False) -> HEContext:
+        """The context whose wire frames are bound to this run (``HEContext.bound``)."""
+        return _context(self.roster.preset, statistics).bound(self.run_id)
 
     def _deal_context(self, dealer: int, recipient: int) -> bytes:
         return self.run_id + f"|deal|from={dealer}|to={recipient}".encode()

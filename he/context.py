@@ -7,6 +7,7 @@ row per call, in memory), never our code: no polynomial, secret or not, passes t
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import importlib
 
@@ -49,6 +50,14 @@ class HEContext:
         self._ntt_tables = [
             seal_util().CreateNTTTables(n.bit_length() - 1, [q]) for q in self.seal_parms.coeff_modulus()[:-1]
         ]
+
+    def bound(self, binding: bytes) -> HEContext:
+        """This context with frames bound to ``binding`` (a run id): the 16-byte fingerprint in
+        every wire frame then covers the parameters and the run, so a ciphertext, share or dealt
+        share from another run or federation is refused when parsed, naming its sender."""
+        view = copy.copy(self)
+        view.fingerprint = hashlib.sha256(self.fingerprint + binding).digest()[:16]
+        return view
 
     @property
     def n(self) -> int:

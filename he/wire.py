@@ -94,8 +94,8 @@ def unpack(
         raise CiphertextError(f"{what}: expected a {kind.name} frame, got kind {got_kind}")
     if got_fingerprint != fingerprint:
         raise CiphertextError(
-            f"{what}: made under other HE parameters (fingerprint {got_fingerprint.hex()}, "
-            f"expected {fingerprint.hex()})"
+            f"{what}: made under other HE parameters or for another federation or run "
+            f"(fingerprint {got_fingerprint.hex()}, expected {fingerprint.hex()})"
         )
     if meta_len > MAX_META_BYTES or _FRAME.size + meta_len > len(data):
         raise CiphertextError(

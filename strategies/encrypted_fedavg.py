@@ -151,6 +151,8 @@ class EncryptedFedAvg(FedAvg):
         except HEError as err:
             raise SetupFailedError(f"set-up: {err}") from None
         self.node_ids = [self.party_nodes[party] for party in self.setup_transcript.parties]
+        self.ctx = self.ctx.bound(self.setup_transcript.run_id)  # frames of this run only
+        self.statistics_ctx = self.statistics_ctx.bound(self.setup_transcript.run_id)
         relayed = {f"{p.HELLO_BLOB}-{party}": hello for party, hello in hellos.items()}
         deals = self._phase(grid, p.DEAL, hellos, lambda party: make_content({}, relayed))
         for keyholder in roster.quorum.committee:

@@ -124,7 +124,7 @@ def federation(tmp_path_factory) -> Federation:
 def decrypt(federation: Federation, holders, round_id: int, attempt: int, keyholders, contributors):
     """The coordinator's side: sum the frames, ask T, combine. Returns the exact field sums and
     the decoded (average, total examples)."""
-    ctx, roster = holders[1].ctx, federation.roster
+    ctx, roster = holders[1].frame_context(), federation.roster  # frames bound to this run
     first = EncryptedUpdate.from_bytes(ctx, federation.frames[contributors[0]], "hospital")
     total = CiphertextSum(ctx, first.layout)
     for p in contributors:

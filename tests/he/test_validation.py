@@ -200,7 +200,7 @@ def test_foreign_ciphertext_refused(test_ctx, encrypted):
     assert np.array_equal(other.data_moduli, test_ctx.data_moduli)
     with pytest.raises(
         CiphertextError,
-        match="encrypted update from h7: made under other HE parameters "
+        match="encrypted update from h7: made under other HE parameters or for another federation or run "
         r"\(fingerprint [0-9a-f]{32}, expected",
     ):
         EncryptedUpdate.from_bytes(other, blob, "h7")
@@ -745,3 +745,18 @@ def test_a_narrower_round_clip_shrinks_the_quantization_error() -> None:
         (decoded,), _ = encoder.decode(encoded.fields, encoded.layout, 1)
         errors[clip] = np.max(np.abs(decoded - values))
     assert errors[0.05] < errors[compact.clip] / 10
+
+
+def test_frames_of_another_run_refused_by_name(test_ctx, encrypted):
+    """Bound contexts (``HEContext.bound(run_id)``): an update, share or dealt share made for one
+    run does not parse in another, and the error names the sender."""
+    update, _ = encrypted
+    run_a, run_b = test_ctx.bound(b"run-a"), test_ctx.bound(b"run-b")
+    frame = update.to_bytes(run_a)
+    assert EncryptedUpdate.from_bytes(run_a, frame, "h1").contributors == 1
+    with pytest.raises(CiphertextError, match="from h1: made under other HE parameters or for another"):
+        EncryptedUpdate.from_bytes(run_b, frame, "h1")
+    dealt = keygen.DealtShare(residues=update.c0[0]).to_bytes(run_a)
+    with pytest.raises(CiphertextError, match="secret share from h2: made under other"):
+        keygen.DealtShare.from_bytes(run_b, dealt, "h2")
+    assert run_a.data_moduli is test_ctx.data_moduli  # a view: same primes and tables
