@@ -104,7 +104,7 @@ def table(runs: list[Run]) -> str:
 def preset_table(names: list[str], num_values: int) -> str:
     lines = [
         "| preset | value bits | fields / prime | values / ciphertext | ciphertexts / update "
-        "| bytes / value (full ciphertext) |",
+        "| bytes / value (uploaded c0, one full ciphertext) |",
         "|---|---|---|---|---|---|",
     ]
     for name in names:
