@@ -134,6 +134,8 @@ class KeyHolder:
         """
         if not self.is_keyholder:
             raise RefusedRequest("this hospital is not a keyholder of the roster's committee")
+        if self.dealers:
+            raise RefusedRequest("this keyholder already received the dealings of this run")
         setup = self.setup
         me = self._channel()
         failed = []

@@ -522,3 +522,12 @@ def test_no_secret_passes_through_the_filesystem(federation, tmp_path):
     finally:
         RECORDING.clear()
     assert WRITES == []
+
+
+def test_dealings_are_received_once(federation):
+    """A second delivery (say, another statement a colluding dealer signed) never replaces a share."""
+    holder = federation.holder(1)
+    statements = {d: statement for d, (_, statement) in federation.dealings.items()}
+    sealed = {d: blobs[1] for d, (blobs, _) in federation.dealings.items() if 1 in blobs}
+    with pytest.raises(RefusedRequest, match="already received"):
+        holder.receive_dealings(sealed, statements)
