@@ -29,7 +29,7 @@ from he.ciphertext import CiphertextLabel, CiphertextSum, EncryptedUpdate
 from he.context import HEContext
 from he.decrypt import DecryptionRequest, DecryptionShare, combine, decrypt_update
 from he.encoding import UpdateLayout, WeightScaleError, weight_scale_for
-from he.errors import HEError
+from he.errors import EncodingError, HEError
 from he.params import preset
 from he.roster import Roster, write_simulated_federation
 from server.settings import RunSettings
@@ -402,8 +402,13 @@ class EncryptedFedAvg(FedAvg):
             except HEError as err:
                 log.warning("%s attempt %d failed: %s", what, attempt, err)
                 continue
-            # a WeightScaleError (decrypted, but not decodable) goes to the caller: no retry helps
-            average, total_examples = decrypt_update(encoding, aggregate, fields)
+            try:
+                average, total_examples = decrypt_update(encoding, aggregate, fields)
+            except WeightScaleError:
+                raise  # decrypted but not decodable at this scale: the caller rescales, no retry helps
+            except EncodingError as err:  # e.g. a share altered on the payload rows only
+                log.warning("%s attempt %d decrypted to an invalid aggregate: %s", what, attempt, err)
+                continue
             seconds = time.perf_counter() - started
             return average, total_examples, seconds, float(np.mean(client_seconds)), attempt
         log.warning(
