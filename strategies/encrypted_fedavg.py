@@ -155,9 +155,6 @@ class EncryptedFedAvg(FedAvg):
         self.statistics_ctx = self.statistics_ctx.bound(self.setup_transcript.run_id)
         relayed = {f"{p.HELLO_BLOB}-{party}": hello for party, hello in hellos.items()}
         deals = self._phase(grid, p.DEAL, hellos, lambda party: make_content({}, relayed))
-        for keyholder in roster.quorum.committee:
-            if keyholder not in self.party_nodes:
-                raise SetupFailedError(f"keyholder {roster.hospital(keyholder).name} did not say hello")
 
         def dealings_for(keyholder: int):
             blobs = {}
@@ -168,8 +165,7 @@ class EncryptedFedAvg(FedAvg):
                     blobs[f"{p.DEALING}-{dealer}"] = blob[p.DEALING]
             return make_content({}, blobs)
 
-        keyholders = {k: b"" for k in roster.quorum.committee}
-        acks = self._phase(grid, p.DEALINGS, keyholders, dealings_for)
+        acks = self._phase(grid, p.DEALINGS, roster.quorum.committee, dealings_for)
         self.dealers = set(deals)
         for keyholder, blob in acks.items():
             complaints = set(json.loads(blob.get(p.COMPLAINTS, b"[]")))
@@ -191,7 +187,7 @@ class EncryptedFedAvg(FedAvg):
         )
 
     def _collect_hellos(self, grid: Grid) -> dict[int, bytes]:
-        config = {**self.task_config(), p.PRESET: self.settings.he_preset}
+        config = self.task_config()  # holds the preset and the roster fingerprint hospitals compare
         messages = [
             Message(content=make_content(config), message_type=p.HELLO, dst_node_id=node, group_id="setup")
             for node in self.node_ids
