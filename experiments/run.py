@@ -419,6 +419,11 @@ def rounds_logged(tracking_uri: str, experiment: str, flower_run_id: int, num_ro
         return 0
 
 
+def log_tail(text: str, lines: int = 25) -> str:
+    """The end of a ServerApp log, where the reason a run failed is (not buried behind it)."""
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
 def run_deployment(cfg: DictConfig, settings: RunSettings, num_hospitals: int) -> None:
     from dataclasses import replace
 
@@ -468,7 +473,10 @@ def run_deployment(cfg: DictConfig, settings: RunSettings, num_hospitals: int) -
         logs = flwr_cli(home, "log", str(run_id), CONNECTION, "--show")
         log_path.write_text(logs.stdout + logs.stderr)
     if status != "finished:completed":
-        raise RuntimeError(f"Flower run {run_id} ended with status {status!r}; ServerApp log: {log_path}")
+        raise RuntimeError(
+            f"Flower run {run_id} ended with status {status!r}; the ServerApp log ({log_path}) ends:\n"
+            + log_tail(log_path.read_text())
+        )
     client, mlrun = find_mlflow_run(tracking_uri, experiment, run_id)
     if mlrun is None:
         raise RuntimeError(

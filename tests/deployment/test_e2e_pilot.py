@@ -191,7 +191,10 @@ def test_secure_pilot_with_registered_hospitals(tmp_path: Path, procs: Processes
         text=True,
         timeout=RUN_TIMEOUT,
     )
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
+    hospital_logs = "".join(
+        f"\n--- hospital-{i + 1}:\n" + procs.log(f"hospital-{i + 1}")[-2000:] for i in range(HOSPITALS)
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:] + hospital_logs
     assert "status finished:completed" in run.stdout
     flower_run_id = int(re.search(r"submitted Flower run (\d+)", run.stdout).group(1))
 
