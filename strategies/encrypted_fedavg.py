@@ -6,8 +6,10 @@ committee (``deal``), each keyholder receives the sealed shares dealt to it (``d
 Each round: ``train`` replies (``c0`` plus a signed digest) are verified and summed as they
 arrive (memory: one aggregate); then ``query.decrypt`` goes to a decryption set T of keyholders,
 which answer with masked shares; the masks cancel only in the sum over T. If a keyholder of T
-fails, a fresh attempt goes to those that answered, up to the roster's ``max_attempts``; past
-that the round keeps the previous model and says why. The server never holds a secret.
+does not answer, or the combined shares fail the noise check, a fresh attempt goes to another
+set (``strategies.decryption_sets``: by elimination, naming suspects), up to the roster's
+``max_attempts``; past that the round keeps the previous model and says why. The server never
+holds a secret.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
@@ -29,10 +32,11 @@ from he.ciphertext import CiphertextLabel, CiphertextSum, EncryptedUpdate
 from he.context import HEContext
 from he.decrypt import DecryptionRequest, DecryptionShare, combine, decrypt_update
 from he.encoding import UpdateLayout, WeightScaleError, weight_scale_for
-from he.errors import EncodingError, HEError
+from he.errors import HEError
 from he.params import preset
 from he.roster import Roster, write_simulated_federation
 from server.settings import RunSettings
+from strategies.decryption_sets import DecryptionSets
 from strategies.fedavg import FedAvg, FederationResult, RoundFailedError, weighted_client_metrics
 from strategies.messaging import (
     blobs_of,
@@ -44,6 +48,18 @@ from strategies.messaging import (
 )
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Decryption:
+    """A decrypted aggregate and what it took."""
+
+    average: list[np.ndarray]
+    total_examples: int
+    seconds: float  # combining and decoding, on the server
+    client_seconds: float  # mean partial-decryption time of a keyholder
+    attempts: int
+    suspects: list[str]  # keyholders named by elimination (see strategies.decryption_sets)
 
 
 def next_clip(average: list[np.ndarray], margin: float, preset_clip: float) -> float:
@@ -79,6 +95,7 @@ class EncryptedFedAvg(FedAvg):
         self.dealers: set[int] = set()
         self._simulation_dir: str | None = None
         self.round_layout: UpdateLayout | None = None  # set by configure_train
+        self.decryption_sets: DecryptionSets | None = None  # set by setup, from the roster's quorum
 
     def start(self, grid: Grid, initial_weights, on_round=None) -> FederationResult:
         try:
@@ -145,6 +162,7 @@ class EncryptedFedAvg(FedAvg):
     def setup(self, grid: Grid) -> None:
         started = time.perf_counter()
         self.roster = roster = self.load_roster(len(self.node_ids))
+        self.decryption_sets = DecryptionSets(roster.quorum.min_decryption_set, self.settings.seed)
         hellos = self._collect_hellos(grid)
         try:
             self.setup_transcript = transcript.verify_hellos(roster, int(grid.run.run_id), hellos)
@@ -298,7 +316,7 @@ class EncryptedFedAvg(FedAvg):
         result = self._decrypt("statistics", round_id, total.result, statements, self.statistics_ctx)
         if result is None:
             raise RoundFailedError(f"feature statistics ({pass_name}) could not be decrypted")
-        average, total_examples, *_ = result
+        average, total_examples = result.average, result.total_examples
         self.statistics_scale = weight_scale_for(total_examples, self.statistics_ctx.params)
         self.weight_scale = weight_scale_for(total_examples, self.ctx.params)  # for round 1
         return average
@@ -324,15 +342,16 @@ class EncryptedFedAvg(FedAvg):
         if result is None:
             metrics["round_skipped"] = 1
             return None, MetricRecord(metrics)
-        average, total_examples, decrypt_seconds, client_decrypt, attempts = result
-        metrics["decryption_attempts"] = attempts
+        average, total_examples = result.average, result.total_examples
+        metrics["decryption_attempts"] = result.attempts
+        metrics["suspect_keyholders"] = len(result.suspects)
         metrics["weight_scale"] = self.weight_scale
         self.weight_scale = weight_scale_for(total_examples, self.ctx.params)
         self.round_clip = next_clip(average, self.clip_margin, self.ctx.params.clip)
         self.traffic.seconds = {
             "aggregate_seconds": aggregate_seconds,
-            "decrypt_seconds": decrypt_seconds,
-            "client_decrypt_seconds": client_decrypt,
+            "decrypt_seconds": result.seconds,
+            "client_decrypt_seconds": result.client_seconds,
         }
         return ArrayRecord([np.asarray(a, dtype=np.float64) for a in average]), MetricRecord(metrics)
 
@@ -346,71 +365,101 @@ class EncryptedFedAvg(FedAvg):
         self.ctx.params.check_contributors(count)
 
     def _decrypt(self, kind: str, round_id: int, aggregate: EncryptedUpdate, statements: dict, encoding):
-        """Up to ``max_attempts`` decryption attempts; (average, total examples, seconds, client
-        seconds, attempts) or None when every attempt failed (each failure is logged with its reason)."""
+        """Up to ``max_attempts`` decryption attempts, each with a set chosen by elimination
+        (``strategies.decryption_sets``); a ``Decryption``, or None when every attempt failed
+        (each failure, and any suspect keyholder, is logged by name)."""
         roster = self.roster
-        quorum = roster.quorum
+        sets = self.decryption_sets
+        sets.begin()
         label = CiphertextLabel(roster.federation_id, self.setup_transcript.run_id, kind, round_id)
-        decryption_set = tuple(k for k in quorum.committee if k in self.party_nodes)
+        available = {k for k in roster.quorum.committee if k in self.party_nodes}
         relayed = {f"{p.CONTRIBUTION}-{party}": s for party, s in statements.items()}
-        noise_bits = self.ctx.params.decryption_noise_bits(len(quorum.committee), roster.max_attempts)
+        noise_bits = self.ctx.params.decryption_noise_bits(len(roster.quorum.committee), roster.max_attempts)
         what = f"{kind} round {round_id}" if kind == "train" else f"feature statistics {round_id}"
         for attempt in range(1, roster.max_attempts + 1):
-            if len(decryption_set) < quorum.min_decryption_set:
+            keyholders = sets.choose(available)
+            if keyholders is None:
                 log.warning(
                     "%s: %d keyholders left, the quorum needs %d; the round keeps the previous model",
                     what,
-                    len(decryption_set),
-                    quorum.min_decryption_set,
+                    len(available),
+                    sets.min_size,
                 )
+                self._name_suspects(what)
                 return None
-            request = DecryptionRequest(label, attempt, tuple(statements), decryption_set, len(aggregate.c0))
-            config = {
-                p.KIND: kind,
-                p.ROUND: round_id,
-                p.ATTEMPT: attempt,
-                p.KEYHOLDERS: ",".join(map(str, request.keyholders)),
-            }
-            messages = [
-                Message(
-                    content=make_content(config, relayed),
-                    message_type=p.DECRYPT,
-                    dst_node_id=self.party_nodes[k],
-                    group_id=f"{kind}-{round_id}-{attempt}",
-                )
-                for k in request.keyholders
-            ]
-            self.traffic.bytes_down += sum(content_bytes(m.content) for m in messages)
-            shares, client_seconds = self._collect_shares(what, request, messages)
-            if len(shares) < len(request.keyholders):
-                decryption_set = tuple(sorted(s.party for s in shares))
+            request = DecryptionRequest(label, attempt, tuple(statements), keyholders, len(aggregate.c0))
+            shares, client_seconds = self._collect_shares(
+                what, request, self._decrypt_messages(request, relayed)
+            )
+            if len(shares) < len(keyholders):
+                silent = set(keyholders) - {s.party for s in shares}
+                available -= silent
+                sets.silent(silent)
                 log.warning(
-                    "%s attempt %d: %d of %d keyholders answered; trying again with those",
+                    "%s attempt %d: no valid share from %s; trying again without them",
                     what,
                     attempt,
-                    len(shares),
-                    len(request.keyholders),
+                    self._names(sorted(silent)),
                 )
                 continue
             started = time.perf_counter()
             try:
                 fields = combine(self.ctx, aggregate, shares, request, noise_bits)
-            except HEError as err:
-                log.warning("%s attempt %d failed: %s", what, attempt, err)
-                continue
-            try:
                 average, total_examples = decrypt_update(encoding, aggregate, fields)
             except WeightScaleError:
                 raise  # decrypted but not decodable at this scale: the caller rescales, no retry helps
-            except EncodingError as err:  # e.g. a share altered on the payload rows only
-                log.warning("%s attempt %d decrypted to an invalid aggregate: %s", what, attempt, err)
+            except (
+                HEError
+            ) as err:  # the noise bound, or an invalid aggregate (a share altered on payload rows)
+                sets.failed(keyholders)
+                log.warning("%s attempt %d with %s failed: %s", what, attempt, self._names(keyholders), err)
                 continue
+            sets.succeeded(keyholders)
+            suspects = self._name_suspects(what)
             seconds = time.perf_counter() - started
-            return average, total_examples, seconds, float(np.mean(client_seconds)), attempt
+            return Decryption(
+                average, total_examples, seconds, float(np.mean(client_seconds)), attempt, suspects
+            )
         log.warning(
             "%s: all %d decryption attempts failed; the round keeps the previous model", what, attempt
         )
+        self._name_suspects(what)
         return None
+
+    def _decrypt_messages(self, request: DecryptionRequest, relayed: dict) -> list[Message]:
+        label = request.label
+        config = {
+            p.KIND: label.kind,
+            p.ROUND: label.round_id,
+            p.ATTEMPT: request.attempt,
+            p.KEYHOLDERS: ",".join(map(str, request.keyholders)),
+        }
+        messages = [
+            Message(
+                content=make_content(config, relayed),
+                message_type=p.DECRYPT,
+                dst_node_id=self.party_nodes[k],
+                group_id=f"{label.kind}-{label.round_id}-{request.attempt}",
+            )
+            for k in request.keyholders
+        ]
+        self.traffic.bytes_down += sum(content_bytes(m.content) for m in messages)
+        return messages
+
+    def _name_suspects(self, what: str) -> list[str]:
+        """Name the keyholders elimination could not clear (one of them sent a bad share)."""
+        suspects = self._names(self.decryption_sets.finish())
+        if suspects:
+            log.warning(
+                "%s: SUSPECT keyholder(s) %s: in a decryption set whose shares failed their check and "
+                "in none that passed; one of them sent a tampered share (or was dealt an inconsistent one)",
+                what,
+                ", ".join(suspects),
+            )
+        return suspects
+
+    def _names(self, parties) -> list[str]:
+        return [self.roster.hospital(k).name for k in parties]
 
     def _collect_shares(self, what: str, request: DecryptionRequest, messages: list[Message]):
         shares, client_seconds = [], []

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from pathlib import Path
 
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 from flwr.simulation import run_simulation
 
 from client import app as hospital
+from he import protocol as p
+from he.decrypt import DecryptionShare
 from server.app import make_server_app
 from server.settings import RunSettings
 from strategies.fedavg import FederationResult
@@ -50,8 +53,22 @@ def partition(context: Context) -> int:
     return int(context.node_config["partition-id"])
 
 
-def unreliable_hospitals(train_down: Outage | None = None, decrypt_down: Outage | None = None) -> ClientApp:
-    """The hospital ClientApp, except that training or decryption fails when the outage says so."""
+def asked_to_decrypt(record: Path, message, context) -> bool:
+    """Note (in a file: ClientApps run in Ray workers) each train round this keyholder is asked in."""
+    if message.content["config"]["kind"] == "train":
+        with record.open("a") as out:
+            out.write(f"{message.content['config']['server-round']}\n")
+    return True
+
+
+def unreliable_hospitals(
+    train_down: Outage | None = None,
+    decrypt_down: Outage | None = None,
+    tamper: Callable[[Context], bool] | None = None,
+) -> ClientApp:
+    """The hospital ClientApp, except that training or decryption fails when the outage says so,
+    and a keyholder for which ``tamper`` says so adds 1 to one coefficient of each share it sends
+    (a keyholder that cheats: its share still parses, the combined noise leaves its bound)."""
     app = ClientApp()
     app.query("hello")(hospital.hello)
     app.query("deal")(hospital.deal)
@@ -69,6 +86,21 @@ def unreliable_hospitals(train_down: Outage | None = None, decrypt_down: Outage 
     def decrypt(message: Message, context: Context) -> Message:
         if decrypt_down and decrypt_down(message, context):
             raise RuntimeError("simulated keyholder outage during decryption")
-        return hospital.decrypt(message, context)
+        reply = hospital.decrypt(message, context)
+        if tamper and tamper(context):
+            blobs = hospital.blobs_of(reply)
+            statistics = message.content["config"]["kind"] == "statistics"
+            ctx = hospital.load_keyholder(context).frame_context(statistics)
+            share = DecryptionShare.from_bytes(ctx, blobs[p.DECRYPTION_SHARE], "this keyholder")
+            coefficients = ctx.intt(share.polys)
+            noise_row = ctx.num_payload
+            coefficients[0, noise_row, 0] = (int(coefficients[0, noise_row, 0]) + 1) % int(
+                ctx.data_moduli[noise_row]
+            )
+            blobs[p.DECRYPTION_SHARE] = DecryptionShare(
+                share.party, share.round_id, share.attempt, ctx.ntt(coefficients)
+            ).to_bytes(ctx)
+            reply = hospital.reply(message, blobs, metrics=dict(reply.content[p.METRICS]))
+        return reply
 
     return app
