@@ -714,12 +714,12 @@ def test_measured_decryption_noise_is_flooded_and_within_its_bound(decryption, t
 
 
 def test_tampered_shares(decryption, test_ctx):
-    """What a coordinator or keyholder that alters one share achieves (no share integrity yet):
+    """What a coordinator or keyholder that alters one share achieves (there is no share integrity):
 
     * +1 on one coefficient, the same integer on every prime: indistinguishable from flooding,
       absorbed, the output is unchanged;
     * +1 on one payload residue only: the output is silently wrong by one unit in that field (one
-      quantization step of one value) -- the hardening issue's share integrity will catch it;
+      quantization step of one value): not caught (docs/security.md, "Not promised");
     * +1 on one noise residue only, or +2^100 on every prime: the noise read off the noise primes
       exceeds 2^noise_bits and the attempt is refused.
     """

@@ -89,8 +89,7 @@ def unreliable_hospitals(
         reply = hospital.decrypt(message, context)
         if tamper and tamper(context):
             blobs = hospital.blobs_of(reply)
-            statistics = message.content["config"]["kind"] == "statistics"
-            ctx = hospital.load_keyholder(context).frame_context(statistics)
+            ctx = hospital.load_keyholder(context).frame_context()  # shares of every kind
             share = DecryptionShare.from_bytes(ctx, blobs[p.DECRYPTION_SHARE], "this keyholder")
             coefficients = ctx.intt(share.polys)
             noise_row = ctx.num_payload
