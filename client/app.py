@@ -20,6 +20,7 @@ from flwr.clientapp import ClientApp
 from client.audit import audit_mod
 from client.identity import hospital_identity
 from client.keyholder import KeyHolder
+from client.policy import policy_mod
 from he import protocol as p
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,8 @@ def local_task():
     return importlib.import_module("client.task")
 
 
-app = ClientApp(mods=[audit_mod])
+# the policy check runs inside the audit mod, so each refusal is an audit line
+app = ClientApp(mods=[audit_mod, policy_mod])
 
 
 # -- record helpers ------------------------------------------------------------------------------

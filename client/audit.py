@@ -4,14 +4,19 @@
 a ``state-dir`` (deployment: set by ``python -m client.daemon``), every message handled appends
 one line to ``<state-dir>/audit.jsonl`` (file mode 0600):
 
-* ``ts``, ``node_id``, ``run_id``, ``message_id``, ``group_id`` (the round, ``setup`` or
-  ``final``), ``message_type``, ``seconds`` spent;
+* ``ts``, ``hospital`` (this site's roster name), ``node_id``, ``run_id`` (ids as strings),
+  ``message_id``, ``group_id`` (the round, ``setup`` or ``final``), ``message_type``,
+  ``seconds`` spent;
 * ``received``: byte count of the arrays the server sent and the server's configuration
-  values (public task settings, round number, contributor list);
+  values (public task settings, round number, contributor list; a list of more than
+  ``MAX_LISTED_VALUES`` numbers, such as the feature statistics, as its length and digest);
 * ``sent`` (what left the hospital): for every array or blob its record, name, dtype, shape,
   size in bytes and SHA-256 digest; every metric name and value; every config value;
-* ``outcome``: ``replied``, ``refused`` (the hospital declined, e.g. a second decryption of a
-  round) or ``error``, with the ``reason`` for the last two.
+* ``outcome``: ``replied``, ``refused`` (the hospital declined: its policy, an unapproved app,
+  a second decryption of a round) or ``error``, with the ``reason`` for the last two.
+
+``python -m client.audit summary`` (``client.audit_summary``) prints it per run for a data
+protection officer.
 
 What is never logged: the node's run state (``context.state``: secret key shares, pairwise
 keys), array contents (only digests), and the hospital's data. Replies never carry secret
@@ -38,10 +43,12 @@ from flwr.app import Context, Message, RecordDict
 from flwr.clientapp.typing import ClientAppCallable
 
 from client.keyholder import RefusedRequest
+from he.roster import NODE_HOSPITAL
 
 AUDIT_FILE = "audit.jsonl"
 STATE_DIR_KEY = "state-dir"
 FILE_MODE = 0o600
+MAX_LISTED_VALUES = 8  # longer lists (feature statistics) are logged as length + digest
 
 
 class AuditLogError(RuntimeError):
@@ -84,6 +91,8 @@ def _scalar(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     if isinstance(value, list):
+        if len(value) > MAX_LISTED_VALUES:  # e.g. the 60 feature statistics of every message
+            return {"values": len(value), "sha256": hashlib.sha256(json.dumps(value).encode()).hexdigest()}
         return [_scalar(v) for v in value]
     return value
 
@@ -131,6 +140,40 @@ def describe_sent(reply: Message) -> dict:
     }
 
 
+def message_entry(message: Message, context: Context) -> dict[str, Any]:
+    """The audit line's header: when, which run, node, hospital and message, what was received.
+
+    Ids are strings: 64-bit integers lose digits in JSON tools such as jq 1.6, and then no
+    longer match MLflow's ``flower_run_id`` tag. ``hospital`` is the roster name, which stays
+    the same across runs (a party index may not).
+    """
+    meta = message.metadata
+    node_config = dict(context.node_config)
+    return {
+        "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        "hospital": str(node_config.get(NODE_HOSPITAL, "")),
+        "node_id": str(context.node_id),
+        "run_id": str(meta.run_id),
+        "message_id": meta.message_id,
+        "group_id": meta.group_id,
+        "message_type": meta.message_type,
+        "received": describe_received(message),
+    }
+
+
+def record_refusal(message: Message, context: Context, reason: str) -> None:
+    """An audit line for a message refused before any handler ran (``client.launcher``)."""
+    path = audit_path(dict(context.node_config))
+    if path is None:
+        return
+    fd = open_audit_log(path)
+    try:
+        entry = message_entry(message, context) | {"outcome": "refused", "reason": reason, "sent": {}}
+        append_line(fd, entry | {"seconds": 0.0})
+    finally:
+        os.close(fd)
+
+
 def audit_mod(message: Message, context: Context, call_next: ClientAppCallable) -> Message:
     """Flower client mod: handle ``message`` and append its audit line (see module docstring)."""
     path = audit_path(dict(context.node_config))
@@ -138,16 +181,7 @@ def audit_mod(message: Message, context: Context, call_next: ClientAppCallable) 
         return call_next(message, context)
     fd = open_audit_log(path)
     try:
-        meta = message.metadata
-        entry: dict[str, Any] = {
-            "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
-            "node_id": int(context.node_id),
-            "run_id": int(meta.run_id),
-            "message_id": meta.message_id,
-            "group_id": meta.group_id,
-            "message_type": meta.message_type,
-            "received": describe_received(message),
-        }
+        entry = message_entry(message, context)
         started = time.perf_counter()
         try:
             reply = call_next(message, context)
@@ -169,3 +203,13 @@ def audit_mod(message: Message, context: Context, call_next: ClientAppCallable) 
             append_line(fd, entry)
     finally:
         os.close(fd)
+
+
+if __name__ == "__main__":
+    import sys
+
+    from client.audit_summary import main as summary_main
+
+    if sys.argv[1:2] != ["summary"]:
+        sys.exit("usage: python -m client.audit summary [--run ID] (--state-dir DIR | --log FILE)")
+    sys.exit(summary_main(sys.argv[2:]))

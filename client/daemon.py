@@ -34,12 +34,15 @@ import argparse
 import json
 import logging
 import os
+import shlex
 import shutil
 import sys
 import tomllib
 from pathlib import Path
 
+from client import approval
 from client import node_check as check
+from client.policy import NODE_POLICY, POLICY_FILE, Policy, PolicyError
 from he.identity import SigningKey
 from he.roster import NODE_HOSPITAL, NODE_ROSTER, NODE_SIGNING_KEY
 
@@ -73,7 +76,9 @@ CONFIG_KEYS = {
     "roster",
     "signing-key",
     "hospital",
+    "policy",
 }
+LAUNCHER_DIR = "bin"  # <state-dir>/bin: the hospital's flwr-clientapp, first on the SuperNode's PATH
 
 
 # -- keygen -----------------------------------------------------------------------------------------
@@ -146,6 +151,27 @@ def write_node_config(state_dir: Path, values: dict) -> Path:
     return path
 
 
+def write_launcher(state_dir: Path) -> Path:
+    """``<state-dir>/bin/flwr-clientapp``: runs ``client.launcher`` (the app approval check) with this
+    interpreter. The SuperNode starts ClientApp processes by that name from ``PATH``."""
+    directory = state_dir / LAUNCHER_DIR
+    directory.mkdir(mode=0o700, exist_ok=True)
+    path = directory / "flwr-clientapp"
+    tmp = path.with_suffix(".tmp")
+    python = shlex.quote(sys.executable)
+    tmp.write_text(f'#!/bin/sh\n# written by client.daemon\nexec {python} -m client.launcher "$@"\n')
+    tmp.chmod(0o700)
+    tmp.replace(path)
+    return directory
+
+
+def supernode_env(launcher_dir: Path) -> dict[str, str]:
+    """The SuperNode's environment: our ``flwr-clientapp`` first, then this environment's Flower
+    tools (``flower-superexec``), so a service without an activated venv works."""
+    path = os.pathsep.join([str(launcher_dir), str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    return os.environ | {"PATH": path, "FLWR_DISABLE_UPDATE_CHECK": "1"}
+
+
 def supernode_command(args: argparse.Namespace, node_config: Path, extra: list[str]) -> list[str]:
     exe = shutil.which("flower-supernode", path=str(Path(sys.executable).parent)) or shutil.which(
         "flower-supernode"
@@ -190,6 +216,27 @@ def check_identity(args: argparse.Namespace, warnings: list[str]) -> dict:
     return {NODE_ROSTER: str(roster_path), NODE_SIGNING_KEY: str(key_path), NODE_HOSPITAL: hospital}
 
 
+def check_policy(args: argparse.Namespace, state_dir: Path, warnings: list[str]) -> Path:
+    """The hospital's policy (``client.policy``): it must parse, and the pinned roster must obey it."""
+    path = Path(args.policy).expanduser().absolute() if args.policy else state_dir / POLICY_FILE
+    if args.policy and not path.is_file():
+        raise check.NodeCheckError(f"--policy {path} does not exist (expected a policy TOML file)")
+    try:
+        policy = Policy.load(path)
+    except PolicyError as err:
+        raise check.NodeCheckError(str(err)) from None
+    violation = policy.roster_violation(check.check_roster(args.roster)[1])
+    if violation is not None:
+        raise check.NodeCheckError(f"{violation} ({path}); this hospital would refuse every run")
+    source = path if path.exists() else f"defaults ({path} does not exist)"
+    log.info("policy: %s: %s", source, policy)
+    approved = len(approval.approved_hashes(state_dir))
+    if policy.accept_any_app:
+        warnings.append("policy accept_any_app=true: any submitted app runs here; a trial only")
+    log.info("apps accepted: the installed code and %d approved hash(es)", approved)
+    return path
+
+
 def validate(args: argparse.Namespace) -> tuple[dict, list[str]]:
     """Run every start-up check; return the node config values and warnings."""
     warnings = check.check_clock()
@@ -216,7 +263,8 @@ def validate(args: argparse.Namespace) -> tuple[dict, list[str]]:
         raise check.NodeCheckError("--state-dir is required (where the audit log and node config live)")
     identity = check_identity(args, warnings)
     state_dir = check.check_state_dir(args.state_dir)
-    values: dict = {"state-dir": str(state_dir), **identity}
+    policy = check_policy(args, state_dir, warnings)
+    values: dict = {"state-dir": str(state_dir), **identity, NODE_POLICY: str(policy)}
     if args.data:
         summary = check.check_data(args.data, args.target_column, args.num_features, args.num_classes)
         values |= {
@@ -242,7 +290,8 @@ def parser() -> argparse.ArgumentParser:
         prog="python -m client.daemon",
         description="Check this hospital's settings, then run its Flower SuperNode.",
         epilog="Subcommands: `python -m client.daemon keygen --out DIR` creates node.key/node.pub; "
-        "`python -m client.daemon signing-keygen --out DIR` creates signing.key/signing.pub.",
+        "`python -m client.daemon signing-keygen --out DIR` creates signing.key/signing.pub; "
+        "`python -m client.daemon approve APP --state-dir DIR` approves an app (.fab or folder).",
     )
     ap.add_argument("--config", type=Path, help="TOML file with any of the settings below (dashes)")
     ap.add_argument("--superlink", help="HOST:PORT of the federation's SuperLink")
@@ -261,13 +310,20 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--num-partitions", type=int, help="demo only: number of shares")
     ap.add_argument("--state-dir", help="directory for the audit log and node config (created 0700)")
     ap.add_argument(
+        "--policy", help=f"this hospital's policy TOML (default: <state-dir>/{POLICY_FILE}, else defaults)"
+    )
+    ap.add_argument(
         "--port", type=int, default=DEFAULT_RUNTIME_PORT, help="local port of the SuperNode's runtime API"
     )
     ap.add_argument(
         "--insecure", action="store_true", help="no TLS, no node authentication: local trial only"
     )
     ap.add_argument("--flower-version", help="expected Flower version (default: the pinned one)")
-    ap.add_argument("--check-only", action="store_true", help="run the checks and exit")
+    ap.add_argument(
+        "--check-only",
+        action="store_true",
+        help="run the checks, connect to the SuperLink (TLS handshake, node key registration) and exit",
+    )
     ap.add_argument(
         "--print-command", action="store_true", help="print the flower-supernode command and exit"
     )
@@ -335,6 +391,34 @@ def signing_keygen_main(argv: list[str]) -> int:
     return 0
 
 
+def approve_main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m client.daemon approve",
+        description="Approve an app (FAB) for this hospital after review: its SHA-256 goes to "
+        f"<state-dir>/{approval.APPROVALS_FILE}. Apps equal to the installed code need no approval.",
+    )
+    ap.add_argument("app", type=Path, help="a .fab file, or an app folder (hashed as `flwr run` builds it)")
+    ap.add_argument("--state-dir", type=Path, required=True, help="the daemon's state dir")
+    ap.add_argument("--note", default="", help="who approved it and why (kept in the file)")
+    args = ap.parse_args(argv)
+    try:
+        state_dir = check.check_state_dir(args.state_dir)
+        digest = approval.approve(state_dir, args.app, args.note)
+    except (check.NodeCheckError, OSError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"approved app sha256 {digest} in {state_dir / approval.APPROVALS_FILE}")
+    return 0
+
+
+def probe_superlink(args: argparse.Namespace) -> None:
+    """``--check-only``: reach the SuperLink as the SuperNode will (``check.check_superlink``)."""
+    if args.insecure:
+        log.info(check.check_superlink(args.superlink, None, None))
+    else:
+        log.info(check.check_superlink(args.superlink, Path(args.root_certificates), Path(args.auth_key)))
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s fedquorum-daemon: %(message)s")
@@ -342,6 +426,8 @@ def main(argv: list[str] | None = None) -> int:
         return keygen_main(argv[1:])
     if argv and argv[0] == "signing-keygen":
         return signing_keygen_main(argv[1:])
+    if argv and argv[0] == "approve":
+        return approve_main(argv[1:])
     try:
         args, extra = parse(argv)
         if args.insecure:
@@ -350,7 +436,10 @@ def main(argv: list[str] | None = None) -> int:
         for warning in warnings:
             log.warning(warning)
         node_config = write_node_config(Path(values["state-dir"]), values)
+        launcher_dir = write_launcher(Path(values["state-dir"]))
         cmd = supernode_command(args, node_config, extra)
+        if args.check_only:
+            probe_superlink(args)
     except check.NodeCheckError as err:
         log.error("not starting: %s", err)
         return 2
@@ -363,8 +452,7 @@ def main(argv: list[str] | None = None) -> int:
     log.info("starting: %s", " ".join(cmd))
     sys.stdout.flush()
     sys.stderr.flush()
-    env = os.environ | {"FLWR_DISABLE_UPDATE_CHECK": "1"}
-    os.execve(cmd[0], cmd, env)
+    os.execve(cmd[0], cmd, supernode_env(launcher_dir))
     return 1  # not reached
 
 

@@ -274,3 +274,100 @@ def check_auth_key(path: str | os.PathLike) -> Path:
             "curve (e.g. P-384)"
         )
     return path
+
+
+# -- reaching the SuperLink -------------------------------------------------------------------------
+NODE_NOT_REGISTERED = 2004  # Flower 1.42 ApiErrorCode.FLEET_NODE_ACTIVATION_FAILED
+INVALID_HEARTBEAT = 2003  # ... FLEET_INVALID_HEARTBEAT_INTERVAL: only a registered key gets this far
+
+
+def check_superlink(address: str, root_certificates: Path | None, auth_key: Path | None) -> str:
+    """Connect to the SuperLink as the SuperNode will: TLS handshake with the given CA, then the
+    node key's registration.
+
+    The registration probe asks the Fleet API to activate this node with an out-of-range heartbeat
+    interval. Flower 1.42 looks the key up first ("No SuperNode found": not registered) and checks
+    the interval second, so a registered key is answered "invalid heartbeat interval" and the node
+    is never activated: a running SuperNode with the same key is not disturbed.
+    ``root_certificates``/``auth_key`` None: an insecure SuperLink (reachability only).
+    """
+    import httpx
+    from cryptography.hazmat.primitives.serialization import load_ssh_private_key
+    from flwr.proto.fleet_pb2 import ActivateNodeRequest  # pylint: disable=E0611
+    from flwr.supercore.interceptors.http.runtime_version import RuntimeVersionHttpInterceptor
+    from flwr.supercore.primitives.asymmetric import generate_key_pairs, public_key_to_bytes
+    from flwr.supercore.retry import make_simple_http_retry_invoker
+    from flwr.supernode.fleet_http_client import FleetHttpClient
+    from flwr.supernode.node_auth_http_interceptor import NodeAuthHttpInterceptor
+
+    if auth_key is None:
+        private, public = generate_key_pairs()
+    else:
+        private = load_ssh_private_key(auth_key.read_bytes(), password=None)
+        public = private.public_key()
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # its "400 Bad Request" line is the good case
+    retry = make_simple_http_retry_invoker()
+    retry.max_tries = 1
+    interceptors = [RuntimeVersionHttpInterceptor(component_name="SuperNode")]
+    if auth_key is not None:
+        interceptors.append(NodeAuthHttpInterceptor(private, public))
+    ca = None if root_certificates is None else str(root_certificates)
+    request = ActivateNodeRequest(public_key=public_key_to_bytes(public), heartbeat_interval=-1.0)
+    try:
+        with FleetHttpClient.from_server_address(
+            address, ca is None, ca, interceptors=interceptors, retry_invoker=retry
+        ) as client:
+            client.ActivateNode(request)
+    except httpx.HTTPStatusError as err:
+        return _registration_answer(address, err.response, auth_key)
+    except httpx.TimeoutException as err:
+        raise NodeCheckError(
+            f"--superlink {address} did not answer in time ({type(err).__name__}): a firewall, or the "
+            "wrong host"
+        ) from None
+    except httpx.ConnectError as err:
+        raise NodeCheckError(_connect_failure(address, str(err), ca)) from None
+    except httpx.HTTPError as err:
+        raise NodeCheckError(f"--superlink {address}: {type(err).__name__}: {err}") from None
+    raise NodeCheckError(f"--superlink {address} activated a node with an invalid heartbeat; unexpected")
+
+
+def _connect_failure(address: str, error: str, ca: str | None) -> str:
+    if "CERTIFICATE_VERIFY_FAILED" in error and "mismatch" in error.lower():
+        return (
+            f"--superlink {address}: the SuperLink's certificate does not name this host ({error}); "
+            "dial a name it lists, or have the coordinator re-issue it with `init-pilot --hostname`"
+        )
+    if "CERTIFICATE_VERIFY_FAILED" in error:
+        return (
+            f"--superlink {address}: the SuperLink's certificate is not signed by --root-certificates "
+            f"{ca} ({error}); use the federation's ca.crt and compare its fingerprint with the coordinator"
+        )
+    if "WRONG_VERSION_NUMBER" in error or "record layer" in error:
+        return f"--superlink {address} does not speak TLS ({error}): an insecure SuperLink, or not one"
+    return (
+        f"--superlink {address}: cannot connect ({error}); check the host and port, and that the "
+        "SuperLink runs"
+    )
+
+
+def _registration_answer(address: str, response, auth_key: Path | None) -> str:
+    import json
+
+    try:
+        code = int(json.loads(response.text).get("code", 0))
+    except (ValueError, AttributeError):
+        code = 0
+    if auth_key is None:  # insecure: any Fleet API answer means the SuperLink is there
+        return f"SuperLink {address} answers (insecure: no TLS, no node authentication)"
+    if code == INVALID_HEARTBEAT:
+        return f"SuperLink {address}: TLS handshake passed, node key {auth_key} is registered"
+    if code == NODE_NOT_REGISTERED:
+        raise NodeCheckError(
+            f"node authentication key {auth_key} is not registered at SuperLink {address}: send its .pub "
+            "to the coordinator (`python -m server.coordinator register`), or use the registered key"
+        )
+    raise NodeCheckError(
+        f"--superlink {address} answered HTTP {response.status_code} {response.text[:200]!r}; is it a "
+        "Flower 1.42 SuperLink?"
+    )

@@ -82,7 +82,7 @@ def test_reply_is_logged_with_digests_and_metrics_only(tmp_path: Path) -> None:
     path = tmp_path / AUDIT_FILE
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     (entry,) = lines(tmp_path)
-    assert entry["run_id"] == 42 and entry["node_id"] == 7 and entry["group_id"] == "1"
+    assert entry["run_id"] == "42" and entry["node_id"] == "7" and entry["group_id"] == "1"
     assert entry["message_type"] == "train" and entry["message_id"] == "m-1"
     assert entry["outcome"] == "replied"
     assert entry["received"]["array_bytes"] >= 16  # serialized float32[4]

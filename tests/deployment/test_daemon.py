@@ -4,7 +4,9 @@ roster and this hospital's signing key."""
 from __future__ import annotations
 
 import logging
+import os
 import stat
+import sys
 import tomllib
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,6 +18,8 @@ from deploy_helpers import identity_args
 
 from client import daemon
 from client import node_check as check
+from client.approval import approved_hashes, fab_sha256
+from client.policy import NODE_POLICY
 from he.identity import SigningKey
 from he.roster import NODE_HOSPITAL, NODE_ROSTER, NODE_SIGNING_KEY, Roster
 from server import pki
@@ -29,6 +33,13 @@ def no_exec(monkeypatch: pytest.MonkeyPatch) -> None:
         raise AssertionError(f"the daemon tried to exec {args[0]}; pass --check-only or --print-command")
 
     monkeypatch.setattr(daemon.os, "execve", refuse)
+
+
+@pytest.fixture(autouse=True)
+def no_superlink(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No SuperLink here: ``--check-only``'s connection probe is tested against a real one in
+    ``test_approved_apps.py``."""
+    monkeypatch.setattr(check, "check_superlink", lambda *args: "SuperLink probe skipped in this test")
 
 
 @pytest.fixture(scope="module")
@@ -157,8 +168,13 @@ def test_daemon_builds_the_supernode_command(
         NODE_ROSTER: str(pilot.hospital_dir("hospital-1") / "roster.json"),
         NODE_SIGNING_KEY: str(pilot.signing_key("hospital-1")),
         NODE_HOSPITAL: "hospital-1",
+        NODE_POLICY: str(tmp_path / "state" / "policy.toml"),  # absent: the defaults
     }
     assert stat.S_IMODE((tmp_path / "state").stat().st_mode) == 0o700
+    launcher = tmp_path / "state" / "bin" / "flwr-clientapp"  # the app approval check
+    assert "-m client.launcher" in launcher.read_text() and launcher.stat().st_mode & 0o100
+    path = daemon.supernode_env(launcher.parent)["PATH"].split(os.pathsep)
+    assert path[:2] == [str(launcher.parent), str(Path(sys.executable).parent)]
 
 
 def test_daemon_refuses_to_start_with_a_clear_error(
@@ -287,3 +303,37 @@ def test_signing_keygen_writes_a_0600_key_and_prints_the_public_hex(
     assert "BEGIN" not in printed
     assert daemon.main(["signing-keygen", "--out", str(tmp_path / "keys")]) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+# -- the hospital's policy and approved apps -------------------------------------------------------------
+def test_policy_the_roster_breaks_stops_the_daemon_naming_the_key(
+    tmp_path: Path, pilot: pki.PilotLayout, caplog: pytest.LogCaptureFixture
+) -> None:
+    args = secure_args(pilot, tmp_path, write_csv(tmp_path / "cohort.csv"))
+    policy = tmp_path / "policy.toml"
+    policy.write_text("min_threshold = 3\n")  # the 2-hospital roster lets 2 keyholders decrypt
+    assert daemon.main([*args, "--policy", str(policy), "--check-only"]) == 2
+    assert "not starting: policy min_threshold=3, but the roster lets 2 keyholder(s) decrypt" in caplog.text
+    caplog.clear()
+    policy.write_text('allowed_presets = ["precise"]\n')
+    assert daemon.main([*args, "--policy", str(policy), "--check-only"]) == 2
+    assert "does not include preset 'compact'" in caplog.text
+    caplog.clear()
+    policy.write_text("require_encrypted = 1\n")
+    assert daemon.main([*args, "--policy", str(policy), "--check-only"]) == 2
+    assert "require_encrypted must be true or false, got 1" in caplog.text
+    caplog.clear()
+    assert daemon.main([*args, "--policy", str(tmp_path / "nope.toml"), "--check-only"]) == 2
+    assert "nope.toml does not exist" in caplog.text
+
+
+def test_approve_records_the_apps_hash(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    fab = tmp_path / "app.fab"
+    fab.write_bytes(b"reviewed bundle")
+    state = tmp_path / "state"
+    assert daemon.main(["approve", str(fab), "--state-dir", str(state), "--note", "reviewed by IT"]) == 0
+    assert daemon.main(["approve", str(fab), "--state-dir", str(state)]) == 0  # once only
+    assert fab_sha256(b"reviewed bundle") in capsys.readouterr().out
+    assert approved_hashes(state) == {fab_sha256(b"reviewed bundle")}
+    assert (state / "approved-apps.txt").read_text().count("\n") == 1
+    assert daemon.main(["approve", str(tmp_path / "nope.fab"), "--state-dir", str(state)]) == 2

@@ -223,7 +223,8 @@ def test_secure_pilot_with_registered_hospitals(tmp_path: Path, procs: Processes
         received = received_message_ids(procs.log(f"hospital-{i + 1}"))
         assert sorted(e["message_id"] for e in entries) == sorted(received)  # one line per message
         assert {e["outcome"] for e in entries} == {"replied"}
-        assert {e["run_id"] for e in entries} == {flower_run_id}
+        assert {e["run_id"] for e in entries} == {str(flower_run_id)}  # strings: jq keeps every digit
+        assert {e["hospital"] for e in entries} == {f"hospital-{i + 1}"}
         trains = [e for e in entries if e["message_type"] == "train"]
         assert [e["group_id"] for e in trains] == ["1", "2"]
         assert all(a["bytes"] > 0 and len(a["sha256"]) == 64 for e in trains for a in e["sent"]["arrays"])

@@ -1,0 +1,110 @@
+"""Which submitted apps (FABs) this hospital runs: its own installed code, or an approved hash.
+
+In Flower 1.42 a SuperNode installs and imports whatever app bundle (FAB) the run carries, so
+without this check the ML engineer's code, not the hospital's vetted install, would run next to
+the patient data. ``client.launcher`` calls :func:`app_refusal` on the FAB's bytes before Flower
+installs it. A FAB is accepted when
+
+* its SHA-256 is in ``<state-dir>/approved-apps.txt`` (``client.daemon approve``), or
+* the policy's ``accept_installed_app`` is on and every file in it is byte for byte the file of
+  this hospital's installed fedquorum, with ``client.app:app`` as its ClientApp, or
+* the policy's ``accept_any_app`` is on (a trial only).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tomllib
+import zipfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+from client.policy import Policy
+
+APPROVALS_FILE = "approved-apps.txt"
+CLIENT_APP = "client.app:app"
+FAB_MANIFEST_PREFIX = ".info/"
+FAB_CONFIG = "pyproject.toml"
+
+
+def fab_sha256(content: bytes) -> str:
+    """The FAB's hash, as ``flwr run`` and ``flwr build`` compute it."""
+    return hashlib.sha256(content).hexdigest()
+
+
+def installed_root() -> Path:
+    """The directory of this hospital's installed fedquorum packages (``client/``, ``he/``, ...)."""
+    return Path(__file__).resolve().parents[1]
+
+
+def installed_mismatch(content: bytes, root: Path | None = None) -> str | None:
+    """Why the FAB is not this hospital's installed code (the first difference), or None."""
+    root = root or installed_root()
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(content))
+    except zipfile.BadZipFile:
+        return "the app bundle is not a zip archive"
+    with archive:
+        for name in archive.namelist():
+            if name.startswith(FAB_MANIFEST_PREFIX):
+                continue
+            data = archive.read(name)
+            if name == FAB_CONFIG:
+                components = tomllib.loads(data.decode()).get("tool", {}).get("flwr", {}).get("app", {})
+                clientapp = components.get("components", {}).get("clientapp")
+                if clientapp != CLIENT_APP:
+                    return f"its ClientApp is {clientapp!r}, not the installed {CLIENT_APP!r}"
+                continue
+            local = root / name
+            if ".." in Path(name).parts or not local.is_file():
+                return f"{name} is not part of the installed fedquorum"
+            if local.read_bytes() != data:
+                return f"{name} differs from the installed {local}"
+    return None
+
+
+def approved_hashes(state_dir: Path) -> set[str]:
+    """The hashes recorded by ``client.daemon approve`` (first word of each line, ``#`` comments)."""
+    path = state_dir / APPROVALS_FILE
+    if not path.exists():
+        return set()
+    words = (line.split("#", 1)[0].split() for line in path.read_text().splitlines())
+    return {w[0].lower() for w in words if w}
+
+
+def approve(state_dir: Path, source: Path, note: str = "") -> str:
+    """Record the hash of a ``.fab`` file, or of the FAB ``flwr run`` builds from an app folder."""
+    from flwr.cli.build import build_fab_from_disk  # only the approve command needs the builder
+
+    source = source.expanduser()
+    if source.is_dir():
+        content = build_fab_from_disk(source)
+    elif source.is_file():
+        content = source.read_bytes()
+    else:
+        raise FileNotFoundError(f"{source} does not exist (expected a .fab file or an app folder)")
+    digest = fab_sha256(content)
+    if digest not in approved_hashes(state_dir):
+        stamp = datetime.now(UTC).isoformat(timespec="seconds")
+        with (state_dir / APPROVALS_FILE).open("a") as f:
+            f.write(f"{digest}  # {source} approved {stamp}{' ' + note if note else ''}\n")
+    return digest
+
+
+def app_refusal(content: bytes, policy: Policy, state_dir: Path) -> str | None:
+    """Why this hospital refuses to run the FAB ``content``, or None to run it."""
+    digest = fab_sha256(content)
+    if policy.accept_any_app or digest in approved_hashes(state_dir):
+        return None
+    if policy.accept_installed_app:
+        mismatch = installed_mismatch(content)
+        if mismatch is None:
+            return None
+        why = f"it is not this hospital's installed code ({mismatch})"
+    else:
+        why = "policy accept_installed_app=false and the hash is not approved"
+    return (
+        f"app sha256 {digest} refused: {why}; approve it after review with "
+        f"`python -m client.daemon approve <app.fab> --state-dir {state_dir}`"
+    )

@@ -1,0 +1,186 @@
+"""A real SuperLink (TLS + node authentication) and two hospital daemons on 127.0.0.1:
+
+* ``client.daemon --check-only`` connects: it passes with the right CA and a registered key, and
+  fails naming the fix with a wrong CA, an unregistered key and a closed port;
+* an app that is not the hospitals' installed code is refused at every hospital before any of its
+  code runs (its ClientApp would write a marker file: the file stays absent), and each refusal is
+  in the hospital's audit log; the ServerApp's log names the refusals;
+* once both hospitals approve that app's hash it runs (the marker appears), and the default policy
+  still refuses it as a plaintext run (``strategy=fedavg``), audited, naming ``require_encrypted``.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+from deploy_helpers import (
+    BIN,
+    ROOT,
+    Processes,
+    flower_env,
+    flwr,
+    free_port,
+    identity_args,
+    read_audit,
+    wait_until,
+)
+
+HOSPITALS = 2
+APP_PACKAGES = ("he", "strategies", "server", "client", "models", "privacy")
+
+
+def python(module: str, *args: str) -> list[str]:
+    return [str(BIN / "python"), "-m", module, *args]
+
+
+def daemon_args(
+    pilot: Path, name: str, port: int, state: Path, partition: int, **override: Path
+) -> list[str]:
+    hospital = pilot / "hospitals" / name
+    return [
+        *python("client.daemon", "--superlink", f"127.0.0.1:{port}"),
+        "--root-certificates",
+        str(override.get("ca", hospital / "ca.crt")),
+        "--auth-key",
+        str(override.get("key", hospital / "node.key")),
+        "--partition-id",
+        str(partition),
+        "--num-partitions",
+        str(HOSPITALS),
+        "--state-dir",
+        str(state),
+        "--port",
+        str(free_port()),
+        *identity_args(hospital, name),
+    ]
+
+
+def check_only(args: list[str], env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*args, "--check-only"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def marked_app(directory: Path, marker: Path) -> Path:
+    """A copy of this checkout's app whose ClientApp writes ``marker`` as soon as it is imported."""
+    for package in APP_PACKAGES:
+        if (ROOT / package).is_dir():
+            shutil.copytree(ROOT / package, directory / package, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", directory / "pyproject.toml")
+    with (directory / "client" / "app.py").open("a") as f:
+        f.write(f"\nimport pathlib\n\npathlib.Path({str(marker)!r}).touch()\n")
+    return directory
+
+
+def submit(home: Path, app: Path, pilot: Path, extra: str = "") -> int:
+    done = flwr(
+        home,
+        "run",
+        str(app),
+        "pilot",
+        "--run-config",
+        f"roster='{pilot / 'roster.json'}' num-rounds=1{extra}",
+    )
+    found = re.search(r"started run (\d+)", done.stdout)
+    assert found, done.stdout + done.stderr
+    return int(found.group(1))
+
+
+def refusals(state: Path, run_id: int) -> list[dict]:
+    path = state / "audit.jsonl"
+    entries = read_audit(path) if path.exists() else []
+    return [e for e in entries if e["run_id"] == str(run_id) and e["outcome"] == "refused"]
+
+
+def test_check_only_connects_and_only_approved_apps_run(tmp_path: Path, procs: Processes) -> None:
+    env = flower_env(tmp_path / "flwr-home")
+    pilot, other = tmp_path / "pilot", tmp_path / "other"
+    for directory in (pilot, other):
+        made = subprocess.run(
+            python(
+                "server.coordinator", "init-pilot", "--hospitals", str(HOSPITALS), "--out", str(directory)
+            ),
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert made.returncode == 0, made.stderr
+    port = free_port()
+    link = procs.start(
+        "superlink",
+        python("server.coordinator", "superlink", "--pilot", str(pilot), "--port", str(port)),
+        env,
+    )
+    wait_until(
+        lambda: "ready with 2 registered" in procs.log("superlink") or link.poll() is not None,
+        300,
+        "SuperLink",
+    )
+    assert link.poll() is None, procs.log("superlink")
+    states = [tmp_path / f"state-{i + 1}" for i in range(HOSPITALS)]
+
+    # --check-only reaches the SuperLink as the SuperNode will
+    good = check_only(daemon_args(pilot, "hospital-1", port, states[0], 0), env)
+    assert good.returncode == 0, good.stderr
+    assert "TLS handshake passed" in good.stderr and "is registered" in good.stderr
+    wrong_ca = check_only(
+        daemon_args(pilot, "hospital-1", port, states[0], 0, ca=other / "ca" / "ca.crt"), env
+    )
+    assert wrong_ca.returncode == 2
+    assert "certificate is not signed by --root-certificates" in wrong_ca.stderr
+    stranger = other / "hospitals" / "hospital-1" / "node.key"
+    unregistered = check_only(daemon_args(pilot, "hospital-1", port, states[0], 0, key=stranger), env)
+    assert unregistered.returncode == 2
+    assert f"node authentication key {stranger} is not registered at SuperLink" in unregistered.stderr
+    closed = check_only(daemon_args(pilot, "hospital-1", free_port(), states[0], 0), env)
+    assert (
+        closed.returncode == 2 and "cannot connect" in closed.stderr and "Connection refused" in closed.stderr
+    )
+
+    for i, state in enumerate(states):
+        procs.start(f"hospital-{i + 1}", daemon_args(pilot, f"hospital-{i + 1}", port, state, i), env)
+    wait_until(
+        lambda: all("SuperNode ID" in procs.log(f"hospital-{i + 1}") for i in range(HOSPITALS)),
+        300,
+        "SuperNodes",
+    )
+
+    # an app that is not the installed code: refused everywhere, none of its code ran
+    home = pilot / "superlink" / "flwr"  # the coordinator's CLI config (connection "pilot")
+    marker = tmp_path / "marker"
+    app = marked_app(tmp_path / "app", marker)
+    run_id = submit(home, app, pilot)
+    wait_until(lambda: all(refusals(s, run_id) for s in states), 300, "every hospital to refuse the app")
+    for state in states:
+        (entry,) = refusals(state, run_id)
+        assert entry["message_type"] == "query.hello" and entry["sent"] == {}
+        assert "refused: it is not this hospital's installed code (client/app.py differs" in entry["reason"]
+    assert not marker.exists()
+    wait_until(
+        lambda: "failed" in flwr(home, "log", str(run_id), "pilot", "--show").stdout, 120, "the run log"
+    )
+    assert "not this hospital's installed code" in flwr(home, "log", str(run_id), "pilot", "--show").stdout
+
+    # approved after review, it runs; the default policy still refuses a plaintext run
+    for state in states:
+        approved = subprocess.run(
+            python("client.daemon", "approve", str(app), "--state-dir", str(state)),
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert approved.returncode == 0, approved.stderr
+    run_id = submit(home, app, pilot, " strategy='fedavg'")
+    wait_until(lambda: all(refusals(s, run_id) for s in states), 300, "every hospital to refuse plaintext")
+    assert marker.exists()  # the approved app's code ran ...
+    for state in states:
+        (entry,) = refusals(state, run_id)  # ... and refused the plaintext run at its first message
+        assert entry["message_type"] == "query.statistics"
+        assert entry["reason"].startswith("policy require_encrypted=true")

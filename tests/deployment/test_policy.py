@@ -1,0 +1,131 @@
+"""The hospital decides what runs: its policy refuses plaintext runs (audited, naming the key), and
+only its installed code or an approved app hash is accepted; the audit log reads well."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+from deploy_helpers import ROOT
+from flwr.app import ConfigRecord, Context, Message, Metadata, RecordDict
+
+from client.app import app
+from client.approval import app_refusal, approve, fab_sha256, installed_mismatch
+from client.audit import AUDIT_FILE
+from client.audit_summary import read_entries, summarize
+from client.policy import NODE_POLICY, Policy, PolicyError, PolicyRefusal
+from he import protocol as p
+from he.roster import NODE_HOSPITAL
+
+
+def statistics_message(encrypted: bool) -> Message:
+    """The first message of a plaintext (``strategy=fedavg``) run: feature moments in the clear."""
+    config = {"dataset": "breast_cancer", p.STATISTICS_PASS: "moments", p.ENCRYPTED: encrypted, p.ROUND: -2}
+    config["feature-mean"] = [0.5] * 30  # long vectors are logged as length + digest
+    metadata = Metadata(
+        run_id=18446744073709551557,  # a 64-bit id: jq 1.6 would round it as a number
+        message_id="m-1",
+        src_node_id=1,
+        dst_node_id=7,
+        reply_to_message_id="",
+        group_id="setup",
+        created_at=time.time(),
+        ttl=600.0,
+        message_type=p.STATISTICS,
+    )
+    return Message(metadata=metadata, content=RecordDict({p.CONFIG: ConfigRecord(config)}))
+
+
+def hospital_context(state: Path, policy: Path) -> Context:
+    node_config = {
+        "state-dir": str(state),
+        NODE_POLICY: str(policy),
+        NODE_HOSPITAL: "charite",
+        "partition-id": 0,
+        "num-partitions": 3,
+    }
+    return Context(run_id=1, node_id=7, node_config=node_config, state=RecordDict(), run_config={})
+
+
+def test_default_policy_refuses_a_plaintext_run_and_the_audit_log_says_why(tmp_path: Path) -> None:
+    ctx = hospital_context(tmp_path, tmp_path / "policy.toml")  # no file: the defaults
+    with pytest.raises(PolicyRefusal, match="require_encrypted=true"):
+        app(statistics_message(encrypted=False), ctx)
+    (line,) = (tmp_path / AUDIT_FILE).read_text().splitlines()
+    entry = json.loads(line)
+    assert entry["outcome"] == "refused" and "policy require_encrypted=true" in entry["reason"]
+    assert entry["sent"] == {}
+    assert entry["run_id"] == "18446744073709551557" and entry["node_id"] == "7"
+    assert entry["hospital"] == "charite"
+    logged_mean = entry["received"]["config"]["config"]["feature-mean"]
+    assert logged_mean["values"] == 30 and len(logged_mean["sha256"]) == 64
+    assert len(line) < 1000
+
+
+def test_a_policy_that_allows_plaintext_lets_it_through(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.toml"
+    policy.write_text("require_encrypted = false\n")
+    reply = app(statistics_message(encrypted=False), hospital_context(tmp_path, policy))
+    assert not reply.has_error() and p.ARRAYS in reply.content.array_records
+    (entry,) = read_entries(tmp_path / AUDIT_FILE)
+    assert entry["outcome"] == "replied"
+    report = summarize([entry])
+    assert "PLAINTEXT arrays (2)" in report and "PLAINTEXT model values left the site" in report
+
+
+def test_policy_file_errors_name_the_key(tmp_path: Path) -> None:
+    path = tmp_path / "policy.toml"
+    path.write_text("require_encryption = true\n")
+    with pytest.raises(PolicyError, match=r"unknown key\(s\) \['require_encryption'\]"):
+        Policy.load(path)
+    path.write_text("min_contributors = 1\n")
+    with pytest.raises(PolicyError, match="min_contributors must be an integer >= 2, got 1"):
+        Policy.load(path)
+    path.write_text("min_threshold = [\n")
+    with pytest.raises(PolicyError, match="cannot be read as TOML"):
+        Policy.load(path)
+    assert Policy.load(tmp_path / "absent.toml") == Policy()
+    assert Policy(allowed_presets=("precise",)).request_violation({p.PRESET: "compact"}) is not None
+
+
+# -- which apps run ------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def installed_fab() -> bytes:
+    """The FAB ``flwr run`` builds from this checkout: the hospital's installed code."""
+    from flwr.cli.build import build_fab_from_disk
+
+    return build_fab_from_disk(ROOT)
+
+
+def with_file(fab: bytes, name: str, extra: bytes) -> bytes:
+    """``fab`` with ``extra`` appended to the file ``name``."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(fab)) as source, zipfile.ZipFile(out, "w") as target:
+        for info in source.infolist():
+            data = source.read(info)
+            target.writestr(info, data + extra if info.filename == name else data)
+    return out.getvalue()
+
+
+def test_installed_code_is_accepted_and_a_changed_app_refused(installed_fab: bytes, tmp_path: Path) -> None:
+    assert installed_mismatch(installed_fab) is None
+    assert app_refusal(installed_fab, Policy(), tmp_path) is None
+    changed = with_file(installed_fab, "client/app.py", b"\nimport os  # anything at all\n")
+    assert installed_mismatch(changed) == f"client/app.py differs from the installed {ROOT / 'client/app.py'}"
+    refusal = app_refusal(changed, Policy(), tmp_path)
+    assert refusal.startswith(f"app sha256 {fab_sha256(changed)} refused: it is not this hospital's")
+    assert "client.daemon approve" in refusal
+    extra = io.BytesIO(installed_fab)  # the same files, plus one of its own
+    with zipfile.ZipFile(extra, "a") as archive:
+        archive.writestr("client/extra.py", b"print('not installed')\n")
+    assert installed_mismatch(extra.getvalue()) == "client/extra.py is not part of the installed fedquorum"
+    assert app_refusal(installed_fab, Policy(accept_installed_app=False), tmp_path) is not None
+    fab = tmp_path / "changed.fab"
+    fab.write_bytes(changed)
+    assert approve(tmp_path, fab) == fab_sha256(changed)
+    assert app_refusal(changed, Policy(), tmp_path) is None  # approved after review
+    assert app_refusal(b"not a zip", Policy(accept_any_app=True), tmp_path) is None
