@@ -22,6 +22,9 @@ from client.identity import hospital_identity
 from client.keyholder import KeyHolder
 from client.policy import policy_mod
 from he import protocol as p
+from privacy import hospital as dp_hospital
+from privacy.config import PRESET_KEY as DP_PRESET
+from privacy.mechanism import plan_from_config
 
 log = logging.getLogger(__name__)
 STATE = "fedquorum"
@@ -134,14 +137,26 @@ def train(message: Message, context: Context) -> Message:
     party = int(config.get(p.PARTY, 0))
     delta, metrics = local.run_local_round(task, data, global_weights, server_round, party)
     num_examples = len(data.y_train)
-    if not bool(config.get(p.ENCRYPTED, True)):
+    encrypted = bool(config.get(p.ENCRYPTED, True))
+    holder = load_keyholder(context) if encrypted else None
+    plan = plan_from_config(config, delta, holder.roster.preset if holder else str(config.get(DP_PRESET)))
+    if not encrypted:
+        if plan:  # the same integers as the encrypted path, each update with weight 1
+            delta, num_examples = plan.plain(delta, np.random.default_rng()), 1
         metrics[p.NUM_EXAMPLES] = num_examples
         return reply(message, arrays=delta, metrics=metrics)
-    holder = load_keyholder(context)
+    if plan:  # the hospital's own range, scale and noise: weight 1, no example count released
+        dp_hospital.require_contributors(plan, holder.roster.min_contributors)
+        delta, num_examples, quantizer = plan.clip(delta), 1, plan.privatize
+        clip, scale = plan.layout_clip, plan.weight_scale
+    else:
+        clip = float(config[p.CLIP]) if p.CLIP in config else None
+        scale = int(config[p.WEIGHT_SCALE]) if p.WEIGHT_SCALE in config else None
+        quantizer = None
     start = time.perf_counter()
-    clip = float(config[p.CLIP]) if p.CLIP in config else None
-    scale = int(config[p.WEIGHT_SCALE]) if p.WEIGHT_SCALE in config else None
-    blob, statement, clipped = holder.encrypt("train", server_round, delta, num_examples, clip, scale)
+    blob, statement, clipped = holder.encrypt(
+        "train", server_round, delta, num_examples, clip, scale, quantizer
+    )
     metrics |= {"encrypt_seconds": time.perf_counter() - start, "clipped_values": clipped}
     store_keyholder(context, holder)
     return reply(message, {p.UPDATE: blob, p.CONTRIBUTION: statement}, metrics=metrics)

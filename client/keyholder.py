@@ -34,6 +34,7 @@ from he import channel, keygen, transcript
 from he.ciphertext import CiphertextLabel, SecretKeyEncryptor, seeded_c1
 from he.context import HEContext
 from he.decrypt import DecryptionRequest, gen_decryption_share, pairwise_masks
+from he.encoding import Quantizer
 from he.errors import HEError
 from he.identity import SigningKey
 from he.keygen import SecretKeyShare
@@ -170,8 +171,10 @@ class KeyHolder:
         num_examples: int,
         clip: float | None = None,
         weight_scale: int | None = None,
+        quantizer: Quantizer | None = None,
     ) -> tuple[bytes, bytes, int]:
-        """The encrypted update for (kind, round), its signed contribution, and the clipped count.
+        """The encrypted update for (kind, round), its signed contribution, and the clipped count
+        (``quantizer``: DP mode's, see ``he.encoding``).
 
         A retry of the last (kind, round) returns the stored bytes: never two ``c0`` under one ``c1``.
         """
@@ -185,7 +188,7 @@ class KeyHolder:
         label = self._label(kind, round_id)
         secret = SecretKeyShare(self._polynomial("secret-key"))
         encryptor = SecretKeyEncryptor(ctx, secret)
-        update, clipped = encryptor.encrypt(arrays, num_examples, label, clip, weight_scale)
+        update, clipped = encryptor.encrypt(arrays, num_examples, label, clip, weight_scale, quantizer)
         frame = update.to_bytes(ctx)
         statement = transcript.sign_contribution(
             self._signer(),

@@ -68,6 +68,27 @@ def check_simulated_federation(num_hospitals: int, threshold: int, min_contribut
         ) from err
 
 
+def dp_settings(cfg: DictConfig) -> dict:
+    """The ``dp`` group as ``RunSettings`` fields; noise shares sized for more contributors than
+    a round may have (``strategy.min_train_nodes``) would not add up to the promised noise."""
+    dp = cfg.get("dp", {"name": "off"})
+    if dp.name == "off":
+        return {}
+    if int(dp.min_contributors) > int(cfg.strategy.min_train_nodes):
+        raise ConfigError(
+            f"dp.min_contributors={dp.min_contributors} exceeds strategy.min_train_nodes="
+            f"{cfg.strategy.min_train_nodes}: hospitals would refuse rounds with fewer noise shares"
+        )
+    return {
+        "dp": str(dp.name),
+        "dp_clip_norm": float(dp.clip_norm),
+        "dp_noise_multiplier": float(dp.noise_multiplier),
+        "dp_target_epsilon": float(dp.target_epsilon),
+        "dp_delta": float(dp.delta),
+        "dp_min_contributors": int(dp.min_contributors),
+    }
+
+
 def to_settings(cfg: DictConfig) -> tuple[RunSettings, int]:
     """Map the composed config to ``RunSettings`` and the number of hospitals; validate both."""
     num_hospitals = int(cfg.federation.num_hospitals)
@@ -123,6 +144,7 @@ def to_settings(cfg: DictConfig) -> tuple[RunSettings, int]:
             target_column=str(cfg.dataset.get("target_column", "target")),
             data_paths="" if is_deployment(cfg) else ",".join(str(Path(p).absolute()) for p in data_paths),
             min_nodes=num_hospitals,
+            **dp_settings(cfg),
         )
     except ValueError as err:
         raise ConfigError(str(err)) from err

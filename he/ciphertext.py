@@ -23,7 +23,7 @@ import tenseal.sealapi as seal
 
 from he import wire
 from he.context import HEContext, seal_util
-from he.encoding import UpdateEncoder, UpdateLayout
+from he.encoding import Quantizer, UpdateEncoder, UpdateLayout
 from he.errors import CiphertextError
 from he.keygen import SecretKeyShare, sample_uniform
 from he.modarith import addmod, mulmod, submod
@@ -115,10 +115,11 @@ class SecretKeyEncryptor:
         label: CiphertextLabel,
         clip: float | None = None,
         weight_scale: int | None = None,
+        quantizer: Quantizer | None = None,
     ) -> tuple[EncryptedUpdate, int]:
-        """The encrypted update and how many values were clipped (``clip`` and ``weight_scale``:
-        the round's, see ``he.encoding``; default the preset's)."""
-        encoded = self.encoder.encode(arrays, num_examples, self._rng, clip, weight_scale)
+        """The encrypted update and how many values were clipped (``clip``, ``weight_scale`` and
+        ``quantizer``: the round's, see ``he.encoding``; default the preset's)."""
+        encoded = self.encoder.encode(arrays, num_examples, self._rng, clip, weight_scale, quantizer)
         count = len(encoded.fields)
         if count > self.ctx.params.max_ciphertexts:
             raise CiphertextError(

@@ -27,6 +27,7 @@ Error bound: each ``z`` errs by less than 1 unit, so the decoded average errs by
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,6 +38,10 @@ from he.params import MAX_EXAMPLES, HEParams
 MAX_ARRAYS = 4096  # arrays (layers) in one update
 MAX_ARRAY_DIMENSIONS = 8
 MAX_LAYOUT_VALUES = 1 << 30  # values in one update (far beyond max_ciphertexts anyway)
+
+# Replaces rounding: scaled values (units) -> integers, e.g. privacy.mechanism.DdgPlan.privatize
+# (distributed DP: clip, conditional rounding and a noise share, added after quantization).
+Quantizer = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
 
 def weight_scale_for(total_examples: int, params: HEParams) -> int:
@@ -142,11 +147,14 @@ class UpdateEncoder:
         rng: np.random.Generator,
         clip: float | None = None,
         weight_scale: int | None = None,
+        quantizer: Quantizer | None = None,
     ) -> EncodedUpdate:
         """Quantize and pack; ``rng`` drives stochastic rounding (pass an OS-seeded one).
 
         ``clip`` (default: the preset's) may only narrow the preset's range; ``weight_scale``
-        (default: the preset's ``default_weight_scale``) is the round's ``S``.
+        (default: the preset's ``default_weight_scale``) is the round's ``S``. ``quantizer``
+        (DP mode) turns the scaled values into integers instead of the preset's rounding; a
+        result beyond the hospital's range is clipped to it like any other value.
         """
         values = self._validated_values(arrays, num_examples)
         p = self.params
@@ -168,7 +176,9 @@ class UpdateEncoder:
             )
         clipped = int(np.count_nonzero(np.abs(values) > clip))
         scaled = np.clip(values, -clip, clip) * (num_examples * self.half_range / int(scale) / clip)
-        if p.stochastic_rounding:
+        if quantizer is not None:
+            quantized = quantizer(scaled, rng)
+        elif p.stochastic_rounding:
             quantized = np.floor(scaled + rng.random(scaled.shape))
         else:
             quantized = np.rint(scaled)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
+from privacy.config import KEYS as DP_KEYS
+from privacy.config import DpConfig
+
 STRATEGIES = ("encrypted_fedavg", "fedavg")
 SERVER_OPTIMIZERS = ("sgd", "adam", "yogi")
 
@@ -43,6 +46,11 @@ class RunSettings:
         Path of the federation's roster (``he.roster``) on the coordinator's machine; it fixes
         the keyholder committee, its threshold and the minimum contributors. Empty in
         simulation: a roster and signing keys for the simulated hospitals are made per run.
+    dp : str (default: "off")
+        ``distributed``: each hospital clips its update to ``dp_clip_norm`` and adds its share
+        of discrete Gaussian noise sized for ``dp_min_contributors`` (``privacy``,
+        docs/privacy.md); ``dp_noise_multiplier`` (0: solved from ``dp_target_epsilon`` over
+        ``num_rounds``) and ``dp_delta`` fix the guarantee. Sent to hospitals with every round.
     """
 
     num_rounds: int = 3
@@ -74,6 +82,12 @@ class RunSettings:
     mlflow_tracking_uri: str = ""
     mlflow_experiment: str = "fedquorum"
     roster: str = ""
+    dp: str = "off"
+    dp_clip_norm: float = 1.0
+    dp_noise_multiplier: float = 0.0
+    dp_target_epsilon: float = 0.0
+    dp_delta: float = 1e-5
+    dp_min_contributors: int = 2
 
     def __post_init__(self) -> None:
         if self.num_rounds < 1:
@@ -86,6 +100,7 @@ class RunSettings:
             )
         if self.threshold < 0 or self.min_train_nodes < 1:
             raise ValueError("threshold must be >= 0 and min_train_nodes >= 1")
+        DpConfig.from_config(self.dp_config())  # refuses invalid DP settings now, not in round 1
 
     @property
     def encrypted(self) -> bool:
@@ -106,7 +121,13 @@ class RunSettings:
             "target-column": self.target_column,
             "hidden": self.hidden,
             "data-paths": self.data_paths,
-        }
+        } | self.dp_config()
+
+    def dp_config(self) -> dict:
+        """The DP settings as hospitals read them (``privacy.config.DpConfig.from_config``)."""
+        if self.dp == "off":
+            return {DP_KEYS["dp"]: "off"}
+        return {key: getattr(self, name) for name, key in DP_KEYS.items()}
 
     def to_run_config(self) -> dict:
         """Flat ``key-with-dashes -> scalar`` form, for ``flwr run --run-config``."""

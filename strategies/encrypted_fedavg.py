@@ -35,6 +35,7 @@ from he.encoding import UpdateLayout, WeightScaleError, weight_scale_for
 from he.errors import HEError
 from he.params import preset
 from he.roster import Roster, write_simulated_federation
+from privacy.mechanism import plan_from_config
 from server.settings import RunSettings
 from strategies.decryption_sets import DecryptionSets
 from strategies.fedavg import FedAvg, FederationResult, RoundFailedError, weighted_client_metrics
@@ -118,7 +119,9 @@ class EncryptedFedAvg(FedAvg):
         """FedAvg's messages; the round's layout is fixed here, by the server, from the global
         model it sends and its own clip and weight scale (never from a hospital's reply)."""
         weights = [a.numpy() for a in arrays.values()]
-        self.round_layout = UpdateLayout.of(weights, self.round_clip, self.weight_scale)
+        plan = plan_from_config(self.settings.dp_config(), weights, self.settings.he_preset)
+        clip, scale = (plan.layout_clip, plan.weight_scale) if plan else (self.round_clip, self.weight_scale)
+        self.round_layout = UpdateLayout.of(weights, clip, scale)  # DP: the hospitals' own (privacy)
         return super().configure_train(server_round, arrays, config, grid)
 
     def round_config(self, server_round: int) -> dict:

@@ -18,6 +18,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from he import protocol as p
+from privacy.mechanism import plan_from_config
 from server.settings import RunSettings
 from strategies.messaging import content_bytes, failure_reason, make_content, metrics_of, stream_replies
 from strategies.server_optimizer import ServerOptimizer
@@ -95,16 +96,27 @@ class FedAvg(Strategy):
             metrics["bytes_down"] = self.traffic.bytes_down / participants
             metrics["bytes_up"] = self.traffic.bytes_up / participants
             metrics |= self.traffic.seconds
+            metrics |= self.privacy_spent(server_round, result.weights)
             result.history.append({"round": server_round, **metrics})
             if on_round:
                 on_round(server_round, metrics)
         messages = self.configure_evaluate(0, ArrayRecord(result.weights), ConfigRecord(), grid)
         final = self.aggregate_evaluate(0, stream_replies(grid, list(messages), self.settings.round_timeout))
-        result.final_metrics = dict(final or {})
+        spent = self.privacy_spent(self.settings.num_rounds, result.weights)
+        result.final_metrics = dict(final or {}) | spent
         return result
 
     def setup(self, grid: Grid) -> None:
         """Per-run set-up before the first round; plaintext FedAvg needs none."""
+
+    def privacy_spent(self, rounds: int, weights: list[np.ndarray]) -> dict:
+        """``dp_epsilon`` after ``rounds`` rounds of distributed DP at ``dp_delta`` (every round
+        counted, released or not: docs/privacy.md); nothing when DP is off."""
+        plan = plan_from_config(self.settings.dp_config(), weights, self.settings.he_preset)
+        if plan is None:
+            return {}
+        delta = self.settings.dp_delta
+        return {"dp_epsilon": plan.epsilon(rounds, delta), "dp_delta": delta}
 
     def task_config(self) -> dict:
         return {**self.settings.task_config(), **self.feature_statistics}
