@@ -29,10 +29,12 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-## Crypto and round benchmarks (tables on stdout)
+## Crypto and round benchmarks, then the head-to-head benchmark against Flower FedAvg and SecAgg+
+## (tables on stdout; CSV, JSON and PNG in outputs/, runs in ./mlflow.db; BENCH_ARGS=bench=quick: < 3 min)
 bench: $(STAMP)
 	$(BIN)/python -m experiments.bench_he
 	$(BIN)/python -m experiments.bench_rounds
+	$(BIN)/python -m experiments.bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) outputs multirun mlruns mlflow.db .pytest_cache
