@@ -10,7 +10,8 @@ simulation whose hospitals answer with every arm's ClientApp (``BenchHospital``)
    one also imports torch), so no arm pays the Ray workers' start-up inside its measured time;
 2. runs the arm on a ``MeteredGrid``: every message down and every reply up is sized (array
    bytes, plus the bytes, strings and numbers of config and metric records: the SecAgg+ stages
-   travel as config records), and each round starts with its first ``train`` message, so time and bytes are attributed the same way for every arm:
+   travel as config records), and each round starts with its first ``train`` message, so
+   time and bytes are attributed the same way for every arm:
 
    - ``flower_fedavg``: ``flwr.serverapp.strategy.FedAvg`` (train + evaluate phases) with the
      ClientApp below, which trains our models on our data loaders with the seeds of
