@@ -144,6 +144,7 @@ def to_settings(cfg: DictConfig) -> tuple[RunSettings, int]:
             target_column=str(cfg.dataset.get("target_column", "target")),
             data_paths="" if is_deployment(cfg) else ",".join(str(Path(p).absolute()) for p in data_paths),
             min_nodes=num_hospitals,
+            round_timeout=float(cfg.strategy.round_timeout),
             **dp_settings(cfg),
         )
     except ValueError as err:
@@ -221,6 +222,7 @@ def run_simulated(cfg: DictConfig, settings: RunSettings, num_hospitals: int) ->
     yaml_text = OmegaConf.to_yaml(cfg, resolve=True)
     params = OmegaConf.to_container(cfg, resolve=True)
     results: list = []
+    stopped: list = []  # (reason, result so far) of a federation that stopped early
 
     with (
         output_to(log_path) as terminal,
@@ -244,20 +246,23 @@ def run_simulated(cfg: DictConfig, settings: RunSettings, num_hospitals: int) ->
 
         def on_round(server_round: int, metrics: dict) -> None:
             tracker.log_round(server_round, metrics)
-            bar.set_postfix(
-                {k: fmt(metrics[k]) for k in ("eval_loss", "eval_accuracy", "eval_auc") if k in metrics}
-            )
+            shown = ("contributors", "eval_loss", "eval_accuracy", "eval_auc")
+            bar.set_postfix({k: fmt(metrics[k]) for k in shown if k in metrics})
             bar.update(1)
 
         try:
             run_simulation(
-                make_server_app(settings, on_round, results.append),
+                make_server_app(settings, on_round, results.append, lambda *stop: stopped.append(stop)),
                 client_app,
                 num_supernodes=num_hospitals,
                 backend_config={"client_resources": {"num_cpus": int(cfg.federation.num_cpus_per_client)}},
             )
         finally:
             bar.close()
+        if stopped:  # logged here: MLflow's active run belongs to this thread, not the ServerApp's
+            reason, partial = stopped[0]
+            tracker.log_stop(reason, partial, settings)
+            raise RuntimeError(f"the federation stopped: {reason}; see {log_path}")
         if not results:
             raise RuntimeError(f"the federation did not finish; see {log_path}")
         result = results[0]

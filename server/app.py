@@ -17,11 +17,36 @@ from flwr.serverapp import Grid, ServerApp
 from models.training import get_weights
 from server.model import build_global_model
 from server.settings import RunSettings
-from strategies.encrypted_fedavg import EncryptedFedAvg
-from strategies.fedavg import FedAvg, FederationResult
+from strategies.encrypted_fedavg import EncryptedFedAvg, SetupFailedError
+from strategies.fedavg import FedAvg, FederationResult, RoundFailedError
 
 log = logging.getLogger(__name__)
 FLOWER_RUN_TAG = "flower_run_id"  # MLflow tag of a deployment run: the Flower run id
+LOGGED_PACKAGES = ("server", "strategies", "he", "privacy")  # our module loggers (``__name__``)
+
+
+class RunStoppedError(RuntimeError):
+    """The federation stopped before its last round; the message is the one-line reason."""
+
+
+def show_logs_in_flower_log() -> None:
+    """Send this app's INFO lines to the ServerApp process's stderr, which Flower streams to
+    ``flwr log`` (and the runner's ``flower.log``). Without a handler of their own our module
+    loggers would reach only Python's last-resort handler: warnings and errors, unformatted."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s fedquorum: %(message)s"))
+    for name in LOGGED_PACKAGES:
+        logger = logging.getLogger(name)
+        if not logger.handlers:
+            logger.addHandler(handler)
+            logger.setLevel(logging.INFO)
+            logger.propagate = False
+
+
+def stop_reason(err: Exception) -> str:
+    """One line for logs and MLflow: the error's type and the first line of its message."""
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0] if lines else ''}"
 
 
 def initial_weights(settings: RunSettings) -> list[np.ndarray]:
@@ -34,29 +59,58 @@ def build_strategy(settings: RunSettings) -> FedAvg:
     return EncryptedFedAvg(settings, settings.clip_margin) if settings.encrypted else FedAvg(settings)
 
 
+OnStop = Callable[[str, FederationResult | None], None]  # (one-line reason, the result so far)
+
+
+def start(
+    strategy: FedAvg,
+    grid: Grid,
+    settings: RunSettings,
+    on_round: Callable[[int, dict], None] | None = None,
+    on_stop: OnStop | None = None,
+) -> FederationResult:
+    """Run the federation. If it stops early (a round or the set-up failed), log the one-line
+    reason, hand it to ``on_stop`` with the model and metrics so far, and raise
+    :class:`RunStoppedError` with that line instead of a traceback into the strategy."""
+    try:
+        return strategy.start(grid, initial_weights(settings), on_round)
+    except (RoundFailedError, SetupFailedError) as err:
+        reason = stop_reason(err)
+        log.error("run stopped: %s", reason)
+        if on_stop:
+            on_stop(reason, strategy.result)
+        raise RunStoppedError(reason) from None
+
+
 def run_federation(
-    grid: Grid, settings: RunSettings, on_round: Callable[[int, dict], None] | None = None
+    grid: Grid,
+    settings: RunSettings,
+    on_round: Callable[[int, dict], None] | None = None,
+    on_stop: OnStop | None = None,
 ) -> FederationResult:
     strategy = build_strategy(settings)
     strategy.summary()
-    return strategy.start(grid, initial_weights(settings), on_round)
+    return start(strategy, grid, settings, on_round, on_stop)
 
 
 def make_server_app(
     settings: RunSettings | None = None,
     on_round: Callable[[int, dict], None] | None = None,
     on_result: Callable[[FederationResult], None] | None = None,
+    on_stop: OnStop | None = None,
 ) -> ServerApp:
     """A ServerApp; with no ``settings`` it reads them from the run config."""
     app = ServerApp()
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
+        if settings is None:  # deployment: our own process, whose output Flower streams
+            show_logs_in_flower_log()
         run_settings = settings or RunSettings.from_run_config(dict(context.run_config))
         if run_settings.mlflow_tracking_uri and settings is None:
             result = run_tracked(grid, run_settings, int(context.run_id), on_round)
         else:
-            result = run_federation(grid, run_settings, on_round)
+            result = run_federation(grid, run_settings, on_round, on_stop)
         if on_result:
             on_result(result)
 
@@ -69,7 +123,9 @@ def run_tracked(
     """Deployment: the ServerApp logs its own MLflow run (tagged with the Flower run id).
 
     Params are the run config; metrics per round; tags, final metrics, learning curve and the
-    final model at the end. The run is marked FAILED if the federation fails.
+    final model at the end. If the federation stops early the run is marked FAILED and keeps its
+    params, the rounds' metrics, the last global model and the one-line reason (tag
+    ``failure_reason``), also logged as one line (``run stopped: ...``) in the ServerApp log.
     """
     from server.tracking import MlflowTracker  # MLflow only where a run is tracked
 
@@ -89,7 +145,11 @@ def run_tracked(
 
         strategy = build_strategy(settings)
         strategy.summary()
-        result = strategy.start(grid, initial_weights(settings), log_round)
+
+        def log_stop(reason: str, partial: FederationResult | None) -> None:
+            tracker.log_stop(reason, partial, settings)
+
+        result = start(strategy, grid, settings, log_round, log_stop)
         tracker.log_result(result, settings, num_hospitals=len(strategy.node_ids))
     log.info("MLflow run %s in %s", tracker.run_id, settings.mlflow_tracking_uri)
     return result

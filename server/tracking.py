@@ -22,6 +22,7 @@ from server.settings import RunSettings
 from strategies.fedavg import FederationResult
 
 CURVE_METRICS = ("eval_loss", "eval_accuracy", "eval_auc")
+MAX_TAG = 5000  # MLflow's limit on a tag value
 
 
 def flatten(params: dict, prefix: str = "") -> dict[str, Any]:
@@ -104,6 +105,7 @@ class MlflowTracker:
         self.artifact_location = artifact_location or default_artifact_location(self.tracking_uri)
         self.run_id: str | None = None
         self.experiment_id: str | None = None
+        self.dropouts: list[str] = []
 
     def __enter__(self) -> MlflowTracker:
         mlflow.set_tracking_uri(self.tracking_uri)
@@ -126,11 +128,30 @@ class MlflowTracker:
         mlflow.log_params(flat)
 
     def log_round(self, server_round: int, metrics: dict) -> None:
+        """The round's metrics; hospitals that sent no update (``missing``) join the tag
+        ``missing_hospitals`` ("round 2: hospital-3; ..."), so a dropout is visible in the run."""
         values = finite_metrics(metrics)
         if values:
             # explicit run_id: Flower calls this from the ServerApp thread, and MLflow's active
             # run is thread-local (without it MLflow would open a second run)
             mlflow.log_metrics(values, step=int(server_round), run_id=self.run_id)
+        if metrics.get("missing"):
+            self.dropouts.append(f"round {server_round}: {metrics['missing']}")
+            text = "; ".join(self.dropouts)
+            tag = text if len(text) <= MAX_TAG else "... " + text[-(MAX_TAG - 4) :]
+            mlflow.MlflowClient(self.tracking_uri).set_tag(self.run_id, "missing_hospitals", tag)
+
+    def log_stop(self, reason: str, result: FederationResult | None, settings: RunSettings) -> None:
+        """A run that stopped early keeps its reason (tag ``failure_reason``) and, if any round
+        ran, the last global model with its learning curve (``log_result``)."""
+        mlflow.set_tags(
+            {
+                "failure_reason": reason[:MAX_TAG],
+                "rounds_completed": str(len(result.history) if result else 0),
+            }
+        )
+        if result is not None and result.history:
+            self.log_result(result, settings)
 
     def log_config_yaml(self, yaml_text: str, name: str = "config.yaml") -> None:
         mlflow.log_text(yaml_text, name)

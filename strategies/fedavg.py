@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -57,6 +57,7 @@ class FedAvg(Strategy):
         self.grid: Grid | None = None
         self.traffic = RoundTraffic()
         self.feature_statistics: dict = {}
+        self.result: FederationResult | None = None  # so far: what a run that stops still logs
 
     # -- the round loop ------------------------------------------------------------------------
     def start(
@@ -74,7 +75,7 @@ class FedAvg(Strategy):
             )
         self.setup(grid)
         self.feature_statistics = self.collect_feature_statistics(grid)
-        result = FederationResult([np.asarray(w, dtype=np.float32) for w in initial_weights])
+        result = self.result = FederationResult([np.asarray(w, dtype=np.float32) for w in initial_weights])
         for server_round in range(1, self.settings.num_rounds + 1):
             started = time.perf_counter()
             self.traffic = RoundTraffic()
@@ -82,8 +83,12 @@ class FedAvg(Strategy):
                 self.configure_train(server_round, ArrayRecord(result.weights), ConfigRecord(), grid)
             )
             self.traffic.bytes_down += sum(content_bytes(m.content) for m in messages)
-            replies = stream_replies(grid, messages, self.settings.round_timeout)
-            delta_record, metrics_record = self.aggregate_train(server_round, replies)
+            answered: set[int] = set()
+            replies = noting_senders(stream_replies(grid, messages, self.settings.round_timeout), answered)
+            try:
+                delta_record, metrics_record = self.aggregate_train(server_round, replies)
+            finally:  # named also when the round stops the run
+                missing = self.report_missing(server_round, answered)
             if delta_record is None:  # e.g. no decryption quorum: the reason is logged already
                 log.warning("round %d produced no aggregate; the global model is unchanged", server_round)
             else:
@@ -91,6 +96,7 @@ class FedAvg(Strategy):
                 new = self.optimizer.step([w.astype(np.float64) for w in result.weights], delta)
                 result.weights = [w.astype(np.float32) for w in new]
             metrics = dict(metrics_record or {})
+            metrics |= {"missing_hospitals": len(missing), "missing": ", ".join(missing)}
             metrics["round_seconds"] = time.perf_counter() - started
             participants = max(1, len(self.node_ids))
             metrics["bytes_down"] = self.traffic.bytes_down / participants
@@ -108,6 +114,28 @@ class FedAvg(Strategy):
 
     def setup(self, grid: Grid) -> None:
         """Per-run set-up before the first round; plaintext FedAvg needs none."""
+
+    def hospital_name(self, node_id: int) -> str:
+        """A hospital as logs and MLflow name it: its roster name once the encrypted strategy's
+        set-up has matched its node to the roster (``party_nodes``, ``roster``), else its node id."""
+        roster = getattr(self, "roster", None)
+        for party, node in getattr(self, "party_nodes", {}).items():
+            if node == node_id and roster is not None:
+                return roster.hospital(party).name
+        return f"node {node_id}"
+
+    def report_missing(self, server_round: int, answered: set[int]) -> list[str]:
+        """Warn, by name, about the hospitals that sent no valid reply this round (dropouts)."""
+        missing = [self.hospital_name(n) for n in self.node_ids if n not in answered]
+        if missing:
+            log.warning(
+                "round %d: no update from %s (%d of %d hospitals answered)",
+                server_round,
+                ", ".join(missing),
+                len(self.node_ids) - len(missing),
+                len(self.node_ids),
+            )
+        return missing
 
     def privacy_spent(self, rounds: int, weights: list[np.ndarray]) -> dict:
         """``dp_epsilon`` after ``rounds`` rounds of distributed DP at ``dp_delta`` (every round
@@ -248,6 +276,14 @@ class FedAvg(Strategy):
 
     def summary(self) -> None:
         log.info("%s: %s", type(self).__name__, self.settings)
+
+
+def noting_senders(replies: Iterable[Message], answered: set[int]) -> Iterator[Message]:
+    """``replies`` unchanged, adding the sender of each one that is not an error to ``answered``."""
+    for reply in replies:
+        if failure_reason(reply) is None:
+            answered.add(int(reply.metadata.src_node_id))
+        yield reply
 
 
 def wait_for_nodes(grid: Grid, minimum: int, timeout: float, settle: float = 1.0) -> list[int]:

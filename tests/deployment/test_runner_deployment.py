@@ -29,6 +29,10 @@ def test_deployment_config_composes_and_validates() -> None:
     # CSV data are fine in deployment: each hospital's daemon points at its own file
     cfg = deployment_cfg("dataset=csv", "dataset.num_features=8", "dataset.num_classes=2")
     assert runner.to_settings(cfg)[0].dataset == "csv"
+    assert settings.round_timeout == 600  # a Hydra key (strategy.round_timeout), for both strategies
+    for strategy in ("encrypted_fedavg", "fedavg"):
+        cfg = deployment_cfg(f"strategy={strategy}", "strategy.round_timeout=45")
+        assert runner.to_settings(cfg)[0].round_timeout == 45
 
 
 def test_flwr_home_needs_the_ca_unless_insecure(tmp_path: Path) -> None:

@@ -1,0 +1,87 @@
+"""Dropouts are named, and a run that stops keeps what it had: the ServerApp's own log lines reach
+Flower's log stream; a stopped deployment run keeps in MLflow its config, the rounds' metrics, the
+last global model and the one-line reason; hospitals that sent nothing are warned about by name."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from server import app as server_app
+from server.settings import RunSettings
+from strategies.fedavg import FedAvg, FederationResult, RoundFailedError
+
+REASON = "round 2: 2 decryption shares, 3 needed; stopping the run"
+
+
+class StoppingStrategy:
+    """Round 1 goes through without hospital-3; round 2 fails as an n-of-n round does."""
+
+    def __init__(self) -> None:
+        self.result: FederationResult | None = None
+        self.node_ids = [1, 2, 3]
+
+    def summary(self) -> None:
+        pass
+
+    def start(self, grid, weights, on_round) -> FederationResult:
+        metrics = {"eval_loss": 0.5, "contributors": 2, "missing_hospitals": 1, "missing": "hospital-3"}
+        self.result = FederationResult(weights, history=[{"round": 1, **metrics}])
+        on_round(1, metrics)
+        raise RoundFailedError(REASON)
+
+
+def test_a_stopped_run_keeps_config_metrics_model_and_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(server_app, "build_strategy", lambda settings: StoppingStrategy())
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    settings = RunSettings(num_rounds=3, mlflow_tracking_uri=uri)
+    with pytest.raises(server_app.RunStoppedError) as stopped:
+        server_app.run_tracked(None, settings, flower_run_id=18446744073709551557)
+    assert str(stopped.value) == f"RoundFailedError: {REASON}"
+    assert f"run stopped: RoundFailedError: {REASON}" in caplog.text
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("fedquorum").experiment_id])
+    assert run.info.status == "FAILED"
+    assert run.data.params["num-rounds"] == "3"  # the config
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "eval_loss")] == [1]
+    assert run.data.tags["failure_reason"] == f"RoundFailedError: {REASON}"
+    assert run.data.tags["rounds_completed"] == "1"
+    assert run.data.tags["missing_hospitals"] == "round 1: hospital-3"
+    assert run.data.tags["flower_run_id"] == "18446744073709551557"
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"final_weights.npz", "learning_curve.png"} <= artifacts  # the last good model
+
+
+def test_dropouts_are_named(caplog: pytest.LogCaptureFixture) -> None:
+    strategy = FedAvg(RunSettings())
+    strategy.node_ids = [11, 22, 33]
+    assert strategy.report_missing(4, {11, 33}) == ["node 22"]
+    assert "round 4: no update from node 22 (2 of 3 hospitals answered)" in caplog.text
+
+    class Roster:
+        @staticmethod
+        def hospital(party: int):
+            return type("Hospital", (), {"name": f"hospital-{party}"})
+
+    strategy.roster, strategy.party_nodes = Roster(), {1: 11, 2: 22, 3: 33}  # as the set-up leaves them
+    assert strategy.report_missing(5, {22}) == ["hospital-1", "hospital-3"]
+    assert strategy.report_missing(6, {11, 22, 33}) == []
+
+
+def test_server_app_log_lines_reach_the_process_output(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    for name in server_app.LOGGED_PACKAGES:  # restored after the test
+        logger = logging.getLogger(name)
+        monkeypatch.setattr(logger, "handlers", [])
+        monkeypatch.setattr(logger, "propagate", logger.propagate)
+        monkeypatch.setattr(logger, "level", logger.level)
+    server_app.show_logs_in_flower_log()
+    server_app.show_logs_in_flower_log()  # idempotent
+    logging.getLogger("strategies.encrypted_fedavg").info("set-up for 3 hospitals ready")
+    assert capsys.readouterr().err == "INFO fedquorum: set-up for 3 hospitals ready\n"
