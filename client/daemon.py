@@ -67,6 +67,7 @@ CONFIG_KEYS = {
     "target-column",
     "num-features",
     "num-classes",
+    "classes",
     "partition-id",
     "num-partitions",
     "state-dir",
@@ -266,7 +267,10 @@ def validate(args: argparse.Namespace) -> tuple[dict, list[str]]:
     policy = check_policy(args, state_dir, warnings)
     values: dict = {"state-dir": str(state_dir), **identity, NODE_POLICY: str(policy)}
     if args.data:
-        summary = check.check_data(args.data, args.target_column, args.num_features, args.num_classes)
+        classes = [c for c in (args.classes or "").split(",") if c]
+        summary = check.check_data(
+            args.data, args.target_column, args.num_features, args.num_classes, classes
+        )
         values |= {
             "data-path": str(Path(args.data).expanduser().absolute()),
             "target-column": args.target_column,
@@ -306,6 +310,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--target-column", default="target", help="label column of the CSV (default: target)")
     ap.add_argument("--num-features", type=int, help="expected number of feature columns")
     ap.add_argument("--num-classes", type=int, help="expected number of classes")
+    ap.add_argument(
+        "--classes", help="the federation's label values, comma-separated (as the run's dataset.classes)"
+    )
     ap.add_argument("--partition-id", type=int, help="demo only: use this share of the embedded data")
     ap.add_argument("--num-partitions", type=int, help="demo only: number of shares")
     ap.add_argument("--state-dir", help="directory for the audit log and node config (created 0700)")

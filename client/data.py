@@ -259,6 +259,9 @@ def load_breast_cancer_partition(
 # --------------------------------------------------------------------------- CSV tables
 
 
+CLASSES_OPTIONS = "dataset.classes=[...] for the runner, --classes for the daemon"
+
+
 def _plain(value: object) -> object:
     """Turn numpy scalars into Python ones so ``class_names`` compare and print naturally."""
     return value.item() if isinstance(value, np.generic) else value
@@ -267,15 +270,20 @@ def _plain(value: object) -> object:
 def _encode_labels(
     target: pd.Series, classes: Sequence[object] | None, path: Path
 ) -> tuple[np.ndarray, tuple[object, ...]]:
-    """Map labels to ``0..K-1`` by sorted value, over ``classes`` if given."""
+    """Map labels to ``0..K-1`` by sorted value, over ``classes`` if given.
+
+    ``classes`` (the federation's label values, e.g. from a run's ``dataset.classes``) are
+    compared as text, so ``0``/``1`` in a file match ``"0"``/``"1"`` from a configuration.
+    """
     if pd.api.types.is_float_dtype(target) and np.all(np.mod(target, 1) == 0):
         target = target.astype(np.int64)  # integer labels read as float because of NaNs
     if classes is None:
         values = [_plain(v) for v in target.unique()]
     else:
-        values = [_plain(v) for v in classes]
+        values = [str(_plain(v)) for v in classes]
         if len(set(values)) != len(values):
             raise ValueError(f"classes contains duplicates: {list(classes)!r}")
+        target = target.map(lambda v: str(_plain(v)))
     try:
         ordered = tuple(sorted(values))
     except TypeError as err:
@@ -289,10 +297,21 @@ def _encode_labels(
         )
     if len(ordered) < 2:
         raise ValueError(
-            f"{path}: column {target.name!r} has a single class {list(ordered)!r}; pass "
-            "classes=[...] with the federation's label values"
+            f"{path}: column {target.name!r} has a single class {list(ordered)!r}; give the federation's "
+            f"label values ({CLASSES_OPTIONS})"
         )
     return codes.to_numpy(dtype=np.int64), ordered
+
+
+def require_named_classes(data: HospitalData, path: str | PathLike[str], option: str) -> None:
+    """Refuse text labels when the federation named no classes: each site numbers its labels by
+    sorted value, so a site with ``benign``/``malignant`` and one with ``0``/``1`` (or one that
+    lacks a class) would silently disagree on what each number means."""
+    if any(isinstance(name, str) for name in data.class_names):
+        raise ValueError(
+            f"{path}: the labels {list(data.class_names)!r} are text; give the federation's label values "
+            f"with {option} so every hospital numbers them the same"
+        )
 
 
 def load_csv(
@@ -337,6 +356,8 @@ def load_csv(
         frame = pd.read_csv(path)
     except pd.errors.EmptyDataError as err:
         raise ValueError(f"hospital table {path} is empty") from err
+    if frame.empty:
+        raise ValueError(f"hospital table {path} is empty: a header row but no data rows")
     present = [str(c) for c in frame.columns]
     features = [c for c in frame.columns if c != target_column]
     if feature_columns is not None:
@@ -351,8 +372,8 @@ def load_csv(
     non_numeric = [c for c in features if not pd.api.types.is_numeric_dtype(frame[c])]
     if non_numeric:
         raise ValueError(
-            f"{path}: feature column(s) {non_numeric} are not numeric; encode them as numbers "
-            "or leave them out of feature_columns"
+            f"{path}: feature column(s) {non_numeric} are not numeric; encode them as numbers or "
+            "remove them from the file (every column except the target is a feature)"
         )
 
     unlabeled = int(frame[target_column].isna().sum())

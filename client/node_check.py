@@ -52,9 +52,12 @@ def check_data(
     target_column: str = "target",
     num_features: int | None = None,
     num_classes: int | None = None,
+    classes: list[str] | None = None,
 ) -> DataSummary:
-    """Load the hospital's CSV or ``.npz`` with the ClientApp's own loaders; check its schema."""
-    from client.data import load_csv, load_npz  # torch/pandas only when data are checked
+    """Load the hospital's CSV or ``.npz`` with the ClientApp's own loaders; check its schema.
+
+    ``classes``: the federation's label values (``--classes``); text labels need them."""
+    from client.data import load_csv, load_npz, require_named_classes  # torch/pandas only here
 
     path = Path(path).expanduser()
     if not path.is_file():
@@ -66,7 +69,9 @@ def check_data(
         if suffix == ".npz":
             data = load_npz(path)
         elif suffix == ".csv":
-            data = load_csv(path, target_column)
+            data = load_csv(path, target_column, classes=classes or None)
+            if not classes:
+                require_named_classes(data, path, "--classes (the run's dataset.classes)")
         else:
             raise NodeCheckError(f"data file {path} has suffix {suffix!r}; expected .csv or .npz")
     except (ValueError, OSError) as err:

@@ -21,6 +21,7 @@ from client.data import (
     load_breast_cancer_partition,
     load_csv,
     load_npz,
+    require_named_classes,
     standardize,
 )
 from models.registry import build_model
@@ -43,6 +44,7 @@ class TaskConfig:
     target_column: str
     hidden: int
     data_paths: tuple[str, ...] = ()
+    classes: tuple[str, ...] = ()
     feature_mean: tuple[float, ...] = ()
     feature_std: tuple[float, ...] = ()
 
@@ -61,6 +63,7 @@ class TaskConfig:
             target_column=str(config.get("target-column", "target")),
             hidden=int(config.get("hidden", 32)),
             data_paths=tuple(p for p in str(config.get("data-paths", "")).split(",") if p),
+            classes=tuple(c for c in str(config.get("classes", "")).split(",") if c),
             feature_mean=tuple(float(v) for v in config.get("feature-mean", [])),
             feature_std=tuple(float(v) for v in config.get("feature-std", [])),
         )
@@ -78,6 +81,7 @@ def load_hospital_data(task: TaskConfig, node_config: dict) -> HospitalData:
             str(node_config["data-path"]),
             str(node_config.get("target-column", task.target_column)),
             task.seed,
+            task.classes,
         )
     if task.data_paths:
         partition = int(node_config["partition-id"])
@@ -85,7 +89,7 @@ def load_hospital_data(task: TaskConfig, node_config: dict) -> HospitalData:
             raise ValueError(
                 f"simulated hospital {partition} has no file: data-paths lists {len(task.data_paths)}"
             )
-        return _load_file(task.data_paths[partition], task.target_column, task.seed)
+        return _load_file(task.data_paths[partition], task.target_column, task.seed, task.classes)
     if task.dataset == "breast_cancer":
         return load_breast_cancer_partition(
             int(node_config["partition-id"]),
@@ -97,8 +101,13 @@ def load_hospital_data(task: TaskConfig, node_config: dict) -> HospitalData:
     raise ValueError(f"dataset {task.dataset!r} needs a 'data-path' in the node config of every hospital")
 
 
-def _load_file(path: str, target_column: str, seed: int) -> HospitalData:
-    return load_npz(path) if path.endswith(".npz") else load_csv(path, target_column, seed=seed)
+def _load_file(path: str, target_column: str, seed: int, classes: tuple[str, ...]) -> HospitalData:
+    if path.endswith(".npz"):
+        return load_npz(path)
+    data = load_csv(path, target_column, seed=seed, classes=classes or None)
+    if not classes:
+        require_named_classes(data, path, "dataset.classes=[...]")
+    return data
 
 
 @cache

@@ -145,6 +145,7 @@ def to_settings(cfg: DictConfig) -> tuple[RunSettings, int]:
             data_paths="" if is_deployment(cfg) else ",".join(str(Path(p).absolute()) for p in data_paths),
             min_nodes=num_hospitals,
             round_timeout=float(cfg.strategy.round_timeout),
+            classes=",".join(str(c) for c in cfg.dataset.get("classes") or []),
             **dp_settings(cfg),
         )
     except ValueError as err:

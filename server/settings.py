@@ -42,6 +42,10 @@ class RunSettings:
         runs in its own process, on the SuperLink's machine). Empty: no MLflow logging.
     mlflow_experiment : str (default: "fedquorum")
         MLflow experiment of that run.
+    classes : str (default: "")
+        CSV data: the federation's label values, comma-separated (``dataset.classes``). Every
+        hospital numbers its labels in the sorted order of this list and refuses labels outside
+        it; without it, text labels are refused (sites could number them differently).
     roster : str (default: "")
         Path of the federation's roster (``he.roster``) on the coordinator's machine; it fixes
         the keyholder committee, its threshold and the minimum contributors. Empty in
@@ -77,6 +81,7 @@ class RunSettings:
     optimizer: str = "sgd"
     target_column: str = "target"
     data_paths: str = ""
+    classes: str = ""
     clip_margin: float = 8.0
     round_timeout: float = 600.0
     mlflow_tracking_uri: str = ""
@@ -121,6 +126,7 @@ class RunSettings:
             "target-column": self.target_column,
             "hidden": self.hidden,
             "data-paths": self.data_paths,
+            "classes": self.classes,
         } | self.dp_config()
 
     def dp_config(self) -> dict:

@@ -337,3 +337,43 @@ def test_approve_records_the_apps_hash(tmp_path: Path, capsys: pytest.CaptureFix
     assert approved_hashes(state) == {fab_sha256(b"reviewed bundle")}
     assert (state / "approved-apps.txt").read_text().count("\n") == 1
     assert daemon.main(["approve", str(tmp_path / "nope.fab"), "--state-dir", str(state)]) == 2
+
+
+# -- data traps ---------------------------------------------------------------------------------------
+def labelled_csv(path: Path, labels: list) -> Path:
+    frame = pd.DataFrame({"f0": np.arange(len(labels), dtype=float), "outcome": labels})
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_text_labels_need_the_federations_classes_and_are_numbered_by_them(tmp_path: Path) -> None:
+    from client.task import TaskConfig, load_hospital_data
+
+    text = labelled_csv(tmp_path / "text.csv", ["benign", "malignant"] * 10)
+    numbers = labelled_csv(tmp_path / "numbers.csv", [0, 1] * 10)
+    with pytest.raises(
+        check.NodeCheckError, match=r"text; give the federation's label values with --classes"
+    ):
+        check.check_data(text, "outcome")
+    assert check.check_data(text, "outcome", classes=["malignant", "benign"]).num_classes == 2
+    with pytest.raises(check.NodeCheckError, match=r"label\(s\) \['0', '1'\] of column 'outcome' are not in"):
+        check.check_data(numbers, "outcome", classes=["benign", "malignant"])
+
+    def site(path: Path, classes: str):  # what the ClientApp loads for a run
+        task = TaskConfig.from_config({"dataset": "csv", "classes": classes, "target-column": "outcome"})
+        return load_hospital_data(task, {"data-path": str(path)})
+
+    with pytest.raises(ValueError, match=r"text; give the federation's label values with dataset\.classes"):
+        site(text, "")
+    mapped = site(text, "benign,malignant")
+    assert mapped.class_names == ("benign", "malignant")
+    with pytest.raises(ValueError, match=r"\['0', '1'\] of column 'outcome' are not in classes"):
+        site(numbers, "benign,malignant")
+    assert site(numbers, "").class_names == (0, 1)  # numbers sort the same way at every site
+
+
+def test_header_only_csv_is_reported_as_empty(tmp_path: Path) -> None:
+    path = tmp_path / "header.csv"
+    path.write_text("f0,f1,outcome\n")
+    with pytest.raises(check.NodeCheckError, match=r"header.csv is empty: a header row but no data rows"):
+        check.check_data(path, "outcome")

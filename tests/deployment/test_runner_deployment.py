@@ -33,6 +33,10 @@ def test_deployment_config_composes_and_validates() -> None:
     for strategy in ("encrypted_fedavg", "fedavg"):
         cfg = deployment_cfg(f"strategy={strategy}", "strategy.round_timeout=45")
         assert runner.to_settings(cfg)[0].round_timeout == 45
+    cfg = deployment_cfg(
+        "dataset=csv", "dataset.num_features=8", "dataset.num_classes=2", "dataset.classes=[b,a]"
+    )
+    assert runner.to_settings(cfg)[0].task_config()["classes"] == "b,a"  # what hospitals number labels by
 
 
 def test_flwr_home_needs_the_ca_unless_insecure(tmp_path: Path) -> None:
