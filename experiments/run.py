@@ -432,11 +432,33 @@ def find_mlflow_run(tracking_uri: str, experiment: str, flower_run_id: int):
     return client, (runs[0] if runs else None)
 
 
+def run_recorded(db: Path, flower_run_id: int) -> bool:
+    """Whether the ServerApp has created its MLflow run in the SQLite store ``db`` (read-only).
+
+    Until then the store may be half made: an MLflow client opened on it would create or
+    migrate the tables concurrently with the ServerApp, and the loser of that race fails.
+    """
+    import sqlite3
+
+    from server.app import FLOWER_RUN_TAG
+
+    if not db.exists():
+        return False
+    try:
+        with contextlib.closing(sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)) as con:
+            row = con.execute(
+                "SELECT 1 FROM tags WHERE key = ? AND value = ?", (FLOWER_RUN_TAG, str(flower_run_id))
+            ).fetchone()
+    except sqlite3.Error:  # no tags table yet, or busy
+        return False
+    return row is not None
+
+
 def rounds_logged(tracking_uri: str, experiment: str, flower_run_id: int, num_rounds: int) -> int:
     """Rounds the ServerApp has logged so far (progress only: 0 if the store is not there yet)."""
     prefix = "sqlite:///"
-    if tracking_uri.startswith(prefix) and not Path(tracking_uri[len(prefix) :]).exists():
-        return 0  # the ServerApp creates it; do not race it on the schema
+    if tracking_uri.startswith(prefix) and not run_recorded(Path(tracking_uri[len(prefix) :]), flower_run_id):
+        return 0  # the ServerApp creates the store: an MLflow client here could race it on the schema
     try:
         client, mlrun = find_mlflow_run(tracking_uri, experiment, flower_run_id)
         if mlrun is None:
