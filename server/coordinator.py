@@ -5,7 +5,7 @@
         --hospital charite=<hex> --hospital hug=<hex> --hospital karolinska=<hex>
     python -m server.coordinator superlink --pilot pilot --host 0.0.0.0 --port 9093
     python -m server.coordinator register --pilot pilot --superlink 127.0.0.1:9093 hospital-4.pub
-    python -m server.coordinator list --pilot pilot --superlink 127.0.0.1:9093
+    python -m server.coordinator status --pilot pilot --superlink 127.0.0.1:9093   # (or: list)
 
 ``init-pilot`` writes a CA, the SuperLink's TLS certificate (SANs: 127.0.0.1, localhost and each
 ``--hostname``), one node-authentication key pair and one Ed25519 signing key per hospital, and
@@ -122,6 +122,7 @@ def register_keys(home: Path, public_keys: list[tuple[str, Path]], timeout: floa
             node_id = _node_id(done.stdout)
             if node_id is not None:
                 results[name] = node_id
+                remember_name(home, node_id, name)
                 break
             if "already" in output.lower() and "use" in output.lower():
                 results[name] = "already registered"
@@ -131,6 +132,31 @@ def register_keys(home: Path, public_keys: list[tuple[str, Path]], timeout: floa
             time.sleep(2)  # the SuperLink may still be starting its Control API
         log.info("registered %s (%s): %s", name, path, results[name])
     return results
+
+
+NAMES_FILE = "hospital-names.json"  # in the coordinator's FLWR_HOME: node id -> hospital name
+
+
+def remember_name(home: Path, node_id: str, name: str) -> None:
+    """Record which hospital a node id is: Flower's node list shows ids only."""
+    path = home / NAMES_FILE
+    names = json.loads(path.read_text()) if path.exists() else {}
+    names[str(node_id)] = name
+    path.write_text(json.dumps(names, indent=1, sort_keys=True) + "\n")
+
+
+def format_status(nodes: list[dict], names: dict[str, str]) -> str:
+    """``flwr supernode list --format json`` as a table by hospital name: online or offline, since."""
+    rows = [("hospital", "node id", "status", "since")]
+    for node in nodes:
+        status = str(node.get("status", "?"))
+        since = node.get("online-at") if status == "online" else node.get("offline-at")
+        node_id = str(node.get("node-id", "?"))
+        rows.append((names.get(node_id, "(unknown name)"), node_id, status, str(since or "never")))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows
+    )
 
 
 def _node_id(stdout: str) -> str | None:
@@ -328,14 +354,30 @@ def cmd_register(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_list(args: argparse.Namespace) -> int:
+def cmd_status(args: argparse.Namespace) -> int:
+    """The registered hospitals by name, online or offline and since when (``status``/``list``)."""
     layout = pki.PilotLayout(Path(args.pilot).expanduser().absolute())
     home = flwr_home(layout)
     write_cli_config(home, args.superlink, layout.superlink_ca)
     done = subprocess.run(
-        [executable("flwr"), "supernode", "list", CONNECTION], env=flower_env(home), timeout=120
+        [executable("flwr"), "supernode", "list", CONNECTION, "--format", "json"],
+        env=flower_env(home),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
-    return done.returncode
+    try:
+        listing = json.loads(done.stdout[done.stdout.index("{") : done.stdout.rindex("}") + 1])
+    except ValueError:
+        print(
+            f"error: no node list from the SuperLink at {args.superlink}: {done.stdout}{done.stderr}",
+            file=sys.stderr,
+        )
+        return 1
+    names_path = home / NAMES_FILE
+    names = json.loads(names_path.read_text()) if names_path.exists() else {}
+    print(format_status(listing.get("nodes", []), names))
+    return 0
 
 
 def parser() -> argparse.ArgumentParser:
@@ -395,10 +437,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("public_keys", nargs="*", help=".pub files (default: every hospital of the pilot)")
     p.set_defaults(func=cmd_register)
 
-    p = sub.add_parser("list", help="list the SuperLink's registered SuperNodes")
+    p = sub.add_parser(
+        "status", aliases=["list"], help="the registered hospitals by name: online or offline, since when"
+    )
     p.add_argument("--pilot", type=Path, required=True)
     p.add_argument("--superlink", default="127.0.0.1:9093")
-    p.set_defaults(func=cmd_list)
+    p.set_defaults(func=cmd_status)
     return ap
 
 

@@ -42,5 +42,7 @@ def test_fab_holds_only_the_app_code(tmp_path: Path) -> None:
         names
     )
     top = {name.split("/")[0] for name in names}
-    assert top <= {"pyproject.toml", "he", "strategies", "server", "client", "models", ".info"}, top
+    assert top <= {"pyproject.toml", "he", "strategies", "server", "client", "models", "privacy", ".info"}, (
+        top
+    )
     assert not [n for n in names if n.endswith((".key", ".crt", ".pub", ".db", ".jsonl", ".csv", ".npz"))]

@@ -1,5 +1,6 @@
 """A real SuperLink (TLS + node authentication) and two hospital daemons on 127.0.0.1:
 
+* ``server.coordinator status`` lists the hospitals by name, online;
 * ``client.daemon --check-only`` connects: it passes with the right CA and a registered key, and
   fails naming the fix with a wrong CA, an unregistered key and a closed port;
 * an app that is not the hospitals' installed code is refused at every hospital before any of its
@@ -149,6 +150,19 @@ def test_check_only_connects_and_only_approved_apps_run(tmp_path: Path, procs: P
         300,
         "SuperNodes",
     )
+
+    # the coordinator sees them by name
+    status = subprocess.run(
+        python("server.coordinator", "status", "--pilot", str(pilot), "--superlink", f"127.0.0.1:{port}"),
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert status.returncode == 0, status.stderr
+    online = {row.split()[0] for row in status.stdout.splitlines() if " online " in row}
+    assert online == {"hospital-1", "hospital-2"}, status.stdout
 
     # an app that is not the installed code: refused everywhere, none of its code ran
     home = pilot / "superlink" / "flwr"  # the coordinator's CLI config (connection "pilot")

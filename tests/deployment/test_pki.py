@@ -4,6 +4,7 @@ roster, 0600 secrets."""
 from __future__ import annotations
 
 import ipaddress
+import json
 import stat
 from pathlib import Path
 
@@ -172,3 +173,19 @@ def test_roster_from_public_keys_the_hospitals_made(tmp_path: Path, capsys: pyte
         == 2
     )
     assert "expected NAME=HEXKEY" in capsys.readouterr().err
+
+
+def test_status_names_the_hospitals(tmp_path: Path) -> None:
+    coordinator.remember_name(tmp_path, "111", "charite")
+    coordinator.remember_name(tmp_path, "222", "hug")
+    names = json.loads((tmp_path / coordinator.NAMES_FILE).read_text())
+    nodes = [
+        {"node-id": "111", "status": "online", "online-at": "2026-11-28 06:00:00Z"},
+        {"node-id": "222", "status": "offline", "offline-at": "2026-11-28 05:00:00Z"},
+        {"node-id": "333", "status": "registered"},
+    ]
+    lines = coordinator.format_status(nodes, names).splitlines()
+    assert lines[0].split() == ["hospital", "node", "id", "status", "since"]
+    assert lines[1].split() == ["charite", "111", "online", "2026-11-28", "06:00:00Z"]
+    assert lines[2].split() == ["hug", "222", "offline", "2026-11-28", "05:00:00Z"]
+    assert lines[3].split() == ["(unknown", "name)", "333", "registered", "never"]
