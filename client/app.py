@@ -19,9 +19,10 @@ from flwr.clientapp import ClientApp
 
 from client.audit import audit_mod
 from client.identity import hospital_identity
-from client.keyholder import KeyHolder
+from client.keyholder import KeyHolder, RefusedRequest
 from client.policy import policy_mod
 from he import protocol as p
+from models.pooled_metrics import DEFAULT_BINS
 from privacy import hospital as dp_hospital
 from privacy.config import PRESET_KEY as DP_PRESET
 from privacy.mechanism import plan_from_config
@@ -57,7 +58,10 @@ def reply(
     blobs: dict[str, bytes] | None = None,
     metrics: dict | None = None,
     arrays: list[np.ndarray] | None = None,
+    evaluation: list[int] | None = None,
 ) -> Message:
+    """The reply; ``evaluation``: plaintext FedAvg's evaluation sums (encrypted runs carry them
+    inside the update)."""
     content = RecordDict()
     if blobs:
         content[p.BLOBS] = ArrayRecord({name: blob_array(b) for name, b in blobs.items()})
@@ -65,6 +69,8 @@ def reply(
         content[p.ARRAYS] = ArrayRecord([np.ascontiguousarray(a, dtype=np.float64) for a in arrays])
     if metrics:
         content[p.METRICS] = MetricRecord(metrics)
+    if evaluation is not None:
+        content[p.EVALUATION] = ArrayRecord([np.array(evaluation, dtype=np.int64)])
     return Message(content=content, reply_to=message)
 
 
@@ -89,8 +95,34 @@ def store_keyholder(context: Context, holder: KeyHolder) -> None:
     context.state[STATE] = record
 
 
+def party_number(text: str, what: str) -> int:
+    """A roster position sent by the server, refused by name unless it is a plain small number."""
+    if not (text.isascii() and text.isdigit() and len(text) <= 6):
+        raise RefusedRequest(f"{what}: expected a party number, got {text[:40]!r}")
+    return int(text)
+
+
 def party_keys(blobs: dict[str, bytes], prefix: str) -> dict[int, bytes]:
-    return {int(name[len(prefix) :]): value for name, value in blobs.items() if name.startswith(prefix)}
+    return {
+        party_number(name[len(prefix) :], f"blob {name[:60]!r}"): value
+        for name, value in blobs.items()
+        if name.startswith(prefix)
+    }
+
+
+def config_int(config: dict, key: str) -> int:
+    """An integer of the server's config; anything else (text, a float, a bool) is refused by name."""
+    value = config.get(key)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise RefusedRequest(f"config {key!r}: expected an integer, got {str(value)[:40]!r}")
+    return value
+
+
+def config_float(config: dict, key: str) -> float:
+    value = config.get(key)
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise RefusedRequest(f"config {key!r}: expected a number, got {str(value)[:40]!r}")
+    return float(value)
 
 
 # -- handlers --------------------------------------------------------------------------------------
@@ -132,10 +164,12 @@ def train(message: Message, context: Context) -> Message:
     local = local_task()
     task = local.TaskConfig.from_config(config)
     data = local.hospital_data(task, dict(context.node_config))
-    server_round = int(config[p.ROUND])
+    server_round = config_int(config, p.ROUND)
     global_weights = [a.numpy() for a in message.content[p.ARRAYS].values()]
-    party = int(config.get(p.PARTY, 0))
-    delta, metrics = local.run_local_round(task, data, global_weights, server_round, party)
+    party = config_int(config, p.PARTY) if p.PARTY in config else 0
+    delta, train_loss, evaluation = local.run_local_round(task, data, global_weights, server_round, party)
+    shared = own_metrics(config, f"round {server_round}", {"train_loss": train_loss, **evaluation.metrics})
+    bins = evaluation_bins(config)
     num_examples = len(data.y_train)
     encrypted = bool(config.get(p.ENCRYPTED, True))
     holder = load_keyholder(context) if encrypted else None
@@ -143,23 +177,39 @@ def train(message: Message, context: Context) -> Message:
     if not encrypted:
         if plan:  # the same integers as the encrypted path, each update with weight 1
             delta, num_examples = plan.plain(delta, np.random.default_rng()), 1
-        metrics[p.NUM_EXAMPLES] = num_examples
-        return reply(message, arrays=delta, metrics=metrics)
+        sums = evaluation.sums(bins, 0 if plan else num_examples, 0.0 if plan else train_loss)
+        return reply(message, arrays=delta, metrics={**shared, p.NUM_EXAMPLES: num_examples}, evaluation=sums)
     if plan:  # the hospital's own range, scale and noise: weight 1, no example count released
         dp_hospital.require_contributors(plan, holder.roster.min_contributors)
         delta, num_examples, quantizer = plan.clip(delta), 1, plan.privatize
-        clip, scale = plan.layout_clip, plan.weight_scale
+        clip, scale, clipped = plan.layout_clip, plan.weight_scale, 0
+        sums = evaluation.sums(bins)  # no training count or loss: DP releases no real count
     else:
-        clip = float(config[p.CLIP]) if p.CLIP in config else None
-        scale = int(config[p.WEIGHT_SCALE]) if p.WEIGHT_SCALE in config else None
+        clip = config_float(config, p.CLIP) if p.CLIP in config else holder.ctx.params.clip
+        scale = config_int(config, p.WEIGHT_SCALE) if p.WEIGHT_SCALE in config else None
         quantizer = None
+        clipped = sum(int(np.count_nonzero(np.abs(d) > clip)) for d in delta)
+        sums = evaluation.sums(bins, num_examples, train_loss, clipped)
     start = time.perf_counter()
-    blob, statement, clipped = holder.encrypt(
-        "train", server_round, delta, num_examples, clip, scale, quantizer
+    blob, statement, _ = holder.encrypt(
+        "train", server_round, delta, num_examples, clip, scale, quantizer, sums
     )
-    metrics |= {"encrypt_seconds": time.perf_counter() - start, "clipped_values": clipped}
     store_keyholder(context, holder)
+    metrics = {**shared, "encrypt_seconds": time.perf_counter() - start}
     return reply(message, {p.UPDATE: blob, p.CONTRIBUTION: statement}, metrics=metrics)
+
+
+def evaluation_bins(config: dict) -> int:
+    return config_int(config, p.EVAL_BINS) if p.EVAL_BINS in config else DEFAULT_BINS
+
+
+def own_metrics(config: dict, what: str, metrics: dict) -> dict:
+    """Log this hospital's own metrics for its staff; return them to send only if the run opted
+    into per-hospital plaintext (otherwise only the pooled sums leave, encrypted)."""
+    shared = bool(config.get(p.PER_HOSPITAL_PLAINTEXT, False))
+    where = "also sent in plaintext (per_hospital_plaintext)" if shared else "they never leave this hospital"
+    log.info("%s, this hospital's own metrics (%s): %s", what, where, metrics)
+    return dict(metrics) if shared else {}
 
 
 @app.query("statistics")
@@ -178,8 +228,10 @@ def statistics(message: Message, context: Context) -> Message:
     if not bool(config.get(p.ENCRYPTED, True)):
         return reply(message, arrays=values, metrics={p.NUM_EXAMPLES: count, "tabular": 1})
     holder = load_keyholder(context)
-    scale = int(config[p.WEIGHT_SCALE]) if p.WEIGHT_SCALE in config else None
-    blob, statement, clipped = holder.encrypt("statistics", int(config[p.ROUND]), values, count, None, scale)
+    scale = config_int(config, p.WEIGHT_SCALE) if p.WEIGHT_SCALE in config else None
+    blob, statement, clipped = holder.encrypt(
+        "statistics", config_int(config, p.ROUND), values, count, None, scale
+    )
     if clipped:
         log.warning("%d feature statistics exceed 2^20 and were clipped: rescale those features", clipped)
     store_keyholder(context, holder)
@@ -190,11 +242,17 @@ def statistics(message: Message, context: Context) -> Message:
 def decrypt(message: Message, context: Context) -> Message:
     config = config_of(message)
     holder = load_keyholder(context)
-    keyholders = [int(x) for x in str(config[p.KEYHOLDERS]).split(",") if x]
+    keyholders = [
+        party_number(x, "config 'keyholders'") for x in str(config.get(p.KEYHOLDERS, "")).split(",")
+    ]
     contributions = party_keys(blobs_of(message), p.CONTRIBUTION + "-")
     start = time.perf_counter()
     share = holder.partial_decrypt(
-        str(config[p.KIND]), int(config[p.ROUND]), int(config[p.ATTEMPT]), keyholders, contributions
+        str(config.get(p.KIND)),
+        config_int(config, p.ROUND),
+        config_int(config, p.ATTEMPT),
+        keyholders,
+        contributions,
     )
     store_keyholder(context, holder)
     return reply(
@@ -204,8 +262,21 @@ def decrypt(message: Message, context: Context) -> Message:
 
 @app.evaluate()
 def evaluate(message: Message, context: Context) -> Message:
+    """The final model on this hospital's test split: its evaluation sums, encrypted like an
+    update (kind ``train``, the round after the last) unless the run is plaintext."""
+    config = config_of(message)
     local = local_task()
-    task = local.TaskConfig.from_config(config_of(message))
+    task = local.TaskConfig.from_config(config)
     data = local.hospital_data(task, dict(context.node_config))
     weights = [a.numpy() for a in message.content[p.ARRAYS].values()]
-    return reply(message, metrics=local.evaluate_global(task, data, weights))
+    evaluation = local.evaluate_local(task, data, weights, task.seed)
+    shared = own_metrics(config, "final evaluation", evaluation.metrics)
+    sums = evaluation.sums(evaluation_bins(config))
+    if not bool(config.get(p.ENCRYPTED, True)):
+        return reply(message, metrics=shared, evaluation=sums)
+    holder = load_keyholder(context)
+    clip = config_float(config, p.CLIP) if p.CLIP in config else None
+    scale = config_int(config, p.WEIGHT_SCALE) if p.WEIGHT_SCALE in config else None
+    blob, statement, _ = holder.encrypt("train", config_int(config, p.ROUND), [], 1, clip, scale, None, sums)
+    store_keyholder(context, holder)
+    return reply(message, {p.UPDATE: blob, p.CONTRIBUTION: statement}, metrics=shared)

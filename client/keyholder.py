@@ -172,9 +172,11 @@ class KeyHolder:
         clip: float | None = None,
         weight_scale: int | None = None,
         quantizer: Quantizer | None = None,
+        sums: list[int] | tuple[int, ...] = (),
     ) -> tuple[bytes, bytes, int]:
         """The encrypted update for (kind, round), its signed contribution, and the clipped count
-        (``quantizer``: DP mode's, see ``he.encoding``).
+        (``quantizer``: DP mode's; ``sums``: exact sums such as evaluation statistics; see
+        ``he.encoding``).
 
         A retry of the last (kind, round) returns the stored bytes: never two ``c0`` under one ``c1``.
         """
@@ -188,7 +190,7 @@ class KeyHolder:
         label = self._label(kind, round_id)
         secret = SecretKeyShare(self._polynomial("secret-key"))
         encryptor = SecretKeyEncryptor(ctx, secret)
-        update, clipped = encryptor.encrypt(arrays, num_examples, label, clip, weight_scale, quantizer)
+        update, clipped = encryptor.encrypt(arrays, num_examples, label, clip, weight_scale, quantizer, sums)
         frame = update.to_bytes(ctx)
         statement = transcript.sign_contribution(
             self._signer(),

@@ -24,8 +24,9 @@ from client.data import (
     require_named_classes,
     standardize,
 )
+from models.pooled_metrics import EvaluationLayout, local_sums
 from models.registry import build_model
-from models.training import evaluate, get_weights, set_weights, train
+from models.training import get_weights, predict, roc_auc, set_weights, train
 
 
 @dataclass(frozen=True)
@@ -167,14 +168,54 @@ def make_model(task: TaskConfig, num_features, num_classes: int) -> torch.nn.Mod
     return build_model(task.model, num_features, num_classes, **kwargs)
 
 
+@dataclass(frozen=True)
+class LocalEvaluation:
+    """The global model on this hospital's test split: its own metrics (they stay here unless
+    the run opts into per-hospital plaintext) and the predictions behind the pooled sums."""
+
+    labels: np.ndarray
+    probabilities: np.ndarray
+    loss_total: float
+
+    @property
+    def metrics(self) -> dict:
+        n = len(self.labels)
+        return {
+            "eval_loss": self.loss_total / n,
+            "eval_accuracy": float(np.mean(self.probabilities.argmax(axis=1) == self.labels)),
+            "eval_auc": roc_auc(self.labels, self.probabilities),
+            "eval_examples": n,
+        }
+
+    def sums(
+        self, bins: int, train_examples: int = 0, train_loss: float = 0.0, clipped: int = 0
+    ) -> list[int]:
+        """This hospital's part of the pooled evaluation (``models.pooled_metrics``)."""
+        layout = EvaluationLayout(self.probabilities.shape[1], bins)
+        return local_sums(
+            layout, self.labels, self.probabilities, self.loss_total, train_examples, train_loss, clipped
+        )
+
+
+def evaluate_local(
+    task: TaskConfig, data: HospitalData, weights: list[np.ndarray], seed: int
+) -> LocalEvaluation:
+    model = make_model(task, data.num_features, data.num_classes)
+    set_weights(model, weights)
+    _, test_loader = data.loaders(task.batch_size, seed=seed)
+    return LocalEvaluation(*predict(model, test_loader))
+
+
 def run_local_round(
     task: TaskConfig, data: HospitalData, global_weights: list[np.ndarray], server_round: int, party: int
-) -> tuple[list[np.ndarray], dict]:
-    """Evaluate the global model, train locally; return the weight delta and metrics."""
+) -> tuple[list[np.ndarray], float, LocalEvaluation]:
+    """Evaluate the global model, train locally; return the weight delta, the training loss and
+    the evaluation of the global model it started from."""
+    seed = task.seed + 1000 * server_round
+    before = evaluate_local(task, data, global_weights, seed)
     model = make_model(task, data.num_features, data.num_classes)
     set_weights(model, global_weights)
-    train_loader, test_loader = data.loaders(task.batch_size, seed=task.seed + 1000 * server_round)
-    before = evaluate(model, test_loader)
+    train_loader, _ = data.loaders(task.batch_size, seed=seed)
     loss = train(
         model,
         train_loader,
@@ -184,24 +225,8 @@ def run_local_round(
         optimizer=task.optimizer,
     )
     delta = [new - old for new, old in zip(get_weights(model), global_weights, strict=True)]
-    metrics = {
-        "train_loss": float(loss),
-        "eval_loss": float(before["loss"]),
-        "eval_accuracy": float(before["accuracy"]),
-        "eval_auc": float(before["auc"]),
-        "eval_examples": int(before["num_examples"]),
-    }
-    return delta, metrics
+    return delta, float(loss), before
 
 
 def evaluate_global(task: TaskConfig, data: HospitalData, weights: list[np.ndarray]) -> dict:
-    model = make_model(task, data.num_features, data.num_classes)
-    set_weights(model, weights)
-    _, test_loader = data.loaders(task.batch_size, seed=task.seed)
-    result = evaluate(model, test_loader)
-    return {
-        "eval_loss": float(result["loss"]),
-        "eval_accuracy": float(result["accuracy"]),
-        "eval_auc": float(result["auc"]),
-        "eval_examples": int(result["num_examples"]),
-    }
+    return evaluate_local(task, data, weights, task.seed).metrics

@@ -146,6 +146,8 @@ def to_settings(cfg: DictConfig) -> tuple[RunSettings, int]:
             min_nodes=num_hospitals,
             round_timeout=float(cfg.strategy.round_timeout),
             classes=",".join(str(c) for c in cfg.dataset.get("classes") or []),
+            eval_bins=int(cfg.evaluation.bins),
+            per_hospital_plaintext=bool(cfg.evaluation.per_hospital_plaintext),
             **dp_settings(cfg),
         )
     except ValueError as err:

@@ -116,10 +116,11 @@ class SecretKeyEncryptor:
         clip: float | None = None,
         weight_scale: int | None = None,
         quantizer: Quantizer | None = None,
+        sums: list[int] | tuple[int, ...] = (),
     ) -> tuple[EncryptedUpdate, int]:
-        """The encrypted update and how many values were clipped (``clip``, ``weight_scale`` and
-        ``quantizer``: the round's, see ``he.encoding``; default the preset's)."""
-        encoded = self.encoder.encode(arrays, num_examples, self._rng, clip, weight_scale, quantizer)
+        """The encrypted update and how many values were clipped (``clip``, ``weight_scale``,
+        ``quantizer`` and ``sums``: see ``he.encoding``; default the preset's, no sums)."""
+        encoded = self.encoder.encode(arrays, num_examples, self._rng, clip, weight_scale, quantizer, sums)
         count = len(encoded.fields)
         if count > self.ctx.params.max_ciphertexts:
             raise CiphertextError(

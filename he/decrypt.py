@@ -203,6 +203,11 @@ def decrypt_update(ctx: HEContext, aggregate: EncryptedUpdate, field_sums: np.nd
     return encoder.decode(field_sums, aggregate.layout, aggregate.contributors)
 
 
+def decrypt_sums(ctx: HEContext, aggregate: EncryptedUpdate, field_sums: np.ndarray) -> list[int]:
+    """Decode the exact sums section (``he.encoding``) of combined field sums."""
+    return UpdateEncoder(ctx.params, ctx.num_payload).decode_sums(field_sums, aggregate.layout)
+
+
 def _remove_noise(ctx: HEContext, coefficients: np.ndarray, noise_bits: int) -> np.ndarray:
     """Read the exact signed noise off the noise primes (Garner), check its bound, strip it."""
     noise_moduli = [int(q) for q in ctx.noise_moduli.tolist()]

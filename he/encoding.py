@@ -15,6 +15,11 @@ own. Fields of ``b + ceil(log2 max_parties)`` bits are packed several per 60-bit
 (BatchCrypt, USENIX ATC 2020). The sum decodes to ``sum_k w_k v_k / sum_k w_k`` (FedAvg, by
 adding integers only; the divisor ``sum_k k / S`` is exact) and the exact total count.
 
+An update may also carry **exact sums**: non-negative integers below ``2^SUM_BITS`` (counts,
+fixed-point totals: the evaluation statistics of ``models.pooled_metrics``), unweighted, split
+into chunks like the count, so the decrypted aggregate holds each one's exact federation-wide
+sum and nothing per hospital.
+
 The server picks ``S = ceil(2 * total / max_parties)`` from the last exact total, so the
 weights add up to about ``max_parties / 2``: half the headroom, the other half for a round
 with up to twice as many examples. A sum whose offsets could overflow the fields (the total
@@ -38,6 +43,8 @@ from he.params import MAX_EXAMPLES, HEParams
 MAX_ARRAYS = 4096  # arrays (layers) in one update
 MAX_ARRAY_DIMENSIONS = 8
 MAX_LAYOUT_VALUES = 1 << 30  # values in one update (far beyond max_ciphertexts anyway)
+MAX_SUMS = 1 << 20  # exact sums in one update
+SUM_BITS = 62  # each exact sum of one hospital is an integer in [0, 2^62): a Python int, chunked
 
 # Replaces rounding: scaled values (units) -> integers, e.g. privacy.mechanism.DdgPlan.privatize
 # (distributed DP: clip, conditional rounding and a noise share, added after quantization).
@@ -65,16 +72,19 @@ class WeightScaleError(EncodingError):
 
 @dataclass(frozen=True)
 class UpdateLayout:
-    """Shapes of the arrays of an update (the model architecture), the clip and the weight scale:
-    public, fixed by the server for the round, signed by every contributor."""
+    """Shapes of the arrays of an update (the model architecture), the clip, the weight scale and
+    the number of exact sums: public, fixed by the server for the round, signed by every
+    contributor."""
 
     shapes: tuple[tuple[int, ...], ...]
     clip: float
     weight_scale: int
+    sums: int = 0
 
     @classmethod
-    def of(cls, arrays: list[np.ndarray], clip: float, weight_scale: int) -> UpdateLayout:
-        return cls(tuple(tuple(int(d) for d in np.shape(a)) for a in arrays), float(clip), int(weight_scale))
+    def of(cls, arrays: list[np.ndarray], clip: float, weight_scale: int, sums: int = 0) -> UpdateLayout:
+        shapes = tuple(tuple(int(d) for d in np.shape(a)) for a in arrays)
+        return cls(shapes, float(clip), int(weight_scale), int(sums))
 
     @property
     def num_values(self) -> int:
@@ -85,6 +95,7 @@ class UpdateLayout:
             "shapes": [list(s) for s in self.shapes],
             "clip": self.clip,
             "weight_scale": self.weight_scale,
+            "sums": self.sums,
         }
 
     @classmethod
@@ -93,8 +104,11 @@ class UpdateLayout:
         if not isinstance(layout, dict):
             raise ValueError("layout must be a JSON object")
         shapes, clip, scale = layout.get("shapes"), layout.get("clip"), layout.get("weight_scale")
-        if not isinstance(shapes, list) or not 1 <= len(shapes) <= MAX_ARRAYS:
-            raise ValueError(f"layout shapes must be a list of 1 to {MAX_ARRAYS} shapes")
+        sums = layout.get("sums", 0)
+        if not _is_int(sums) or not 0 <= sums <= MAX_SUMS:
+            raise ValueError(f"layout sums must be an integer in [0, {MAX_SUMS}], got {str(sums)[:40]}")
+        if not isinstance(shapes, list) or not (0 if sums else 1) <= len(shapes) <= MAX_ARRAYS:
+            raise ValueError(f"layout shapes must be a list of 1 to {MAX_ARRAYS} shapes (0 with sums)")
         for shape in shapes:
             if (
                 not isinstance(shape, list)
@@ -108,7 +122,7 @@ class UpdateLayout:
             raise ValueError(f"layout weight_scale must be an integer in [1, {MAX_EXAMPLES}], got {scale!r}")
         if isinstance(clip, bool) or not isinstance(clip, int | float) or not 0 < clip < math.inf:
             raise ValueError(f"layout clip must be a positive finite number, got {clip!r}")
-        return cls(tuple(tuple(shape) for shape in shapes), float(clip), scale)
+        return cls(tuple(tuple(shape) for shape in shapes), float(clip), scale, sums)
 
 
 def _is_int(value: object) -> bool:
@@ -136,9 +150,13 @@ class UpdateEncoder:
         self.chunk_bits = params.value_bits - 1
         # chunks enough for a count up to 10^7 and for an offset up to the field limit
         self.count_chunks = math.ceil(max(MAX_EXAMPLES.bit_length(), params.slot_bits) / self.chunk_bits)
+        self.sum_chunks = math.ceil(SUM_BITS / self.chunk_bits)
+
+    def num_fields(self, layout: UpdateLayout) -> int:
+        return layout.num_values + 2 * self.count_chunks + layout.sums * self.sum_chunks
 
     def num_ciphertexts(self, layout: UpdateLayout) -> int:
-        return -(-(layout.num_values + 2 * self.count_chunks) // self.params.values_per_ciphertext)
+        return -(-self.num_fields(layout) // self.params.values_per_ciphertext)
 
     def encode(
         self,
@@ -148,15 +166,18 @@ class UpdateEncoder:
         clip: float | None = None,
         weight_scale: int | None = None,
         quantizer: Quantizer | None = None,
+        sums: list[int] | tuple[int, ...] = (),
     ) -> EncodedUpdate:
         """Quantize and pack; ``rng`` drives stochastic rounding (pass an OS-seeded one).
 
         ``clip`` (default: the preset's) may only narrow the preset's range; ``weight_scale``
         (default: the preset's ``default_weight_scale``) is the round's ``S``. ``quantizer``
         (DP mode) turns the scaled values into integers instead of the preset's rounding; a
-        result beyond the hospital's range is clipped to it like any other value.
+        result beyond the hospital's range is clipped to it like any other value. ``sums``: the
+        exact sums (module docstring), added unweighted.
         """
-        values = self._validated_values(arrays, num_examples)
+        exact = self._validated_sums(sums)
+        values = self._validated_values(arrays, num_examples, allow_empty=bool(exact))
         p = self.params
         clip = p.clip if clip is None else float(clip)
         if not 0 < clip <= p.clip:
@@ -183,8 +204,9 @@ class UpdateEncoder:
         else:
             quantized = np.rint(scaled)
         shifted = np.clip(quantized, -offset, offset).astype(np.int64) + offset
-        counts = np.array(self._chunks(num_examples) + self._chunks(offset), dtype=np.int64)
-        layout = UpdateLayout.of(arrays, clip, int(scale))
+        chunked = [c for value in exact for c in self._chunks(value, self.sum_chunks)]
+        counts = np.array(self._chunks(num_examples) + self._chunks(offset) + chunked, dtype=np.int64)
+        layout = UpdateLayout.of(arrays, clip, int(scale), len(exact))
         unsigned = np.concatenate([shifted, counts]).astype(np.uint64)
         return EncodedUpdate(self._pack(unsigned, layout), layout, clipped)
 
@@ -211,15 +233,41 @@ class UpdateEncoder:
             start += size
         return arrays, total_examples
 
-    def _chunks(self, count: int) -> list[int]:
+    def decode_sums(self, field_sums: np.ndarray, layout: UpdateLayout) -> list[int]:
+        """The exact federation-wide sums (Python ints) of the update's exact-sum section."""
+        start = layout.num_values + 2 * self.count_chunks
+        chunks = self._unpack(field_sums)[start : start + layout.sums * self.sum_chunks]
+        width = self.sum_chunks
+        return [self._unchunk(chunks[i * width : (i + 1) * width]) for i in range(layout.sums)]
+
+    def _chunks(self, value: int, chunks: int | None = None) -> list[int]:
         mask = (1 << self.chunk_bits) - 1
-        return [(count >> (i * self.chunk_bits)) & mask for i in range(self.count_chunks)]
+        return [(value >> (i * self.chunk_bits)) & mask for i in range(chunks or self.count_chunks)]
+
+    @staticmethod
+    def _validated_sums(sums) -> list[int]:
+        if len(sums) > MAX_SUMS:
+            raise EncodingError(f"{len(sums)} exact sums exceed {MAX_SUMS}")
+        values = []
+        for index, value in enumerate(sums):
+            if (
+                not isinstance(value, int | np.integer)
+                or isinstance(value, bool)
+                or not 0 <= value < 1 << SUM_BITS
+            ):
+                raise EncodingError(
+                    f"exact sum {index} must be an integer in [0, 2^{SUM_BITS}), got {value!r}"
+                )
+            values.append(int(value))
+        return values
 
     def _unchunk(self, sums: np.ndarray) -> int:
         return sum(int(s) << (i * self.chunk_bits) for i, s in enumerate(sums.tolist()))
 
-    def _validated_values(self, arrays: list[np.ndarray], num_examples: int) -> np.ndarray:
-        if not arrays:
+    def _validated_values(
+        self, arrays: list[np.ndarray], num_examples: int, allow_empty: bool = False
+    ) -> np.ndarray:
+        if not arrays and not allow_empty:
             raise EncodingError("the update holds no arrays")
         for index, array in enumerate(arrays):
             if not np.issubdtype(np.asarray(array).dtype, np.number):
@@ -230,7 +278,7 @@ class UpdateEncoder:
             raise EncodingError(f"num_examples must be an integer, got {num_examples!r}")
         if not 1 <= num_examples <= MAX_EXAMPLES:
             raise EncodingError(f"num_examples={num_examples} is outside [1, {MAX_EXAMPLES}]")
-        return np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in arrays])
+        return np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in arrays] or [np.zeros(0)])
 
     def _pack(self, unsigned: np.ndarray, layout: UpdateLayout) -> np.ndarray:
         p, n = self.params, self.params.poly_modulus_degree

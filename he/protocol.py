@@ -28,6 +28,7 @@ ARRAYS = "arrays"  # ArrayRecord: global model (server -> hospital) or plaintext
 BLOBS = "blobs"  # ArrayRecord of raw-bytes arrays (ciphertexts, shares, keys)
 CONFIG = "config"  # ConfigRecord
 METRICS = "metrics"  # MetricRecord
+EVALUATION = "evaluation"  # ArrayRecord: plaintext FedAvg's evaluation sums (models.pooled_metrics)
 
 # Blob names inside BLOBS
 UPDATE = "update"  # encrypted update (c0 only)
@@ -49,6 +50,8 @@ ENCRYPTED = "encrypted"
 NUM_EXAMPLES = "num-examples"
 CLIP = "clip"  # the round's quantization range for encrypted updates
 WEIGHT_SCALE = "weight-scale"  # the round's FedAvg weight scale S (he.encoding)
+EVAL_BINS = "eval-bins"  # score bins of the evaluation histograms (models.pooled_metrics)
+PER_HOSPITAL_PLAINTEXT = "per-hospital-plaintext"  # opt-in: per-hospital metrics also in the clear
 FEATURE_MEAN = "feature-mean"
 FEATURE_STD = "feature-std"
 ROSTER_FINGERPRINT = "roster-fingerprint"  # the roster the server runs; hospitals compare

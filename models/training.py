@@ -132,7 +132,7 @@ def train(
     return total / count
 
 
-def _auc(labels: np.ndarray, probs: np.ndarray) -> float:
+def roc_auc(labels: np.ndarray, probs: np.ndarray) -> float:
     """ROC AUC: binary on P(class 1); multiclass one-vs-rest macro over present classes.
 
     A class absent from ``labels`` has no ROC curve, so it is left out of the macro average
@@ -148,15 +148,9 @@ def _auc(labels: np.ndarray, probs: np.ndarray) -> float:
     return float(np.mean(per_class))
 
 
-def evaluate(model: nn.Module, loader: DataLoader) -> dict[str, float | int]:
-    """Evaluate ``model`` on ``loader`` without changing it.
-
-    Returns
-    -------
-    dict
-        ``loss`` (mean per-example cross-entropy), ``accuracy``, ``auc`` (see :func:`_auc`;
-        NaN when only one class is present) and ``num_examples``.
-    """
+def predict(model: nn.Module, loader: DataLoader) -> tuple[np.ndarray, np.ndarray, float]:
+    """Labels, softmax probabilities (float64) and the summed cross-entropy over ``loader``,
+    without changing ``model``."""
     was_training = model.training
     model.eval()
     all_labels, all_probs, total_loss = [], [], 0.0
@@ -166,17 +160,28 @@ def evaluate(model: nn.Module, loader: DataLoader) -> dict[str, float | int]:
                 logits = model(inputs)
                 labels = labels.long()
                 total_loss += nn.functional.cross_entropy(logits, labels, reduction="sum").item()
-                all_probs.append(torch.softmax(logits, dim=1).numpy())
+                all_probs.append(torch.softmax(logits.double(), dim=1).numpy())
                 all_labels.append(labels.numpy())
     finally:
         model.train(was_training)
     if not all_labels or sum(len(y) for y in all_labels) == 0:
         raise ValueError("loader yielded no examples to evaluate on")
-    y = np.concatenate(all_labels)
-    probs = np.concatenate(all_probs).astype(np.float64)
+    return np.concatenate(all_labels), np.concatenate(all_probs), total_loss
+
+
+def evaluate(model: nn.Module, loader: DataLoader) -> dict[str, float | int]:
+    """Evaluate ``model`` on ``loader`` without changing it.
+
+    Returns
+    -------
+    dict
+        ``loss`` (mean per-example cross-entropy), ``accuracy``, ``auc`` (see :func:`roc_auc`;
+        NaN when only one class is present) and ``num_examples``.
+    """
+    y, probs, total_loss = predict(model, loader)
     return {
         "loss": total_loss / len(y),
         "accuracy": float(np.mean(probs.argmax(axis=1) == y)),
-        "auc": _auc(y, probs),
+        "auc": roc_auc(y, probs),
         "num_examples": len(y),
     }

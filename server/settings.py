@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
+from he import protocol as p
 from privacy.config import KEYS as DP_KEYS
 from privacy.config import DpConfig
 
@@ -50,6 +51,12 @@ class RunSettings:
         Path of the federation's roster (``he.roster``) on the coordinator's machine; it fixes
         the keyholder committee, its threshold and the minimum contributors. Empty in
         simulation: a roster and signing keys for the simulated hospitals are made per run.
+    eval_bins : int (default: 100)
+        Score bins of the evaluation histograms hospitals send inside the ciphertext (pooled
+        ROC AUC is exact up to the bound ``eval_auc_bound``, which shrinks with more bins).
+    per_hospital_plaintext : bool (default: False)
+        Also send each hospital's own test metrics in the clear (today's FedAvg habit). Off:
+        they stay at the hospital, and only pooled sums leave it, encrypted.
     dp : str (default: "off")
         ``distributed``: each hospital clips its update to ``dp_clip_norm`` and adds its share
         of discrete Gaussian noise sized for ``dp_min_contributors`` (``privacy``,
@@ -87,6 +94,8 @@ class RunSettings:
     mlflow_tracking_uri: str = ""
     mlflow_experiment: str = "fedquorum"
     roster: str = ""
+    eval_bins: int = 100
+    per_hospital_plaintext: bool = False
     dp: str = "off"
     dp_clip_norm: float = 1.0
     dp_noise_multiplier: float = 0.0
@@ -105,6 +114,8 @@ class RunSettings:
             )
         if self.threshold < 0 or self.min_train_nodes < 1:
             raise ValueError("threshold must be >= 0 and min_train_nodes >= 1")
+        if not 2 <= self.eval_bins <= 10_000:
+            raise ValueError(f"evaluation.bins must be in [2, 10000], got {self.eval_bins}")
         DpConfig.from_config(self.dp_config())  # refuses invalid DP settings now, not in round 1
 
     @property
@@ -127,6 +138,8 @@ class RunSettings:
             "hidden": self.hidden,
             "data-paths": self.data_paths,
             "classes": self.classes,
+            p.EVAL_BINS: self.eval_bins,
+            p.PER_HOSPITAL_PLAINTEXT: self.per_hospital_plaintext,
         } | self.dp_config()
 
     def dp_config(self) -> dict:
@@ -158,8 +171,12 @@ class RunSettings:
 
 
 def _convert(key: str, value: object, type_name: object) -> object:
-    """``value`` as the field type ``type_name`` (``"int"``, ``"float"``, ``"str"``)."""
-    kind = {"int": int, "float": float, "str": str}[str(type_name)]
+    """``value`` as the field type ``type_name`` (``"int"``, ``"float"``, ``"str"``, ``"bool"``)."""
+    kind = {"int": int, "float": float, "str": str, "bool": bool}[str(type_name)]
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"run-config key {key!r} must be true or false, got {value!r}")
+        return value
     if kind is str:
         if not isinstance(value, str):
             raise ValueError(f"run-config key {key!r} must be a string, got {value!r}")

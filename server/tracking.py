@@ -17,6 +17,7 @@ import mlflow.pytorch
 import numpy as np
 
 from models.training import set_weights
+from server.evaluation_plots import confusion_table, save_calibration_curve, save_roc_curve
 from server.model import build_global_model, input_example
 from server.settings import RunSettings
 from strategies.fedavg import FederationResult
@@ -175,6 +176,14 @@ class MlflowTracker:
             curve = Path(tmp) / "learning_curve.png"
             self._plot_curve(result.history, curve)
             mlflow.log_artifact(str(curve))
+            if result.evaluation is not None:
+                for name, save in (
+                    ("roc_curve.png", save_roc_curve),
+                    ("calibration_curve.png", save_calibration_curve),
+                ):
+                    save(result.evaluation, Path(tmp) / name)
+                    mlflow.log_artifact(str(Path(tmp) / name))
+                mlflow.log_table(confusion_table(result.evaluation), artifact_file="confusion_matrix.json")
             weights = Path(tmp) / "final_weights.npz"
             np.savez(weights, *[np.asarray(w, dtype=np.float32) for w in result.weights])
             mlflow.log_artifact(str(weights))

@@ -30,7 +30,7 @@ from he import protocol as p
 from he import transcript
 from he.ciphertext import CiphertextLabel, CiphertextSum, EncryptedUpdate
 from he.context import HEContext
-from he.decrypt import DecryptionRequest, DecryptionShare, combine, decrypt_update
+from he.decrypt import DecryptionRequest, DecryptionShare, combine, decrypt_sums, decrypt_update
 from he.encoding import UpdateLayout, WeightScaleError, weight_scale_for
 from he.errors import HEError
 from he.params import preset
@@ -38,7 +38,7 @@ from he.roster import Roster, write_simulated_federation
 from privacy.mechanism import plan_from_config
 from server.settings import RunSettings
 from strategies.decryption_sets import DecryptionSets
-from strategies.fedavg import FedAvg, FederationResult, RoundFailedError, weighted_client_metrics
+from strategies.fedavg import FedAvg, FederationResult, RoundFailedError
 from strategies.messaging import (
     blobs_of,
     content_bytes,
@@ -61,6 +61,7 @@ class Decryption:
     client_seconds: float  # mean partial-decryption time of a keyholder
     attempts: int
     suspects: list[str]  # keyholders named by elimination (see strategies.decryption_sets)
+    sums: list[int]  # the exact sums section: the pooled evaluation (models.pooled_metrics)
 
 
 def next_clip(average: list[np.ndarray], margin: float, preset_clip: float) -> float:
@@ -97,6 +98,7 @@ class EncryptedFedAvg(FedAvg):
         self._simulation_dir: str | None = None
         self.round_layout: UpdateLayout | None = None  # set by configure_train
         self.decryption_sets: DecryptionSets | None = None  # set by setup, from the roster's quorum
+        self.evaluation_update_layout: UpdateLayout | None = None  # set by configure_evaluate
 
     def start(self, grid: Grid, initial_weights, on_round=None) -> FederationResult:
         try:
@@ -121,7 +123,9 @@ class EncryptedFedAvg(FedAvg):
         weights = [a.numpy() for a in arrays.values()]
         plan = plan_from_config(self.settings.dp_config(), weights, self.settings.he_preset)
         clip, scale = (plan.layout_clip, plan.weight_scale) if plan else (self.round_clip, self.weight_scale)
-        self.round_layout = UpdateLayout.of(weights, clip, scale)  # DP: the hospitals' own (privacy)
+        self.round_layout = UpdateLayout.of(
+            weights, clip, scale, self.evaluation_layout.size
+        )  # DP: the hospitals' own (privacy)
         return super().configure_train(server_round, arrays, config, grid)
 
     def round_config(self, server_round: int) -> dict:
@@ -331,8 +335,7 @@ class EncryptedFedAvg(FedAvg):
             "train", server_round, replies, self.round_layout, f"round {server_round}"
         )
         self._check_contributors(len(statements), f"round {server_round}")
-        metrics = weighted_client_metrics(client_metrics)
-        metrics["contributors"] = len(statements)
+        metrics = {"contributors": len(statements)}
         metrics["clip"] = self.round_clip
         try:
             result = self._decrypt("train", server_round, total.result, statements, self.ctx)
@@ -344,7 +347,8 @@ class EncryptedFedAvg(FedAvg):
             result = None
         if result is None:
             metrics["round_skipped"] = 1
-            return None, MetricRecord(metrics)
+            return None, MetricRecord(metrics | self.pooled_metrics(None, client_metrics))
+        metrics |= self.pooled_metrics(result.sums, client_metrics)
         average, total_examples = result.average, result.total_examples
         metrics["decryption_attempts"] = result.attempts
         metrics["suspect_keyholders"] = len(result.suspects)
@@ -357,6 +361,34 @@ class EncryptedFedAvg(FedAvg):
             "client_decrypt_seconds": result.client_seconds,
         }
         return ArrayRecord([np.asarray(a, dtype=np.float64) for a in average]), MetricRecord(metrics)
+
+    # -- final evaluation: the pooled sums, encrypted and decrypted like an update --------------
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """FedAvg's evaluate messages; hospitals encrypt only their evaluation sums, under the
+        round id after the last (so no ``c1`` is reused), in a layout the server fixes here."""
+        self.evaluation_update_layout = UpdateLayout.of(
+            [], self.round_clip, self.weight_scale, self.evaluation_layout.size
+        )
+        return super().configure_evaluate(server_round, arrays, config, grid)
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        round_id, what = self.settings.num_rounds + 1, "final evaluation"
+        total, statements, client_metrics, _ = self._sum_contributions(
+            "train", round_id, replies, self.evaluation_update_layout, what
+        )
+        try:
+            self._check_contributors(len(statements), what)
+        except RoundFailedError as err:
+            log.warning("%s", err)
+            return None
+        result = self._decrypt("train", round_id, total.result, statements, self.ctx)
+        if result is None:
+            return None
+        metrics = self.pooled_metrics(result.sums, client_metrics)
+        self.final_evaluation = self.last_evaluation
+        return MetricRecord(metrics)
 
     def _check_contributors(self, count: int, what: str) -> None:
         minimum = max(self.settings.min_train_nodes, self.roster.min_contributors)
@@ -409,6 +441,7 @@ class EncryptedFedAvg(FedAvg):
             try:
                 fields = combine(self.ctx, aggregate, shares, request, noise_bits)
                 average, total_examples = decrypt_update(encoding, aggregate, fields)
+                sums = decrypt_sums(encoding, aggregate, fields)
             except WeightScaleError:
                 raise  # decrypted but not decodable at this scale: the caller rescales, no retry helps
             except (
@@ -420,9 +453,8 @@ class EncryptedFedAvg(FedAvg):
             sets.succeeded(keyholders)
             suspects = self._name_suspects(what)
             seconds = time.perf_counter() - started
-            return Decryption(
-                average, total_examples, seconds, float(np.mean(client_seconds)), attempt, suspects
-            )
+            client = float(np.mean(client_seconds))
+            return Decryption(average, total_examples, seconds, client, attempt, suspects, sums)
         log.warning(
             "%s: all %d decryption attempts failed; the round keeps the previous model", what, attempt
         )

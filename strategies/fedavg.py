@@ -18,6 +18,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from he import protocol as p
+from models.pooled_metrics import EvaluationLayout, PooledEvaluation, add_sums
 from privacy.mechanism import plan_from_config
 from server.settings import RunSettings
 from strategies.messaging import content_bytes, failure_reason, make_content, metrics_of, stream_replies
@@ -25,6 +26,7 @@ from strategies.server_optimizer import ServerOptimizer
 
 log = logging.getLogger(__name__)
 CLIENT_METRICS = ("train_loss", "eval_loss", "eval_accuracy", "eval_auc", "encrypt_seconds")
+SITE_METRICS = ("train_loss", "eval_loss", "eval_accuracy", "eval_auc")  # a hospital's own, opt-in
 
 
 class RoundFailedError(RuntimeError):
@@ -38,6 +40,7 @@ class FederationResult:
     weights: list[np.ndarray]
     history: list[dict] = field(default_factory=list)
     final_metrics: dict = field(default_factory=dict)
+    evaluation: PooledEvaluation | None = None  # the final model on the pooled test set (curves)
 
 
 @dataclass
@@ -58,6 +61,9 @@ class FedAvg(Strategy):
         self.traffic = RoundTraffic()
         self.feature_statistics: dict = {}
         self.result: FederationResult | None = None  # so far: what a run that stops still logs
+        self.evaluation_layout = EvaluationLayout(settings.num_classes, settings.eval_bins)
+        self.last_evaluation: PooledEvaluation | None = None  # of the last pooled_metrics call
+        self.final_evaluation: PooledEvaluation | None = None  # set by aggregate_evaluate
 
     # -- the round loop ------------------------------------------------------------------------
     def start(
@@ -77,6 +83,9 @@ class FedAvg(Strategy):
         self.feature_statistics = self.collect_feature_statistics(grid)
         result = self.result = FederationResult([np.asarray(w, dtype=np.float32) for w in initial_weights])
         for server_round in range(1, self.settings.num_rounds + 1):
+            if self.over_privacy_budget(server_round, result.weights):
+                log.warning("round %d would spend more than dp_target_epsilon: the run stops", server_round)
+                break
             started = time.perf_counter()
             self.traffic = RoundTraffic()
             messages = list(
@@ -108,8 +117,9 @@ class FedAvg(Strategy):
                 on_round(server_round, metrics)
         messages = self.configure_evaluate(0, ArrayRecord(result.weights), ConfigRecord(), grid)
         final = self.aggregate_evaluate(0, stream_replies(grid, list(messages), self.settings.round_timeout))
-        spent = self.privacy_spent(self.settings.num_rounds, result.weights)
+        spent = self.privacy_spent(len(result.history), result.weights)
         result.final_metrics = dict(final or {}) | spent
+        result.evaluation = self.final_evaluation
         return result
 
     def setup(self, grid: Grid) -> None:
@@ -136,6 +146,15 @@ class FedAvg(Strategy):
                 len(self.node_ids),
             )
         return missing
+
+    def over_privacy_budget(self, server_round: int, weights: list[np.ndarray]) -> bool:
+        """With both a noise multiplier and a target ε, whether ``server_round`` would take the
+        run past the target (the run then stops; with the noise solved, the target is met at
+        ``num_rounds`` and this never stops it)."""
+        settings = self.settings
+        if not (settings.dp != "off" and settings.dp_noise_multiplier and settings.dp_target_epsilon):
+            return False
+        return self.privacy_spent(server_round, weights)["dp_epsilon"] > settings.dp_target_epsilon
 
     def privacy_spent(self, rounds: int, weights: list[np.ndarray]) -> dict:
         """``dp_epsilon`` after ``rounds`` rounds of distributed DP at ``dp_delta`` (every round
@@ -228,7 +247,7 @@ class FedAvg(Strategy):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        total, weight, client_metrics = None, 0, []
+        total, weight, client_metrics, sums = None, 0, [], None
         for reply in replies:
             if (reason := failure_reason(reply)) is not None:
                 log.warning("round %d: %s", server_round, reason)
@@ -244,20 +263,41 @@ class FedAvg(Strategy):
             )
             weight += n
             client_metrics.append(metrics)
+            sums = evaluation_sums(reply, sums)
         if len(client_metrics) < self.settings.min_train_nodes:
             raise RoundFailedError(
                 f"round {server_round}: {len(client_metrics)} valid updates, "
                 f"min_train_nodes={self.settings.min_train_nodes}"
             )
-        return ArrayRecord([t / weight for t in total]), MetricRecord(weighted_client_metrics(client_metrics))
+        metrics = self.pooled_metrics(sums, client_metrics)
+        return ArrayRecord([t / weight for t in total]), MetricRecord(metrics)
+
+    def pooled_metrics(self, sums: list[int] | None, client_metrics: list[dict]) -> dict:
+        """The pooled test set's metrics from the summed evaluation vectors (``eval_*``), the mean
+        encryption time, and -- only if the run opted into per-hospital plaintext -- the sites'
+        own metrics averaged as today's FedAvg does (``site_mean_*``)."""
+        metrics = {}
+        self.last_evaluation = (
+            None if sums is None else PooledEvaluation.from_sums(self.evaluation_layout, sums)
+        )
+        if self.last_evaluation is not None:
+            metrics |= self.last_evaluation.metrics()
+        timings = [m["encrypt_seconds"] for m in client_metrics if "encrypt_seconds" in m]
+        if timings:
+            metrics["encrypt_seconds"] = float(np.mean(timings))
+        if self.settings.per_hospital_plaintext:
+            own = weighted_client_metrics(client_metrics)
+            metrics |= {f"site_mean_{k}": v for k, v in own.items() if k in SITE_METRICS}
+        return metrics
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         weights = [a.numpy() for a in arrays.values()]
+        config = self.round_config(self.settings.num_rounds + 1)  # evaluation sums: one more round id
         return [
             Message(
-                content=make_content(self.task_config(), arrays=weights),
+                content=make_content(config, arrays=weights),
                 message_type=p.EVALUATE,
                 dst_node_id=node_id,
                 group_id="final",
@@ -266,13 +306,18 @@ class FedAvg(Strategy):
         ]
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        metrics = []
+        metrics, sums = [], None
         for reply in replies:
             if (reason := failure_reason(reply)) is not None:
                 log.warning("final evaluation: %s", reason)
                 continue
             metrics.append(metrics_of(reply))
-        return MetricRecord(weighted_client_metrics(metrics)) if metrics else None
+            sums = evaluation_sums(reply, sums)
+        if not metrics:
+            return None
+        pooled = self.pooled_metrics(sums, metrics)
+        self.final_evaluation = self.last_evaluation
+        return MetricRecord(pooled)
 
     def summary(self) -> None:
         log.info("%s: %s", type(self).__name__, self.settings)
@@ -298,6 +343,15 @@ def wait_for_nodes(grid: Grid, minimum: int, timeout: float, settle: float = 1.0
             break
         time.sleep(0.1)
     return nodes
+
+
+def evaluation_sums(reply: Message, total: list[int] | None) -> list[int] | None:
+    """Add a plaintext reply's evaluation sums (``models.pooled_metrics``) to ``total``."""
+    record = reply.content.array_records.get(p.EVALUATION)
+    if record is None:
+        return total
+    sums = [int(v) for v in next(iter(record.values())).numpy().tolist()]
+    return sums if total is None else add_sums(total, sums)
 
 
 def weighted_client_metrics(metrics: list[dict]) -> dict:

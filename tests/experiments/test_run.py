@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -68,6 +69,13 @@ def test_single_run_is_tracked(tmp_path: Path) -> None:
 
     artifacts = {a.path for a in client.list_artifacts(mlrun.info.run_id)}
     assert {"learning_curve.png", "final_weights.npz", "config.yaml"} <= artifacts
+    # the final model on the pooled test set: ROC and calibration figures, the confusion matrix
+    assert {"roc_curve.png", "calibration_curve.png", "confusion_matrix.json"} <= artifacts
+    confusion = json.loads(
+        Path(client.download_artifacts(mlrun.info.run_id, "confusion_matrix.json", str(tmp_path))).read_text()
+    )
+    assert sum(sum(row[1:]) for row in confusion["data"]) == mlrun.data.metrics["final_eval_examples"]
+    assert 0 < mlrun.data.metrics["final_eval_auc_bound"] < 0.05
     import mlflow
     import mlflow.pytorch
 
