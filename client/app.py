@@ -17,7 +17,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from client.audit import audit_mod
+from client.audit import OWN_METRICS, audit_mod
 from client.identity import hospital_identity
 from client.keyholder import KeyHolder, RefusedRequest
 from client.policy import policy_mod
@@ -168,7 +168,8 @@ def train(message: Message, context: Context) -> Message:
     global_weights = [a.numpy() for a in message.content[p.ARRAYS].values()]
     party = config_int(config, p.PARTY) if p.PARTY in config else 0
     delta, train_loss, evaluation = local.run_local_round(task, data, global_weights, server_round, party)
-    shared = own_metrics(config, f"round {server_round}", {"train_loss": train_loss, **evaluation.metrics})
+    own = {"train_loss": train_loss, **evaluation.metrics}
+    shared = own_metrics(context, config, f"round {server_round}", own)
     bins = evaluation_bins(config)
     num_examples = len(data.y_train)
     encrypted = bool(config.get(p.ENCRYPTED, True))
@@ -203,12 +204,14 @@ def evaluation_bins(config: dict) -> int:
     return config_int(config, p.EVAL_BINS) if p.EVAL_BINS in config else DEFAULT_BINS
 
 
-def own_metrics(config: dict, what: str, metrics: dict) -> dict:
-    """Log this hospital's own metrics for its staff; return them to send only if the run opted
-    into per-hospital plaintext (otherwise only the pooled sums leave, encrypted)."""
+def own_metrics(context: Context, config: dict, what: str, metrics: dict) -> dict:
+    """Keep this hospital's own metrics for its staff (its log and its audit line); return them
+    to send only if the run opted into per-hospital plaintext (otherwise only the pooled sums
+    leave, encrypted)."""
     shared = bool(config.get(p.PER_HOSPITAL_PLAINTEXT, False))
     where = "also sent in plaintext (per_hospital_plaintext)" if shared else "they never leave this hospital"
     log.info("%s, this hospital's own metrics (%s): %s", what, where, metrics)
+    context.state[OWN_METRICS] = MetricRecord({**metrics, "left_site": int(shared)})
     return dict(metrics) if shared else {}
 
 
@@ -270,7 +273,7 @@ def evaluate(message: Message, context: Context) -> Message:
     data = local.hospital_data(task, dict(context.node_config))
     weights = [a.numpy() for a in message.content[p.ARRAYS].values()]
     evaluation = local.evaluate_local(task, data, weights, task.seed)
-    shared = own_metrics(config, "final evaluation", evaluation.metrics)
+    shared = own_metrics(context, config, "final evaluation", evaluation.metrics)
     sums = evaluation.sums(evaluation_bins(config))
     if not bool(config.get(p.ENCRYPTED, True)):
         return reply(message, metrics=shared, evaluation=sums)

@@ -12,6 +12,9 @@ one line to ``<state-dir>/audit.jsonl`` (file mode 0600):
   ``MAX_LISTED_VALUES`` numbers, such as the feature statistics, as its length and digest);
 * ``sent`` (what left the hospital): for every array or blob its record, name, dtype, shape,
   size in bytes and SHA-256 digest; every metric name and value; every config value;
+* ``own_metrics``: the hospital's own test metrics of that message (loss, accuracy, AUC, test
+  size), with ``left_site`` 0 unless the run opted into per-hospital plaintext -- its staff
+  see them here, and ``sent`` shows they did not leave;
 * ``outcome``: ``replied``, ``refused`` (the hospital declined: its policy, an unapproved app,
   a second decryption of a round) or ``error``, with the ``reason`` for the last two.
 
@@ -53,6 +56,9 @@ MAX_LISTED_VALUES = 8  # longer lists (feature statistics) are logged as length 
 
 class AuditLogError(RuntimeError):
     """The audit log cannot be written; the message is not processed."""
+
+
+OWN_METRICS = "own-metrics"  # run-state record a handler leaves for this message's audit line
 
 
 def audit_path(node_config: dict) -> Path | None:
@@ -197,6 +203,10 @@ def audit_mod(message: Message, context: Context, call_next: ClientAppCallable) 
             else:
                 entry["outcome"] = "replied"
             entry["sent"] = describe_sent(reply)
+            kept = context.state.metric_records.get(OWN_METRICS)
+            if kept is not None:  # this site's own evaluation (client.app.own_metrics), for its staff
+                entry["own_metrics"] = {k: _scalar(v) for k, v in kept.items()}
+                del context.state[OWN_METRICS]
             return reply
         finally:
             entry["seconds"] = round(time.perf_counter() - started, 3)

@@ -13,6 +13,7 @@ its SuperNode received.
 
 from __future__ import annotations
 
+import json
 import re
 import stat
 import subprocess
@@ -32,6 +33,8 @@ from deploy_helpers import (
     read_audit,
     wait_until,
 )
+
+from client.audit_summary import summarize
 
 pytestmark = pytest.mark.slow
 HOSPITALS = 3
@@ -228,4 +231,14 @@ def test_secure_pilot_with_registered_hospitals(tmp_path: Path, procs: Processes
         trains = [e for e in entries if e["message_type"] == "train"]
         assert [e["group_id"] for e in trains] == ["1", "2"]
         assert all(a["bytes"] > 0 and len(a["sha256"]) == 64 for e in trains for a in e["sent"]["arrays"])
+        # the site's own test metrics are in its audit log, and did not leave it
+        evaluated = [e for e in entries if e["message_type"] in ("train", "evaluate")]
+        assert all(
+            e["own_metrics"]["left_site"] == 0 and "eval_accuracy" in e["own_metrics"] for e in evaluated
+        )
+        assert not any("eval_accuracy" in json.dumps(e["sent"]) for e in evaluated)
         assert "BEGIN" not in log.read_text()  # no key material
+        # the data protection officer's summary lists every message and says nothing left in clear
+        report = summarize(entries)
+        assert sum(line.startswith("  20") for line in report.splitlines()) == len(entries)
+        assert "no plaintext model values left" in report and f"at hospital-{i + 1}:" in report
