@@ -39,6 +39,7 @@ from privacy import accounting, sampler
 from privacy.config import DpConfig
 
 TAIL = 12  # noise standard deviations of headroom in each contribution's field range
+FINE_UNITS = 1 << 20  # S is the largest weight scale that still leaves this many units per clip
 MIN_UNITS_PER_SQRT_DIM = 64  # rounding may inflate the sensitivity by at most ~1/64
 MAX_ROUNDING_TRIES = 200  # each try fails with probability <= β = e^-1/2: 200 never all fail
 
@@ -115,7 +116,7 @@ def _geometry(clip_norm: float, noise_multiplier: float, m: int, dim: int, param
     half_range = (1 << (params.value_bits - 1)) - 1
     growth = 1 + TAIL * noise_multiplier / math.sqrt(m)  # range per unit of clip
     slack = math.sqrt(dim)  # rounding can add up to sqrt(d) to the norm
-    scale = max(1, min(MAX_EXAMPLES, int(half_range // (growth * (1 << 20) + slack))))
+    scale = max(1, min(MAX_EXAMPLES, int(half_range // (growth * FINE_UNITS + slack))))
     offset = -(-half_range // scale)
     units = math.floor((offset - slack) / growth)
     if units < MIN_UNITS_PER_SQRT_DIM * slack:

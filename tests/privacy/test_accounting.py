@@ -11,6 +11,8 @@ from he.params import preset
 from privacy import accounting
 from privacy.config import DpConfig
 from privacy.mechanism import plan_for
+from server.settings import RunSettings
+from strategies.fedavg import FedAvg
 
 DELTA = 1e-5
 ROUNDS = 5
@@ -60,3 +62,13 @@ def test_noise_solved_for_a_target_epsilon_spends_at_most_it(target) -> None:
     p = plan(noise_multiplier=0.0, target_epsilon=target)
     assert target * 0.99 < p.epsilon(ROUNDS, DELTA) <= target
     assert p.epsilon(ROUNDS - 1, DELTA) < p.epsilon(ROUNDS, DELTA)
+
+
+def test_a_fixed_noise_run_stops_before_passing_its_target() -> None:
+    weights = [np.zeros((30, 32)), np.zeros(32), np.zeros((32, 2)), np.zeros(2)]  # 1058 values
+    dp = {"dp": "distributed", "dp_noise_multiplier": 1.0, "dp_min_contributors": 3, "he_preset": "precise"}
+    one_round = plan().epsilon(1, DELTA)
+    strategy = FedAvg(RunSettings(num_rounds=5, dp_target_epsilon=one_round * 1.01, **dp))
+    assert not strategy.over_privacy_budget(1, weights)
+    assert strategy.over_privacy_budget(2, weights)
+    assert not FedAvg(RunSettings(num_rounds=5, **dp)).over_privacy_budget(5, weights)  # no target

@@ -20,9 +20,8 @@ from sim_helpers import BACKEND, partition, simulate
 from client import app as hospital
 from he import protocol as p
 from privacy import sampler
-from server.app import run_federation
+from server.app import RunStoppedError, run_federation
 from server.settings import RunSettings
-from strategies.fedavg import RoundFailedError
 
 DP = {"dp": "distributed", "dp_clip_norm": 0.5, "dp_noise_multiplier": 0.8, "dp_min_contributors": 2}
 COMMON = {"num_rounds": 2, "seed": 4, "min_train_nodes": 2, "he_preset": "precise", **DP}
@@ -80,7 +79,7 @@ def test_hospitals_refuse_when_the_roster_admits_fewer_than_m(caplog) -> None:
     def main(grid: Grid, context: Context) -> None:
         try:
             run_federation(grid, settings)
-        except RoundFailedError as err:
+        except RunStoppedError as err:
             errors.append(err)
 
     with caplog.at_level(logging.WARNING):

@@ -37,7 +37,7 @@ def encode(encoder, plan, arrays, rng):
 def aggregate_noise(encoder, plan, hospitals: int, dim: int, rng) -> np.ndarray:
     """The integer noise of a decrypted aggregate of all-zero updates (exactly what HE sums)."""
     encoded = [encode(encoder, plan, [np.zeros(dim)], rng) for _ in range(hospitals)]
-    fields = sum(e.fields for e in encoded[1:]) + encoded[0].fields
+    fields = sum(e.fields for e in encoded)
     (mean,), count = encoder.decode(fields, encoded[0].layout, hospitals)
     assert count == hospitals  # weight 1 each: the decrypted "count" is the contributors, no more
     return np.rint(mean * hospitals * plan.units / plan.clip_norm)
