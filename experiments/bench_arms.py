@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import statistics
@@ -427,6 +428,21 @@ def settings_of(spec: dict, arm: str) -> RunSettings:
     )
 
 
+class HospitalErrors(logging.Handler):
+    """Keeps the last exception line of a hospital failure the server logs (e.g. the ray traceback
+    of a ``CiphertextError``), so a failed arm's row names the hospital's reason, not only the
+    server's."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.last = ""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        lines = [line.strip() for line in record.getMessage().splitlines() if "Error: " in line]
+        if lines:
+            self.last = lines[-1]
+
+
 def switch_arm(grid: Grid, settings: RunSettings, arm: str, nodes: list[int]) -> None:
     """Tell every hospital which arm's app answers next; it loads its data (a warm-up)."""
     config = ConfigRecord({**settings.task_config(), ARM_KEY: arm})
@@ -453,6 +469,8 @@ def run_arm(
     """One arm on the simulation's hospitals; a failure or an exceeded budget ends only the arm."""
     arm, hospitals = result.arm, result.hospitals
     settings = settings_of(spec, arm)
+    causes = HospitalErrors()
+    logging.getLogger().addHandler(causes)
     try:
         switch_arm(grid, settings, arm, nodes)
         reset_peak_rss()
@@ -469,7 +487,11 @@ def run_arm(
         if not result.done:
             result.error = f"reached round {result.round}/{settings.num_rounds} without final metrics"
     except Exception as err:  # the table reports why an arm failed
-        result.error = f"{type(err).__name__}: {err}"
+        result.error = f"{type(err).__name__}: {err}" + (
+            f" (a hospital: {causes.last})" if causes.last else ""
+        )
+    finally:
+        logging.getLogger().removeHandler(causes)
     result.seconds = time.perf_counter() - result.started
     result.server_peak_rss, result.hospital_peak_rss = peak_rss()
 
