@@ -31,6 +31,7 @@ from he.errors import HEError
 from he.identity import SigningKey
 from he.roster import write_simulated_federation
 from he.transcript import sign_hello
+from models.pooled_metrics import EvaluationLayout
 from server.app import initial_weights
 from server.settings import RunSettings
 from strategies.messaging import blobs_of, make_content
@@ -152,7 +153,8 @@ def test_the_honest_coordinator_decrypts_round_one(federation):
     server, _, train_config, weights, replies = federation
     holder = hospital.load_keyholder(server.contexts[1])
     ctx = holder.frame_context()
-    layout = UpdateLayout.of(weights, train_config[p.CLIP], train_config[p.WEIGHT_SCALE])
+    sums = EvaluationLayout(server.settings.num_classes, server.settings.eval_bins).size  # pooled evaluation
+    layout = UpdateLayout.of(weights, train_config[p.CLIP], train_config[p.WEIGHT_SCALE], sums)
     label = CiphertextLabel(server.roster.federation_id, holder.run_id, "train", 1)
     total = CiphertextSum(ctx, layout)
     for q in PARTIES:
