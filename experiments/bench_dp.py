@@ -11,9 +11,8 @@ each target ε (the noise solved for that ε over ``--rounds`` rounds, δ = 1e-5
 * a generated CSV federation of 4 hospitals of 150 to 400 patients each (12 features, a
   non-linear rule with label noise), written to a temporary folder;
 
-each with every model of ``--models``. The noise's norm grows with the number of values d while
-the clipped update's does not, so a small model (``logreg``: 62 values on breast-cancer, against
-1058 for the MLP) keeps far more signal at the same ε.
+each with every model of ``--models`` (``logreg``: 62 values on breast-cancer, the MLP 1058:
+the noise's norm grows with √d while the clipped update's does not).
 
 Noise shares are sized for ``m`` = all hospitals but one (a round may lose one hospital), so
 every aggregate of at least ``m`` honest contributions gets the promised ε. The noise comes
