@@ -9,6 +9,7 @@
     python -m client.daemon keygen --out /etc/fedquorum          # node.key (0600) + node.pub
     python -m client.daemon signing-keygen --out /etc/fedquorum  # signing.key (0600) + signing.pub
     python -m client.daemon --config /etc/fedquorum/daemon.toml  # the same settings from a file
+    python -m client.daemon approve app.fab --state-dir /var/lib/fedquorum  # run this app too
 
 At start it checks, and refuses to start with a message naming the setting on the first error:
 the data file loads with the ClientApp's own loaders (and has the expected target column,
@@ -16,13 +17,18 @@ number of features and classes if given); the state dir exists or is created wit
 is writable; the installed Flower is the pinned version; the clock is plausible and the CA
 certificate valid now; the node authentication key is an OpenSSH EC key with mode 0600; the
 roster (``he.roster``) parses and names this hospital, and the signing key has mode 0600 and is the
-one the roster lists for it. It prints the roster's fingerprint, to compare with the coordinator's
-by phone. Then it replaces itself (same PID, for systemd or a supervisor) with
-``flower-supernode`` and the right flags; the ClientApp reads ``data-path``, ``target-column``,
-``state-dir`` and the absolute paths ``roster`` and ``signing-key`` plus the name ``hospital``
-(``he.roster.NODE_*``) from the node config (``<state-dir>/node-config.toml``) and appends its
-audit log to ``<state-dir>/audit.jsonl``. Without ``--hospital`` the name is the roster entry whose
-key is the signing key's public half.
+one the roster lists for it; the hospital's policy (``client.policy``, ``--policy`` or
+``<state-dir>/policy.toml``) parses and the roster obeys it. It prints the roster's fingerprint,
+to compare with the coordinator's by phone. ``--check-only`` then connects to the SuperLink (TLS
+handshake, node key registration: ``node_check.check_superlink``) and exits. Otherwise it writes
+the hospital's ``flwr-clientapp`` (``client.launcher``: only approved app code runs) to
+``<state-dir>/bin`` and replaces itself (same PID, for systemd or a supervisor) with
+``flower-supernode`` and the right flags, that directory first on its ``PATH``; the ClientApp
+reads ``data-path``, ``target-column``, ``state-dir``, ``policy`` and the absolute paths
+``roster`` and ``signing-key`` plus the name ``hospital`` (``he.roster.NODE_*``) from the node
+config (``<state-dir>/node-config.toml``) and appends its audit log to
+``<state-dir>/audit.jsonl``. Without ``--hospital`` the name is the roster entry whose key is
+the signing key's public half.
 
 ``--insecure`` (no TLS, no node authentication) is for a trial on one machine only, and says so.
 Anything after ``--`` goes to ``flower-supernode`` verbatim (e.g. ``-- --max-retries 5``).
