@@ -10,6 +10,7 @@ every message the ClientApp handles. Every key is optional; a missing file means
     min_threshold = 2                 # fewest keyholders the roster may let decrypt
     min_contributors = 2              # fewest hospitals an aggregate may have
     allowed_presets = ["compact", "precise"]   # HE presets; leave out for any
+    require_dp = false                # refuse training without distributed DP (docs/privacy.md)
     accept_installed_app = true       # run a submitted app only if it is this site's installed code ...
     accept_any_app = false            # ... or any app at all (a trial, never with patient data)
 
@@ -29,6 +30,7 @@ from flwr.clientapp.typing import ClientAppCallable
 from client.keyholder import RefusedRequest
 from he import protocol as p
 from he.roster import NODE_ROSTER, Roster
+from privacy.config import KEYS as DP_KEYS
 
 POLICY_FILE = "policy.toml"
 NODE_POLICY = "policy"  # node-config key: absolute path of the policy file (written by the daemon)
@@ -48,6 +50,7 @@ class Policy:
     min_threshold: int = 2
     min_contributors: int = 2
     allowed_presets: tuple[str, ...] | None = None
+    require_dp: bool = False
     accept_installed_app: bool = True
     accept_any_app: bool = False
 
@@ -106,13 +109,15 @@ class Policy:
             return f"policy allowed_presets={list(self.allowed_presets)} does not include preset {preset!r}"
         return None
 
-    def request_violation(self, config: dict) -> str | None:
-        """Why a message's configuration breaks this policy, or None."""
+    def request_violation(self, message_type: str, config: dict) -> str | None:
+        """Why a message (its type and configuration) breaks this policy, or None."""
         if self.require_encrypted and not bool(config.get(p.ENCRYPTED, True)):
             return (
                 "policy require_encrypted=true: this run would send the hospital's updates and "
                 "feature statistics in the clear (strategy=fedavg); refused"
             )
+        if self.require_dp and message_type == p.TRAIN and str(config.get(DP_KEYS["dp"], "off")) == "off":
+            return "policy require_dp=true: this run trains without distributed DP (dp=off); refused"
         if p.PRESET in config:
             return self.preset_violation(str(config[p.PRESET]))
         return None
@@ -129,7 +134,7 @@ def policy_mod(message: Message, context: Context, call_next: ClientAppCallable)
         return call_next(message, context)
     policy = Policy.load(str(node_config[NODE_POLICY]))
     record = message.content.config_records.get(p.CONFIG)
-    reason = policy.request_violation({} if record is None else dict(record))
+    reason = policy.request_violation(message.metadata.message_type, {} if record is None else dict(record))
     if reason is None and NODE_ROSTER in node_config:
         reason = policy.roster_violation(Roster.load(Path(str(node_config[NODE_ROSTER]))))
     if reason is not None:

@@ -89,7 +89,12 @@ def test_policy_file_errors_name_the_key(tmp_path: Path) -> None:
     with pytest.raises(PolicyError, match="cannot be read as TOML"):
         Policy.load(path)
     assert Policy.load(tmp_path / "absent.toml") == Policy()
-    assert Policy(allowed_presets=("precise",)).request_violation({p.PRESET: "compact"}) is not None
+    assert Policy(allowed_presets=("precise",)).request_violation(p.HELLO, {p.PRESET: "compact"}) is not None
+    dp_required = Policy(require_dp=True)
+    assert dp_required.request_violation(p.TRAIN, {"dp": "off"}).startswith("policy require_dp=true")
+    assert dp_required.request_violation(p.TRAIN, {}) is not None  # no DP settings: no DP
+    assert dp_required.request_violation(p.TRAIN, {"dp": "distributed"}) is None
+    assert dp_required.request_violation(p.DECRYPT, {}) is None  # only training releases updates
 
 
 # -- which apps run ------------------------------------------------------------------------------------
