@@ -5,8 +5,8 @@
 
 For each seed: the breast-cancer MLP trained by plaintext FedAvg and by encrypted FedAvg with
 each preset, on the same Dirichlet(alpha) split from the same initial model (same seed), all
-hospitals contributing every round. The tables give the final accuracy and AUC (hospitals' test
-splits, weighted by test examples; a hospital whose test split has one class has no AUC) and
+hospitals contributing every round. The tables give the final accuracy and AUC (of the pooled
+test set: the hospitals' test splits together, ``models.pooled_metrics``) and
 their difference to plaintext in points (0.01 = 1 point); the issue's target is ``compact``
 within 0.5 points of plaintext in both. The test splits hold ~115 patients in all, so one
 changed prediction moves accuracy by ~0.9 points: the final test loss and the largest weight

@@ -13,7 +13,7 @@ three set-up query phases, encrypted only) and everything before round 1 (wait f
 set-up, feature statistics); bytes per client per round, up and down (array payloads as counted
 by the strategy: ciphertexts, decryption shares, models); client encryption, server
 aggregation (ciphertext sums), decryption (server combine / mean client partial decryption),
-medians over rounds 2..R; final accuracy and AUC (test splits, weighted by test examples).
+medians over rounds 2..R; final accuracy and AUC (of the pooled test set, ``models.pooled_metrics``).
 Flower/Ray output goes to a log file, named at the end.
 """
 
