@@ -85,3 +85,47 @@ def test_server_app_log_lines_reach_the_process_output(
     server_app.show_logs_in_flower_log()  # idempotent
     logging.getLogger("strategies.encrypted_fedavg").info("set-up for 3 hospitals ready")
     assert capsys.readouterr().err == "INFO fedquorum: set-up for 3 hospitals ready\n"
+
+
+def test_n_of_n_run_survives_a_killed_hospital_and_names_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Simulation, 3 hospitals, n-of-n: hospital-3 dies after round 1. Rounds 2 and 3 keep the
+    model of round 1, the run finishes, and the log and MLflow name hospital-3."""
+    import os
+
+    from flwr.app import Context, Message
+    from flwr.clientapp import ClientApp
+    from flwr.simulation import run_simulation
+
+    from client import app as hospital
+    from server.tracking import MlflowTracker
+
+    os.environ["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] = "1"
+
+    def killed_after_round_1(message: Message, context: Context, call_next) -> Message:
+        config = message.content.config_records.get("config") or {}
+        later = message.metadata.group_id == "final" or int(config.get("server-round", 0)) >= 2
+        if int(context.node_config["partition-id"]) == 2 and later:  # training and decryption alike
+            raise RuntimeError("hospital-3 is down")
+        return call_next(message, context)
+
+    app = ClientApp(mods=[killed_after_round_1])
+    for action in ("hello", "deal", "dealings", "statistics", "decrypt"):
+        app.query(action)(getattr(hospital, action))
+    app.train()(hospital.train)
+    app.evaluate()(hospital.evaluate)
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    settings = RunSettings(num_rounds=3, threshold=0, min_train_nodes=2, min_nodes=3, round_timeout=120)
+    results: list[FederationResult] = []
+    with MlflowTracker(uri, "fedquorum") as tracker:
+        server = server_app.make_server_app(settings, tracker.log_round, results.append)
+        run_simulation(server, app, num_supernodes=3, backend_config={"client_resources": {"num_cpus": 1}})
+    (result,) = results
+    assert [h["contributors"] for h in result.history] == [3, 2, 2]
+    assert [h.get("round_skipped") for h in result.history] == [None, 1, 1]  # the previous model kept
+    assert [h["missing"] for h in result.history] == ["", "hospital-3", "hospital-3"]
+    assert "round 2: no update from hospital-3 (2 of 3 hospitals answered)" in caplog.text
+    tags = MlflowClient(uri).get_run(tracker.run_id).data.tags
+    assert tags["missing_hospitals"] == "round 2: hospital-3; round 3: hospital-3"
