@@ -77,13 +77,14 @@ never_decrypts = unreliable_hospitals(  # two keyholders down in every round's d
 @pytest.mark.slow
 def test_a_round_without_decryption_quorum_keeps_the_model_and_the_run_goes_on() -> None:
     """2-of-3 needs all 3 keyholders (quorum minimum ceil((3+2)/2) = 3): with two of them down
-    in decryption, every round keeps the initial model, says why, and the run still finishes."""
+    in decryption, every round keeps the initial model, says why, and the run still finishes.
+    The final evaluation is decrypted like an update, so it too finds no quorum: no metrics."""
     settings = RunSettings(strategy="encrypted_fedavg", threshold=2, num_rounds=2, min_train_nodes=2)
     result = simulate(settings, never_decrypts, 3)
     assert [h.get("round_skipped") for h in result.history] == [1, 1]
     initial = [np.asarray(w, dtype=np.float32) for w in initial_weights(settings)]
     assert all(np.array_equal(w, i) for w, i in zip(result.weights, initial, strict=True))
-    assert result.final_metrics  # the final evaluation ran
+    assert result.final_metrics == {} and result.evaluation is None
 
 
 @pytest.mark.slow
