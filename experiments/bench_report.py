@@ -167,7 +167,11 @@ def plot(rows: list[dict], path: Path) -> None:
 
     tabular = [r for r in rows if r["scenario"].startswith("mlp")]
     figure, axes = plt.subplots(1, 3, figsize=(15, 4.5))
-    panels = (("s_per_round", "s / round"), ("up_kB", "up kB / hospital / round"), ("down_kB", "down kB"))
+    panels = (
+        ("s_per_round", "s / round"),
+        ("up_kB", "up kB / hospital / round"),
+        ("down_kB", "down kB / hospital / round"),
+    )
     for axis, (key, title) in zip(axes, panels, strict=True):
         for arm, label in LABELS.items():
             points = sorted(
