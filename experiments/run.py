@@ -145,6 +145,7 @@ def to_settings(cfg: DictConfig) -> tuple[RunSettings, int]:
             data_paths="" if is_deployment(cfg) else ",".join(str(Path(p).absolute()) for p in data_paths),
             min_nodes=num_hospitals,
             round_timeout=float(cfg.strategy.round_timeout),
+            max_failed_rounds=int(cfg.strategy.max_failed_rounds),
             classes=",".join(str(c) for c in cfg.dataset.get("classes") or []),
             eval_bins=int(cfg.evaluation.bins),
             per_hospital_plaintext=bool(cfg.evaluation.per_hospital_plaintext),
@@ -217,7 +218,7 @@ def run_simulated(cfg: DictConfig, settings: RunSettings, num_hospitals: int) ->
     from tqdm import tqdm
 
     from client.app import app as client_app
-    from server.app import make_server_app
+    from server.app import RunStoppedError, make_server_app
     from server.tracking import MlflowTracker
 
     out_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -260,6 +261,8 @@ def run_simulated(cfg: DictConfig, settings: RunSettings, num_hospitals: int) ->
                 num_supernodes=num_hospitals,
                 backend_config={"client_resources": {"num_cpus": int(cfg.federation.num_cpus_per_client)}},
             )
+        except RunStoppedError:
+            pass  # its reason and the result so far reached `stopped`: reported below
         finally:
             bar.close()
         if stopped:  # logged here: MLflow's active run belongs to this thread, not the ServerApp's

@@ -33,6 +33,9 @@ class RunSettings:
     clip_margin : float (default: 8.0)
         Encrypted rounds quantize within ``clip_margin`` x the previous aggregate's largest
         value (``strategies.encrypted_fedavg.next_clip``); 0 keeps the preset's clip.
+    max_failed_rounds : int (default: 0)
+        Stop the run after this many rounds in a row without an aggregate (each keeps the
+        previous model: e.g. no decryption quorum); 0 never stops for that.
     min_nodes : int (default: 0)
         Hospitals to wait for before set-up (all of them for n-of-n); 0 means ``min_train_nodes``.
     server_optimizer : str
@@ -91,6 +94,7 @@ class RunSettings:
     classes: str = ""
     clip_margin: float = 8.0
     round_timeout: float = 600.0
+    max_failed_rounds: int = 0
     mlflow_tracking_uri: str = ""
     mlflow_experiment: str = "fedquorum"
     roster: str = ""
@@ -114,6 +118,8 @@ class RunSettings:
             )
         if self.threshold < 0 or self.min_train_nodes < 1:
             raise ValueError("threshold must be >= 0 and min_train_nodes >= 1")
+        if self.max_failed_rounds < 0:
+            raise ValueError(f"max_failed_rounds must be >= 0 (0: never stop), got {self.max_failed_rounds}")
         if not 2 <= self.eval_bins <= 10_000:
             raise ValueError(f"evaluation.bins must be in [2, 10000], got {self.eval_bins}")
         DpConfig.from_config(self.dp_config())  # refuses invalid DP settings now, not in round 1

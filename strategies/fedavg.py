@@ -82,6 +82,7 @@ class FedAvg(Strategy):
         self.setup(grid)
         self.feature_statistics = self.collect_feature_statistics(grid)
         result = self.result = FederationResult([np.asarray(w, dtype=np.float32) for w in initial_weights])
+        failed_in_a_row = 0
         for server_round in range(1, self.settings.num_rounds + 1):
             if self.over_privacy_budget(server_round, result.weights):
                 log.warning("round %d would spend more than dp_target_epsilon: the run stops", server_round)
@@ -115,6 +116,12 @@ class FedAvg(Strategy):
             result.history.append({"round": server_round, **metrics})
             if on_round:
                 on_round(server_round, metrics)
+            failed_in_a_row = failed_in_a_row + 1 if delta_record is None else 0
+            if failed_in_a_row and failed_in_a_row == self.settings.max_failed_rounds:
+                raise RoundFailedError(
+                    f"{failed_in_a_row} round(s) in a row without an aggregate "
+                    f"(max_failed_rounds={self.settings.max_failed_rounds}); stopping the run"
+                )
         messages = self.configure_evaluate(0, ArrayRecord(result.weights), ConfigRecord(), grid)
         final = self.aggregate_evaluate(0, stream_replies(grid, list(messages), self.settings.round_timeout))
         spent = self.privacy_spent(len(result.history), result.weights)

@@ -5,9 +5,13 @@ last global model and the one-line reason; hospitals that sent nothing are warne
 from __future__ import annotations
 
 import logging
+import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from flwr.app import Context, Message
+from flwr.clientapp import ClientApp
 from mlflow.tracking import MlflowClient
 
 from server import app as server_app
@@ -87,41 +91,45 @@ def test_server_app_log_lines_reach_the_process_output(
     assert capsys.readouterr().err == "INFO fedquorum: set-up for 3 hospitals ready\n"
 
 
-def test_n_of_n_run_survives_a_killed_hospital_and_names_it(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    """Simulation, 3 hospitals, n-of-n: hospital-3 dies after round 1. Rounds 2 and 3 keep the
-    model of round 1, the run finishes, and the log and MLflow name hospital-3."""
-    import os
+def killed_after_round_1(message: Message, context: Context, call_next) -> Message:
+    """Hospital-3 (partition 2) answers nothing after round 1: training and decryption alike."""
+    config = message.content.config_records.get("config") or {}
+    later = message.metadata.group_id == "final" or int(config.get("server-round", 0)) >= 2
+    if int(context.node_config["partition-id"]) == 2 and later:
+        raise RuntimeError("hospital-3 is down")
+    return call_next(message, context)
 
-    from flwr.app import Context, Message
-    from flwr.clientapp import ClientApp
+
+def simulate_n_of_n(settings: RunSettings, **callbacks) -> None:
+    """Three simulated hospitals, hospital-3 killed after round 1."""
     from flwr.simulation import run_simulation
 
     from client import app as hospital
-    from server.tracking import MlflowTracker
 
     os.environ["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] = "1"
-
-    def killed_after_round_1(message: Message, context: Context, call_next) -> Message:
-        config = message.content.config_records.get("config") or {}
-        later = message.metadata.group_id == "final" or int(config.get("server-round", 0)) >= 2
-        if int(context.node_config["partition-id"]) == 2 and later:  # training and decryption alike
-            raise RuntimeError("hospital-3 is down")
-        return call_next(message, context)
-
     app = ClientApp(mods=[killed_after_round_1])
     for action in ("hello", "deal", "dealings", "statistics", "decrypt"):
         app.query(action)(getattr(hospital, action))
     app.train()(hospital.train)
     app.evaluate()(hospital.evaluate)
+    server = server_app.make_server_app(settings, **callbacks)
+    run_simulation(server, app, num_supernodes=3, backend_config={"client_resources": {"num_cpus": 1}})
+
+
+N_OF_N = RunSettings(num_rounds=3, threshold=0, min_train_nodes=2, min_nodes=3, round_timeout=120)
+
+
+def test_n_of_n_run_survives_a_killed_hospital_and_names_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Rounds 2 and 3 keep the model of round 1, the run finishes, and the log and MLflow name
+    hospital-3."""
+    from server.tracking import MlflowTracker
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    settings = RunSettings(num_rounds=3, threshold=0, min_train_nodes=2, min_nodes=3, round_timeout=120)
     results: list[FederationResult] = []
     with MlflowTracker(uri, "fedquorum") as tracker:
-        server = server_app.make_server_app(settings, tracker.log_round, results.append)
-        run_simulation(server, app, num_supernodes=3, backend_config={"client_resources": {"num_cpus": 1}})
+        simulate_n_of_n(N_OF_N, on_round=tracker.log_round, on_result=results.append)
     (result,) = results
     assert [h["contributors"] for h in result.history] == [3, 2, 2]
     assert [h.get("round_skipped") for h in result.history] == [None, 1, 1]  # the previous model kept
@@ -129,3 +137,14 @@ def test_n_of_n_run_survives_a_killed_hospital_and_names_it(
     assert "round 2: no update from hospital-3 (2 of 3 hospitals answered)" in caplog.text
     tags = MlflowClient(uri).get_run(tracker.run_id).data.tags
     assert tags["missing_hospitals"] == "round 2: hospital-3; round 3: hospital-3"
+
+
+def test_max_failed_rounds_stops_the_run_with_its_reason() -> None:
+    stopped: list = []
+    with pytest.raises(server_app.RunStoppedError):
+        simulate_n_of_n(replace(N_OF_N, max_failed_rounds=1), on_stop=lambda *stop: stopped.append(stop))
+    ((reason, partial),) = stopped
+    assert reason == (
+        "RoundFailedError: 1 round(s) in a row without an aggregate (max_failed_rounds=1); stopping the run"
+    )
+    assert [h.get("round_skipped") for h in partial.history] == [None, 1]  # rounds so far, for MLflow

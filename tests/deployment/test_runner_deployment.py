@@ -31,8 +31,13 @@ def test_deployment_config_composes_and_validates() -> None:
     assert runner.to_settings(cfg)[0].dataset == "csv"
     assert settings.round_timeout == 600  # a Hydra key (strategy.round_timeout), for both strategies
     for strategy in ("encrypted_fedavg", "fedavg"):
-        cfg = deployment_cfg(f"strategy={strategy}", "strategy.round_timeout=45")
-        assert runner.to_settings(cfg)[0].round_timeout == 45
+        cfg = deployment_cfg(
+            f"strategy={strategy}", "strategy.round_timeout=45", "strategy.max_failed_rounds=2"
+        )
+        assert (runner.to_settings(cfg)[0].round_timeout, runner.to_settings(cfg)[0].max_failed_rounds) == (
+            45,
+            2,
+        )
     cfg = deployment_cfg(
         "dataset=csv", "dataset.num_features=8", "dataset.num_classes=2", "dataset.classes=[b,a]"
     )
