@@ -254,6 +254,13 @@ class EncryptedFedAvg(FedAvg):
             out[self._party_of(reply)] = blobs_of(reply)
         return dict(sorted(out.items()))
 
+    def hospital_name(self, node_id: int) -> str:
+        """Its roster name once set-up has matched its node to the roster, else its node id."""
+        for party, node in self.party_nodes.items():
+            if node == node_id:
+                return self.roster.hospital(party).name
+        return super().hospital_name(node_id)
+
     def _party_of(self, reply: Message) -> int:
         node = reply.metadata.src_node_id
         return next(party for party, n in self.party_nodes.items() if n == node)

@@ -133,12 +133,7 @@ class FedAvg(Strategy):
         """Per-run set-up before the first round; plaintext FedAvg needs none."""
 
     def hospital_name(self, node_id: int) -> str:
-        """A hospital as logs and MLflow name it: its roster name once the encrypted strategy's
-        set-up has matched its node to the roster (``party_nodes``, ``roster``), else its node id."""
-        roster = getattr(self, "roster", None)
-        for party, node in getattr(self, "party_nodes", {}).items():
-            if node == node_id and roster is not None:
-                return roster.hospital(party).name
+        """A hospital as logs and MLflow name it (plaintext FedAvg has no roster: its node id)."""
         return f"node {node_id}"
 
     def report_missing(self, server_round: int, answered: set[int]) -> list[str]:
