@@ -204,9 +204,51 @@ def fmt(value: object) -> str:
     return f"{value:.4f}" if isinstance(value, float) and math.isfinite(value) else str(value)
 
 
+CONFIG_GROUPS = ("dataset", "model", "strategy", "he", "federation", "dp")
+
+
+def resumed_config(cfg: DictConfig) -> tuple[DictConfig, Path]:
+    """For ``resume=<MLflow run id>``: that run's own config (its ``config.yaml``) with this
+    command's value overrides, and its latest checkpoint, downloaded into the output dir."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    run_id = str(cfg.resume)
+    overrides = [o for o in HydraConfig.get().overrides.task if o.split("=")[0].lstrip("+~") != "resume"]
+    groups = [o for o in overrides if o.split("=")[0].lstrip("+~") in CONFIG_GROUPS]
+    if groups:
+        raise ConfigError(f"resume={run_id} keeps the run's config groups; cannot change {groups}")
+    tracking_uri = str(
+        OmegaConf.from_dotlist(overrides).get("mlflow", {}).get("tracking_uri") or cfg.mlflow.tracking_uri
+    )
+    client, out = MlflowClient(tracking_uri), Path(HydraConfig.get().runtime.output_dir) / "resumed-from"
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        client.get_run(run_id)
+    except MlflowException:
+        raise ConfigError(f"resume={run_id}: no such MLflow run in {tracking_uri}") from None
+    try:
+        config_path = client.download_artifacts(run_id, "config.yaml", str(out))
+        checkpoint = client.download_artifacts(run_id, "checkpoint/checkpoint.npz", str(out))
+    except (MlflowException, OSError):
+        raise ConfigError(
+            f"resume={run_id}: the run has no checkpoint (it completed no round) or no config.yaml"
+        ) from None
+    merged = OmegaConf.merge(OmegaConf.load(config_path), OmegaConf.from_dotlist(overrides))
+    merged.resume = run_id
+    return merged, Path(checkpoint)
+
+
 @hydra.main(config_path="../conf", config_name="config", version_base=None)
 def main(cfg: DictConfig) -> None:
+    checkpoint = None
+    if cfg.get("resume"):
+        cfg, checkpoint = resumed_config(cfg)
     settings, num_hospitals = to_settings(cfg)  # raises before any process starts
+    if checkpoint is not None:
+        from dataclasses import replace
+
+        settings = replace(settings, resume_checkpoint=str(checkpoint.resolve()))
     if is_deployment(cfg):
         run_deployment(cfg, settings, num_hospitals)
     else:
@@ -214,6 +256,7 @@ def main(cfg: DictConfig) -> None:
 
 
 def run_simulated(cfg: DictConfig, settings: RunSettings, num_hospitals: int) -> None:
+    import mlflow
     from flwr.simulation import run_simulation
     from tqdm import tqdm
 
@@ -239,6 +282,8 @@ def run_simulated(cfg: DictConfig, settings: RunSettings, num_hospitals: int) ->
     ):
         tracker.log_params(params)
         tracker.log_config_yaml(yaml_text)
+        if cfg.get("resume"):
+            mlflow.set_tag("resumed_from", str(cfg.resume))
         bar = tqdm(
             total=settings.num_rounds,
             desc="round",
@@ -256,7 +301,13 @@ def run_simulated(cfg: DictConfig, settings: RunSettings, num_hospitals: int) ->
 
         try:
             run_simulation(
-                make_server_app(settings, on_round, results.append, lambda *stop: stopped.append(stop)),
+                make_server_app(
+                    settings,
+                    on_round,
+                    results.append,
+                    lambda *stop: stopped.append(stop),
+                    tracker.log_checkpoint,
+                ),
                 client_app,
                 num_supernodes=num_hospitals,
                 backend_config={"client_resources": {"num_cpus": int(cfg.federation.num_cpus_per_client)}},

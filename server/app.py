@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -17,6 +18,7 @@ from flwr.serverapp import Grid, ServerApp
 from models.training import get_weights
 from server.model import build_global_model
 from server.settings import RunSettings
+from strategies.checkpoint import Checkpoint
 from strategies.encrypted_fedavg import EncryptedFedAvg, SetupFailedError
 from strategies.fedavg import FedAvg, FederationResult, RoundFailedError
 
@@ -55,8 +57,16 @@ def initial_weights(settings: RunSettings) -> list[np.ndarray]:
     return get_weights(build_global_model(settings))
 
 
-def build_strategy(settings: RunSettings) -> FedAvg:
-    return EncryptedFedAvg(settings, settings.clip_margin) if settings.encrypted else FedAvg(settings)
+def build_strategy(
+    settings: RunSettings, on_checkpoint: Callable[[Checkpoint], None] | None = None
+) -> FedAvg:
+    """The run's strategy, resuming from ``settings.resume_checkpoint`` if set; ``on_checkpoint``
+    receives a checkpoint after every round."""
+    strategy = EncryptedFedAvg(settings, settings.clip_margin) if settings.encrypted else FedAvg(settings)
+    if settings.resume_checkpoint:
+        strategy.resume(Checkpoint.load(Path(settings.resume_checkpoint)))
+    strategy.on_checkpoint = on_checkpoint
+    return strategy
 
 
 OnStop = Callable[[str, FederationResult | None], None]  # (one-line reason, the result so far)
@@ -87,8 +97,9 @@ def run_federation(
     settings: RunSettings,
     on_round: Callable[[int, dict], None] | None = None,
     on_stop: OnStop | None = None,
+    on_checkpoint: Callable[[Checkpoint], None] | None = None,
 ) -> FederationResult:
-    strategy = build_strategy(settings)
+    strategy = build_strategy(settings, on_checkpoint)
     strategy.summary()
     return start(strategy, grid, settings, on_round, on_stop)
 
@@ -98,6 +109,7 @@ def make_server_app(
     on_round: Callable[[int, dict], None] | None = None,
     on_result: Callable[[FederationResult], None] | None = None,
     on_stop: OnStop | None = None,
+    on_checkpoint: Callable[[Checkpoint], None] | None = None,
 ) -> ServerApp:
     """A ServerApp; with no ``settings`` it reads them from the run config."""
     app = ServerApp()
@@ -110,7 +122,7 @@ def make_server_app(
         if run_settings.mlflow_tracking_uri and settings is None:
             result = run_tracked(grid, run_settings, int(context.run_id), on_round)
         else:
-            result = run_federation(grid, run_settings, on_round, on_stop)
+            result = run_federation(grid, run_settings, on_round, on_stop, on_checkpoint)
         if on_result:
             on_result(result)
 
@@ -143,7 +155,7 @@ def run_tracked(
             if on_round:
                 on_round(server_round, metrics)
 
-        strategy = build_strategy(settings)
+        strategy = build_strategy(settings, tracker.log_checkpoint)
         strategy.summary()
 
         def log_stop(reason: str, partial: FederationResult | None) -> None:

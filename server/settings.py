@@ -60,6 +60,10 @@ class RunSettings:
     per_hospital_plaintext : bool (default: False)
         Also send each hospital's own test metrics in the clear (today's FedAvg habit). Off:
         they stay at the hospital, and only pooled sums leave it, encrypted.
+    resume_checkpoint : str (default: "")
+        Path of a checkpoint (``strategies.checkpoint``) to continue from, after a fresh key
+        set-up; the runner's ``resume=<MLflow run id>`` downloads the run's latest one. In
+        deployment the ServerApp opens this path on the SuperLink's machine.
     dp : str (default: "off")
         ``distributed``: each hospital clips its update to ``dp_clip_norm`` and adds its share
         of discrete Gaussian noise sized for ``dp_min_contributors`` (``privacy``,
@@ -100,6 +104,7 @@ class RunSettings:
     roster: str = ""
     eval_bins: int = 100
     per_hospital_plaintext: bool = False
+    resume_checkpoint: str = ""
     dp: str = "off"
     dp_clip_norm: float = 1.0
     dp_noise_multiplier: float = 0.0

@@ -20,6 +20,7 @@ from models.training import set_weights
 from server.evaluation_plots import confusion_table, save_calibration_curve, save_roc_curve
 from server.model import build_global_model, input_example
 from server.settings import RunSettings
+from strategies.checkpoint import Checkpoint
 from strategies.fedavg import FederationResult
 
 CURVE_METRICS = ("eval_loss", "eval_accuracy", "eval_auc")
@@ -141,6 +142,15 @@ class MlflowTracker:
             text = "; ".join(self.dropouts)
             tag = text if len(text) <= MAX_TAG else "... " + text[-(MAX_TAG - 4) :]
             mlflow.MlflowClient(self.tracking_uri).set_tag(self.run_id, "missing_hospitals", tag)
+
+    def log_checkpoint(self, checkpoint: Checkpoint) -> None:
+        """The latest checkpoint (``checkpoint/checkpoint.npz``, replaced every round), which
+        ``python -m experiments.run resume=<run id>`` continues from."""
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "checkpoint.npz"
+            checkpoint.save(path)
+            # explicit run id: called from the ServerApp thread (see log_round)
+            mlflow.MlflowClient(self.tracking_uri).log_artifact(self.run_id, str(path), "checkpoint")
 
     def log_stop(self, reason: str, result: FederationResult | None, settings: RunSettings) -> None:
         """A run that stopped early keeps its reason (tag ``failure_reason``) and, if any round

@@ -254,6 +254,13 @@ class EncryptedFedAvg(FedAvg):
             out[self._party_of(reply)] = blobs_of(reply)
         return dict(sorted(out.items()))
 
+    def strategy_state(self) -> dict[str, float]:
+        return {"round_clip": self.round_clip, "weight_scale": self.weight_scale}
+
+    def load_strategy_state(self, state: dict[str, float]) -> None:
+        self.round_clip = float(state.get("round_clip", self.round_clip))
+        self.weight_scale = int(state.get("weight_scale", self.weight_scale))
+
     def hospital_name(self, node_id: int) -> str:
         """Its roster name once set-up has matched its node to the roster, else its node id."""
         for party, node in self.party_nodes.items():

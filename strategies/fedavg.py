@@ -21,6 +21,7 @@ from he import protocol as p
 from models.pooled_metrics import EvaluationLayout, PooledEvaluation, add_sums
 from privacy.mechanism import plan_from_config
 from server.settings import RunSettings
+from strategies.checkpoint import Checkpoint
 from strategies.messaging import content_bytes, failure_reason, make_content, metrics_of, stream_replies
 from strategies.server_optimizer import ServerOptimizer
 
@@ -64,6 +65,8 @@ class FedAvg(Strategy):
         self.evaluation_layout = EvaluationLayout(settings.num_classes, settings.eval_bins)
         self.last_evaluation: PooledEvaluation | None = None  # of the last pooled_metrics call
         self.final_evaluation: PooledEvaluation | None = None  # set by aggregate_evaluate
+        self.resume_from: Checkpoint | None = None  # set by resume()
+        self.on_checkpoint: Callable[[Checkpoint], None] | None = None  # after every round
 
     # -- the round loop ------------------------------------------------------------------------
     def start(
@@ -82,8 +85,9 @@ class FedAvg(Strategy):
         self.setup(grid)
         self.feature_statistics = self.collect_feature_statistics(grid)
         result = self.result = FederationResult([np.asarray(w, dtype=np.float32) for w in initial_weights])
+        first_round = self.restore(result)
         failed_in_a_row = 0
-        for server_round in range(1, self.settings.num_rounds + 1):
+        for server_round in range(first_round, self.settings.num_rounds + 1):
             if self.over_privacy_budget(server_round, result.weights):
                 log.warning("round %d would spend more than dp_target_epsilon: the run stops", server_round)
                 break
@@ -116,6 +120,8 @@ class FedAvg(Strategy):
             result.history.append({"round": server_round, **metrics})
             if on_round:
                 on_round(server_round, metrics)
+            if self.on_checkpoint:
+                self.on_checkpoint(self.checkpoint(server_round))
             failed_in_a_row = failed_in_a_row + 1 if delta_record is None else 0
             if failed_in_a_row and failed_in_a_row == self.settings.max_failed_rounds:
                 raise RoundFailedError(
@@ -128,6 +134,41 @@ class FedAvg(Strategy):
         result.final_metrics = dict(final or {}) | spent
         result.evaluation = self.final_evaluation
         return result
+
+    # -- checkpoints -----------------------------------------------------------------------------
+    def resume(self, checkpoint: Checkpoint) -> None:
+        """Continue from ``checkpoint`` (``strategies.checkpoint``) when the run starts."""
+        self.resume_from = checkpoint
+
+    def checkpoint(self, server_round: int) -> Checkpoint:
+        return Checkpoint(
+            server_round,
+            list(self.result.weights),
+            self.optimizer.state(),
+            self.strategy_state(),
+            list(self.result.history),
+        )
+
+    def restore(self, result: FederationResult) -> int:
+        """Apply ``resume_from`` to ``result`` and this strategy (after set-up and the feature
+        statistics, which a resumed run does afresh); the first round to run."""
+        checkpoint = self.resume_from
+        if checkpoint is None:
+            return 1
+        checkpoint.check_fits(result.weights, self.settings.num_rounds)
+        result.weights = [np.asarray(w, dtype=np.float32) for w in checkpoint.weights]
+        result.history = list(checkpoint.history)
+        self.optimizer.load_state(checkpoint.optimizer)
+        self.load_strategy_state(checkpoint.strategy)
+        log.info("resuming after round %d of %d", checkpoint.round, self.settings.num_rounds)
+        return checkpoint.round + 1
+
+    def strategy_state(self) -> dict[str, float]:
+        """Scalars a subclass carries from round to round (plaintext FedAvg: none)."""
+        return {}
+
+    def load_strategy_state(self, state: dict[str, float]) -> None:
+        """Restore ``strategy_state``."""
 
     def setup(self, grid: Grid) -> None:
         """Per-run set-up before the first round; plaintext FedAvg needs none."""

@@ -22,6 +22,14 @@ class ServerOptimizer:
         self._m: list[np.ndarray] | None = None
         self._v: list[np.ndarray] | None = None
 
+    def state(self) -> dict[str, list[np.ndarray]]:
+        """The moments (adaptive optimizers, after their first step), for a checkpoint."""
+        return {} if self._m is None else {"m": list(self._m), "v": list(self._v)}
+
+    def load_state(self, state: dict[str, list[np.ndarray]]) -> None:
+        if state:
+            self._m, self._v = [np.array(a) for a in state["m"]], [np.array(a) for a in state["v"]]
+
     def step(self, weights: list[np.ndarray], delta: list[np.ndarray]) -> list[np.ndarray]:
         if self.name == "sgd":
             return [w + self.lr * d for w, d in zip(weights, delta, strict=True)]

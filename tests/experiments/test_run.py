@@ -226,3 +226,45 @@ def test_npz_images_with_the_cnn_train_end_to_end(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     _, runs = runs_of(db)
     assert runs[0].data.metrics["final_eval_accuracy"] > 0.8
+
+
+def final_weights(client, run_id: str, folder: Path) -> list[np.ndarray]:
+    npz = np.load(client.download_artifacts(run_id, "final_weights.npz", str(folder)))
+    return [npz[f"arr_{i}"] for i in range(len(npz.files))]
+
+
+def test_resume_continues_a_run_to_the_model_of_an_uninterrupted_one(tmp_path: Path) -> None:
+    """A run stopped after round 1 (num_rounds=1) is resumed to round 3 by its MLflow run id,
+    with a fresh key set-up: its final model equals that of a 3-round run with the same seeds
+    (``precise`` rounds to nearest, so the encrypted rounds are deterministic)."""
+    db = tmp_path / "mlflow.db"
+    common = ["he=precise", "federation.num_hospitals=3", "seed=2", f"mlflow.tracking_uri=sqlite:///{db}"]
+    for rounds, out in ((3, "whole"), (1, "stopped")):
+        done = run([*common, f"num_rounds={rounds}", f"hydra.run.dir={tmp_path / out}"])
+        assert done.returncode == 0, done.stderr[-3000:]
+    client, runs = runs_of(db)
+    by_rounds = {r.data.params["num_rounds"]: r for r in runs}
+    stopped = by_rounds["1"].info.run_id
+    resumed = run(
+        [
+            f"resume={stopped}",
+            "num_rounds=3",
+            f"mlflow.tracking_uri=sqlite:///{db}",
+            f"hydra.run.dir={tmp_path / 'r'}",
+        ]
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    client, runs = runs_of(db)
+    (continued,) = [r for r in runs if r.data.tags.get("resumed_from") == stopped]
+    assert continued.data.params["he.preset"] == "precise"  # the stopped run's own config
+    steps = sorted(m.step for m in client.get_metric_history(continued.info.run_id, "eval_accuracy"))
+    assert steps == [2, 3]
+    whole = final_weights(client, by_rounds["3"].info.run_id, tmp_path / "a")
+    again = final_weights(client, continued.info.run_id, tmp_path / "b")
+    assert all(np.allclose(a, b, rtol=0, atol=1e-6) for a, b in zip(whole, again, strict=True))
+
+
+def test_resume_of_an_unknown_run_says_so(tmp_path: Path) -> None:
+    done = run(["resume=0123456789abcdef", f"mlflow.tracking_uri=sqlite:///{tmp_path / 'm.db'}"])
+    assert done.returncode != 0
+    assert "resume=0123456789abcdef: no such MLflow run" in done.stderr
