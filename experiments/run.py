@@ -597,6 +597,8 @@ def run_deployment(cfg: DictConfig, settings: RunSettings, num_hospitals: int) -
     for start in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
         client.log_batch(mlrun.info.run_id, params=params[start : start + 100])
     client.log_text(mlrun.info.run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+    if cfg.get("resume"):
+        client.set_tag(mlrun.info.run_id, "resumed_from", str(cfg.resume))
     final = {k[len("final_") :]: v for k, v in mlrun.data.metrics.items() if k.startswith("final_")}
     print(
         f"final: {' '.join(f'{k}={fmt(v)}' for k, v in sorted(final.items()))}\n"
