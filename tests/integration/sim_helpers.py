@@ -61,6 +61,28 @@ def asked_to_decrypt(record: Path, message, context) -> bool:
     return True
 
 
+HANDLERS = {  # message type -> the hospital's real handler (client.app)
+    "query.hello": hospital.hello,
+    "query.deal": hospital.deal,
+    "query.dealings": hospital.dealings,
+    "query.statistics": hospital.statistics,
+    "query.decrypt": hospital.decrypt,
+    "train": hospital.train,
+    "evaluate": hospital.evaluate,
+}
+Handler = Callable[[Message, Context], Message]
+
+
+def hospital_app(replaced: dict[str, Handler] | None = None) -> ClientApp:
+    """The hospital ClientApp with the handlers of ``replaced`` (by message type) swapped in."""
+    app = ClientApp()
+    for message_type, handler in (HANDLERS | (replaced or {})).items():
+        kind, _, name = message_type.partition(".")
+        register = app.query(name) if kind == "query" else getattr(app, kind)()
+        register(handler)
+    return app
+
+
 def unreliable_hospitals(
     train_down: Outage | None = None,
     decrypt_down: Outage | None = None,
@@ -69,20 +91,12 @@ def unreliable_hospitals(
     """The hospital ClientApp, except that training or decryption fails when the outage says so,
     and a keyholder for which ``tamper`` says so adds 1 to one coefficient of each share it sends
     (a keyholder that cheats: its share still parses, the combined noise leaves its bound)."""
-    app = ClientApp()
-    app.query("hello")(hospital.hello)
-    app.query("deal")(hospital.deal)
-    app.query("dealings")(hospital.dealings)
-    app.query("statistics")(hospital.statistics)
-    app.evaluate()(hospital.evaluate)
 
-    @app.train()
     def train(message: Message, context: Context) -> Message:
         if train_down and train_down(message, context):
             raise RuntimeError("simulated hospital outage during training")
         return hospital.train(message, context)
 
-    @app.query("decrypt")
     def decrypt(message: Message, context: Context) -> Message:
         if decrypt_down and decrypt_down(message, context):
             raise RuntimeError("simulated keyholder outage during decryption")
@@ -92,14 +106,12 @@ def unreliable_hospitals(
             ctx = hospital.load_keyholder(context).frame_context()  # shares of every kind
             share = DecryptionShare.from_bytes(ctx, blobs[p.DECRYPTION_SHARE], "this keyholder")
             coefficients = ctx.intt(share.polys)
-            noise_row = ctx.num_payload
-            coefficients[0, noise_row, 0] = (int(coefficients[0, noise_row, 0]) + 1) % int(
-                ctx.data_moduli[noise_row]
-            )
+            row = ctx.num_payload  # the first noise prime
+            coefficients[0, row, 0] = (int(coefficients[0, row, 0]) + 1) % int(ctx.data_moduli[row])
             blobs[p.DECRYPTION_SHARE] = DecryptionShare(
                 share.party, share.round_id, share.attempt, ctx.ntt(coefficients)
             ).to_bytes(ctx)
             reply = hospital.reply(message, blobs, metrics=dict(reply.content[p.METRICS]))
         return reply
 
-    return app
+    return hospital_app({"train": train, "query.decrypt": decrypt})

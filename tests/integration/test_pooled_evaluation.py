@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
-from sim_helpers import partition, simulate
+from sim_helpers import HANDLERS, hospital_app, partition, simulate
 from sklearn.metrics import roc_auc_score
 
 from client import app as hospital
@@ -25,20 +25,9 @@ from server.settings import RunSettings
 
 # what a reply may say in the clear: timings, and flags that are the same for every hospital
 OPERATIONAL = {"encrypt_seconds", "decrypt_seconds", "tabular", "ready"}
-HANDLERS = {
-    "query.hello": hospital.hello,
-    "query.deal": hospital.deal,
-    "query.dealings": hospital.dealings,
-    "query.statistics": hospital.statistics,
-    "query.decrypt": hospital.decrypt,
-    "train": hospital.train,
-    "evaluate": hospital.evaluate,
-}
 
 
 def recording_hospitals(directory: Path) -> ClientApp:
-    app = ClientApp()
-
     def recorded(message_type: str, handler):
         def handle(message: Message, context: Context) -> Message:
             reply = handler(message, context)
@@ -60,11 +49,7 @@ def recording_hospitals(directory: Path) -> ClientApp:
 
         return handle
 
-    for message_type, handler in HANDLERS.items():
-        kind, _, name = message_type.partition(".")
-        register = app.query(name) if kind == "query" else getattr(app, kind)()
-        register(recorded(message_type, handler))
-    return app
+    return hospital_app({message_type: recorded(message_type, h) for message_type, h in HANDLERS.items()})
 
 
 def replies(directory: Path) -> list[dict]:

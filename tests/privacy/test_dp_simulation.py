@@ -15,7 +15,7 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.simulation import run_simulation
 
 sys.path.append(str(Path(__file__).parents[1] / "integration"))
-from sim_helpers import BACKEND, partition, simulate
+from sim_helpers import BACKEND, hospital_app, partition, simulate
 
 from client import app as hospital
 from he import protocol as p
@@ -35,21 +35,13 @@ def seeded_noise_hospitals() -> ClientApp:
     """The hospital ClientApp, its noise drawn from a seed per (hospital, round) instead of the
     OS: both runs add the same noise, so they differ by rounding alone. Test-only (Ray workers
     import this module, so the patch lives in the worker that trains)."""
-    app = ClientApp()
-    app.query("hello")(hospital.hello)
-    app.query("deal")(hospital.deal)
-    app.query("dealings")(hospital.dealings)
-    app.query("statistics")(hospital.statistics)
-    app.query("decrypt")(hospital.decrypt)
-    app.evaluate()(hospital.evaluate)
 
-    @app.train()
     def train(message: Message, context: Context) -> Message:
         seed = f"{partition(context)}-{message.content['config'][p.ROUND]}"
         sampler.system_source = lambda: random.Random(seed)
         return hospital.train(message, context)
 
-    return app
+    return hospital_app({"train": train})
 
 
 @pytest.mark.slow
