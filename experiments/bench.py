@@ -13,7 +13,7 @@ Data: ``breast_cancer`` is the embedded set cut into one partition per hospital;
 ``breast_cancer_csv`` draws rows of it with replacement into one CSV per hospital (569 rows cannot
 give 100 hospitals the 10 examples each partition needs); ``images`` writes MedMNIST-format
 ``.npz`` files of ``image_size`` square grey images with ``num_classes`` classes (the CNN's size
-grows with both: 224 px and 10 classes give about 1M parameters, 100 classes about 10M).
+grows with both: 224 px and 10 classes give about 1M parameters, 280 px and 64 classes about 10M).
 
 Output (in the Hydra run directory): ``bench.csv``, ``bench.json``, ``bench.md`` (the table) and
 ``bench.png``, also logged to MLflow (``mlflow.tracking_uri``, a local SQLite file by default)
