@@ -16,6 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from server import app as server_app
 from server.settings import RunSettings
+from strategies.encrypted_fedavg import EncryptedFedAvg
 from strategies.fedavg import FedAvg, FederationResult, RoundFailedError
 
 REASON = "round 2: 2 decryption shares, 3 needed; stopping the run"
@@ -41,7 +42,7 @@ class StoppingStrategy:
 def test_a_stopped_run_keeps_config_metrics_model_and_reason(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(server_app, "build_strategy", lambda settings: StoppingStrategy())
+    monkeypatch.setattr(server_app, "build_strategy", lambda settings, on_checkpoint=None: StoppingStrategy())
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     settings = RunSettings(num_rounds=3, mlflow_tracking_uri=uri)
     with pytest.raises(server_app.RunStoppedError) as stopped:
@@ -72,9 +73,11 @@ def test_dropouts_are_named(caplog: pytest.LogCaptureFixture) -> None:
         def hospital(party: int):
             return type("Hospital", (), {"name": f"hospital-{party}"})
 
-    strategy.roster, strategy.party_nodes = Roster(), {1: 11, 2: 22, 3: 33}  # as the set-up leaves them
-    assert strategy.report_missing(5, {22}) == ["hospital-1", "hospital-3"]
-    assert strategy.report_missing(6, {11, 22, 33}) == []
+    encrypted = EncryptedFedAvg(RunSettings())
+    encrypted.node_ids = [11, 22, 33]
+    encrypted.roster, encrypted.party_nodes = Roster(), {1: 11, 2: 22, 3: 33}  # as the set-up leaves them
+    assert encrypted.report_missing(5, {22}) == ["hospital-1", "hospital-3"]
+    assert encrypted.report_missing(6, {11, 22, 33}) == []
 
 
 def test_server_app_log_lines_reach_the_process_output(
