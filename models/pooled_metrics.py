@@ -1,9 +1,10 @@
 """Evaluation as integer sums, so a federation's metrics are computed from sums over hospitals only.
 
 Each hospital turns its test-split predictions into a fixed vector of non-negative integers
-(``local_sums``): example and correct counts, the loss total in fixed point, per true class a
-histogram of every class's predicted probability, the confusion matrix, top-label calibration
-bins, and its training loss total and clipped-value count. Encrypted, these vectors are added
+(``local_sums``): example and correct counts, the loss total in fixed point, for every class a
+histogram of its predicted probability among the examples of that class and among the others
+(all one-vs-rest ROC needs), the confusion matrix, top-label calibration bins, and its training
+loss total and clipped-value count. Encrypted, these vectors are added
 under HE and only their federation-wide sum is decrypted (``he.encoding``'s exact sums);
 plaintext FedAvg adds the same vectors in the clear. ``PooledEvaluation.from_sums`` then gives
 the metrics of the pooled test set: what one model evaluated on the concatenated test sets
@@ -26,6 +27,7 @@ import numpy as np
 FIXED_POINT_BITS = 32  # loss and confidence totals travel as integers of 2^-32
 MAX_TOTAL = (1 << 62) - 1  # he.encoding.SUM_BITS: a total above it is carried as the maximum
 DEFAULT_BINS = 100
+MAX_CLASSES = 256  # the confusion matrix alone is then 65,536 sums
 SCALARS = ("eval_examples", "correct", "loss", "train_examples", "train_loss", "clipped_values")
 
 
@@ -37,9 +39,10 @@ class EvaluationLayout:
     bins: int = DEFAULT_BINS
 
     def __post_init__(self) -> None:
-        if not 2 <= self.num_classes <= 64 or not 2 <= self.bins <= 10_000:
+        if not 2 <= self.num_classes <= MAX_CLASSES or not 2 <= self.bins <= 10_000:
             raise ValueError(
-                f"evaluation needs 2..64 classes and 2..10000 bins, got {self.num_classes} and {self.bins}"
+                f"evaluation needs 2..{MAX_CLASSES} classes and 2..10000 bins, "
+                f"got {self.num_classes} classes and {self.bins} bins"
             )
 
     @property
@@ -47,7 +50,8 @@ class EvaluationLayout:
         c, b = self.num_classes, self.bins
         return {
             **{name: () for name in SCALARS},
-            "histogram": (c, c, b),  # [true class, scored class, bin of P(scored class)]
+            "positives": (c, b),  # [class c, bin of P(c)] over the examples of class c
+            "negatives": (c, b),  # [class c, bin of P(c)] over the examples of other classes
             "confusion": (c, c),  # [true class, predicted class]
             "calibration_count": (b,),  # by bin of the top-label confidence
             "calibration_correct": (b,),
@@ -95,9 +99,12 @@ def local_sums(
     if probabilities.shape != (len(labels), c) or not np.all((labels >= 0) & (labels < c)):
         raise ValueError(f"evaluation: expected labels in [0, {c}) and probabilities of shape (n, {c})")
     predicted = probabilities.argmax(axis=1)
-    histogram = np.zeros((c, c, b), dtype=np.int64)
+    positives, negatives = np.zeros((c, b), dtype=np.int64), np.zeros((c, b), dtype=np.int64)
     for scored in range(c):
-        np.add.at(histogram, (labels, scored, score_bins(probabilities[:, scored], b)), 1)
+        bins_of = score_bins(probabilities[:, scored], b)
+        is_class = labels == scored
+        positives[scored] = np.bincount(bins_of[is_class], minlength=b)
+        negatives[scored] = np.bincount(bins_of[~is_class], minlength=b)
     confusion = np.zeros((c, c), dtype=np.int64)
     np.add.at(confusion, (labels, predicted), 1)
     confidence = probabilities.max(axis=1)
@@ -118,7 +125,8 @@ def local_sums(
     confidence_totals = [fixed_point(v) for v in np.bincount(top_bins, weights=confidence, minlength=b)]
     return [
         *scalars,
-        *histogram.ravel().tolist(),
+        *positives.ravel().tolist(),
+        *negatives.ravel().tolist(),
         *confusion.ravel().tolist(),
         *(int(v) for counts in per_bin for v in counts),
         *confidence_totals,
@@ -149,10 +157,9 @@ class PooledEvaluation:
 
     def _class_rates(self, scored: int) -> tuple[np.ndarray, np.ndarray]:
         """Per bin: positives (true class = scored) and negatives, by P(scored class)."""
-        histogram = self.sums["histogram"]
-        positives = histogram[scored, scored].astype(np.float64)
-        negatives = histogram[:, scored].sum(axis=0).astype(np.float64) - positives
-        return positives, negatives
+        return self.sums["positives"][scored].astype(np.float64), self.sums["negatives"][scored].astype(
+            np.float64
+        )
 
     def _auc_of(self, scored: int) -> tuple[float, float]:
         pos, neg = self._class_rates(scored)

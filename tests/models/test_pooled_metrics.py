@@ -74,6 +74,19 @@ def test_curves_are_well_formed():
     assert np.all((confidence >= 0.5) & (confidence <= 1)) and np.all((accuracy >= 0) & (accuracy <= 1))
 
 
+def test_many_classes_stay_small():
+    """One-vs-rest needs two histograms per class, not one per pair of classes."""
+    layout = EvaluationLayout(100, bins=100)
+    assert layout.size < 2 * 100 * 100 + 100 * 100 + 3 * 100 + 10
+    sites = hospitals(np.random.default_rng(3), 100, sizes=(400, 300))
+    labels = np.concatenate([s[0] for s in sites])
+    probs = np.concatenate([s[1] for s in sites])
+    metrics = pooled(layout, sites).metrics()
+    present = np.unique(labels)
+    exact = np.mean([roc_auc_score(labels == c, probs[:, c]) for c in present])
+    assert abs(metrics["eval_auc"] - exact) <= metrics["eval_auc_bound"] + 1e-12
+
+
 def test_bad_input_is_refused_by_name():
     layout = EvaluationLayout(2, bins=10)
     with pytest.raises(ValueError, match="probabilities of shape"):
