@@ -295,8 +295,7 @@ def run_simulated(cfg: DictConfig, settings: RunSettings, num_hospitals: int) ->
 
         def on_round(server_round: int, metrics: dict) -> None:
             tracker.log_round(server_round, metrics)
-            shown = ("contributors", "eval_loss", "eval_accuracy", "eval_auc")
-            bar.set_postfix({k: fmt(metrics[k]) for k in shown if k in metrics})
+            bar.set_postfix({k: fmt(metrics[k]) for k in PROGRESS_METRICS if k in metrics})
             bar.update(1)
 
         try:
@@ -510,19 +509,26 @@ def run_recorded(db: Path, flower_run_id: int) -> bool:
     return row is not None
 
 
-def rounds_logged(tracking_uri: str, experiment: str, flower_run_id: int, num_rounds: int) -> int:
-    """Rounds the ServerApp has logged so far (progress only: 0 if the store is not there yet)."""
+PROGRESS_METRICS = ("contributors", "eval_loss", "eval_accuracy", "eval_auc")  # shown beside the bar
+
+
+def progress_logged(
+    tracking_uri: str, experiment: str, flower_run_id: int, num_rounds: int
+) -> tuple[int, dict]:
+    """Rounds the ServerApp has logged so far and the latest ``PROGRESS_METRICS`` (progress only:
+    nothing if the store is not there yet)."""
     prefix = "sqlite:///"
     if tracking_uri.startswith(prefix) and not run_recorded(Path(tracking_uri[len(prefix) :]), flower_run_id):
-        return 0  # the ServerApp creates the store: an MLflow client here could race it on the schema
+        return 0, {}  # the ServerApp creates the store: an MLflow client here could race it on the schema
     try:
         client, mlrun = find_mlflow_run(tracking_uri, experiment, flower_run_id)
         if mlrun is None:
-            return 0
-        return min(num_rounds, len(client.get_metric_history(mlrun.info.run_id, "round_seconds")))
+            return 0, {}
+        rounds = min(num_rounds, len(client.get_metric_history(mlrun.info.run_id, "round_seconds")))
+        return rounds, {k: v for k, v in mlrun.data.metrics.items() if k in PROGRESS_METRICS}
     except Exception as err:  # a busy store must not end the wait
         log.debug("progress from MLflow unavailable: %s", err)
-        return 0
+        return 0, {}
 
 
 def log_tail(text: str, lines: int = 25) -> str:
@@ -562,7 +568,10 @@ def run_deployment(cfg: DictConfig, settings: RunSettings, num_hospitals: int) -
     try:
         while time.monotonic() < deadline:
             status = run_status(home, run_id)
-            bar.update(max(0, rounds_logged(tracking_uri, experiment, run_id, settings.num_rounds) - bar.n))
+            rounds, latest = progress_logged(tracking_uri, experiment, run_id, settings.num_rounds)
+            if latest:
+                bar.set_postfix({k: fmt(v) for k, v in latest.items()})
+            bar.update(max(0, rounds - bar.n))
             if status.startswith("finished"):
                 break
             time.sleep(poll)

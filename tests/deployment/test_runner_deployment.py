@@ -108,3 +108,23 @@ def test_roster_is_required_checked_and_passed_as_an_absolute_path(tmp_path: Pat
     assert path == fed / "roster.json" and path.is_absolute()
     settings = RunSettings(roster=str(path))
     assert settings.to_run_config()["roster"] == str(path)  # the run-config key the ServerApp reads
+
+
+def test_progress_is_read_only_once_the_server_app_run_exists(tmp_path: Path) -> None:
+    """The runner's progress bar: nothing (and no MLflow client on a half-made store) until the
+    ServerApp's run is recorded; then its rounds and latest contributors and accuracy."""
+    import mlflow
+
+    from server.app import FLOWER_RUN_TAG
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert runner.progress_logged(uri, "fedquorum", 7, 3) == (0, {})
+    assert not (tmp_path / "mlflow.db").exists()  # the runner did not create the store
+    client = mlflow.MlflowClient(uri)
+    run = client.create_run(client.create_experiment("fedquorum"), tags={FLOWER_RUN_TAG: "7"})
+    for step, contributors in ((1, 3), (2, 2)):
+        client.log_metric(run.info.run_id, "round_seconds", 0.5, step=step)
+        client.log_metric(run.info.run_id, "contributors", contributors, step=step)
+    client.log_metric(run.info.run_id, "bytes_up", 10.0, step=2)
+    assert runner.progress_logged(uri, "fedquorum", 7, 3) == (2, {"contributors": 2.0})
+    assert runner.progress_logged(uri, "fedquorum", 8, 3) == (0, {})  # another Flower run
