@@ -135,7 +135,20 @@ def hello(message: Message, context: Context) -> Message:
     local.raw_hospital_data(local.TaskConfig.from_config(config), dict(context.node_config))  # fail early
     signed = holder.hello()
     store_keyholder(context, holder)
-    return reply(message, {p.HELLO_BLOB: signed})
+    return reply(message, {p.HELLO_BLOB: signed, p.SOFTWARE: software_versions()})
+
+
+def software_versions() -> bytes:
+    """This hospital's fedquorum and Flower versions, so the coordinator's log shows who runs what."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {}
+    for package in ("fedquorum", "flwr"):
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            versions[package] = "unknown"
+    return json.dumps(versions).encode()
 
 
 @app.query("deal")

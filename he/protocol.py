@@ -38,6 +38,7 @@ DEALING = "dealing"  # signed dealing statement; "dealing-<dealer>" relayed
 SEALED_SHARE_PREFIX = "sealed-share-"  # + keyholder (deal reply) or dealer (dealings message)
 COMPLAINTS = "complaints"  # keyholder: JSON list of dealers whose share failed
 DECRYPTION_SHARE = "decryption-share"
+SOFTWARE = "software"  # hello reply: JSON {"fedquorum": version, "flwr": version}, for operators
 
 # Config keys
 ROUND = "server-round"

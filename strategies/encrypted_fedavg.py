@@ -72,6 +72,15 @@ def next_clip(average: list[np.ndarray], margin: float, preset_clip: float) -> f
     return float(min(preset_clip, 2.0 ** np.ceil(np.log2(margin * largest))))
 
 
+def software_of(blob: bytes) -> str:
+    """A hospital's self-reported versions, for the log only (bounded, never trusted)."""
+    try:
+        versions = json.loads(blob[:200])
+        return ", ".join(f"{k} {str(versions[k])[:20]}" for k in ("fedquorum", "flwr"))
+    except (ValueError, KeyError, TypeError):
+        return "unreported versions"
+
+
 class SetupFailedError(RuntimeError):
     """Key set-up could not complete (a keyholder is missing, or the roster is contradicted)."""
 
@@ -99,6 +108,7 @@ class EncryptedFedAvg(FedAvg):
         self.round_layout: UpdateLayout | None = None  # set by configure_train
         self.decryption_sets: DecryptionSets | None = None  # set by setup, from the roster's quorum
         self.evaluation_update_layout: UpdateLayout | None = None  # set by configure_evaluate
+        self.software: dict[int, str] = {}  # party -> "fedquorum x, flwr y", from its hello reply
 
     def start(self, grid: Grid, initial_weights, on_round=None) -> FederationResult:
         try:
@@ -233,7 +243,16 @@ class EncryptedFedAvg(FedAvg):
                 continue
             hellos[party] = hello
             self.party_nodes[party] = reply.metadata.src_node_id
+            self.software[party] = software_of(blobs_of(reply).get(p.SOFTWARE, b""))
+        self._report_software()
         return hellos
+
+    def _report_software(self) -> None:
+        """Log each hospital's fedquorum and Flower versions; warn when they differ."""
+        for party, software in sorted(self.software.items()):
+            log.info("%s runs %s", self.roster.hospital(party).name, software)
+        if len(set(self.software.values())) > 1:
+            log.warning("hospitals run different software versions: %s", sorted(set(self.software.values())))
 
     def _phase(self, grid: Grid, message_type: str, parties, content_for) -> dict[int, dict[str, bytes]]:
         """Send one set-up message to each of ``parties``; the replies of those that succeeded."""
