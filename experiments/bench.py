@@ -15,6 +15,9 @@ give 100 hospitals the 10 examples each partition needs); ``images`` writes MedM
 ``.npz`` files of ``image_size`` square grey images with ``num_classes`` classes (the CNN's size
 grows with both: 224 px and 10 classes give about 1M parameters, 280 px and 64 classes about 10M).
 
+A scenario with ``engine: deployment`` runs on the Deployment Engine instead: a TLS + node-auth
+pilot on 127.0.0.1, its arms in one Flower run (``experiments.bench_deploy``).
+
 Output (in the Hydra run directory): ``bench.csv``, ``bench.json``, ``bench.md`` (the table) and
 ``bench.png``, also logged to MLflow (``mlflow.tracking_uri``, a local SQLite file by default)
 with one metric per scenario, arm and column.
@@ -166,7 +169,7 @@ def scenario_rows(scenario: DictConfig, cfg: DictConfig, work: Path) -> list[dic
     unknown = sorted(set(arms) - set(ARMS))
     if unknown:
         raise ValueError(f"bench.arms: unknown arm(s) {unknown}; expected some of {list(ARMS)}")
-    budget = float(cfg.bench.arm_budget)
+    budget = float(scenario.get("arm_budget") or cfg.bench.arm_budget)  # a scenario may set its own
     spec = {
         "name": str(scenario.name),
         "hospitals": int(scenario.hospitals),
@@ -180,12 +183,18 @@ def scenario_rows(scenario: DictConfig, cfg: DictConfig, work: Path) -> list[dic
         flush=True,
     )
     rows = []
-    for group in [[arm] for arm in arms] if cfg.bench.isolate_arms else [arms]:
+    deployment = str(scenario.get("engine", "simulation")) == "deployment"
+    groups = [[arm] for arm in arms] if cfg.bench.isolate_arms and not deployment else [arms]
+    for group in groups:
         started = time.perf_counter()
-        label = f"{scenario.name}-{group[0]}" if cfg.bench.isolate_arms else str(scenario.name)
-        results, note = run_scenario(
-            spec | {"arms": group, "label": label}, work, len(group) * (budget + 120) + 300
-        )
+        label = f"{scenario.name}-{group[0]}" if len(groups) > 1 else str(scenario.name)
+        limit = len(group) * (budget + 120) + 300
+        if deployment:  # one pilot (SuperLink + SuperNodes) and one Flower run for all its arms
+            from experiments import bench_deploy
+
+            results, note = bench_deploy.run_scenario(spec | {"arms": group, "label": label}, work, limit)
+        else:
+            results, note = run_scenario(spec | {"arms": group, "label": label}, work, limit)
         print(f"bench:   {', '.join(group)}: {time.perf_counter() - started:.0f} s {note}", flush=True)
         for arm in group:
             if arm in results:

@@ -46,3 +46,41 @@ def test_quick_benchmark_completes_and_writes_its_table(tmp_path: Path) -> None:
     with (out / "bench.csv").open() as source:
         assert len(list(csv.DictReader(source))) == len(rows)
     assert "MLflow run:" in done.stdout
+
+
+def test_deployment_scenario_is_in_the_full_benchmark_only() -> None:
+    """``deploy-5`` (the Deployment Engine: a pilot on 127.0.0.1) runs in ``bench=full``; CI's quick
+    benchmark stays in simulation."""
+    from omegaconf import OmegaConf
+
+    full = OmegaConf.load(REPO_ROOT / "conf" / "bench" / "full.yaml")
+    quick = OmegaConf.load(REPO_ROOT / "conf" / "bench" / "quick.yaml")
+    deployed = [s for s in full.scenarios if s.get("engine") == "deployment"]
+    assert [s.name for s in deployed] == ["deploy-5"]
+    assert set(deployed[0].arms) == {"flower_fedavg", "secaggplus", "compact"}
+    assert deployed[0].hospitals == 5 and deployed[0].data == "breast_cancer"
+    assert not [s for s in quick.scenarios if s.get("engine", "simulation") != "simulation"]
+
+
+def test_deployment_bundle_names_the_bench_apps(tmp_path: Path) -> None:
+    import tomllib
+
+    from flwr.common.config import parse_config_args
+
+    from experiments import bench_deploy
+
+    bundle = bench_deploy.write_bundle(tmp_path / "app")
+    project = tomllib.loads((bundle / "pyproject.toml").read_text())
+    components = project["tool"]["flwr"]["app"]["components"]
+    assert components == {
+        "serverapp": "experiments.bench_deploy:app",
+        "clientapp": "experiments.bench_deploy:hospital",
+    }
+    assert set(project["tool"]["flwr"]["app"]["config"]) == {"bench-spec", "bench-result"}
+    for package in (*bench_deploy.PACKAGES, "experiments"):
+        assert list((bundle / package).glob("*.py")), package
+    assert (bundle / "experiments" / "bench_arms.py").is_file()
+    config = parse_config_args([bench_deploy.node_config(tmp_path / "pilot", "hospital-2", 1, 5)])
+    assert config["partition-id"] == 1 and config["num-partitions"] == 5
+    assert config["hospital"] == "hospital-2"
+    assert config["signing-key"] == str(tmp_path / "pilot" / "hospitals" / "hospital-2" / "signing.key")

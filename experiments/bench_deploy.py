@@ -1,0 +1,230 @@
+"""The Deployment Engine scenario of the head-to-head benchmark (``experiments.bench``).
+
+A scenario with ``engine: deployment`` (``deploy-5`` in ``conf/bench/full.yaml``) runs on
+127.0.0.1 what a pilot runs across hospitals:
+
+1. ``python -m server.coordinator init-pilot`` makes the PKI, node keys, signing keys and roster;
+2. ``python -m server.coordinator superlink`` runs the SuperLink with TLS and SuperNode
+   authentication and registers the hospitals' keys (runtime dependency installation off);
+3. one plain ``flower-supernode`` per hospital with TLS, its node authentication key and a node
+   config naming its partition of the embedded data (the same partitions as the simulation's
+   ``mlp-5``) and its roster and signing key. Plain SuperNodes, not ``client.daemon``: the
+   daemon only runs approved app bundles through its policy, and this benchmark's bundle carries
+   Flower's own FedAvg and SecAgg+ hospitals as well (docs/deployment.md);
+4. ``flwr run`` of a bundle whose ServerApp (``app`` below) runs each arm with
+   ``experiments.bench_arms.run_arm`` on a ``MeteredGrid`` (the same time and byte accounting as
+   the simulation) and whose ClientApp is ``BenchHospital`` (every arm's hospital in one); the
+   ServerApp writes the result file the simulation's scenario process writes.
+
+Every process is started and stopped by PID through ``tests/deployment/deploy_helpers.Processes``
+(SIGTERM, then SIGKILL; Flower's children recorded by PID and killed by PID if they linger).
+
+Hospital peak RSS is not measured here: each message runs in a fresh ``flwr-clientapp`` process
+whose high-water mark dies with it (the column says ``–``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+
+from experiments.bench_arms import ArmResult, BenchHospital, run_arm
+from strategies.fedavg import wait_for_nodes
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("he", "strategies", "server", "client", "models", "privacy")
+EXPERIMENT_FILES = ("__init__.py", "_simulate.py", "bench_arms.py", "bench_deploy.py")
+
+# -- the bundle's apps (run by the SuperLink's ServerApp process and the SuperNodes' ClientApps) --
+app = ServerApp()
+hospital = BenchHospital()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    spec = json.loads(Path(str(context.run_config["bench-spec"])).read_text())
+    out = Path(str(context.run_config["bench-result"]))
+    hospitals, results = int(spec["hospitals"]), {}
+
+    def write() -> None:
+        out.write_text(json.dumps({arm: r.as_dict() for arm, r in results.items()}, default=float))
+
+    nodes = wait_for_nodes(grid, hospitals, float(spec["arm_budget"]))
+    for arm in spec["arms"]:
+        results[arm] = ArmResult(arm, hospitals, int(spec["settings"]["num_rounds"]))
+        run_arm(grid, context, spec, nodes, results[arm], write)
+        results[arm].hospital_peak_rss = 0  # not this process's children: see the module docstring
+        write()
+
+
+# -- the driver (in the benchmark's process) --------------------------------------------------------
+def helpers():
+    """``tests/deployment/deploy_helpers``: processes started and stopped by PID."""
+    path = REPO_ROOT / "tests" / "deployment" / "deploy_helpers.py"
+    module_spec = importlib.util.spec_from_file_location("deploy_helpers", path)
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules.setdefault("deploy_helpers", module)
+    module_spec.loader.exec_module(module)
+    return module
+
+
+def write_bundle(directory: Path) -> Path:
+    """An app directory: the project's code, and a pyproject naming this module's apps."""
+    if directory.exists():
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for package in PACKAGES:
+        shutil.copytree(REPO_ROOT / package, directory / package, ignore=ignore)
+    (directory / "experiments").mkdir()
+    for name in EXPERIMENT_FILES:
+        shutil.copy(REPO_ROOT / "experiments" / name, directory / "experiments" / name)
+    include = ", ".join(f'"{p}/**/*.py"' for p in (*PACKAGES, "experiments"))
+    (directory / "pyproject.toml").write_text(
+        "[build-system]\n"
+        'requires = ["hatchling"]\n'
+        'build-backend = "hatchling.build"\n\n'
+        "[project]\n"
+        'name = "fedquorum-bench"\n'
+        'version = "0.1.0"\n'
+        "dependencies = []\n\n"
+        "[tool.hatch.build.targets.wheel]\n"
+        'packages = ["."]\n\n'
+        "[tool.flwr.app]\n"
+        'publisher = "fedquorum"\n'
+        f"fab-include = [{include}]\n\n"
+        "[tool.flwr.app.components]\n"
+        'serverapp = "experiments.bench_deploy:app"\n'
+        'clientapp = "experiments.bench_deploy:hospital"\n\n'
+        "[tool.flwr.app.config]\n"
+        'bench-spec = ""\n'
+        'bench-result = ""\n'
+    )
+    return directory
+
+
+def node_config(pilot: Path, name: str, partition: int, hospitals: int) -> str:
+    from he.roster import NODE_HOSPITAL, NODE_ROSTER, NODE_SIGNING_KEY
+
+    folder = pilot / "hospitals" / name
+    return (
+        f"partition-id={partition} num-partitions={hospitals} "
+        f'{NODE_ROSTER}="{folder / "roster.json"}" {NODE_SIGNING_KEY}="{folder / "signing.key"}" '
+        f'{NODE_HOSPITAL}="{name}"'
+    )
+
+
+def run_scenario(spec: dict, work: Path, limit: float) -> tuple[dict, str]:
+    """Start the pilot, run every arm of ``spec`` in one Flower run, stop everything by PID.
+
+    Returns the arms' results (as ``experiments.bench_arms`` writes them) and a note (empty if the
+    run finished within ``limit`` seconds)."""
+    dh = helpers()
+    label = str(spec["label"])
+    root = work / label
+    if root.exists():
+        shutil.rmtree(root)
+    (root / "logs").mkdir(parents=True)
+    hospitals = int(spec["hospitals"])
+    coordinator_home = root / "flwr-coordinator"
+    env = dh.flower_env(coordinator_home)  # FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1
+    pilot = root / "pilot"
+    python = [sys.executable, "-m"]
+    made = subprocess.run(
+        [*python, "server.coordinator", "init-pilot", "--hospitals", str(hospitals), "--out", str(pilot)],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if made.returncode != 0:
+        return {}, f"init-pilot failed: {made.stderr[-300:]}"
+    from server import pki
+
+    layout = pki.PilotLayout(pilot.absolute())
+    spec = spec | {"settings": spec["settings"] | {"roster": str(layout.roster)}}
+    spec_path, out_path = root / "spec.json", root / "result.json"
+    spec_path.write_text(json.dumps(spec))
+
+    procs = dh.Processes(root / "logs")
+    note = ""
+    try:
+        port = dh.free_port()
+        link = procs.start(
+            "superlink",
+            [*python, "server.coordinator", "superlink", "--pilot", str(pilot), "--port", str(port)],
+            env,
+        )
+        dh.wait_until(
+            lambda: "ready with" in procs.log("superlink") or link.poll() is not None,
+            300,
+            "the SuperLink to start and register the hospitals",
+        )
+        if link.poll() is not None:
+            return {}, f"the SuperLink exited: {procs.log('superlink')[-300:]}"
+        started = time.perf_counter()
+        for partition, name in enumerate(layout.hospital_names()):
+            folder = pilot / "hospitals" / name
+            node_env = dh.flower_env(root / f"flwr-{name}") | {"OMP_NUM_THREADS": "1"}
+            procs.start(
+                name,
+                [
+                    str(dh.BIN / "flower-supernode"),
+                    "--superlink",
+                    f"127.0.0.1:{port}",
+                    "--root-certificates",
+                    str(folder / "ca.crt"),
+                    "--auth-supernode-private-key",
+                    str(folder / "node.key"),
+                    "--node-config",
+                    node_config(pilot, name, partition, hospitals),
+                    "--port",
+                    str(dh.free_port()),
+                ],
+                node_env,
+            )
+        bundle = write_bundle(root / "app")
+        home = pki.private_dir(layout.superlink_dir / "flwr")  # the coordinator's CLI config
+        submitted = dh.flwr(
+            home,
+            "run",
+            str(bundle),
+            "pilot",
+            "--run-config",
+            f'bench-spec="{spec_path}" bench-result="{out_path}"',
+            "--format",
+            "json",
+        )
+        run = dh.json_of(submitted)
+        if not run.get("success") or "run-id" not in run:
+            return {}, f"flwr run failed: {json.dumps(run)[:300]}"
+        run_id = int(run["run-id"])
+        print(f"bench:   deployment: Flower run {run_id}, logs in {root / 'logs'}", flush=True)
+        try:
+            status = dh.wait_for_run(
+                home, "pilot", run_id, timeout=max(60.0, limit - (time.perf_counter() - started))
+            )
+            if status != "finished:completed":
+                note = f"the Flower run ended {status}"
+        except TimeoutError:
+            dh.flwr(home, "stop", str(run_id), "pilot")
+            note = f"scenario stopped after {limit:.0f} s"
+        logs = dh.flwr(home, "log", str(run_id), "pilot", "--show")
+        (root / "logs" / "serverapp.log").write_text(logs.stdout + logs.stderr)
+    except Exception as err:  # the table says why the scenario did not run
+        note = f"{type(err).__name__}: {err}"[:300]
+    finally:
+        procs.stop_all()
+    results = json.loads(out_path.read_text()) if out_path.is_file() else {}
+    if not results and not note:
+        note = f"no result file (logs in {root / 'logs'})"
+    return results, note
