@@ -211,11 +211,10 @@ def run_local_round(
 ) -> tuple[list[np.ndarray], float, LocalEvaluation]:
     """Evaluate the global model, train locally; return the weight delta, the training loss and
     the evaluation of the global model it started from."""
-    seed = task.seed + 1000 * server_round
-    before = evaluate_local(task, data, global_weights, seed)
     model = make_model(task, data.num_features, data.num_classes)
     set_weights(model, global_weights)
-    train_loader, _ = data.loaders(task.batch_size, seed=seed)
+    train_loader, test_loader = data.loaders(task.batch_size, seed=task.seed + 1000 * server_round)
+    before = LocalEvaluation(*predict(model, test_loader))  # predict leaves the model as it was
     loss = train(
         model,
         train_loader,
