@@ -64,6 +64,31 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str, interva
     raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+def start_superlink(
+    procs: Processes, pilot: Path, env: dict[str, str], hospitals: int
+) -> tuple[subprocess.Popen, int]:
+    """The pilot's SuperLink (``server.coordinator superlink``: TLS, node authentication) on a
+    free port, waited for until it has registered ``hospitals`` keys (or exited); (process, port)."""
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "server.coordinator",
+        "superlink",
+        "--pilot",
+        str(pilot),
+        "--port",
+        str(port),
+    ]
+    link = procs.start("superlink", command, env)
+    wait_until(
+        lambda: f"ready with {hospitals} registered" in procs.log("superlink") or link.poll() is not None,
+        300,
+        "the SuperLink to start and register the hospitals",
+    )
+    return link, port
+
+
 def port_open(port: int) -> bool:
     with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
         return True

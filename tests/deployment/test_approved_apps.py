@@ -26,6 +26,7 @@ from deploy_helpers import (
     free_port,
     identity_args,
     read_audit,
+    start_superlink,
     wait_until,
 )
 
@@ -111,17 +112,7 @@ def test_check_only_connects_and_only_approved_apps_run(tmp_path: Path, procs: P
             timeout=120,
         )
         assert made.returncode == 0, made.stderr
-    port = free_port()
-    link = procs.start(
-        "superlink",
-        python("server.coordinator", "superlink", "--pilot", str(pilot), "--port", str(port)),
-        env,
-    )
-    wait_until(
-        lambda: "ready with 2 registered" in procs.log("superlink") or link.poll() is not None,
-        300,
-        "SuperLink",
-    )
+    link, port = start_superlink(procs, pilot, env, HOSPITALS)
     assert link.poll() is None, procs.log("superlink")
     states = [tmp_path / f"state-{i + 1}" for i in range(HOSPITALS)]
 

@@ -31,6 +31,7 @@ from deploy_helpers import (
     identity_args,
     mlflow_run_of,
     read_audit,
+    start_superlink,
     wait_until,
 )
 
@@ -115,17 +116,7 @@ def test_secure_pilot_with_registered_hospitals(tmp_path: Path, procs: Processes
     assert made.returncode == 0, made.stderr
     csvs = hospital_csvs(tmp_path)
 
-    port = free_port()
-    link = procs.start(
-        "superlink",
-        python("server.coordinator", "superlink", "--pilot", str(pilot), "--port", str(port)),
-        env,
-    )
-    wait_until(
-        lambda: "ready with 3 registered" in procs.log("superlink") or link.poll() is not None,
-        300,
-        "the SuperLink to start and register the hospitals",
-    )
+    link, port = start_superlink(procs, pilot, env, HOSPITALS)
     assert link.poll() is None, procs.log("superlink")
 
     # a hospital whose data file is missing does not start, and says why
