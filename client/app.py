@@ -21,6 +21,7 @@ from client.audit import OWN_METRICS, audit_mod
 from client.identity import hospital_identity
 from client.keyholder import KeyHolder, RefusedRequest
 from client.policy import policy_mod
+from client.privacy_budget import charge_round
 from he import protocol as p
 from models.pooled_metrics import DEFAULT_BINS
 from privacy import hospital as dp_hospital
@@ -188,6 +189,8 @@ def train(message: Message, context: Context) -> Message:
     encrypted = bool(config.get(p.ENCRYPTED, True))
     holder = load_keyholder(context) if encrypted else None
     plan = plan_from_config(config, delta, holder.roster.preset if holder else str(config.get(DP_PRESET)))
+    if plan:  # the hospital's own epsilon: its policy and budget decide, the ledger records it first
+        charge_round(plan, config, context, server_round)
     if not encrypted:
         if plan:  # the same integers as the encrypted path, each update with weight 1
             delta, num_examples = plan.plain(delta, np.random.default_rng()), 1
