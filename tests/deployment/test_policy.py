@@ -9,9 +9,10 @@ import time
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 from deploy_helpers import ROOT
-from flwr.app import ConfigRecord, Context, Message, Metadata, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, Metadata, RecordDict
 
 from client.app import app
 from client.approval import app_refusal, approve, fab_sha256, installed_mismatch
@@ -20,6 +21,9 @@ from client.audit_summary import read_entries, summarize
 from client.policy import NODE_POLICY, Policy, PolicyError, PolicyRefusal
 from he import protocol as p
 from he.roster import NODE_HOSPITAL
+from models.registry import MODEL_NAMES, build_model
+from privacy.config import KEYS as DP_KEYS
+from server.settings import RunSettings
 
 
 def statistics_message(encrypted: bool) -> Message:
@@ -134,3 +138,87 @@ def test_installed_code_is_accepted_and_a_changed_app_refused(installed_fab: byt
     assert approve(tmp_path, fab) == fab_sha256(changed)
     assert app_refusal(changed, Policy(), tmp_path) is None  # approved after review
     assert app_refusal(b"not a zip", Policy(accept_any_app=True), tmp_path) is None
+
+
+# -- what a run may ask of the hospital ------------------------------------------------------------------
+def train_message(config: dict, weights: list[np.ndarray]) -> Message:
+    """A training round as the coordinator sends it: the run's config and the global model."""
+    metadata = Metadata(
+        run_id=1,
+        message_id="m-train",
+        src_node_id=1,
+        dst_node_id=7,
+        reply_to_message_id="",
+        group_id="1",
+        created_at=time.time(),
+        ttl=600.0,
+        message_type=p.TRAIN,
+    )
+    content = RecordDict({p.CONFIG: ConfigRecord(config), p.ARRAYS: ArrayRecord(weights)})
+    return Message(metadata=metadata, content=content)
+
+
+def mlp_weights(hidden: int) -> list[np.ndarray]:
+    """The global model of the run's MLP on the 30 breast-cancer features, as the server sends it."""
+    return [w.detach().numpy() for w in build_model("mlp", 30, 2, hidden=(hidden,)).state_dict().values()]
+
+
+@pytest.mark.parametrize(
+    ("asked", "weights", "refusal"),
+    [
+        ({"hidden": 4096}, 4096, "policy max_model_parameters=100000: the model this run sends has 135170"),
+        ({"local-epochs": "99999999"}, 32, "policy max_local_epochs=100: this run asks for 99999999 local"),
+        ({p.EVAL_BINS: 10_000}, 32, "policy max_eval_bins=100: this run asks for 10000 evaluation"),
+        ({p.ROUND: 1001}, 32, "policy max_rounds=1000: this run asks for 1001 as its round"),
+        ({DP_KEYS["num_rounds"]: 5000}, 32, "policy max_rounds=1000: this run asks for 5000 DP-accounted"),
+        ({"model": "resnet152"}, 32, "policy allowed_models=\\['logreg', 'mlp', 'cnn'\\] does not include"),
+        ({p.PER_HOSPITAL_PLAINTEXT: True}, 32, "policy allow_per_hospital_plaintext=false"),
+        ({"local-epochs": "forever"}, 32, "config 'local-epochs': expected an integer, got 'forever'"),
+    ],
+)
+def test_default_policy_refuses_what_a_run_may_not_ask(tmp_path: Path, asked, weights, refusal) -> None:
+    config = {**RunSettings().task_config(), p.ROUND: 1, **asked}
+    ctx = hospital_context(tmp_path, tmp_path / "policy.toml")  # no file: the defaults
+    with pytest.raises(PolicyRefusal, match=refusal):
+        app(train_message(config, mlp_weights(weights)), ctx)
+    (entry,) = read_entries(tmp_path / AUDIT_FILE)
+    assert entry["outcome"] == "refused" and entry["sent"] == {}  # refused before the handler ran
+
+
+def test_the_run_defaults_and_the_built_in_models_pass_the_default_policy() -> None:
+    policy = Policy()
+    assert policy.allowed_models == MODEL_NAMES
+    config = {**RunSettings().task_config(), p.ROUND: 1000}
+    assert policy.request_violation(p.TRAIN, config, sum(w.size for w in mlp_weights(32))) is None
+    cnn = build_model("cnn", (3, 28, 28), 11)  # the largest MedMNIST task (organ, 11 classes)
+    assert policy.request_violation(p.TRAIN, config, sum(w.numel() for w in cnn.parameters())) is None
+
+
+def test_a_policy_that_allows_per_hospital_plaintext_lets_the_run_ask_for_it() -> None:
+    config = {p.PER_HOSPITAL_PLAINTEXT: True}
+    assert Policy(allow_per_hospital_plaintext=True).request_violation(p.EVALUATE, config) is None
+    assert Policy().request_violation(p.EVALUATE, config).startswith("policy allow_per_hospital_plaintext")
+
+
+@pytest.mark.parametrize(
+    ("line", "error"),
+    [
+        ("allow_per_hospital_plaintext = 1", "allow_per_hospital_plaintext must be true or false, got 1"),
+        ('allowed_models = "mlp"', "allowed_models must be a list of names, got 'mlp'"),
+        ("max_model_parameters = 0", "max_model_parameters must be a positive integer, got 0"),
+        ("max_local_epochs = 2.5", "max_local_epochs must be a positive integer, got 2.5"),
+        ("max_rounds = true", "max_rounds must be a positive integer, got True"),
+        ('max_eval_bins = "100"', "max_eval_bins must be a positive integer, got '100'"),
+        ("min_dp_noise_multiplier = -1.0", "min_dp_noise_multiplier must be a finite number >= 0, got -1.0"),
+        ("max_dp_delta = 1", "max_dp_delta must be a number in \\(0, 1\\), got 1"),
+        ("max_epsilon_per_run = 0", "max_epsilon_per_run must be a positive finite number, got 0"),
+        ("lifetime_epsilon = inf", "lifetime_epsilon must be a positive finite number, got inf"),
+    ],
+)
+def test_each_new_policy_key_with_a_malformed_value_is_an_error_naming_it(
+    tmp_path: Path, line: str, error: str
+) -> None:
+    path = tmp_path / "policy.toml"
+    path.write_text(line + "\n")
+    with pytest.raises(PolicyError, match=error):
+        Policy.load(path)
