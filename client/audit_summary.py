@@ -87,7 +87,7 @@ def in_the_clear(items: list[dict]) -> str:
     return "; ".join(parts)
 
 
-def privacy_budget(ledger: ReleaseLedger, policy: Policy) -> str:
+def budget_report(ledger: ReleaseLedger, policy: Policy) -> str:
     """The ε each run spent under DP, the lifetime total and what the policy leaves."""
     last: dict[str, dict] = {}
     for record in ledger.records(DP):
@@ -157,7 +157,7 @@ def main(argv: list[str]) -> int:
             print("privacy budget: not shown (give --state-dir: the release ledger lives there)")
         else:
             policy = Policy.load(args.policy or args.state_dir / POLICY_FILE)
-            print(privacy_budget(ReleaseLedger.in_state_dir(args.state_dir), policy))
+            print(budget_report(ReleaseLedger.in_state_dir(args.state_dir), policy))
     except (OSError, ValueError, LedgerError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -14,7 +14,11 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, Metadat
 from flwr.clientapp import ClientApp
 
 from client.audit import AUDIT_FILE, AuditLogError, audit_mod
+from client.audit_summary import main as summary_main
+from client.audit_summary import summarize
 from client.keyholder import RefusedRequest
+from client.ledger import DP, ReleaseLedger
+from client.policy import POLICY_FILE
 
 SECRET = b"never-leaves-the-hospital"
 BLOB = b"\x01\x02ciphertext-bytes" * 100
@@ -133,3 +137,44 @@ def test_unwritable_state_dir_refuses_to_process(tmp_path: Path) -> None:
     missing = tmp_path / "does-not-exist"
     with pytest.raises(AuditLogError, match="does-not-exist"):
         app(incoming("train"), context({"state-dir": str(missing)}))
+
+
+def test_summary_says_when_the_hospitals_own_results_left_in_the_clear(tmp_path: Path) -> None:
+    app(incoming("train"), context({"state-dir": str(tmp_path)}))  # sends train_loss, eval_accuracy
+    report = summarize(lines(tmp_path))
+    assert "this hospital's own results left in the clear: eval_accuracy,train_loss" in report
+    assert "no plaintext model values left" not in report
+
+
+def test_summary_of_an_encrypted_run_names_the_timings_it_sent_in_the_clear(tmp_path: Path) -> None:
+    timing_only = ClientApp(mods=[audit_mod])
+
+    @timing_only.train()
+    def train(message: Message, context: Context) -> Message:
+        blobs = ArrayRecord(
+            {"update": Array(dtype="uint8", shape=(len(BLOB),), stype="raw-bytes", data=BLOB)}
+        )
+        content = RecordDict({"blobs": blobs, "metrics": MetricRecord({"encrypt_seconds": 0.2})})
+        return Message(content=content, reply_to=message)
+
+    timing_only(incoming("train"), context({"state-dir": str(tmp_path)}))
+    report = summarize(lines(tmp_path))
+    assert "no plaintext model values left (in the clear only timings and flags: encrypt_seconds)" in report
+    assert "own results" not in report
+
+
+def test_summary_with_a_state_dir_shows_the_privacy_budget(tmp_path: Path, capsys) -> None:
+    app(incoming("train"), context({"state-dir": str(tmp_path)}))
+    (tmp_path / POLICY_FILE).write_text("lifetime_epsilon = 8.0\n")
+    ReleaseLedger.in_state_dir(tmp_path).append(
+        {"type": DP, "run": "41", "round": 3, "mechanism": "test", "epsilon": 2.5, "delta": 1e-5}
+    )
+    assert summary_main(["--state-dir", str(tmp_path)]) == 0
+    report = capsys.readouterr().out
+    assert "run 41: epsilon 2.5 (delta 1e-05) after round 3" in report
+    assert (
+        "spent in all runs: epsilon 2.5 of the lifetime budget 8 (policy lifetime_epsilon); left: 5.5"
+        in report
+    )
+    assert summary_main(["--log", str(tmp_path / AUDIT_FILE)]) == 0
+    assert "privacy budget: not shown (give --state-dir" in capsys.readouterr().out
