@@ -5,9 +5,10 @@ own side: the L2 clip, its noise share, weight 1 (no example count released), an
 encrypted mode — that its pinned roster's ``min_contributors`` is at least the ``m`` the noise
 shares are sized for. Keyholders refuse to decrypt any aggregate with fewer than
 ``min_contributors`` signed contributions, so no decrypted aggregate holds fewer than ``m``
-noise shares. What it cannot check (docs/privacy.md): that the other contributors are honest
-and add their shares, and that the DP settings it receives are the ones the federation agreed
-on (they come with the run's config, like every other setting).
+noise shares. Whether the run's DP settings are good enough for this hospital (noise floor, ε
+per run and lifetime, accounted rounds) is decided by its policy and ledger
+(``client.privacy_budget``). What it cannot check (docs/privacy.md): that the other
+contributors are honest and add their shares.
 """
 
 from __future__ import annotations
