@@ -159,17 +159,19 @@ class Policy:
                 f"has {model_parameters} values; refused"
             )
         preset = self.preset_violation(str(config[p.PRESET])) if p.PRESET in config else None
-        return preset or self.limit_violation(config)
+        return preset or self.limit_violation(message_type, config)
 
-    def limit_violation(self, config: dict) -> str | None:
-        """Why the run's resource settings exceed this policy's limits, or None."""
+    def limit_violation(self, message_type: str, config: dict) -> str | None:
+        """Why the run's resource settings exceed this policy's limits, or None. The round number
+        counts for training only: the final evaluation (and its decryption) is the round after
+        the last."""
         for key, limit, what in (
             (LOCAL_EPOCHS, "max_local_epochs", "local epochs per round"),
             (p.EVAL_BINS, "max_eval_bins", "evaluation histogram bins"),
-            (p.ROUND, "max_rounds", "as its round number"),
+            (p.ROUND, "max_rounds", "as its training round number"),
             (DP_KEYS["num_rounds"], "max_rounds", "DP-accounted rounds"),
         ):
-            if key not in config:
+            if key not in config or (key == p.ROUND and message_type != p.TRAIN):
                 continue
             value = _config_integer(config[key])
             if value is None:

@@ -169,7 +169,7 @@ def mlp_weights(hidden: int) -> list[np.ndarray]:
         ({"hidden": 4096}, 4096, "policy max_model_parameters=100000: the model this run sends has 135170"),
         ({"local-epochs": "99999999"}, 32, "policy max_local_epochs=100: this run asks for 99999999 local"),
         ({p.EVAL_BINS: 10_000}, 32, "policy max_eval_bins=100: this run asks for 10000 evaluation"),
-        ({p.ROUND: 1001}, 32, "policy max_rounds=1000: this run asks for 1001 as its round"),
+        ({p.ROUND: 1001}, 32, "policy max_rounds=1000: this run asks for 1001 as its training round"),
         ({DP_KEYS["num_rounds"]: 5000}, 32, "policy max_rounds=1000: this run asks for 5000 DP-accounted"),
         ({"model": "resnet152"}, 32, "policy allowed_models=\\['logreg', 'mlp', 'cnn'\\] does not include"),
         ({p.PER_HOSPITAL_PLAINTEXT: True}, 32, "policy allow_per_hospital_plaintext=false"),
@@ -190,6 +190,9 @@ def test_the_run_defaults_and_the_built_in_models_pass_the_default_policy() -> N
     assert policy.allowed_models == MODEL_NAMES
     config = {**RunSettings().task_config(), p.ROUND: 1000}
     assert policy.request_violation(p.TRAIN, config, sum(w.size for w in mlp_weights(32))) is None
+    final = {**config, p.ROUND: 1001}  # the final evaluation of a 1000-round run, and its decryption
+    assert policy.request_violation(p.EVALUATE, final) is None
+    assert policy.request_violation(p.DECRYPT, final) is None
     cnn = build_model("cnn", (3, 28, 28), 11)  # the largest MedMNIST task (organ, 11 classes)
     assert policy.request_violation(p.TRAIN, config, sum(w.numel() for w in cnn.parameters())) is None
 
