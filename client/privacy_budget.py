@@ -35,9 +35,9 @@ MECHANISM = "distributed-discrete-gaussian"
 RUN_STATE = "dp-budget"  # run-state record: the DP settings this run started with, its last round
 
 
-def charge_round(plan: DdgPlan, config: dict, context: Context, server_round: int) -> float:
+def charge_round(plan: DdgPlan, config: dict, context: Context, server_round: int) -> None:
     """Refuse a DP round the run's accounting or the policy forbids (module docstring); otherwise
-    record it in the ledger and return the run's ε after this round."""
+    record the run's ε after this round in the ledger, before the update leaves."""
     dp = DpConfig.from_config(config)
     settings = run_settings(plan, dp)
     require_accounted_round(context, settings, server_round, dp.rounds)
@@ -56,7 +56,6 @@ def charge_round(plan: DdgPlan, config: dict, context: Context, server_round: in
             | {"delta": dp.delta, "noise_multiplier": plan.noise_multiplier, "rounds": dp.rounds}
         )
     context.state[RUN_STATE] = ConfigRecord({"settings": settings, "round": server_round})
-    return spent
 
 
 def run_settings(plan: DdgPlan, dp: DpConfig) -> str:
