@@ -49,8 +49,8 @@ def charge_round(plan: DdgPlan, config: dict, context: Context, server_round: in
     if policy is not None:
         spent_elsewhere = spent_by_other_runs(ledger, run) if ledger else 0.0
         require_within_policy(policy, plan, dp, spent_elsewhere)
-    spent = plan.epsilon(server_round, dp.delta)
     if ledger:
+        spent = plan.epsilon(server_round, dp.delta)  # the run's, cumulative: rounds 1..server_round
         ledger.append(
             {"type": DP, "run": run, "round": server_round, "mechanism": MECHANISM, "epsilon": spent}
             | {"delta": dp.delta, "noise_multiplier": plan.noise_multiplier, "rounds": dp.rounds}
