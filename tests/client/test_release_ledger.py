@@ -24,7 +24,7 @@ from lying_coordinator import PARTIES, Coordinator, contributions, decrypt_confi
 from client import task as local
 from client.audit import STATE_DIR_KEY
 from client.keyholder import RefusedRequest
-from client.ledger import ReleaseLedger
+from client.ledger import ReleaseConflict, ReleaseLedger
 from he import protocol as p
 from he.roster import Roster
 from server.app import initial_weights
@@ -65,6 +65,23 @@ def share(server: Coordinator, keyholder: int, replies, contributors, round_id=1
 
 def without(party: int) -> tuple[int, ...]:
     return tuple(q for q in PARTIES if q != party)
+
+
+def test_a_release_is_claimed_for_one_contributor_set(tmp_path):
+    """The ledger's own rule, without the protocol: the same set again adds nothing, another set
+    is refused, naming the release and the run that made it."""
+    ledger = ReleaseLedger.in_state_dir(tmp_path)
+    ledger.claim_release("fed/model:x", ["b", "a"], run="r1", round=1)
+    ledger.claim_release("fed/model:x", ["a", "b"], run="r2", round=5)
+    with pytest.raises(
+        ReleaseConflict, match=r"release fed/model:x was already released .*\(run r1, round 1\)"
+    ):
+        ledger.claim_release("fed/model:x", ["a"], run="r3", round=1)
+    ledger.claim_release("fed/model:y", ["a"], run="r3", round=1)
+    assert [(r["release_key"], r["contributors"]) for r in ledger.records("release")] == [
+        ("fed/model:x", ["a", "b"]),
+        ("fed/model:y", ["a"]),
+    ]
 
 
 @pytest.fixture(scope="module")
