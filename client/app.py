@@ -17,12 +17,14 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from client.audit import OWN_METRICS, audit_mod
+from client.audit import OWN_METRICS, STATE_DIR_KEY, audit_mod
 from client.identity import hospital_identity
 from client.keyholder import KeyHolder, RefusedRequest
+from client.ledger import ReleaseLedger
 from client.policy import policy_mod
 from client.privacy_budget import charge_round
 from he import protocol as p
+from he.transcript import model_release, statistics_release
 from models.pooled_metrics import DEFAULT_BINS
 from privacy import hospital as dp_hospital
 from privacy.config import PRESET_KEY as DP_PRESET
@@ -85,7 +87,29 @@ def load_keyholder(context: Context) -> KeyHolder:
     state = context.state.config_records.get(STATE)
     if state is None:
         raise RuntimeError("no key set-up for this run on this hospital: the server skipped query.hello")
-    return KeyHolder.from_state({k: bytes(v) for k, v in state.items() if k != PRESET_KEY})
+    holder = KeyHolder.from_state({k: bytes(v) for k, v in state.items() if k != PRESET_KEY})
+    holder.ledger = release_ledger(dict(context.node_config))
+    return holder
+
+
+_warned_no_ledger = False
+
+
+def release_ledger(node_config: dict) -> ReleaseLedger | None:
+    """The hospital's release ledger in its ``state-dir``; without one (plain simulation) there is
+    none, and nothing stops a coordinator from differencing two runs (said once in the log)."""
+    global _warned_no_ledger
+    state_dir = node_config.get(STATE_DIR_KEY)
+    if state_dir not in (None, ""):
+        return ReleaseLedger.in_state_dir(str(state_dir))
+    if not _warned_no_ledger:
+        _warned_no_ledger = True
+        log.warning(
+            "no '%s' in the node config: no release ledger, so decryptions are not checked across runs "
+            "(acceptable in simulation only)",
+            STATE_DIR_KEY,
+        )
+    return None
 
 
 def store_keyholder(context: Context, holder: KeyHolder) -> None:
@@ -180,8 +204,10 @@ def train(message: Message, context: Context) -> Message:
     data = local.hospital_data(task, dict(context.node_config))
     server_round = config_int(config, p.ROUND)
     global_weights = [a.numpy() for a in message.content[p.ARRAYS].values()]
-    party = config_int(config, p.PARTY) if p.PARTY in config else 0
-    delta, train_loss, evaluation = local.run_local_round(task, data, global_weights, server_round, party)
+    randomness = local.hospital_randomness(task, dict(context.node_config))
+    delta, train_loss, evaluation = local.run_local_round(
+        task, data, global_weights, server_round, randomness
+    )
     own = {"train_loss": train_loss, **evaluation.metrics}
     shared = own_metrics(context, config, f"round {server_round}", own)
     bins = evaluation_bins(config)
@@ -208,8 +234,9 @@ def train(message: Message, context: Context) -> Message:
         clipped = sum(int(np.count_nonzero(np.abs(d) > clip)) for d in delta)
         sums = evaluation.sums(bins, num_examples, train_loss, clipped)
     start = time.perf_counter()
+    release = model_release(global_weights)  # computed here, from the model received
     blob, statement, _ = holder.encrypt(
-        "train", server_round, delta, num_examples, clip, scale, quantizer, sums
+        "train", server_round, delta, num_examples, clip, scale, quantizer, sums, release=release
     )
     store_keyholder(context, holder)
     metrics = {**shared, "encrypt_seconds": time.perf_counter() - start}
@@ -249,7 +276,13 @@ def statistics(message: Message, context: Context) -> Message:
     holder = load_keyholder(context)
     scale = config_int(config, p.WEIGHT_SCALE) if p.WEIGHT_SCALE in config else None
     blob, statement, clipped = holder.encrypt(
-        "statistics", config_int(config, p.ROUND), values, count, None, scale
+        "statistics",
+        config_int(config, p.ROUND),
+        values,
+        count,
+        None,
+        scale,
+        release=statistics_release(pass_name),
     )
     if clipped:
         log.warning("%d feature statistics exceed 2^20 and were clipped: rescale those features", clipped)
@@ -296,6 +329,9 @@ def evaluate(message: Message, context: Context) -> Message:
     holder = load_keyholder(context)
     clip = config_float(config, p.CLIP) if p.CLIP in config else None
     scale = config_int(config, p.WEIGHT_SCALE) if p.WEIGHT_SCALE in config else None
-    blob, statement, _ = holder.encrypt("train", config_int(config, p.ROUND), [], 1, clip, scale, None, sums)
+    round_id = config_int(config, p.ROUND)
+    blob, statement, _ = holder.encrypt(
+        "train", round_id, [], 1, clip, scale, None, sums, release=model_release(weights)
+    )
     store_keyholder(context, holder)
     return reply(message, {p.UPDATE: blob, p.CONTRIBUTION: statement}, metrics=shared)

@@ -230,8 +230,12 @@ def load_breast_cancer_partition(
     alpha: float = 0.5,
     seed: int = 0,
     test_fraction: float = 0.2,
+    split_seed: int | None = None,
 ) -> HospitalData:
     """Return hospital ``partition_id``'s share of sklearn's breast cancer data (569 x 30).
+
+    ``seed`` partitions (the simulation's business); ``split_seed`` (default ``seed``) splits the
+    share into train/test (the hospital's).
 
     The data ship with scikit-learn (no download). The whole dataset is partitioned with
     :func:`partition_indices`, then the partition is split into train/test (seeded,
@@ -244,7 +248,7 @@ def load_breast_cancer_partition(
     bunch = load_breast_cancer()
     x, y = bunch.data, bunch.target
     idx = partition_indices(y, num_partitions, partitioning, alpha, seed)[partition_id]
-    train_idx, test_idx = _split_indices(y[idx], test_fraction, seed)
+    train_idx, test_idx = _split_indices(y[idx], test_fraction, seed if split_seed is None else split_seed)
     return HospitalData(
         x_train=x[idx[train_idx]],
         y_train=y[idx[train_idx]],

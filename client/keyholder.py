@@ -20,6 +20,12 @@ What a hospital refuses (``RefusedRequest``):
   it already answered; an attempt beyond the roster's ``max_attempts``; and a second share for
   an attempt (a retry gets the stored share, byte for byte). Each share is stored in the state
   before it is sent.
+* across runs (with a ledger, ``client.ledger``): contributors that signed different release
+  keys (what the aggregate discloses: the starting model's hash, or the statistics pass), a
+  statistics pass under a round id that is not its own, and a release key this hospital's
+  ledger already holds for another contributor set (an exact re-run, or a resume, without one
+  hospital). The release is recorded, fsync'd, before the share is computed; a ledger that
+  cannot be read or was edited by hand refuses everything.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from client.ledger import LedgerError, ReleaseLedger
 from he import channel, keygen, transcript
 from he.ciphertext import CiphertextLabel, SecretKeyEncryptor, seeded_c1
 from he.context import HEContext
@@ -39,7 +46,7 @@ from he.errors import HEError
 from he.identity import SigningKey
 from he.keygen import SecretKeyShare
 from he.params import preset
-from he.protocol import STATISTICS_ROUNDS
+from he.protocol import STATISTICS_PASS_ROUNDS, STATISTICS_ROUNDS
 from he.roster import Roster
 from he.threshold import sum_shares
 
@@ -71,6 +78,7 @@ class KeyHolder:
     dealers: list[int] = field(default_factory=list)
     encrypted: dict[str, int] = field(default_factory=dict)  # kind -> last round encrypted
     decryptions: dict[str, DecryptionRecord] = field(default_factory=dict)  # "kind:round"
+    ledger: ReleaseLedger | None = field(default=None, repr=False)  # the hospital's, from its node config
     _setup: transcript.SetupTranscript | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -173,14 +181,18 @@ class KeyHolder:
         weight_scale: int | None = None,
         quantizer: Quantizer | None = None,
         sums: list[int] | tuple[int, ...] = (),
+        *,
+        release: str,
     ) -> tuple[bytes, bytes, int]:
         """The encrypted update for (kind, round), its signed contribution, and the clipped count
         (``quantizer``: DP mode's; ``sums``: exact sums such as evaluation statistics; see
-        ``he.encoding``).
+        ``he.encoding``; ``release``: what the aggregate discloses, computed by this hospital,
+        ``he.transcript.model_release`` or ``statistics_release``).
 
         A retry of the last (kind, round) returns the stored bytes: never two ``c0`` under one ``c1``.
         """
         self._check_round(kind, round_id)
+        self._check_release(kind, round_id, release)
         last = self.encrypted.get(kind)
         if last is not None and round_id == last:
             return self.secrets[f"sent:{kind}"], self.secrets[f"sent-statement:{kind}"], 0
@@ -202,6 +214,7 @@ class KeyHolder:
             frame,
             len(update.c0),
             update.layout.to_json(),
+            release,
         )
         self.encrypted[kind] = round_id
         self.secrets[f"sent:{kind}"] = frame
@@ -249,6 +262,11 @@ class KeyHolder:
             }
         except HEError as err:
             raise RefusedRequest(f"a contribution is not validly signed: {err}") from None
+        releases = {c.release for c in signed}
+        if len(releases) != 1:  # one starting model (or statistics pass) for all
+            raise RefusedRequest(f"contributors signed different release keys {sorted(releases)[:4]}")
+        release = releases.pop()
+        self._check_release(kind, round_id, release)
         if len(signed) != 1:  # one layout (clip, weight scale) for all: no hospital weighted apart
             raise RefusedRequest("contributors signed different layouts or ciphertext counts")
         count = signed.pop().ciphertexts
@@ -266,6 +284,7 @@ class KeyHolder:
             if record.attempts[attempt] != members or f"share:{key}:{attempt}" not in self.secrets:
                 raise RefusedRequest(f"attempt {attempt} of {kind} round {round_id} was already answered")
             return self.secrets[f"share:{key}:{attempt}"]
+        self._claim_release(release, contributors, kind, round_id)
         share = self._share(request)
         record = record or DecryptionRecord(request.contributors_hash)
         record.attempts[attempt] = members
@@ -274,6 +293,24 @@ class KeyHolder:
             del self.secrets[name]  # keep only the latest share for a resend
         self.secrets[f"share:{key}:{attempt}"] = share
         return share
+
+    def _claim_release(self, release: str, contributors: list[int], kind: str, round_id: int) -> None:
+        """Record the release in the ledger (fsync'd) before any share exists, or refuse: one
+        contributor set per release key, in this run and every later one."""
+        if self.ledger is None:
+            return
+        names = [self.roster.hospital(c).name for c in contributors]
+        try:
+            self.ledger.claim_release(
+                f"{self.roster.federation_id}/{release}",
+                names,
+                run=self.run_id.hex(),
+                flower_run=self.flower_run,
+                kind=kind,
+                round=round_id,
+            )
+        except LedgerError as err:
+            raise RefusedRequest(f"{err}; refusing to decrypt") from None
 
     def _share(self, request: DecryptionRequest) -> bytes:
         me = self._channel()
@@ -353,6 +390,21 @@ class KeyHolder:
             raise RefusedRequest(f"training round {round_id} is outside [1, {self.ctx.params.max_rounds}]")
         if kind == "statistics" and round_id not in STATISTICS_ROUNDS:
             raise RefusedRequest(f"statistics round {round_id} is not one of {list(STATISTICS_ROUNDS)}")
+
+    @staticmethod
+    def _check_release(kind: str, round_id: int, release: str) -> None:
+        """A training aggregate releases a model's statistics; a statistics aggregate one pass,
+        under its own round ids only (so no pass can be asked twice under two ids)."""
+        if kind == "train" and not release.startswith("model:"):
+            raise RefusedRequest(f"training round {round_id}: release key {release[:40]!r} names no model")
+        if kind == "statistics":
+            pass_name = release.removeprefix("statistics:")
+            allowed = STATISTICS_PASS_ROUNDS.get(pass_name) if release.startswith("statistics:") else None
+            if allowed is None or round_id not in allowed:
+                raise RefusedRequest(
+                    f"statistics pass {release[:40]!r} may not be released under round id {round_id} "
+                    f"(passes and their round ids: {STATISTICS_PASS_ROUNDS})"
+                )
 
     def _label(self, kind: str, round_id: int) -> CiphertextLabel:
         return CiphertextLabel(self.roster.federation_id, self.run_id, kind, round_id)

@@ -38,6 +38,10 @@ class LedgerError(RuntimeError):
     """The ledger cannot be read or written, or its chain is broken; the hospital refuses to act."""
 
 
+class ReleaseConflict(LedgerError):
+    """The release key was already released for another contributor set."""
+
+
 def _digest(line: bytes) -> str:
     return hashlib.sha256(line).hexdigest()
 
@@ -98,6 +102,28 @@ class ReleaseLedger:
     def append(self, record: dict) -> dict:
         """Append ``record`` (a ``type`` and JSON values), chained and timestamped; fsync'd before
         returning, so nothing is released that the ledger does not hold."""
+        return self._append(record, lambda records: True)
+
+    def claim_release(self, release_key: str, contributors: list[str], **details) -> None:
+        """Record that this hospital releases ``release_key`` for ``contributors`` (roster names),
+        unless it already did: the same set again is a no-op, another set is a ``ReleaseConflict``.
+        The check and the append hold one file lock, so two processes cannot both claim a key."""
+        wanted = sorted(contributors)
+
+        def is_new(records: list[dict]) -> bool:
+            for held in records:
+                if held.get("type") == RELEASE and held.get("release_key") == release_key:
+                    if sorted(held.get("contributors", [])) != wanted:
+                        raise ReleaseConflict(
+                            f"release {release_key} was already released for another contributor set "
+                            f"(run {held.get('run')}, round {held.get('round')}); one set per release"
+                        )
+                    return False
+            return True
+
+        self._append({"type": RELEASE, "release_key": release_key, "contributors": wanted, **details}, is_new)
+
+    def _append(self, record: dict, condition) -> dict:
         if record.get("type") not in (RELEASE, DP):
             raise ValueError(f"ledger record type must be {RELEASE!r} or {DP!r}, got {record.get('type')!r}")
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -109,7 +135,9 @@ class ReleaseLedger:
             if os.fstat(fd).st_mode & 0o777 != FILE_MODE:
                 os.fchmod(fd, FILE_MODE)
             fcntl.flock(fd, fcntl.LOCK_EX)
-            _, prev = self._read()
+            records, prev = self._read()
+            if not condition(records):
+                return {}
             full = {**record, "ts": round(time.time(), 3), "prev": prev}
             os.write(fd, json.dumps(full, sort_keys=True).encode() + b"\n")
             os.fsync(fd)
@@ -118,4 +146,4 @@ class ReleaseLedger:
             os.close(fd)
 
 
-__all__ = ["DP", "LEDGER_FILE", "RELEASE", "LedgerError", "ReleaseLedger"]
+__all__ = ["DP", "LEDGER_FILE", "RELEASE", "LedgerError", "ReleaseConflict", "ReleaseLedger"]

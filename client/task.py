@@ -6,16 +6,25 @@ Data come from the node's own configuration: in deployment ``data-path`` (and
 ``data-paths`` (one file per simulated hospital). Tabular features are standardized with the
 federation's global mean and standard deviation, computed once per run from encrypted moments
 (``feature_moments_of``); no hospital's own statistics leave the site.
+
+The randomness of training is the hospital's (``HospitalRandomness``), not the coordinator's:
+the coordinator's ``seed`` only partitions the embedded simulation data and initialises the
+model.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import secrets
 from dataclasses import dataclass, replace
 from functools import cache
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from client.audit import STATE_DIR_KEY
 from client.data import (
     HospitalData,
     load_breast_cancer_partition,
@@ -27,6 +36,10 @@ from client.data import (
 from models.pooled_metrics import EvaluationLayout, local_sums
 from models.registry import build_model
 from models.training import get_weights, predict, roc_auc, set_weights, train
+
+log = logging.getLogger(__name__)
+TRAINING_SEED_KEY = "training-seed"  # node config: the hospital pins its own randomness
+SPLIT_SEED_FILE = "split-seed"  # <state-dir>/split-seed: the hospital's train/test split, kept
 
 
 @dataclass(frozen=True)
@@ -75,13 +88,73 @@ class TaskConfig:
         return replace(self, feature_mean=(), feature_std=(), lr=0.0, local_epochs=0, batch_size=0)
 
 
+@dataclass(frozen=True)
+class HospitalRandomness:
+    """The hospital's train/test split, shuffling and dropout.
+
+    Seeded by the coordinator, a re-run of a federation would be an exact copy, and two runs
+    differing by one hospital would give away its update. ``pinned``: the hospital's own
+    ``training-seed`` (reproducible, at its discretion). Otherwise shuffling and dropout draw
+    fresh OS randomness every round, and the split seed is drawn once and kept in the state dir:
+    a test split that changed between runs would leak through the evaluation sums too. Without a
+    state dir (plain simulation, where there is no release ledger either) the coordinator's seed
+    is used, as the simulation's encrypted-vs-plaintext comparisons need.
+    """
+
+    split_seed: int
+    pinned: int | None
+
+    def round_seeds(self, server_round: int) -> tuple[int, int]:
+        """(shuffle seed, training seed) of one round."""
+        if self.pinned is None:
+            return secrets.randbits(63), secrets.randbits(63)
+        return self.pinned + 1000 * server_round, self.pinned + 7919 * server_round
+
+
+def hospital_randomness(task: TaskConfig, node_config: dict) -> HospitalRandomness:
+    """This hospital's randomness, from its node configuration (``HospitalRandomness``)."""
+    if TRAINING_SEED_KEY in node_config:
+        pinned = int(node_config[TRAINING_SEED_KEY])
+        return HospitalRandomness(pinned, pinned)
+    state_dir = node_config.get(STATE_DIR_KEY)
+    if state_dir in (None, ""):
+        return HospitalRandomness(task.seed, task.seed)
+    return HospitalRandomness(kept_split_seed(Path(str(state_dir))), None)
+
+
+def kept_split_seed(state_dir: Path) -> int:
+    """The split seed in ``<state-dir>/split-seed``, drawn once from the OS (written whole, 0600,
+    by a link that fails if another process wrote it first)."""
+    path = state_dir / SPLIT_SEED_FILE
+    if not path.exists():
+        state_dir.mkdir(parents=True, exist_ok=True)
+        draft = state_dir / f".{SPLIT_SEED_FILE}.{os.getpid()}"
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, str(secrets.randbits(31)).encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            pass
+        finally:
+            draft.unlink()
+    text = path.read_text().strip()
+    if not text.isdigit():
+        raise ValueError(f"{path}: expected the hospital's split seed (a number), got {text[:40]!r}")
+    return int(text)
+
+
 def load_hospital_data(task: TaskConfig, node_config: dict) -> HospitalData:
     """The hospital's raw data set, chosen by its node configuration (see module docstring)."""
+    split_seed = hospital_randomness(task, node_config).split_seed
     if "data-path" in node_config:
         return _load_file(
             str(node_config["data-path"]),
             str(node_config.get("target-column", task.target_column)),
-            task.seed,
+            split_seed,
             task.classes,
         )
     if task.data_paths:
@@ -90,7 +163,7 @@ def load_hospital_data(task: TaskConfig, node_config: dict) -> HospitalData:
             raise ValueError(
                 f"simulated hospital {partition} has no file: data-paths lists {len(task.data_paths)}"
             )
-        return _load_file(task.data_paths[partition], task.target_column, task.seed, task.classes)
+        return _load_file(task.data_paths[partition], task.target_column, split_seed, task.classes)
     if task.dataset == "breast_cancer":
         return load_breast_cancer_partition(
             int(node_config["partition-id"]),
@@ -98,6 +171,7 @@ def load_hospital_data(task: TaskConfig, node_config: dict) -> HospitalData:
             partitioning=task.partitioning,
             alpha=task.alpha,
             seed=task.seed,
+            split_seed=split_seed,
         )
     raise ValueError(f"dataset {task.dataset!r} needs a 'data-path' in the node config of every hospital")
 
@@ -207,20 +281,25 @@ def evaluate_local(
 
 
 def run_local_round(
-    task: TaskConfig, data: HospitalData, global_weights: list[np.ndarray], server_round: int, party: int
+    task: TaskConfig,
+    data: HospitalData,
+    global_weights: list[np.ndarray],
+    server_round: int,
+    randomness: HospitalRandomness,
 ) -> tuple[list[np.ndarray], float, LocalEvaluation]:
     """Evaluate the global model, train locally; return the weight delta, the training loss and
     the evaluation of the global model it started from."""
     model = make_model(task, data.num_features, data.num_classes)
     set_weights(model, global_weights)
-    train_loader, test_loader = data.loaders(task.batch_size, seed=task.seed + 1000 * server_round)
+    shuffle_seed, training_seed = randomness.round_seeds(server_round)
+    train_loader, test_loader = data.loaders(task.batch_size, seed=shuffle_seed)
     before = LocalEvaluation(*predict(model, test_loader))  # predict leaves the model as it was
     loss = train(
         model,
         train_loader,
         task.local_epochs,
         task.lr,
-        seed=task.seed + 7919 * server_round,
+        seed=training_seed,
         optimizer=task.optimizer,
     )
     delta = [new - old for new, old in zip(get_weights(model), global_weights, strict=True)]

@@ -20,6 +20,9 @@ EVALUATE = "evaluate"  # hospital: evaluate the final global model
 STATISTICS_PASSES = {"moments": -2, "spread": 0}
 MOMENTS_RESCALED_ROUND = -1  # the moments pass again, if the federation outgrew its weight scale
 STATISTICS_ROUNDS = (-2, -1, 0)  # every statistics round id a run may use (the flooding counts 3)
+# the round ids each pass may be encrypted and decrypted under (hospitals refuse any other pairing,
+# so the coordinator cannot ask one pass twice under two ids, e.g. moments at -2 and at -1)
+STATISTICS_PASS_ROUNDS = {"moments": (-2, MOMENTS_RESCALED_ROUND), "spread": (0,)}
 STATISTICS_PASS = "statistics-pass"
 FEATURE_SCALE = "feature-scale"
 

@@ -6,8 +6,13 @@ and checked against the pinned roster (``he.roster``), by the hospitals and by t
 * ``hello``: the hospital's fresh contribution and X25519 channel key for this Flower run;
 * ``dealing``: the SHA-256 of each sealed Shamir share a dealer sends to each keyholder;
 * ``contribution``: the SHA-256 of a hospital's encrypted update for (kind, round), its
-  ciphertext count and the hash of its layout (shapes, clip, weight scale), which keyholders
-  require to be the same across a contributor set.
+  ciphertext count, the hash of its layout (shapes, clip, weight scale) and its **release
+  key**, all of which keyholders require to be the same across a contributor set. The release
+  key names what the aggregate discloses, computed by the contributor itself: the SHA-256 of
+  the global model it started from (``model_release``: training and final evaluation), or the
+  statistics pass (``statistics_release``). Keyholders answer one contributor set per release
+  key, across runs (``client.keyholder``, ``client.ledger``). Version 3 of the statement
+  (label ``contribution-v3``) added the release key: older statements are refused.
 
 The **run id** is the SHA-256 of the federation id and every signed hello, in party order: it
 is fixed once the hospitals have spoken, so the coordinator can neither choose nor grind it, and
@@ -20,6 +25,8 @@ import hashlib
 import json
 from dataclasses import dataclass
 
+import numpy as np
+
 from he.errors import RosterError, SignatureError
 from he.identity import SigningKey, open_signed
 from he.keygen import CONTRIBUTION_BYTES
@@ -27,8 +34,9 @@ from he.roster import Roster
 
 HELLO = "hello"
 DEALING = "dealing"
-CONTRIBUTION = "contribution"
+CONTRIBUTION = "contribution-v3"  # v3: with the release key
 CHANNEL_KEY_BYTES = 32
+MAX_RELEASE_CHARS = 100
 
 
 def digest(data: bytes) -> str:
@@ -139,12 +147,30 @@ def layout_digest(layout: dict) -> str:
     return digest(json.dumps(layout, sort_keys=True, separators=(",", ":")).encode())
 
 
+def model_release(arrays) -> str:
+    """The release key of an aggregate computed from a global model: the SHA-256 of its arrays
+    (dtype, shape and bytes, in order). A training round from model X and the final evaluation of
+    X both release X's evaluation sums, so they share it."""
+    model = hashlib.sha256(b"fedquorum-model-v1")
+    for array in arrays:
+        array = np.ascontiguousarray(array)
+        model.update(f"|{array.dtype.str}|{array.shape}|".encode())
+        model.update(array.tobytes())
+    return "model:" + model.hexdigest()
+
+
+def statistics_release(pass_name: str) -> str:
+    """The release key of a statistics pass: the pass itself, whichever round id carries it."""
+    return f"statistics:{pass_name}"
+
+
 @dataclass(frozen=True)
 class Contribution:
     """What a verified contribution statement says beyond who, when and for which run."""
 
     ciphertexts: int
     layout: str  # layout_digest of the update's layout
+    release: str  # what the aggregate discloses (model_release / statistics_release)
 
 
 def sign_contribution(
@@ -157,6 +183,7 @@ def sign_contribution(
     frame: bytes,
     num_ciphertexts: int,
     layout: dict,
+    release: str,
 ) -> bytes:
     fields = {
         "federation": roster.federation_id,
@@ -167,6 +194,7 @@ def sign_contribution(
         "update": digest(frame),
         "ciphertexts": int(num_ciphertexts),
         "layout": layout_digest(layout),
+        "release": str(release),
     }
     return signer.sign(CONTRIBUTION, fields)
 
@@ -199,7 +227,9 @@ def verify_contribution(
         raise SignatureError(f"contribution of {name}: signed for another run, kind, round or party")
     if frame is not None and fields.get("update") != digest(frame):
         raise SignatureError(f"contribution of {name}: the update is not the one signed")
-    count, layout = fields.get("ciphertexts"), fields.get("layout")
+    count, layout, release = fields.get("ciphertexts"), fields.get("layout"), fields.get("release")
     if isinstance(count, bool) or not isinstance(count, int) or count < 1 or not isinstance(layout, str):
         raise SignatureError(f"contribution of {name}: no valid ciphertext count or layout")
-    return Contribution(count, layout)
+    if not isinstance(release, str) or not 0 < len(release) <= MAX_RELEASE_CHARS:
+        raise SignatureError(f"contribution of {name}: no valid release key")
+    return Contribution(count, layout, release)

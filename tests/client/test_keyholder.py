@@ -29,10 +29,11 @@ from he.errors import RosterError
 from he.identity import SigningKey
 from he.modarith import addmod
 from he.roster import Quorum, Roster, simulated_hospital_name, write_simulated_federation
-from he.transcript import sign_hello
+from he.transcript import model_release, sign_hello
 
 HOSPITALS, COMMITTEE, THRESHOLD, MIN_CONTRIBUTORS = 6, 5, 3, 3
 SIZES = (40, 7)
+MODEL = model_release([np.zeros(SIZES[0])])  # the starting model every test round releases
 
 
 # -- set-up ----------------------------------------------------------------------------------------
@@ -106,7 +107,7 @@ def federation(tmp_path_factory) -> Federation:
     after_deal = states(holders)
     receive_all(holders, roster, dealings)
     updates = updates_for(holders, seed=1)
-    encrypted = {p: h.encrypt("train", 1, *updates[p]) for p, h in holders.items()}
+    encrypted = {p: h.encrypt("train", 1, *updates[p], release=MODEL) for p, h in holders.items()}
     return Federation(
         directory,
         roster,
@@ -216,7 +217,7 @@ def test_restart_resends_the_stored_share_and_keeps_every_refusal(federation):
 def test_restart_resends_the_same_encryption(federation):
     holder = KeyHolder.from_state(federation.holder(2).to_state())
     other_update = updates_for([2], seed=99)[2]
-    frame, statement, _ = holder.encrypt("train", 1, *other_update)
+    frame, statement, _ = holder.encrypt("train", 1, *other_update, release=MODEL)
     assert (frame, statement) == (federation.frames[2], federation.contributions[2])
 
 
@@ -338,7 +339,7 @@ def bad_requests(federation: Federation) -> dict[str, tuple[int, list[int], dict
     """(keyholder asked, T, contributions, refusal) for round 1, attempt 1."""
     u = federation.contributors(1, 2, 3, 4)
     round_two = federation.holder(2)
-    round_two.encrypt("train", 2, *updates_for([2], seed=5)[2])
+    round_two.encrypt("train", 2, *updates_for([2], seed=5)[2], release=MODEL)
     later = round_two.secrets["sent-statement:train"]
     return {
         "T below the quorum minimum": (1, [1, 2, 3], u, "quorum-intersection minimum"),
@@ -390,7 +391,7 @@ def test_rounds_outside_the_flooding_budget_refused(federation):
     budget = r"is outside \[1, |is not one of"  # not the other refusals, which also name the round
     for kind, round_id in (("train", 0), ("train", max_rounds + 1), ("statistics", 1)):
         with pytest.raises(RefusedRequest, match=budget):
-            holder.encrypt(kind, round_id, *update)
+            holder.encrypt(kind, round_id, *update, release=MODEL)
         with pytest.raises(RefusedRequest, match=budget):
             holder.partial_decrypt(kind, round_id, 1, [1, 2, 3, 4], federation.contributors(1, 2, 3))
     assert holder.encrypted == {"train": 1} and holder.decryptions == {}
@@ -480,13 +481,15 @@ def test_contributions_weighted_apart_are_refused(federation):
     signed = {}
     for party, scale in ((1, 50), (2, 1000), (3, 1000), (4, 1000)):
         holder = federation.holder(party)
-        _, signed[party], _ = holder.encrypt("train", 2, *updates[party], weight_scale=scale)
+        _, signed[party], _ = holder.encrypt("train", 2, *updates[party], weight_scale=scale, release=MODEL)
     keyholder = federation.holder(5)
     with pytest.raises(RefusedRequest, match="different layouts"):
         keyholder.partial_decrypt("train", 2, 1, [1, 2, 3, 4, 5], signed)
     same = {}
     for party in (1, 2, 3, 4):
-        _, same[party], _ = federation.holder(party).encrypt("train", 2, *updates[party], weight_scale=1000)
+        _, same[party], _ = federation.holder(party).encrypt(
+            "train", 2, *updates[party], weight_scale=1000, release=MODEL
+        )
     keyholder.partial_decrypt("train", 2, 1, [1, 2, 3, 4, 5], same)  # one layout: answered
 
 
@@ -517,7 +520,9 @@ def test_no_secret_passes_through_the_filesystem(federation, tmp_path):
         WRITES.clear()
         dealings = {p: h.deal(federation.hellos) for p, h in holders.items()}
         receive_all(holders, federation.roster, dealings)
-        signed = {p: holders[p].encrypt("train", 1, *federation.updates[p])[1] for p in (1, 2, 3, 4)}
+        signed = {
+            p: holders[p].encrypt("train", 1, *federation.updates[p], release=MODEL)[1] for p in (1, 2, 3, 4)
+        }
         holders[1].partial_decrypt("train", 1, 1, [1, 2, 3, 4, 5], signed)
     finally:
         RECORDING.clear()

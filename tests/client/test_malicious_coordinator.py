@@ -1,9 +1,8 @@
 """A lying coordinator drives the hospitals' real Flower ClientApp handlers (``client.app``).
 
-The coordinator here builds each message as the strategy would (``strategies.messaging``) and
-calls the handlers directly with the hospital's Flower ``Context``, so what is tested is what
-a SuperNode runs: the handlers' own parsing of configs and blob names, then the key holder's
-checks. It sets up a federation of four simulated hospitals (3-of-4: a decryption set needs all
+The coordinator (``lying_coordinator``) builds each message as the strategy would and calls
+the handlers directly with the hospital's Flower ``Context``, so what is tested is what a
+SuperNode runs. It sets up a federation of four simulated hospitals (3-of-4: a decryption set needs all
 four; min_contributors 3) honestly, trains and decrypts round 1, then tries every lie: each is
 refused with a typed error that says why, the hospital's stored state is unchanged, and where
 the lie is a computation (two encryptions under one seeded ``c1``), that computation yields
@@ -12,141 +11,43 @@ nothing.
 
 from __future__ import annotations
 
-import copy
-import json
-import time
-
 import numpy as np
 import pytest
-from flwr.app import ConfigRecord, Context, Message, Metadata, RecordDict
+from lying_coordinator import (
+    HOSPITALS,
+    PARTIES,
+    REFUSALS,
+    Coordinator,
+    contributions,
+    decrypt_config,
+    federation_of,
+)
 
 from client import app as hospital
-from client.identity import IdentityError
 from client.keyholder import RefusedRequest
 from he import protocol as p
 from he.ciphertext import CiphertextLabel, CiphertextSum, EncryptedUpdate
 from he.decrypt import DecryptionRequest, DecryptionShare, combine, decrypt_update
 from he.encoding import UpdateLayout
-from he.errors import HEError
 from he.identity import SigningKey
-from he.roster import write_simulated_federation
 from he.transcript import sign_hello
 from models.pooled_metrics import EvaluationLayout
 from server.app import initial_weights
-from server.settings import RunSettings
-from strategies.messaging import blobs_of, make_content
+from strategies.messaging import blobs_of
 
-HOSPITALS, THRESHOLD, MIN_CONTRIBUTORS, FLOWER_RUN = 4, 3, 3, 77
-PARTIES = tuple(range(1, HOSPITALS + 1))
-REFUSALS = (RefusedRequest, IdentityError, HEError)  # a hospital's typed refusals
-HANDLERS = {
-    p.HELLO: hospital.hello,
-    p.DEAL: hospital.deal,
-    p.DEALINGS: hospital.dealings,
-    p.TRAIN: hospital.train,
-    p.DECRYPT: hospital.decrypt,
-}
-
-
-class Coordinator:
-    """Sends messages to the hospitals' handlers; honest unless a test makes it lie."""
-
-    def __init__(self, directory, settings: RunSettings, roster) -> None:
-        self.roster = roster
-        self.settings = settings
-        self.after_hello: dict[int, dict] = {}  # each hospital's stored state right after its hello
-        self.config = {
-            **settings.task_config(),
-            p.PRESET: settings.he_preset,
-            p.ROSTER_FINGERPRINT: roster.fingerprint,
-            p.SIMULATED_FEDERATION: str(directory),
-            p.FEATURE_MEAN: [0.0] * settings.num_features,  # the statistics passes' result, skipped here
-            p.FEATURE_STD: [1000.0] * settings.num_features,
-        }
-        self.contexts = {
-            party: Context(
-                run_id=FLOWER_RUN,
-                node_id=party,
-                node_config={"partition-id": party - 1, "num-partitions": HOSPITALS},
-                state=RecordDict(),
-                run_config={},
-            )
-            for party in PARTIES
-        }
-
-    def send(
-        self, party: int, message_type: str, config=None, blobs=None, arrays=None, state=None
-    ) -> Message:
-        """Deliver one message; ``state``: the hospital's stored state to start from instead."""
-        metadata = Metadata(
-            run_id=FLOWER_RUN,
-            message_id=f"m-{time.monotonic_ns()}",
-            src_node_id=0,
-            dst_node_id=party,
-            reply_to_message_id="",
-            group_id="",
-            created_at=time.time(),
-            ttl=600.0,
-            message_type=message_type,
-        )
-        content = make_content({**self.config, **(config or {})}, blobs, arrays)
-        context = self.contexts[party]
-        if state is not None:
-            context = Context(context.run_id, context.node_id, context.node_config, RecordDict(), {})
-            context.state[hospital.STATE] = ConfigRecord(copy.deepcopy(state))
-        return HANDLERS[message_type](Message(metadata=metadata, content=content), context)
-
-    def state(self, party: int) -> dict:
-        return copy.deepcopy(dict(self.contexts[party].state[hospital.STATE]))
+FLOWER_RUN = 77
 
 
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory):
     """Set-up and round 1, honestly; returns what the coordinator saw, and the hospitals' states."""
     directory = tmp_path_factory.mktemp("federation")
-    settings = RunSettings(
-        strategy="encrypted_fedavg",
-        he_preset="precise",
-        threshold=THRESHOLD,
-        min_train_nodes=MIN_CONTRIBUTORS,
-    )
-    roster = write_simulated_federation(
-        directory, HOSPITALS, threshold=THRESHOLD, min_contributors=MIN_CONTRIBUTORS, preset="precise"
-    )
-    server = Coordinator(directory, settings, roster)
-    hellos = {q: blobs_of(server.send(q, p.HELLO))[p.HELLO_BLOB] for q in PARTIES}
-    server.after_hello = {q: server.state(q) for q in PARTIES}
-    relayed_hellos = {f"{p.HELLO_BLOB}-{q}": hello for q, hello in hellos.items()}
-    deals = {q: blobs_of(server.send(q, p.DEAL, blobs=relayed_hellos)) for q in PARTIES}
-    for k in PARTIES:
-        dealers = [d for d in PARTIES if f"{p.SEALED_SHARE_PREFIX}{k}" in deals[d]]  # all but k itself
-        dealt = {f"{p.SEALED_SHARE_PREFIX}{d}": deals[d][f"{p.SEALED_SHARE_PREFIX}{k}"] for d in dealers}
-        statements = {f"{p.DEALING}-{d}": deals[d][p.DEALING] for d in dealers}
-        complaints = blobs_of(server.send(k, p.DEALINGS, blobs=dealt | statements))[p.COMPLAINTS]
-        assert json.loads(complaints) == []
+    settings, roster = federation_of(directory)
+    server = Coordinator(directory, settings, roster, FLOWER_RUN)
+    hellos = server.set_up()
     weights = initial_weights(settings)
-    params = hospital.load_keyholder(server.contexts[1]).ctx.params
-    train_config = {
-        p.ROUND: 1,
-        p.ENCRYPTED: True,
-        p.CLIP: params.clip,
-        p.WEIGHT_SCALE: params.default_weight_scale,
-    }
-    replies = {q: server.send(q, p.TRAIN, {**train_config, p.PARTY: q}, arrays=weights) for q in PARTIES}
-    return server, hellos, train_config, weights, {q: blobs_of(r) for q, r in replies.items()}
-
-
-def decrypt_config(keyholders=PARTIES, attempt: int = 1, round_id: int = 1) -> dict:
-    return {
-        p.KIND: "train",
-        p.ROUND: round_id,
-        p.ATTEMPT: attempt,
-        p.KEYHOLDERS: ",".join(map(str, keyholders)),
-    }
-
-
-def contributions(replies, parties=PARTIES) -> dict[str, bytes]:
-    return {f"{p.CONTRIBUTION}-{q}": replies[q][p.CONTRIBUTION] for q in parties}
+    train_config = server.train_config(1)
+    return server, hellos, train_config, weights, server.train(1, weights)
 
 
 def test_the_honest_coordinator_decrypts_round_one(federation):

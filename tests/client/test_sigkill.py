@@ -24,6 +24,7 @@ import sys
 import numpy as np
 from client.keyholder import KeyHolder
 from he.roster import simulated_hospital_name, write_simulated_federation
+from he.transcript import model_release
 
 directory = sys.argv[1]
 roster = write_simulated_federation(directory, 3, threshold=3, min_contributors=2, preset="compact")
@@ -41,7 +42,8 @@ rng = np.random.default_rng(0)
 for round_id in range(1, 1000):
     print("encrypting", flush=True)
     update = [rng.uniform(-1, 1, 50_000)]
-    signed = {p: h.encrypt("train", round_id, update, 100)[1] for p, h in holders.items()}
+    release = model_release(update)
+    signed = {p: h.encrypt("train", round_id, update, 100, release=release)[1] for p, h in holders.items()}
     print("decrypting", flush=True)
     for h in holders.values():
         h.partial_decrypt("train", round_id, 1, [1, 2, 3], signed)

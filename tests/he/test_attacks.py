@@ -47,8 +47,10 @@ from he.modarith import addmod, mul_scalar, mulmod, negmod, submod
 from he.params import ENCRYPTION_NOISE_BOUND
 from he.roster import Quorum, Roster, simulated_hospital_name, write_simulated_federation
 from he.threshold import lagrange_coefficient, lagrange_residues
+from he.transcript import model_release
 
 SIZES = (300, 41)  # one ciphertext under TEST_PARAMS (8192 values per ciphertext)
+MODEL = model_release([np.zeros(20)])  # the starting model the keyholder tests' rounds release
 
 
 # -- exact integer views of NTT-form residues ------------------------------------------------------
@@ -495,7 +497,10 @@ def hospitals(tmp_path_factory) -> Hospitals:
 def encrypt_round(holders: dict[int, KeyHolder], kind: str, round_id: int, seed: int):
     """Every hospital encrypts a random update; the signed contributions, by party."""
     rng = np.random.default_rng(seed)
-    return {p: h.encrypt(kind, round_id, [rng.uniform(-1, 1, (20,))], 100 + p)[1] for p, h in holders.items()}
+    return {
+        p: h.encrypt(kind, round_id, [rng.uniform(-1, 1, (20,))], 100 + p, release=MODEL)[1]
+        for p, h in holders.items()
+    }
 
 
 def test_keyholder_that_answered_u_refuses_u_minus_v(hospitals):
@@ -596,13 +601,16 @@ def test_keyholder_resends_the_same_bytes_under_a_used_label(hospitals):
     coordinator never holds two c0 under one c1; an older round is refused."""
     holder = hospitals.fresh()[2]
     rng = np.random.default_rng(3)
-    first = holder.encrypt("train", 4, [rng.uniform(-1, 1, (20,))], 50)
-    again = holder.encrypt("train", 4, [rng.uniform(-1, 1, (20,))], 60)
+    first = holder.encrypt("train", 4, [rng.uniform(-1, 1, (20,))], 50, release=MODEL)
+    again = holder.encrypt("train", 4, [rng.uniform(-1, 1, (20,))], 60, release=MODEL)
     assert again[:2] == first[:2]
-    holder.encrypt("train", 5, [rng.uniform(-1, 1, (20,))], 50)
+    holder.encrypt("train", 5, [rng.uniform(-1, 1, (20,))], 50, release=MODEL)
     with pytest.raises(RefusedRequest, match="older than round 5"):
-        holder.encrypt("train", 4, [rng.uniform(-1, 1, (20,))], 50)
-    assert holder.encrypt("statistics", 0, [rng.uniform(-1, 1, (20,))], 50)[0] != first[0]  # own counter
+        holder.encrypt("train", 4, [rng.uniform(-1, 1, (20,))], 50, release=MODEL)
+    assert (
+        holder.encrypt("statistics", 0, [rng.uniform(-1, 1, (20,))], 50, release="statistics:spread")[0]
+        != first[0]
+    )  # own counter
 
 
 def test_nonce_reuse_would_reveal_the_update_difference(federation5, test_ctx):

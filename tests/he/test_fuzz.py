@@ -134,7 +134,8 @@ def signed():
     roster = Roster.create("fuzz", {n: k.public_bytes() for n, k in keys.items()}, min_contributors=2)
     hello = sign_hello(keys["h0"], roster, "h0", 1, bytes(32), bytes(range(32)))
     frame = b"frame"
-    contribution = sign_contribution(keys["h1"], roster, b"r" * 32, "train", 1, 2, frame, 1, {"a": 1})
+    run = b"r" * 32
+    contribution = sign_contribution(keys["h1"], roster, run, "train", 1, 2, frame, 1, {"a": 1}, "model:x")
     return roster, hello, contribution, frame
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import numpy as np
 import pytest
 
 from he import transcript
@@ -245,17 +246,20 @@ def test_a_hello_is_not_a_dealing(roster, hellos, sealed):
 
 FRAME = b"an encrypted update frame"
 LAYOUT = {"shapes": [[30], [2, 2]], "clip": 1.0, "weight_scale": 512}
+RELEASE = transcript.model_release([np.zeros(30), np.ones((2, 2))])
 
 
 @pytest.fixture(scope="module")
 def contribution(signers, roster) -> bytes:
-    return transcript.sign_contribution(signers["beta"], roster, RUN_ID, "train", 7, 2, FRAME, 3, LAYOUT)
+    return transcript.sign_contribution(
+        signers["beta"], roster, RUN_ID, "train", 7, 2, FRAME, 3, LAYOUT, RELEASE
+    )
 
 
 def test_valid_contribution_gives_count_and_layout(roster, contribution):
     for frame in (FRAME, None):  # the server checks the bytes, a keyholder only the statement
         verified = transcript.verify_contribution(roster, RUN_ID, "train", 7, 2, contribution, frame)
-        assert verified == transcript.Contribution(3, transcript.layout_digest(LAYOUT))
+        assert verified == transcript.Contribution(3, transcript.layout_digest(LAYOUT), RELEASE)
     # the layout digest is canonical: key order does not matter, content does
     assert transcript.layout_digest(dict(reversed(list(LAYOUT.items())))) == transcript.layout_digest(LAYOUT)
     assert transcript.layout_digest(LAYOUT | {"weight_scale": 513}) != transcript.layout_digest(LAYOUT)
@@ -285,7 +289,9 @@ def test_contribution_for_another_party_refused(signers, roster, contribution):
     with pytest.raises(SignatureError, match="contribution of gamma: the signature does not verify"):
         transcript.verify_contribution(roster, RUN_ID, "train", 7, 3, contribution)
     # beta signing "party 3" and relaying it as its own
-    as_three = transcript.sign_contribution(signers["beta"], roster, RUN_ID, "train", 7, 3, FRAME, 3, LAYOUT)
+    as_three = transcript.sign_contribution(
+        signers["beta"], roster, RUN_ID, "train", 7, 3, FRAME, 3, LAYOUT, RELEASE
+    )
     with pytest.raises(SignatureError, match="signed for another run, kind, round or party"):
         transcript.verify_contribution(roster, RUN_ID, "train", 7, 2, as_three)
 
@@ -319,3 +325,32 @@ def test_contribution_altered_in_transit_refused(roster, contribution):
     message["fields"]["ciphertexts"] = 4
     with pytest.raises(SignatureError, match="does not verify"):
         transcript.verify_contribution(roster, RUN_ID, "train", 7, 2, json.dumps(message).encode())
+
+
+@pytest.mark.parametrize(
+    "release", [None, "", 7, "m" * 101], ids=["missing", "empty", "not-text", "too-long"]
+)
+def test_contribution_without_a_valid_release_key_refused(signers, roster, contribution, release):
+    bad = resign(signers["beta"], contribution, release=release)
+    with pytest.raises(SignatureError, match="no valid release key"):
+        transcript.verify_contribution(roster, RUN_ID, "train", 7, 2, bad)
+
+
+def test_a_contribution_statement_of_the_previous_version_is_refused(signers, roster, contribution):
+    """Version 2 had no release key: a keyholder could not tell which model it discloses."""
+    fields = json.loads(contribution)["fields"]
+    del fields["release"]
+    old = signers["beta"].sign("contribution", fields)
+    with pytest.raises(SignatureError, match="expected a 'contribution-v3' statement"):
+        transcript.verify_contribution(roster, RUN_ID, "train", 7, 2, old)
+
+
+def test_the_model_release_key_is_the_models_hash():
+    """Any change of a weight, a shape or a dtype is another model, hence another release."""
+    model = [np.arange(6, dtype=np.float32).reshape(2, 3), np.zeros(2, dtype=np.float32)]
+    key = transcript.model_release(model)
+    assert key.startswith("model:") and transcript.model_release([a.copy() for a in model]) == key
+    nudged = [model[0] + np.float32(1e-6), model[1]]
+    others = (nudged, [model[0].reshape(3, 2), model[1]], [a.astype(np.float64) for a in model], model[:1])
+    assert len({key, *(transcript.model_release(m) for m in others)}) == 5
+    assert transcript.statistics_release("moments") == "statistics:moments"

@@ -1,0 +1,153 @@
+"""A coordinator that drives the hospitals' real Flower ClientApp handlers (``client.app``).
+
+It builds each message as the strategy would (``strategies.messaging``) and calls the handlers
+directly with each hospital's Flower ``Context``, so what is tested is what a SuperNode runs:
+the handlers' own parsing of configs and blob names, then the key holder's checks. Honest
+unless a test makes it lie. Shared by ``test_malicious_coordinator`` (lies inside one run) and
+``test_release_ledger`` (lies across runs).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+
+from flwr.app import ConfigRecord, Context, Message, Metadata, RecordDict
+
+from client import app as hospital
+from client.identity import IdentityError
+from client.keyholder import RefusedRequest
+from he import protocol as p
+from he.errors import HEError
+from he.roster import Roster, write_simulated_federation
+from server.settings import RunSettings
+from strategies.messaging import blobs_of, make_content
+
+HOSPITALS, THRESHOLD, MIN_CONTRIBUTORS = 4, 3, 3  # 3-of-4: a decryption set needs all four
+PARTIES = tuple(range(1, HOSPITALS + 1))
+REFUSALS = (RefusedRequest, IdentityError, HEError)  # a hospital's typed refusals
+HANDLERS = {
+    p.HELLO: hospital.hello,
+    p.DEAL: hospital.deal,
+    p.DEALINGS: hospital.dealings,
+    p.STATISTICS: hospital.statistics,
+    p.TRAIN: hospital.train,
+    p.DECRYPT: hospital.decrypt,
+    p.EVALUATE: hospital.evaluate,
+}
+
+
+def federation_of(directory) -> tuple[RunSettings, Roster]:
+    """The run settings and the roster (written to ``directory``) of four simulated hospitals."""
+    settings = RunSettings(
+        strategy="encrypted_fedavg",
+        he_preset="precise",
+        threshold=THRESHOLD,
+        min_train_nodes=MIN_CONTRIBUTORS,
+    )
+    roster = write_simulated_federation(
+        directory, HOSPITALS, threshold=THRESHOLD, min_contributors=MIN_CONTRIBUTORS, preset="precise"
+    )
+    return settings, roster
+
+
+class Coordinator:
+    """Sends the messages of one Flower run to the hospitals' handlers.
+
+    ``node_configs``: each hospital's own node config (e.g. its ``state-dir``), by party; a new
+    Coordinator with the same node configs is the same hospitals in a new Flower run.
+    """
+
+    def __init__(
+        self, directory, settings: RunSettings, roster: Roster, flower_run: int, node_configs=None
+    ) -> None:
+        self.roster = roster
+        self.settings = settings
+        self.flower_run = flower_run
+        self.after_hello: dict[int, dict] = {}  # each hospital's stored state right after its hello
+        self.config = {
+            **settings.task_config(),
+            p.PRESET: settings.he_preset,
+            p.ROSTER_FINGERPRINT: roster.fingerprint,
+            p.SIMULATED_FEDERATION: str(directory),
+            p.FEATURE_MEAN: [0.0] * settings.num_features,  # the statistics passes' result, skipped here
+            p.FEATURE_STD: [1000.0] * settings.num_features,
+        }
+        simulated = {q: {"partition-id": q - 1, "num-partitions": HOSPITALS} for q in PARTIES}
+        self.contexts = {
+            q: Context(
+                run_id=flower_run,
+                node_id=q,
+                node_config=simulated[q] | (node_configs or {}).get(q, {}),
+                state=RecordDict(),
+                run_config={},
+            )
+            for q in PARTIES
+        }
+
+    def send(
+        self, party: int, message_type: str, config=None, blobs=None, arrays=None, state=None
+    ) -> Message:
+        """Deliver one message; ``state``: the hospital's stored state to start from instead."""
+        metadata = Metadata(
+            run_id=self.flower_run,
+            message_id=f"m-{time.monotonic_ns()}",
+            src_node_id=0,
+            dst_node_id=party,
+            reply_to_message_id="",
+            group_id="",
+            created_at=time.time(),
+            ttl=600.0,
+            message_type=message_type,
+        )
+        content = make_content({**self.config, **(config or {})}, blobs, arrays)
+        context = self.contexts[party]
+        if state is not None:
+            context = Context(context.run_id, context.node_id, context.node_config, RecordDict(), {})
+            context.state[hospital.STATE] = ConfigRecord(copy.deepcopy(state))
+        return HANDLERS[message_type](Message(metadata=metadata, content=content), context)
+
+    def state(self, party: int) -> dict:
+        return copy.deepcopy(dict(self.contexts[party].state[hospital.STATE]))
+
+    def set_up(self) -> dict[int, bytes]:
+        """The key set-up (hello, deal, dealings), honestly; returns the signed hellos."""
+        hellos = {q: blobs_of(self.send(q, p.HELLO))[p.HELLO_BLOB] for q in PARTIES}
+        self.after_hello = {q: self.state(q) for q in PARTIES}
+        relayed_hellos = {f"{p.HELLO_BLOB}-{q}": hello for q, hello in hellos.items()}
+        deals = {q: blobs_of(self.send(q, p.DEAL, blobs=relayed_hellos)) for q in PARTIES}
+        for k in PARTIES:
+            dealers = [d for d in PARTIES if f"{p.SEALED_SHARE_PREFIX}{k}" in deals[d]]  # all but k
+            dealt = {f"{p.SEALED_SHARE_PREFIX}{d}": deals[d][f"{p.SEALED_SHARE_PREFIX}{k}"] for d in dealers}
+            statements = {f"{p.DEALING}-{d}": deals[d][p.DEALING] for d in dealers}
+            complaints = blobs_of(self.send(k, p.DEALINGS, blobs=dealt | statements))[p.COMPLAINTS]
+            assert json.loads(complaints) == []
+        return hellos
+
+    def train_config(self, round_id: int) -> dict:
+        params = hospital.load_keyholder(self.contexts[1]).ctx.params
+        return {
+            p.ROUND: round_id,
+            p.ENCRYPTED: True,
+            p.CLIP: params.clip,
+            p.WEIGHT_SCALE: params.default_weight_scale,
+        }
+
+    def train(self, round_id: int, model, parties=PARTIES) -> dict[int, dict[str, bytes]]:
+        """Each of ``parties`` trains round ``round_id`` from ``model``; their reply blobs."""
+        config = self.train_config(round_id)
+        return {q: blobs_of(self.send(q, p.TRAIN, {**config, p.PARTY: q}, arrays=model)) for q in parties}
+
+
+def decrypt_config(keyholders=PARTIES, attempt: int = 1, round_id: int = 1, kind: str = "train") -> dict:
+    return {
+        p.KIND: kind,
+        p.ROUND: round_id,
+        p.ATTEMPT: attempt,
+        p.KEYHOLDERS: ",".join(map(str, keyholders)),
+    }
+
+
+def contributions(replies, parties=PARTIES) -> dict[str, bytes]:
+    return {f"{p.CONTRIBUTION}-{q}": replies[q][p.CONTRIBUTION] for q in parties}
