@@ -28,6 +28,7 @@ from opacus.optimizers import DPOptimizer
 from torch import nn
 from torch.utils.data import DataLoader
 
+from privacy import accounting
 from privacy.config import RecordDpConfig
 
 BATCH_SIZE_KEY = "batch-size"  # the round config keys client.task.TaskConfig reads
@@ -55,10 +56,8 @@ class DpSgdPlan:
         return plan
 
     def event(self, rounds: int) -> dp_accounting.DpEvent:
-        """All local steps of ``rounds`` rounds, each a Poisson-subsampled Gaussian."""
-        step = dp_accounting.PoissonSampledDpEvent(
-            self.sample_rate, dp_accounting.GaussianDpEvent(self.dp.noise_multiplier)
-        )
+        """All local steps of ``rounds`` rounds."""
+        step = step_event(self.sample_rate, self.dp.noise_multiplier)
         return dp_accounting.SelfComposedDpEvent(step, rounds * self.steps_per_round)
 
     def epsilon(self, rounds: int) -> float:
@@ -110,6 +109,22 @@ def sampling(num_examples: int, batch_size: int, local_epochs: int) -> tuple[flo
         )
     sample_rate = min(1.0, batch_size / num_examples)
     return sample_rate, local_epochs * int(1 / sample_rate)
+
+
+def step_event(sample_rate: float, noise_multiplier: float) -> dp_accounting.DpEvent:
+    """One DP-SGD step: the Gaussian mechanism on a Poisson-subsampled batch."""
+    return dp_accounting.PoissonSampledDpEvent(sample_rate, dp_accounting.GaussianDpEvent(noise_multiplier))
+
+
+def noise_multiplier_for(
+    target_epsilon: float, delta: float, rounds: int, sample_rate: float, steps_per_round: int
+) -> float:
+    """The smallest noise multiplier with which a hospital of this sampling spends at most
+    ``target_epsilon`` over ``rounds`` rounds (to choose ``dp.noise_multiplier`` for the
+    federation's smallest hospital, whose ε is the largest)."""
+    return accounting.calibrate(
+        lambda z: step_event(sample_rate, z), rounds * steps_per_round, target_epsilon, delta
+    )
 
 
 def secret_generator() -> torch.Generator:

@@ -13,7 +13,13 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from models.training import get_weights, train
 from privacy.config import KEYS, DpConfig, RecordDpConfig, RecordDpConfigError
-from privacy.dpsgd import DpSgdPlan, PrivacyBudgetExceeded, epsilon_after_round, sampling
+from privacy.dpsgd import (
+    DpSgdPlan,
+    PrivacyBudgetExceeded,
+    epsilon_after_round,
+    noise_multiplier_for,
+    sampling,
+)
 from server.settings import RunSettings
 
 DP = RecordDpConfig(clip_norm=1.0, noise_multiplier=1.1, target_epsilon=0.0, delta=1e-5, rounds=3)
@@ -116,3 +122,13 @@ def test_record_mode_gives_no_distributed_plan() -> None:
     assert config[KEYS["dp"]] == "record"
     assert DpConfig.from_config(config) is None
     assert RecordDpConfig.from_config(config) == RecordDpConfig(1.0, 1.0, 0.0, 1e-5, 2)
+
+
+def test_the_calibrated_noise_meets_the_target_and_no_less_does() -> None:
+    z = noise_multiplier_for(3.0, 1e-5, 5, 0.05, 20)
+    at = RecordDpConfig(clip_norm=1.0, noise_multiplier=z, target_epsilon=3.0, delta=1e-5, rounds=5)
+    assert DpSgdPlan(at, 0.05, 20).epsilon(5) == pytest.approx(3.0, rel=1e-3)
+    DpSgdPlan.for_hospital(at, 320, 16, 1)  # 320 records, batches of 16: the same sampling
+    below = RecordDpConfig(clip_norm=1.0, noise_multiplier=0.99 * z, target_epsilon=3.0, delta=1e-5, rounds=5)
+    with pytest.raises(PrivacyBudgetExceeded):
+        DpSgdPlan.for_hospital(below, 320, 16, 1)
