@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 from opacus.accountants import RDPAccountant
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from client.task import TaskConfig
+from experiments.run import to_settings
 from models.training import get_weights, train
 from privacy.config import KEYS, DpConfig, RecordDpConfig, RecordDpConfigError
 from privacy.dpsgd import (
@@ -132,3 +136,13 @@ def test_the_calibrated_noise_meets_the_target_and_no_less_does() -> None:
     below = RecordDpConfig(clip_norm=1.0, noise_multiplier=0.99 * z, target_epsilon=3.0, delta=1e-5, rounds=5)
     with pytest.raises(PrivacyBudgetExceeded):
         DpSgdPlan.for_hospital(below, 320, 16, 1)
+
+
+def test_record_dp_reaches_the_hospitals_config_from_hydra() -> None:
+    with initialize_config_dir(config_dir=str(Path(__file__).parents[2] / "conf"), version_base=None):
+        cfg = compose("config", overrides=["dp=record", "dp.noise_multiplier=1.3", "dp.target_epsilon=4"])
+    settings, _ = to_settings(cfg)
+    again = RunSettings.from_run_config(settings.to_run_config())  # deployment: flwr run config
+    assert TaskConfig.from_config(again.task_config()).record_dp == RecordDpConfig(
+        1.0, 1.3, 4.0, 1e-5, settings.num_rounds
+    )
