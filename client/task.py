@@ -36,6 +36,7 @@ from client.data import (
 from models.pooled_metrics import EvaluationLayout, local_sums
 from models.registry import build_model
 from models.training import get_weights, predict, roc_auc, set_weights, train
+from privacy.config import RecordDpConfig
 
 log = logging.getLogger(__name__)
 TRAINING_SEED_KEY = "training-seed"  # node config: the hospital pins its own randomness
@@ -61,6 +62,7 @@ class TaskConfig:
     classes: tuple[str, ...] = ()
     feature_mean: tuple[float, ...] = ()
     feature_std: tuple[float, ...] = ()
+    record_dp: RecordDpConfig | None = None  # dp=record: train with DP-SGD
 
     @classmethod
     def from_config(cls, config: dict) -> TaskConfig:
@@ -80,6 +82,7 @@ class TaskConfig:
             classes=tuple(c for c in str(config.get("classes", "")).split(",") if c),
             feature_mean=tuple(float(v) for v in config.get("feature-mean", [])),
             feature_std=tuple(float(v) for v in config.get("feature-std", [])),
+            record_dp=RecordDpConfig.from_config(config),
         )
 
     @property
@@ -301,6 +304,7 @@ def run_local_round(
         task.lr,
         seed=training_seed,
         optimizer=task.optimizer,
+        dp=task.record_dp,
     )
     delta = [new - old for new, old in zip(get_weights(model), global_weights, strict=True)]
     return delta, float(loss), before

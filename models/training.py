@@ -2,7 +2,8 @@
 
 Weights travel as a list of float32 numpy arrays in ``state_dict`` order: the format Flower
 sends and the HE layer encodes. Training is seeded locally so that a client round can be
-replayed exactly without touching the caller's global random state.
+replayed exactly without touching the caller's global random state; with record-level DP
+(DP-SGD, ``privacy.dpsgd``) the batches and the noise are secret, so such a round is not.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ import torch
 from sklearn.metrics import roc_auc_score
 from torch import nn
 from torch.utils.data import DataLoader
+
+from privacy.config import RecordDpConfig
+from privacy.dpsgd import DpSgdPlan
 
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")
 
@@ -69,6 +73,7 @@ def train(
     seed: int,
     optimizer: str = "sgd",
     momentum: float = 0.0,
+    dp: RecordDpConfig | None = None,
 ) -> float:
     """Train ``model`` in place with cross-entropy and return the last epoch's mean loss.
 
@@ -95,6 +100,10 @@ def train(
         ``"sgd"`` or ``"adam"``.
     momentum
         SGD momentum; must stay 0 for Adam.
+    dp
+        Record-level DP: train with DP-SGD over Poisson batches of expected size
+        ``loader.batch_size`` (``privacy.dpsgd``); a run over its ε budget is refused
+        (``PrivacyBudgetExceeded``) before the first step.
 
     Returns
     -------
@@ -108,6 +117,10 @@ def train(
     if momentum < 0.0:
         raise ValueError(f"momentum must be >= 0, got {momentum!r}")
     opt = _make_optimizer(model, optimizer, lr, momentum)
+    trained = model
+    if dp is not None:
+        plan = DpSgdPlan.for_hospital(dp, len(loader.dataset), loader.batch_size, epochs)
+        trained, opt, loader = plan.make_private(model, opt, loader)
     criterion = nn.CrossEntropyLoss()
     was_training = model.training
     model.train()
@@ -120,15 +133,18 @@ def train(
                 total, count = 0.0, 0
                 for inputs, labels in loader:
                     opt.zero_grad()
-                    loss = criterion(model(inputs), labels.long())
+                    loss = criterion(trained(inputs), labels.long())
                     loss.backward()
                     opt.step()
-                    total += loss.item() * len(labels)
-                    count += len(labels)
+                    if len(labels):  # a Poisson batch may be empty (its step still adds noise)
+                        total += loss.item() * len(labels)
+                        count += len(labels)
                 if count == 0:
                     raise ValueError("loader yielded no examples to train on")
     finally:
         model.train(was_training)
+        if trained is not model:
+            trained.remove_hooks()
     return total / count
 
 

@@ -1,4 +1,5 @@
-"""Distributed differential privacy on the encrypted aggregate (docs/privacy.md).
+"""Differential privacy (docs/privacy.md): hospital-level on the encrypted aggregate, and
+record-level by DP-SGD at each hospital (``dpsgd``).
 
 ``config`` (the ``dp`` settings a run carries), ``sampler`` (an exact discrete Gaussian drawn
 from the operating system's CSPRNG), ``mechanism`` (the hospital's side: L2 clip, conditional

@@ -1,11 +1,15 @@
-"""The ``dp`` settings of a run, as the hospitals receive them in every round's config."""
+"""The ``dp`` settings of a run, as the hospitals receive them in every round's config.
+
+``dp=distributed`` (``DpConfig``): hospital-level DP, noise shares on the encrypted aggregate.
+``dp=record`` (``RecordDpConfig``): patient-level DP, each hospital trains with DP-SGD.
+"""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 
-MODES = ("off", "distributed")
+MODES = ("off", "distributed", "record")
 KEYS = {  # RunSettings field -> Flower config key the hospitals read
     "dp": "dp",
     "dp_clip_norm": "dp-clip-norm",
@@ -63,11 +67,13 @@ class DpConfig:
 
     @classmethod
     def from_config(cls, config: dict) -> DpConfig | None:
-        """The run's DP settings from a round config; None when DP is off (or absent)."""
-        mode = str(config.get(KEYS["dp"], "off"))
-        if mode not in MODES:
-            raise ValueError(f"dp must be one of {MODES}, got {mode!r}")
-        if mode == "off":
+        """The run's distributed DP settings from a round config; None when DP is off (or
+        absent) or record-level, whose settings are checked here too, so that a run with bad
+        ones is refused up front (``RunSettings``), not in round 1."""
+        mode = mode_of(config)
+        if mode == "record":
+            RecordDpConfig.from_config(config)
+        if mode != "distributed":
             return None
         return cls(
             clip_norm=float(config[KEYS["dp_clip_norm"]]),
@@ -75,5 +81,73 @@ class DpConfig:
             target_epsilon=float(config[KEYS["dp_target_epsilon"]]),
             delta=float(config[KEYS["dp_delta"]]),
             min_contributors=int(config[KEYS["dp_min_contributors"]]),
+            rounds=int(config[KEYS["num_rounds"]]),
+        )
+
+
+def mode_of(config: dict) -> str:
+    mode = str(config.get(KEYS["dp"], "off"))
+    if mode not in MODES:
+        raise ValueError(f"dp must be one of {MODES}, got {mode!r}")
+    return mode
+
+
+class RecordDpConfigError(ValueError):
+    """Record-level DP settings that cannot give a guarantee (names the setting)."""
+
+
+@dataclass(frozen=True)
+class RecordDpConfig:
+    """Record-level DP of a run: every hospital trains with DP-SGD (``privacy.dpsgd``).
+
+    Parameters
+    ----------
+    clip_norm : float
+        Each example's gradient is scaled down to this L2 norm (the per-record sensitivity).
+    noise_multiplier : float
+        Gaussian noise of standard deviation ``noise_multiplier * clip_norm`` is added to every
+        batch's summed clipped gradients. Must be positive: a hospital does not solve it,
+        because its ε depends on its own number of records.
+    target_epsilon : float
+        0: no budget. Otherwise a hospital whose ε over ``rounds`` would exceed it refuses
+        to train.
+    delta : float
+        The δ of each hospital's (ε, δ) guarantee.
+    rounds : int
+        Training rounds the guarantee covers (the run's ``num_rounds``).
+    """
+
+    clip_norm: float
+    noise_multiplier: float
+    target_epsilon: float
+    delta: float
+    rounds: int
+
+    def __post_init__(self) -> None:
+        if not (self.clip_norm > 0 and math.isfinite(self.clip_norm)):
+            raise RecordDpConfigError(f"dp clip_norm must be positive and finite, got {self.clip_norm}")
+        if not (self.noise_multiplier > 0 and math.isfinite(self.noise_multiplier)):
+            raise RecordDpConfigError(
+                f"dp=record needs a positive finite noise_multiplier, got {self.noise_multiplier}"
+            )
+        if not (self.target_epsilon >= 0 and math.isfinite(self.target_epsilon)):
+            raise RecordDpConfigError(
+                f"dp target_epsilon must be finite and >= 0 (0: no budget), got {self.target_epsilon}"
+            )
+        if not (0 < self.delta < 1):
+            raise RecordDpConfigError(f"dp delta must be in (0, 1), got {self.delta}")
+        if self.rounds < 1:
+            raise RecordDpConfigError(f"dp rounds must be >= 1, got {self.rounds}")
+
+    @classmethod
+    def from_config(cls, config: dict) -> RecordDpConfig | None:
+        """The run's record-level DP settings from a round config; None unless ``dp=record``."""
+        if mode_of(config) != "record":
+            return None
+        return cls(
+            clip_norm=float(config[KEYS["dp_clip_norm"]]),
+            noise_multiplier=float(config[KEYS["dp_noise_multiplier"]]),
+            target_epsilon=float(config[KEYS["dp_target_epsilon"]]),
+            delta=float(config[KEYS["dp_delta"]]),
             rounds=int(config[KEYS["num_rounds"]]),
         )

@@ -195,7 +195,7 @@ class FedAvg(Strategy):
         run past the target (the run then stops; with the noise solved, the target is met at
         ``num_rounds`` and this never stops it)."""
         settings = self.settings
-        if not (settings.dp != "off" and settings.dp_noise_multiplier and settings.dp_target_epsilon):
+        if not (settings.dp == "distributed" and settings.dp_noise_multiplier and settings.dp_target_epsilon):
             return False
         return self.privacy_spent(server_round, weights)["dp_epsilon"] > settings.dp_target_epsilon
 
