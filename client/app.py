@@ -22,7 +22,7 @@ from client.identity import hospital_identity
 from client.keyholder import KeyHolder, RefusedRequest
 from client.ledger import ReleaseLedger
 from client.policy import policy_mod
-from client.privacy_budget import charge_round
+from client.privacy_budget import charge_round, distributed_spend, record_spend
 from he import protocol as p
 from he.transcript import model_release, statistics_release
 from models.pooled_metrics import DEFAULT_BINS
@@ -204,6 +204,10 @@ def train(message: Message, context: Context) -> Message:
     data = local.hospital_data(task, dict(context.node_config))
     server_round = config_int(config, p.ROUND)
     global_weights = [a.numpy() for a in message.content[p.ARRAYS].values()]
+    num_examples = len(data.y_train)
+    record_dp = record_spend(config, num_examples)
+    if record_dp:  # DP-SGD: the hospital's policy and budget decide before it trains
+        charge_round(record_dp, context, server_round)
     randomness = local.hospital_randomness(task, dict(context.node_config))
     delta, train_loss, evaluation = local.run_local_round(
         task, data, global_weights, server_round, randomness
@@ -211,20 +215,22 @@ def train(message: Message, context: Context) -> Message:
     own = {"train_loss": train_loss, **evaluation.metrics}
     shared = own_metrics(context, config, f"round {server_round}", own)
     bins = evaluation_bins(config)
-    num_examples = len(data.y_train)
     encrypted = bool(config.get(p.ENCRYPTED, True))
     holder = load_keyholder(context) if encrypted else None
     plan = plan_from_config(config, delta, holder.roster.preset if holder else str(config.get(DP_PRESET)))
     if plan:  # the hospital's own epsilon: its policy and budget decide, the ledger records it first
-        charge_round(plan, config, context, server_round)
+        charge_round(distributed_spend(plan, config), context, server_round)
+    private = bool(plan or record_dp)
+    if private:  # DP covers the update, not the exact record count or training loss: weight 1
+        num_examples, train_loss = 1, 0.0
     if not encrypted:
         if plan:  # the same integers as the encrypted path, each update with weight 1
-            delta, num_examples = plan.plain(delta, np.random.default_rng()), 1
-        sums = evaluation.sums(bins, 0 if plan else num_examples, 0.0 if plan else train_loss)
+            delta = plan.plain(delta, np.random.default_rng())
+        sums = evaluation.sums(bins, 0 if private else num_examples, train_loss)
         return reply(message, arrays=delta, metrics={**shared, p.NUM_EXAMPLES: num_examples}, evaluation=sums)
     if plan:  # the hospital's own range, scale and noise: weight 1, no example count released
         dp_hospital.require_contributors(plan, holder.roster.min_contributors)
-        delta, num_examples, quantizer = plan.clip(delta), 1, plan.privatize
+        delta, quantizer = plan.clip(delta), plan.privatize
         clip, scale, clipped = plan.layout_clip, plan.weight_scale, 0
         sums = evaluation.sums(bins)  # no training count or loss: DP releases no real count
     else:
@@ -232,7 +238,7 @@ def train(message: Message, context: Context) -> Message:
         scale = config_int(config, p.WEIGHT_SCALE) if p.WEIGHT_SCALE in config else None
         quantizer = None
         clipped = sum(int(np.count_nonzero(np.abs(d) > clip)) for d in delta)
-        sums = evaluation.sums(bins, num_examples, train_loss, clipped)
+        sums = evaluation.sums(bins) if private else evaluation.sums(bins, num_examples, train_loss, clipped)
     start = time.perf_counter()
     release = model_release(global_weights)  # computed here, from the model received
     blob, statement, _ = holder.encrypt(

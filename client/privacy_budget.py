@@ -21,6 +21,9 @@ without a policy (simulation) only the round checks apply.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 from flwr.app import ConfigRecord, Context
 
 from client.audit import STATE_DIR_KEY
@@ -29,18 +32,55 @@ from client.ledger import DP, ReleaseLedger
 from client.policy import Policy, PolicyRefusal, node_policy
 from privacy.config import KEYS as DP_KEYS
 from privacy.config import DpConfig
+from privacy.dpsgd import plan_from_round_config
 from privacy.mechanism import DdgPlan
 
-MECHANISM = "distributed-discrete-gaussian"
 RUN_STATE = "dp-budget"  # run-state record: the DP settings this run started with, its last round
 
 
-def charge_round(plan: DdgPlan, config: dict, context: Context, server_round: int) -> None:
+@dataclass(frozen=True)
+class DpSpend:
+    """What a run's ε rests on, whichever mechanism spends it: the hospital accounts both alike."""
+
+    mechanism: str
+    noise_multiplier: float
+    delta: float
+    rounds: int
+    settings: str  # may not change within a run
+    epsilon: Callable[[int], float]  # the run's cumulative ε after that many rounds
+
+
+def distributed_spend(plan: DdgPlan, config: dict) -> DpSpend:
+    """Hospital-level DP: this hospital's noise share of the distributed discrete Gaussian."""
+    dp = DpConfig.from_config(config)
+    return DpSpend(
+        "distributed-discrete-gaussian",
+        plan.noise_multiplier,
+        dp.delta,
+        dp.rounds,
+        run_settings(plan, dp),
+        lambda rounds: plan.epsilon(rounds, dp.delta),
+    )
+
+
+def record_spend(config: dict, num_examples: int) -> DpSpend | None:
+    """Record-level DP (DP-SGD) of a hospital with ``num_examples`` training records; None unless
+    the run is ``dp=record``."""
+    plan = plan_from_round_config(config, num_examples)
+    if plan is None:
+        return None
+    dp = plan.dp
+    settings = (
+        f"noise multiplier {dp.noise_multiplier!r}, clip norm {dp.clip_norm!r}, delta {dp.delta!r}, "
+        f"{dp.rounds} rounds, sample rate {plan.sample_rate!r}, {plan.steps_per_round} steps per round"
+    )
+    return DpSpend("dp-sgd", dp.noise_multiplier, dp.delta, dp.rounds, settings, plan.epsilon)
+
+
+def charge_round(spend: DpSpend, context: Context, server_round: int) -> None:
     """Refuse a DP round the run's accounting or the policy forbids (module docstring); otherwise
     record the run's ε after this round in the ledger, before the update leaves."""
-    dp = DpConfig.from_config(config)
-    settings = run_settings(plan, dp)
-    require_accounted_round(context, settings, server_round, dp.rounds)
+    require_accounted_round(context, spend.settings, server_round, spend.rounds)
     node_config = dict(context.node_config)
     state_dir = node_config.get(STATE_DIR_KEY)
     ledger = ReleaseLedger.in_state_dir(str(state_dir)) if state_dir else None
@@ -48,14 +88,14 @@ def charge_round(plan: DdgPlan, config: dict, context: Context, server_round: in
     policy = node_policy(node_config)
     if policy is not None:
         spent_elsewhere = spent_by_other_runs(ledger, run) if ledger else 0.0
-        require_within_policy(policy, plan, dp, spent_elsewhere)
+        require_within_policy(policy, spend, spent_elsewhere)
     if ledger:
-        spent = plan.epsilon(server_round, dp.delta)  # the run's, cumulative: rounds 1..server_round
         ledger.append(
-            {"type": DP, "run": run, "round": server_round, "mechanism": MECHANISM, "epsilon": spent}
-            | {"delta": dp.delta, "noise_multiplier": plan.noise_multiplier, "rounds": dp.rounds}
+            {"type": DP, "run": run, "round": server_round, "mechanism": spend.mechanism}
+            | {"epsilon": spend.epsilon(server_round), "delta": spend.delta}
+            | {"noise_multiplier": spend.noise_multiplier, "rounds": spend.rounds}
         )
-    context.state[RUN_STATE] = ConfigRecord({"settings": settings, "round": server_round})
+    context.state[RUN_STATE] = ConfigRecord({"settings": spend.settings, "round": server_round})
 
 
 def run_settings(plan: DdgPlan, dp: DpConfig) -> str:
@@ -93,22 +133,22 @@ def spent_by_other_runs(ledger: ReleaseLedger, run: str) -> float:
     return ledger.epsilon_spent() - (this_run[-1] if this_run else 0.0)
 
 
-def require_within_policy(policy: Policy, plan: DdgPlan, dp: DpConfig, spent_elsewhere: float) -> None:
+def require_within_policy(policy: Policy, spend: DpSpend, spent_elsewhere: float) -> None:
     """Refuse, naming the key, noise below the floor or an ε the policy does not allow."""
-    if plan.noise_multiplier < policy.min_dp_noise_multiplier:
+    if spend.noise_multiplier < policy.min_dp_noise_multiplier:
         raise PolicyRefusal(
             f"policy min_dp_noise_multiplier={policy.min_dp_noise_multiplier}: this run adds noise "
-            f"multiplier {plan.noise_multiplier:.3g}; refused"
+            f"multiplier {spend.noise_multiplier:.3g}; refused"
         )
-    if dp.delta > policy.max_dp_delta:
+    if spend.delta > policy.max_dp_delta:
         raise PolicyRefusal(
-            f"policy max_dp_delta={policy.max_dp_delta}: this run uses delta {dp.delta}; refused"
+            f"policy max_dp_delta={policy.max_dp_delta}: this run uses delta {spend.delta}; refused"
         )
-    run_epsilon = plan.epsilon(dp.rounds, dp.delta)
+    run_epsilon = spend.epsilon(spend.rounds)
     if run_epsilon > policy.max_epsilon_per_run:
         raise PolicyRefusal(
             f"policy max_epsilon_per_run={policy.max_epsilon_per_run}: this run reaches epsilon "
-            f"{run_epsilon:.3g} over its {dp.rounds} round(s); refused"
+            f"{run_epsilon:.3g} over its {spend.rounds} round(s); refused"
         )
     left = policy.lifetime_epsilon - spent_elsewhere
     if run_epsilon > left:

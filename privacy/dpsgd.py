@@ -132,15 +132,11 @@ def secret_generator() -> torch.Generator:
     return torch.Generator().manual_seed(secrets.randbits(63))
 
 
-def epsilon_after_round(config: dict, num_examples: int, server_round: int) -> float | None:
-    """The record-level ε this hospital has spent in the run after ``server_round`` rounds
-    (every local step counted), at the run's ``dp.delta``; None unless the run is ``dp=record``.
-
-    ``config`` is the round's config (the DP keys, ``batch-size`` and ``local-epochs``);
-    ``num_examples`` the hospital's number of training records.
-    """
+def plan_from_round_config(config: dict, num_examples: int) -> DpSgdPlan | None:
+    """The DP-SGD plan of a hospital with ``num_examples`` training records, from the round's
+    config (the DP keys, ``batch-size`` and ``local-epochs``); None unless the run is ``dp=record``.
+    The hospital accounts its ε from it (``plan.epsilon(rounds)``) before it trains."""
     dp = RecordDpConfig.from_config(config)
     if dp is None:
         return None
-    plan = DpSgdPlan(dp, *sampling(num_examples, int(config[BATCH_SIZE_KEY]), int(config[LOCAL_EPOCHS_KEY])))
-    return plan.epsilon(server_round)
+    return DpSgdPlan(dp, *sampling(num_examples, int(config[BATCH_SIZE_KEY]), int(config[LOCAL_EPOCHS_KEY])))

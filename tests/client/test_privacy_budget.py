@@ -185,3 +185,26 @@ def test_without_a_policy_the_round_checks_still_hold() -> None:
     hospital = Hospital(None)
     with pytest.raises(RefusedRequest, match="DP round 2 is outside the 1 round"):
         hospital.train(1, dp_config(5.0, 1, 2))
+
+
+def record_config(noise_multiplier: float, rounds: int, server_round: int) -> dict:
+    """A plaintext record-level (DP-SGD) round's config as the coordinator sends it."""
+    config = dp_config(noise_multiplier, rounds, server_round)
+    return config | {DP_KEYS["dp"]: "record"}
+
+
+def test_record_level_dp_is_charged_to_the_same_ledger_and_policy(tmp_path: Path) -> None:
+    """DP-SGD's epsilon is the hospital's too: the noise floor refuses before training, and what
+    a round spends is in the ledger under the run; its update leaves with weight 1 (the exact
+    record count is not covered by DP-SGD)."""
+    hospital = Hospital(tmp_path, "min_dp_noise_multiplier = 1.0\n")
+    with pytest.raises(PolicyRefusal, match=re.escape("policy min_dp_noise_multiplier=1.0")):
+        hospital.train(1, record_config(0.5, 2, 1))
+    assert_refused_and_nothing_sent(hospital, [])
+    reply = hospital.train(2, record_config(2.0, 2, 1))
+    assert not reply.has_error()
+    assert reply.content.metric_records[p.METRICS][p.NUM_EXAMPLES] == 1
+    [(run, server_round, epsilon)] = hospital.spends()
+    assert (run, server_round) == ("2", 1) and 0 < epsilon < 10
+    record = ReleaseLedger.in_state_dir(tmp_path).records(DP)[-1]
+    assert record["mechanism"] == "dp-sgd"

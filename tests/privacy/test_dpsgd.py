@@ -20,8 +20,8 @@ from privacy.config import KEYS, DpConfig, RecordDpConfig, RecordDpConfigError
 from privacy.dpsgd import (
     DpSgdPlan,
     PrivacyBudgetExceeded,
-    epsilon_after_round,
     noise_multiplier_for,
+    plan_from_round_config,
     sampling,
 )
 from server.settings import RunSettings
@@ -86,11 +86,11 @@ def test_the_run_counts_every_local_step_of_every_round() -> None:
     assert rounds[3] == pytest.approx(DpSgdPlan(DP, 0.1, 60).epsilon(1))
 
 
-def test_epsilon_after_round_reads_the_round_config() -> None:
+def test_plan_from_round_config_reads_the_round_config() -> None:
     config = RunSettings(dp="record", dp_noise_multiplier=1.1, num_rounds=3, batch_size=10, local_epochs=2)
     expected = DpSgdPlan.for_hospital(DP, 100, 10, 2).epsilon(2)
-    assert epsilon_after_round(config.task_config(), 100, 2) == pytest.approx(expected)
-    assert epsilon_after_round(RunSettings().task_config(), 100, 2) is None
+    assert plan_from_round_config(config.task_config(), 100).epsilon(2) == pytest.approx(expected)
+    assert plan_from_round_config(RunSettings().task_config(), 100) is None
 
 
 def test_a_run_over_its_budget_is_refused_before_training() -> None:
