@@ -106,6 +106,8 @@ class EncryptedFedAvg(FedAvg):
         self.dealers: set[int] = set()
         self._simulation_dir: str | None = None
         self.round_layout: UpdateLayout | None = None  # set by configure_train
+        self.round_release = ""  # set by configure_train: the starting model's release key
+        self.evaluation_release = ""  # set by configure_evaluate
         self.decryption_sets: DecryptionSets | None = None  # set by setup, from the roster's quorum
         self.evaluation_update_layout: UpdateLayout | None = None  # set by configure_evaluate
         self.software: dict[int, str] = {}  # party -> "fedquorum x, flwr y", from its hello reply
@@ -131,6 +133,7 @@ class EncryptedFedAvg(FedAvg):
         """FedAvg's messages; the round's layout is fixed here, by the server, from the global
         model it sends and its own clip and weight scale (never from a hospital's reply)."""
         weights = [a.numpy() for a in arrays.values()]
+        self.round_release = transcript.model_release(weights)  # what honest contributors sign
         plan = plan_from_config(self.settings.dp_config(), weights, self.settings.he_preset)
         clip, scale = (plan.layout_clip, plan.weight_scale) if plan else (self.round_clip, self.weight_scale)
         self.round_layout = UpdateLayout.of(
@@ -292,8 +295,14 @@ class EncryptedFedAvg(FedAvg):
         return next(party for party, n in self.party_nodes.items() if n == node)
 
     # -- aggregation ---------------------------------------------------------------------------
-    def _sum_contributions(self, kind: str, round_id: int, replies, layout: UpdateLayout, what: str):
-        """Verified, summed contributions: (sum, signed statements, client metrics, seconds)."""
+    def _sum_contributions(
+        self, kind: str, round_id: int, replies, layout: UpdateLayout, release: str, what: str
+    ):
+        """Verified, summed contributions: (sum, signed statements, client metrics, seconds).
+
+        A contribution signed for another release than the one the server asked for (another
+        starting model or statistics pass) is left out here: every keyholder would refuse the
+        whole aggregate for it (``client.keyholder``), so one hospital could sink the round."""
         total = CiphertextSum(self.statistics_ctx if kind == "statistics" else self.ctx, layout)
         statements, client_metrics, seconds = {}, [], 0.0
         for reply in replies:
@@ -310,9 +319,11 @@ class EncryptedFedAvg(FedAvg):
                     raise HEError("its secret was not dealt to the committee; it cannot contribute")
                 blobs = blobs_of(reply)
                 frame, statement = blobs[p.UPDATE], blobs[p.CONTRIBUTION]
-                transcript.verify_contribution(
+                signed = transcript.verify_contribution(
                     self.roster, self.setup_transcript.run_id, kind, round_id, party, statement, frame
                 )
+                if signed.release != release:
+                    raise HEError(f"signed for release {signed.release[:80]!r}, expected {release!r}")
                 total.add(party, frame)
             except (HEError, KeyError) as err:
                 log.warning("%s: update of %s rejected: %s", what, self.roster.hospital(party).name, err)
@@ -348,7 +359,12 @@ class EncryptedFedAvg(FedAvg):
         params = self.statistics_ctx.params
         layout = UpdateLayout.of(shapes, params.clip, self.statistics_scale)
         total, statements, _, _ = self._sum_contributions(
-            "statistics", round_id, replies, layout, f"feature statistics ({pass_name})"
+            "statistics",
+            round_id,
+            replies,
+            layout,
+            transcript.statistics_release(pass_name),
+            f"feature statistics ({pass_name})",
         )
         if not statements:
             return None
@@ -365,7 +381,7 @@ class EncryptedFedAvg(FedAvg):
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         total, statements, client_metrics, aggregate_seconds = self._sum_contributions(
-            "train", server_round, replies, self.round_layout, f"round {server_round}"
+            "train", server_round, replies, self.round_layout, self.round_release, f"round {server_round}"
         )
         self._check_contributors(len(statements), f"round {server_round}")
         metrics = {"contributors": len(statements)}
@@ -404,12 +420,13 @@ class EncryptedFedAvg(FedAvg):
         self.evaluation_update_layout = UpdateLayout.of(
             [], self.round_clip, self.weight_scale, self.evaluation_layout.size
         )
+        self.evaluation_release = transcript.model_release([a.numpy() for a in arrays.values()])
         return super().configure_evaluate(server_round, arrays, config, grid)
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         round_id, what = self.settings.num_rounds + 1, "final evaluation"
         total, statements, client_metrics, _ = self._sum_contributions(
-            "train", round_id, replies, self.evaluation_update_layout, what
+            "train", round_id, replies, self.evaluation_update_layout, self.evaluation_release, what
         )
         try:
             self._check_contributors(len(statements), what)

@@ -7,7 +7,15 @@ import re
 
 import numpy as np
 import pytest
-from sim_helpers import asked_to_decrypt, partition, simulate, unreliable_hospitals, write_hospital_tables
+from flwr.app import ArrayRecord
+from sim_helpers import (
+    asked_to_decrypt,
+    hospital_app,
+    partition,
+    simulate,
+    unreliable_hospitals,
+    write_hospital_tables,
+)
 
 from client import app as hospital
 from he.encoding import weight_scale_for
@@ -111,3 +119,25 @@ def test_a_federation_too_large_for_the_default_weight_scale_is_rescaled(tmp_pat
     assert train_examples > 32 * 1024
     assert result.history[0]["weight_scale"] == weight_scale_for(train_examples, preset("precise"))
     assert result.final_metrics["eval_accuracy"] > 0.8
+
+
+def trains_from_another_model(message, context):
+    """hospital-1 trains from a model other than the one the server sent (so it signs another
+    release key): every keyholder would refuse an aggregate mixing release keys."""
+    if partition(context) == 0:
+        arrays = [a.numpy() + 1e-3 for a in message.content["arrays"].values()]
+        message.content["arrays"] = ArrayRecord(arrays)
+    return hospital.train(message, context)
+
+
+@pytest.mark.slow
+def test_a_contribution_signed_for_another_starting_model_is_left_out_not_fatal(caplog) -> None:
+    """The server checks the release key each contributor signed against the model it sent: the
+    odd one out is named and left out of the sum, and every round still decrypts."""
+    settings = RunSettings(strategy="encrypted_fedavg", threshold=2, num_rounds=2, min_train_nodes=2)
+    with caplog.at_level(logging.WARNING, logger="strategies.encrypted_fedavg"):
+        result = simulate(settings, hospital_app({"train": trains_from_another_model}), 4)
+    assert [h["contributors"] for h in result.history] == [3, 3]
+    assert all("round_skipped" not in h for h in result.history)
+    rejected = [r.getMessage() for r in caplog.records if "signed for release" in r.getMessage()]
+    assert len(rejected) == 2 and all("update of hospital-1 rejected" in m for m in rejected)
