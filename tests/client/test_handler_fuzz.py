@@ -7,7 +7,8 @@ types, huge values, NaN; blobs dropped, cut, renamed or replaced; arrays dropped
 wrong message types), against a fresh copy of the hospital's set-up state. Every exception must
 be typed (a ``RefusedRequest`` or a ``client.error_boundary.RequestError``), and no error text,
 as Flower would send it, may hold the hospital's data path, a label value the request did not
-name, a data value or secret bytes of its state.
+name, a data value or secret bytes of its state. (Set-up messages meet a hospital that has already
+dealt: a full deal costs ~0.1 s, so they test the parsing and the refusal of a second set-up.)
 """
 
 from __future__ import annotations
