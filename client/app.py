@@ -15,9 +15,9 @@ import time
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
-from flwr.clientapp import ClientApp
 
 from client.audit import OWN_METRICS, STATE_DIR_KEY, audit_mod
+from client.error_boundary import HospitalClientApp, error_boundary_mod
 from client.identity import hospital_identity
 from client.keyholder import KeyHolder, RefusedRequest
 from client.ledger import ReleaseLedger
@@ -42,8 +42,8 @@ def local_task():
     return importlib.import_module("client.task")
 
 
-# the policy check runs inside the audit mod, so each refusal is an audit line
-app = ClientApp(mods=[audit_mod, policy_mod])
+# the policy check and the error boundary run inside the audit mod: each refusal or error is an audit line
+app = HospitalClientApp(mods=[audit_mod, error_boundary_mod, policy_mod])
 
 
 # -- record helpers ------------------------------------------------------------------------------

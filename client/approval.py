@@ -38,29 +38,54 @@ def installed_root() -> Path:
     return Path(__file__).resolve().parents[1]
 
 
+def app_files(content: bytes) -> dict[str, bytes]:
+    """The app's files in a FAB by relative path, without Flower's ``.info/`` manifest."""
+    with zipfile.ZipFile(io.BytesIO(content)) as archive:
+        return {
+            name: archive.read(name)
+            for name in archive.namelist()
+            if not name.startswith(FAB_MANIFEST_PREFIX) and not name.endswith("/")
+        }
+
+
 def installed_mismatch(content: bytes, root: Path | None = None) -> str | None:
     """Why the FAB is not this hospital's installed code (the first difference), or None."""
     root = root or installed_root()
     try:
-        archive = zipfile.ZipFile(io.BytesIO(content))
+        files = app_files(content)
     except zipfile.BadZipFile:
         return "the app bundle is not a zip archive"
-    with archive:
-        for name in archive.namelist():
-            if name.startswith(FAB_MANIFEST_PREFIX):
-                continue
-            data = archive.read(name)
-            if name == FAB_CONFIG:
-                components = tomllib.loads(data.decode()).get("tool", {}).get("flwr", {}).get("app", {})
-                clientapp = components.get("components", {}).get("clientapp")
-                if clientapp != CLIENT_APP:
-                    return f"its ClientApp is {clientapp!r}, not the installed {CLIENT_APP!r}"
-                continue
-            local = root / name
-            if ".." in Path(name).parts or not local.is_file():
-                return f"{name} is not part of the installed fedquorum"
-            if local.read_bytes() != data:
-                return f"{name} differs from the installed {local}"
+    for name, data in files.items():
+        if name == FAB_CONFIG:
+            components = tomllib.loads(data.decode()).get("tool", {}).get("flwr", {}).get("app", {})
+            clientapp = components.get("components", {}).get("clientapp")
+            if clientapp != CLIENT_APP:
+                return f"its ClientApp is {clientapp!r}, not the installed {CLIENT_APP!r}"
+            continue
+        local = root / name
+        if ".." in Path(name).parts or not local.is_file():
+            return f"{name} is not part of the installed fedquorum"
+        if local.read_bytes() != data:
+            return f"{name} differs from the installed {local}"
+    return None
+
+
+def app_dir_mismatch(content: bytes, app_dir: Path) -> str | None:
+    """Why ``app_dir`` does not hold exactly the FAB's files, byte for byte and nothing else, or None.
+
+    Flower 1.42 names an installed app's directory by only 8 hex digits of the FAB's SHA-256 and
+    reuses it when it exists, so a colliding bundle installed earlier (say in an
+    ``accept_any_app`` trial) would be imported in place of the approved one.
+    """
+    expected = app_files(content)
+    present = {path.relative_to(app_dir).as_posix() for path in app_dir.rglob("*") if not path.is_dir()}
+    foreign = sorted(present - expected.keys())
+    if foreign:
+        return f"{app_dir} holds {foreign[0]!r}, which is not in the app bundle"
+    for name, data in expected.items():
+        path = app_dir / name
+        if name not in present or path.is_symlink() or path.read_bytes() != data:
+            return f"{name!r} in {app_dir} is not the app bundle's file"
     return None
 
 

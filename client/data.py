@@ -27,6 +27,8 @@ from torch.utils.data import DataLoader, TensorDataset
 __all__ = [
     "PARTITIONINGS",
     "HospitalData",
+    "HospitalDataError",
+    "MissingHospitalData",
     "feature_moments",
     "load_breast_cancer_partition",
     "load_csv",
@@ -42,6 +44,16 @@ PARTITIONINGS: tuple[str, ...] = ("iid", "dirichlet")
 MIN_PARTITION_SIZE = 10
 DIRICHLET_MAX_TRIES = 100
 NPZ_KEYS: tuple[str, str, str, str] = ("train_images", "train_labels", "test_images", "test_labels")
+
+
+class HospitalDataError(ValueError):
+    """This hospital's file does not fit the run's dataset settings (``classes``, target column,
+    features). The message names local paths and label values, so it stays in the hospital's log:
+    the coordinator gets a generic reason (``client.error_boundary``)."""
+
+
+class MissingHospitalData(HospitalDataError, FileNotFoundError):
+    """The hospital's data file does not exist."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -291,16 +303,16 @@ def _encode_labels(
     try:
         ordered = tuple(sorted(values))
     except TypeError as err:
-        raise ValueError(f"{path}: labels of mixed types cannot be ordered: {values!r}") from err
+        raise HospitalDataError(f"{path}: labels of mixed types cannot be ordered: {values!r}") from err
     index = {value: i for i, value in enumerate(ordered)}
     codes = target.map(index)
     if codes.isna().any():
         unknown = sorted({_plain(v) for v in target[codes.isna()]}, key=repr)
-        raise ValueError(
+        raise HospitalDataError(
             f"{path}: label(s) {unknown!r} of column {target.name!r} are not in classes {list(ordered)!r}"
         )
     if len(ordered) < 2:
-        raise ValueError(
+        raise HospitalDataError(
             f"{path}: column {target.name!r} has a single class {list(ordered)!r}; give the federation's "
             f"label values ({CLASSES_OPTIONS})"
         )
@@ -312,7 +324,7 @@ def require_named_classes(data: HospitalData, path: str | PathLike[str], option:
     sorted value, so a site with ``benign``/``malignant`` and one with ``0``/``1`` (or one that
     lacks a class) would silently disagree on what each number means."""
     if any(isinstance(name, str) for name in data.class_names):
-        raise ValueError(
+        raise HospitalDataError(
             f"{path}: the labels {list(data.class_names)!r} are text; give the federation's label values "
             f"with {option} so every hospital numbers them the same"
         )
@@ -354,28 +366,28 @@ def load_csv(
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"hospital table {path} does not exist")
+        raise MissingHospitalData(f"hospital table {path} does not exist")
     _check_fraction(test_fraction)
     try:
         frame = pd.read_csv(path)
     except pd.errors.EmptyDataError as err:
-        raise ValueError(f"hospital table {path} is empty") from err
+        raise HospitalDataError(f"hospital table {path} is empty") from err
     if frame.empty:
-        raise ValueError(f"hospital table {path} is empty: a header row but no data rows")
+        raise HospitalDataError(f"hospital table {path} is empty: a header row but no data rows")
     present = [str(c) for c in frame.columns]
     features = [c for c in frame.columns if c != target_column]
     if feature_columns is not None:
         features = list(feature_columns)
         if target_column in features:
-            raise ValueError(f"{path}: target column {target_column!r} is also a feature")
+            raise HospitalDataError(f"{path}: target column {target_column!r} is also a feature")
     missing = [c for c in [target_column, *features] if c not in frame.columns]
     if missing:
-        raise ValueError(f"{path}: missing column(s) {missing}; columns present: {present}")
+        raise HospitalDataError(f"{path}: missing column(s) {missing}; columns present: {present}")
     if not features:
-        raise ValueError(f"{path}: no feature columns besides target {target_column!r}")
+        raise HospitalDataError(f"{path}: no feature columns besides target {target_column!r}")
     non_numeric = [c for c in features if not pd.api.types.is_numeric_dtype(frame[c])]
     if non_numeric:
-        raise ValueError(
+        raise HospitalDataError(
             f"{path}: feature column(s) {non_numeric} are not numeric; encode them as numbers or "
             "remove them from the file (every column except the target is a feature)"
         )
@@ -388,7 +400,7 @@ def load_csv(
     x = frame[features].to_numpy(dtype=np.float64)
     infinite = [c for c, bad in zip(features, np.isinf(x).any(axis=0), strict=True) if bad]
     if infinite:
-        raise ValueError(f"{path}: feature column(s) {infinite} contain infinite values")
+        raise HospitalDataError(f"{path}: feature column(s) {infinite} contain infinite values")
 
     train_idx, test_idx = _split_indices(y, test_fraction, seed)
     x_train, x_test = x[train_idx], x[test_idx]
@@ -396,7 +408,7 @@ def load_csv(
     if nan_train.any() or nan_test.any():
         empty = [c for c, bad in zip(features, nan_train.all(axis=0), strict=True) if bad]
         if empty:
-            raise ValueError(
+            raise HospitalDataError(
                 f"{path}: feature column(s) {empty} have no values in the training split to impute from"
             )
         medians = np.nanmedian(x_train, axis=0)
@@ -419,13 +431,13 @@ def load_csv(
 def _images(array: np.ndarray, path: Path, key: str) -> np.ndarray:
     """``(N,H,W)`` or ``(N,H,W,C)`` uint8 -> ``(N,C,H,W)`` float32 in [0, 1]."""
     if array.dtype != np.uint8:
-        raise ValueError(f"{path}: {key!r} has dtype {array.dtype}, expected uint8 pixels")
+        raise HospitalDataError(f"{path}: {key!r} has dtype {array.dtype}, expected uint8 pixels")
     if array.ndim == 3:
         array = array[:, None, :, :]
     elif array.ndim == 4 and array.shape[-1] in (1, 3):
         array = array.transpose(0, 3, 1, 2)
     else:
-        raise ValueError(
+        raise HospitalDataError(
             f"{path}: {key!r} has shape {array.shape}, expected (N, H, W) or (N, H, W, C) with C = 1 or 3"
         )
     return array.astype(np.float32) / np.float32(255.0)
@@ -437,14 +449,14 @@ def _labels(array: np.ndarray, num_images: int, path: Path, key: str) -> np.ndar
     if array.ndim == 2 and array.shape[1] == 1:
         array = array[:, 0]
     if array.shape != (num_images,):
-        raise ValueError(
+        raise HospitalDataError(
             f"{path}: {key!r} has shape {shape}, expected ({num_images},) or "
             f"({num_images}, 1) to match its images (multi-label data is not supported)"
         )
     if not np.issubdtype(array.dtype, np.integer):
-        raise ValueError(f"{path}: {key!r} has dtype {array.dtype}, expected integer labels")
+        raise HospitalDataError(f"{path}: {key!r} has dtype {array.dtype}, expected integer labels")
     if num_images and array.min() < 0:
-        raise ValueError(f"{path}: {key!r} has negative label {array.min()}")
+        raise HospitalDataError(f"{path}: {key!r} has negative label {array.min()}")
     return array.astype(np.int64)
 
 
@@ -473,39 +485,39 @@ def load_npz(
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"image archive {path} does not exist")
+        raise MissingHospitalData(f"image archive {path} does not exist")
     keys = tuple(split_keys)
     if len(keys) != 4:
         raise ValueError(f"split_keys must name 4 arrays {NPZ_KEYS}, got {keys!r}")
     try:
         archive = np.load(path, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile) as err:
-        raise ValueError(f"{path} is not a readable .npz archive: {err}") from err
+        raise HospitalDataError(f"{path} is not a readable .npz archive: {err}") from err
     if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise ValueError(f"{path} holds a single array, expected an .npz archive with {keys}")
+        raise HospitalDataError(f"{path} holds a single array, expected an .npz archive with {keys}")
     with archive:
         missing = [k for k in keys if k not in archive.files]
         if missing:
-            raise ValueError(f"{path}: missing key(s) {missing}; keys present: {archive.files}")
+            raise HospitalDataError(f"{path}: missing key(s) {missing}; keys present: {archive.files}")
         train_key, train_label_key, test_key, test_label_key = keys
         x_train = _images(archive[train_key], path, train_key)
         x_test = _images(archive[test_key], path, test_key)
         y_train = _labels(archive[train_label_key], len(x_train), path, train_label_key)
         y_test = _labels(archive[test_label_key], len(x_test), path, test_label_key)
     if x_train.shape[1:] != x_test.shape[1:]:
-        raise ValueError(
+        raise HospitalDataError(
             f"{path}: {train_key!r} images are {x_train.shape[1:]} (C, H, W) but {test_key!r} "
             f"images are {x_test.shape[1:]}"
         )
     for key, images in ((train_key, x_train), (test_key, x_test)):
         if len(images) == 0:
-            raise ValueError(f"{path}: {key!r} holds no images")
+            raise HospitalDataError(f"{path}: {key!r} holds no images")
     largest = int(max(y_train.max(), y_test.max()))
     if num_classes is None:
         num_classes = largest + 1
     elif largest >= num_classes:
         key = train_label_key if y_train.max() == largest else test_label_key
-        raise ValueError(
+        raise HospitalDataError(
             f"{path}: {key!r} has label {largest}, expected labels below num_classes={num_classes}"
         )
     return HospitalData(

@@ -8,7 +8,8 @@ puts a ``flwr-clientapp`` of its own first on the SuperNode's ``PATH``; it runs 
 which is Flower's ``flwr-clientapp`` with one step added right after the pull: the FAB is
 checked against the hospital's policy and approvals (``client.approval``). A refused app gets
 an error reply naming the reason, an audit line (``outcome: refused``), and its code is never
-installed or imported.
+installed or imported. Flower's install step is wrapped too (:func:`verified_install`): the
+app directory it imports from must hold exactly the checked bundle.
 
 Flower's ``--trusted-entities`` (signed FABs) was not used: in 1.42 it depends on a platform
 licence check that an offline SuperLink does not have.
@@ -16,6 +17,8 @@ licence check that an offline SuperLink does not have.
 
 from __future__ import annotations
 
+import logging
+import shutil
 import sys
 from pathlib import Path
 
@@ -25,16 +28,23 @@ from flwr.common.constant import ErrorCode
 from flwr.supernode.cli.flwr_clientapp import flwr_clientapp
 from flwr.supernode.runtime import run_clientapp as runtime
 
-from client.approval import app_refusal
+from client.approval import app_dir_mismatch, app_refusal, fab_sha256
 from client.audit import STATE_DIR_KEY, record_refusal
 from client.policy import NODE_POLICY, Policy
+
+log = logging.getLogger(__name__)
 
 
 class UnapprovedAppError(RuntimeError):
     """The run's app is not one this hospital approved; nothing of it was installed."""
 
 
+class UnverifiedInstallError(RuntimeError):
+    """The installed app directory is not the checked bundle even after a fresh install."""
+
+
 _pull_task_input = runtime.pull_task_input
+_install_from_fab = runtime.install_from_fab
 
 
 def checked_pull_task_input(client):
@@ -52,8 +62,29 @@ def checked_pull_task_input(client):
     return message, context, run, fab
 
 
+def verified_install(content: bytes, skip_prompt: bool = True) -> Path:
+    """Flower's install, then proof that its app directory holds exactly this bundle.
+
+    Flower reuses a directory named by 8 hex digits of the FAB's hash (a collision takes under a
+    second to find), so a directory that differs is removed and the bundle installed afresh.
+    """
+    app_dir = _install_from_fab(content, skip_prompt=skip_prompt)
+    mismatch = app_dir_mismatch(content, app_dir)
+    if mismatch is None:
+        return app_dir
+    log.warning("reinstalling app sha256 %s: %s", fab_sha256(content), mismatch)
+    shutil.rmtree(app_dir)
+    app_dir = _install_from_fab(content, skip_prompt=skip_prompt)
+    mismatch = app_dir_mismatch(content, app_dir)
+    if mismatch is not None:
+        raise UnverifiedInstallError(f"app sha256 {fab_sha256(content)} not run: {mismatch}")
+    return app_dir
+
+
 def main() -> None:
+    sys.dont_write_bytecode = True  # no __pycache__ in the app directory, which must match the FAB
     runtime.pull_task_input = checked_pull_task_input
+    runtime.install_from_fab = verified_install
     sys.argv[0] = "flwr-clientapp"
     flwr_clientapp()
 

@@ -7,7 +7,9 @@
   code runs (its ClientApp would write a marker file: the file stays absent), and each refusal is
   in the hospital's audit log; the ServerApp's log names the refusals;
 * once both hospitals approve that app's hash it runs (the marker appears), and the default policy
-  still refuses it as a plaintext run (``strategy=fedavg``), audited, naming ``require_encrypted``.
+  still refuses it as a plaintext run (``strategy=fedavg``), audited, naming ``require_encrypted``;
+* (no SuperLink) a bundle installed in an ``accept_any_app`` trial whose hash shares its first 8 hex
+  digits with an approved bundle's is not imported in the approved one's place.
 """
 
 from __future__ import annotations
@@ -189,3 +191,112 @@ def test_check_only_connects_and_only_approved_apps_run(tmp_path: Path, procs: P
         (entry,) = refusals(state, run_id)  # ... and refused the plaintext run at its first message
         assert entry["message_type"] == "query.statistics"
         assert entry["reason"].startswith("policy require_encrypted=true")
+
+
+# -- Flower names an installed app's directory by 8 hex digits of the FAB's hash ----------------
+TINY_PYPROJECT = """[build-system]
+requires = ["hatchling"]
+build-backend = "hatchling.build"
+
+[project]
+name = "collide"
+version = "1.0.0"
+dependencies = []
+
+[tool.hatch.build.targets.wheel]
+packages = ["."]
+
+[tool.flwr.app]
+publisher = "fedquorum-test"
+
+[tool.flwr.app.components]
+serverapp = "collide_app.app:app"
+clientapp = "collide_app.app:app"
+"""
+COMMENT_BYTES = 8
+
+
+def tiny_fab(directory: Path, app_code: str) -> bytes:
+    from flwr.cli.build import build_fab_from_disk
+
+    (directory / "collide_app").mkdir(parents=True)
+    (directory / "collide_app" / "__init__.py").write_text("")
+    (directory / "collide_app" / "app.py").write_text(app_code)
+    (directory / "pyproject.toml").write_text(TINY_PYPROJECT)
+    return build_fab_from_disk(directory)
+
+
+def with_comment(fab: bytes, comment: bytes) -> bytes:
+    """The same bundle with a zip archive comment: same files and manifest, another hash."""
+    assert fab[-2:] == b"\0\0", "expected a FAB without an archive comment"
+    return fab[:-2] + len(comment).to_bytes(2, "little") + comment
+
+
+def colliding_pair(first: bytes, second: bytes) -> tuple[bytes, bytes]:
+    """Variants of two bundles whose SHA-256 share the first 8 hex digits (a birthday search over
+    archive comments: ~2^16 hashes of each, well under a second)."""
+    import hashlib
+
+    bases = [hashlib.sha256(fab[:-2] + COMMENT_BYTES.to_bytes(2, "little")) for fab in (first, second)]
+    seen: list[dict[bytes, bytes]] = [{}, {}]
+    for counter in range(1 << 22):
+        comment = counter.to_bytes(COMMENT_BYTES, "little")
+        for side in (0, 1):
+            digest = bases[side].copy()
+            digest.update(comment)
+            prefix = digest.digest()[:4]
+            other = seen[1 - side].get(prefix)
+            if other is not None:
+                comments = (comment, other) if side == 0 else (other, comment)
+                return with_comment(first, comments[0]), with_comment(second, comments[1])
+            seen[side][prefix] = comment
+    raise AssertionError("no 8-hex-digit collision in 2^22 tries")
+
+
+def test_a_colliding_bundle_installed_in_a_trial_is_not_run_as_an_approved_one(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """A bundle installed while the policy accepted any app must not later run in place of an
+    approved bundle whose hash shares its first 8 hex digits: ``client.launcher`` reinstalls."""
+    import sys
+
+    from flwr.cli.install import install_from_fab
+    from flwr.clientapp.utils import get_load_client_app_fn
+
+    from client.approval import APPROVALS_FILE, app_refusal, fab_sha256
+    from client.launcher import verified_install
+    from client.policy import Policy
+
+    marker = tmp_path / "malicious-code-ran"
+    genuine, malicious = colliding_pair(
+        tiny_fab(tmp_path / "genuine", "from flwr.clientapp import ClientApp\n\napp = ClientApp()\n"),
+        tiny_fab(
+            tmp_path / "malicious",
+            "import pathlib\n\nfrom flwr.clientapp import ClientApp\n\n"
+            f"pathlib.Path({str(marker)!r}).touch()\napp = ClientApp()\n",
+        ),
+    )
+    assert fab_sha256(genuine)[:8] == fab_sha256(malicious)[:8] and genuine != malicious
+    monkeypatch.setenv("FLWR_HOME", str(tmp_path / "flwr-home"))
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / APPROVALS_FILE).write_text(f"{fab_sha256(genuine)}  # reviewed\n")
+    strict = Policy()
+    assert app_refusal(genuine, strict, state) is None
+    assert app_refusal(malicious, strict, state) is not None
+
+    # the trial (accept_any_app) installed the malicious bundle; Flower alone would reuse it
+    trial_dir = install_from_fab(malicious, skip_prompt=True)
+    assert install_from_fab(genuine, skip_prompt=True) == trial_dir
+
+    app_dir = verified_install(genuine)
+    assert app_dir == trial_dir
+    load = get_load_client_app_fn(default_app_ref="", app_path=None, multi_app=True)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    try:
+        load("fedquorum-test/collide", "1.0.0", fab_sha256(genuine))
+    finally:
+        for name in [m for m in sys.modules if m == "collide_app" or m.startswith("collide_app.")]:
+            del sys.modules[name]
+    assert not marker.exists()
+    assert (app_dir / "collide_app" / "app.py").read_text().startswith("from flwr.clientapp")
