@@ -6,7 +6,8 @@ committee (``deal``), each keyholder receives the sealed shares dealt to it (``d
 Each round: ``train`` replies (``c0`` plus a signed digest) are verified and summed as they
 arrive (memory: one aggregate); then ``query.decrypt`` goes to a decryption set T of keyholders,
 which answer with masked shares; the masks cancel only in the sum over T. If a keyholder of T
-does not answer, or the combined shares fail the noise check, a fresh attempt goes to another
+does not answer, or the combined shares fail the noise check, or the decoded aggregate fails a
+check against what the server knows (``strategies.plausibility``), a fresh attempt goes to another
 set (``strategies.decryption_sets``: by elimination, naming suspects), up to the roster's
 ``max_attempts``; past that the round keeps the previous model and says why. The server never
 holds a secret.
@@ -479,6 +480,7 @@ class EncryptedFedAvg(FedAvg):
                     kind, encoding, aggregate, fields, statements
                 )
             except WeightScaleError:
+                sets.succeeded(keyholders)
                 self._name_suspects(what)
                 raise  # a plausible total beyond this scale: the caller rescales, no retry helps
             except (
