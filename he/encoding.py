@@ -24,6 +24,8 @@ The server picks ``S = ceil(2 * total / max_parties)`` from the last exact total
 weights add up to about ``max_parties / 2``: half the headroom, the other half for a round
 with up to twice as many examples. A sum whose offsets could overflow the fields (the total
 grew more than that, or a scale far too small) is refused when decoding, never decoded wrong.
+Decoding also refuses what no honest sum can be (an altered share's payload rows): an offset
+sum other than the count's (each offset is ``ceil(k*H/S)``), or a value field above twice it.
 
 Error bound: each ``z`` errs by less than 1 unit, so the decoded average errs by less than
 ``n * clip / (H * W)`` per value, with ``n`` contributors and ``W = sum_k k_k / S``.
@@ -57,10 +59,21 @@ def weight_scale_for(total_examples: int, params: HEParams) -> int:
     return max(1, min(MAX_EXAMPLES, -(-2 * total_examples // params.max_parties)))
 
 
+def decoding_error(params: HEParams, layout: UpdateLayout, contributors: int, total_examples: int) -> float:
+    """The bound on each decoded average value's error (module docstring: ``n * clip / (H * W)``)."""
+    return contributors * layout.clip * layout.weight_scale / (half_range_of(params) * total_examples)
+
+
+def half_range_of(params: HEParams) -> int:
+    """``H``: a weight-1 value at the clip becomes ``H`` units."""
+    return (1 << (params.value_bits - 1)) - 1
+
+
 class WeightScaleError(EncodingError):
     """The round's weight scale was too small for its examples: fields may have overflowed, so
     the aggregate is discarded. The exact example count is still known (its fields have their
-    own headroom), so the next round can use the right scale."""
+    own headroom, and decoding checks it against the offsets first), so the next round can use the
+    right scale."""
 
     def __init__(self, total_examples: int, needed: int, limit: int) -> None:
         super().__init__(
@@ -144,7 +157,7 @@ class UpdateEncoder:
     def __init__(self, params: HEParams, num_payload_primes: int) -> None:
         self.params = params
         self.num_payload_primes = num_payload_primes
-        self.half_range = (1 << (params.value_bits - 1)) - 1
+        self.half_range = half_range_of(params)
         self.mask = np.uint64((1 << params.slot_bits) - 1)
         self.field_limit = (1 << params.slot_bits) - 1
         self.chunk_bits = params.value_bits - 1
@@ -222,8 +235,20 @@ class UpdateEncoder:
             raise EncodingError(
                 f"decoded example count {total_examples} is not that of {num_contributors} valid updates"
             )
+        # each offset is ceil(k * H / S), so their sum is pinned by the count up to one S each
+        scaled_count, scaled_offset = total_examples * self.half_range, total_offset * layout.weight_scale
+        if not scaled_count <= scaled_offset < scaled_count + num_contributors * layout.weight_scale:
+            raise EncodingError(
+                f"decoded offset sum {total_offset} is not that of {total_examples} examples at weight "
+                f"scale {layout.weight_scale} over {num_contributors} updates"
+            )
         if 2 * total_offset > self.field_limit:
             raise WeightScaleError(total_examples, 2 * total_offset, self.field_limit)
+        outside = np.count_nonzero(unpacked[:count] > 2 * total_offset)
+        if outside:  # each update's value fields lie in [0, 2 o]
+            raise EncodingError(
+                f"{outside} decoded values lie above {2 * total_offset}, the range of the summed offsets"
+            )
         weighted = (unpacked[:count] - total_offset).astype(np.float64)
         average = weighted * (layout.clip * layout.weight_scale / (self.half_range * total_examples))
         arrays, start = [], 0

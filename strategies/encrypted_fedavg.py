@@ -6,7 +6,8 @@ committee (``deal``), each keyholder receives the sealed shares dealt to it (``d
 Each round: ``train`` replies (``c0`` plus a signed digest) are verified and summed as they
 arrive (memory: one aggregate); then ``query.decrypt`` goes to a decryption set T of keyholders,
 which answer with masked shares; the masks cancel only in the sum over T. If a keyholder of T
-does not answer, or the combined shares fail the noise check, a fresh attempt goes to another
+does not answer, or the combined shares fail the noise check, or the decoded aggregate fails a
+check against what the server knows (``strategies.plausibility``), a fresh attempt goes to another
 set (``strategies.decryption_sets``: by elimination, naming suspects), up to the roster's
 ``max_attempts``; past that the round keeps the previous model and says why. The server never
 holds a secret.
@@ -31,12 +32,13 @@ from he import transcript
 from he.ciphertext import CiphertextLabel, CiphertextSum, EncryptedUpdate
 from he.context import HEContext
 from he.decrypt import DecryptionRequest, DecryptionShare, combine, decrypt_sums, decrypt_update
-from he.encoding import UpdateLayout, WeightScaleError, weight_scale_for
+from he.encoding import UpdateLayout, WeightScaleError, decoding_error, weight_scale_for
 from he.errors import HEError
 from he.params import preset
 from he.roster import Roster, write_simulated_federation
 from privacy.mechanism import plan_from_config
 from server.settings import RunSettings
+from strategies import plausibility
 from strategies.decryption_sets import DecryptionSets
 from strategies.fedavg import FedAvg, FederationResult, RoundFailedError
 from strategies.messaging import (
@@ -109,6 +111,7 @@ class EncryptedFedAvg(FedAvg):
         self.round_release = ""  # set by configure_train: the starting model's release key
         self.evaluation_release = ""  # set by configure_evaluate
         self.decryption_sets: DecryptionSets | None = None  # set by setup, from the roster's quorum
+        self.known_totals = plausibility.KnownTotals()  # exact totals decrypted in this run
         self.evaluation_update_layout: UpdateLayout | None = None  # set by configure_evaluate
         self.software: dict[int, str] = {}  # party -> "fedquorum x, flwr y", from its hello reply
 
@@ -490,10 +493,13 @@ class EncryptedFedAvg(FedAvg):
             started = time.perf_counter()
             try:
                 fields = combine(self.ctx, aggregate, shares, request, noise_bits)
-                average, total_examples = decrypt_update(encoding, aggregate, fields)
-                sums = decrypt_sums(encoding, aggregate, fields)
+                average, total_examples, sums = self._decode_checked(
+                    kind, encoding, aggregate, fields, statements
+                )
             except WeightScaleError:
-                raise  # decrypted but not decodable at this scale: the caller rescales, no retry helps
+                sets.succeeded(keyholders)
+                self._name_suspects(what)
+                raise  # a plausible total beyond this scale: the caller rescales, no retry helps
             except (
                 HEError
             ) as err:  # the noise bound, or an invalid aggregate (a share altered on payload rows)
@@ -510,6 +516,29 @@ class EncryptedFedAvg(FedAvg):
         )
         self._name_suspects(what)
         return None
+
+    def _decode_checked(self, kind: str, encoding, aggregate: EncryptedUpdate, fields, statements: dict):
+        """Decode, then check the aggregate against what the server knows without it
+        (``strategies.plausibility``); a weight-scale overflow is let through only with a
+        plausible total, so the server never takes a scale from an implausible one."""
+        contributors = set(statements)
+        unit_weights = kind == "train" and (not aggregate.layout.shapes or self.settings.dp != "off")
+        try:
+            average, total_examples = decrypt_update(encoding, aggregate, fields)
+        except WeightScaleError as err:
+            plausibility.check_total(err.total_examples, contributors, unit_weights, self.known_totals)
+            raise
+        plausibility.check_total(total_examples, contributors, unit_weights, self.known_totals)
+        sums = decrypt_sums(encoding, aggregate, fields)
+        if aggregate.layout.sums:
+            expected = 0 if unit_weights else total_examples
+            plausibility.check_evaluation(self.evaluation_layout, sums, expected)
+        if kind == "statistics":
+            error = decoding_error(encoding.params, aggregate.layout, len(contributors), total_examples)
+            plausibility.check_statistics(average, error)
+        if not unit_weights:
+            self.known_totals.record(contributors, total_examples)
+        return average, total_examples, sums
 
     def _decrypt_messages(self, request: DecryptionRequest, relayed: dict) -> list[Message]:
         label = request.label

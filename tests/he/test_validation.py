@@ -441,6 +441,37 @@ def test_sum_with_impossible_example_count_refused(test_ctx) -> None:
         encoder.decode(np.zeros_like(encoded.fields), encoded.layout, 1)
 
 
+def shifted_field(encoder: UpdateEncoder, fields: np.ndarray, index: int, delta: int) -> np.ndarray:
+    """``fields`` with ``delta`` added to field ``index``: what a keyholder can do to the payload rows."""
+    p = encoder.params
+    grid = (fields.shape[0], p.fields_per_prime, encoder.num_payload_primes, p.poly_modulus_degree)
+    c, f, r, j = np.unravel_index(index, grid)
+    out = fields.copy()
+    out[c, r, j] = np.uint64(int(out[c, r, j]) + (delta << (f * p.slot_bits)))
+    return out
+
+
+def test_sum_whose_exact_fields_or_values_were_shifted_refused(test_ctx) -> None:
+    """The offsets pin the count (each is ceil(k*H/S)), and every value field lies in [0, 2 o]:
+    a count lowered alone (every value scaled up), an offset raised to feign an overflow (which
+    would hand the server a weight scale), a value pushed past the range: refused, never decoded."""
+    encoder = UpdateEncoder(test_ctx.params, test_ctx.num_payload)
+    rng = np.random.default_rng(0)
+    encoded = [encoder.encode([np.full(3, 0.5)], count, rng) for count in (40, 50, 60)]
+    fields, layout = sum(e.fields for e in encoded), encoded[0].layout
+    count_at, offset_at = layout.num_values, layout.num_values + encoder.count_chunks
+    _, total = encoder.decode(fields, layout, 3)
+    assert total == 150
+    with pytest.raises(EncodingError, match=r"decoded offset sum .* is not that of 60 examples"):
+        encoder.decode(shifted_field(encoder, fields, count_at, -90), layout, 3)
+    overflow = encoder.field_limit >> encoder.chunk_bits  # on the offset's second chunk: past the limit
+    with pytest.raises(EncodingError, match="decoded offset sum") as info:
+        encoder.decode(shifted_field(encoder, fields, offset_at + 1, overflow), layout, 3)
+    assert not isinstance(info.value, WeightScaleError)
+    with pytest.raises(EncodingError, match="1 decoded values lie above"):
+        encoder.decode(shifted_field(encoder, fields, 1, encoder.field_limit // 2), layout, 3)
+
+
 # -- dealt secret shares ------------------------------------------------------------------------
 
 

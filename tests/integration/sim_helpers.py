@@ -6,6 +6,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 from flwr.simulation import run_simulation
@@ -87,10 +88,13 @@ def unreliable_hospitals(
     train_down: Outage | None = None,
     decrypt_down: Outage | None = None,
     tamper: Callable[[Context], bool] | None = None,
+    shift_field: Callable[[Message, Context], tuple[int, int] | None] | None = None,
 ) -> ClientApp:
     """The hospital ClientApp, except that training or decryption fails when the outage says so,
     and a keyholder for which ``tamper`` says so adds 1 to one coefficient of each share it sends
-    (a keyholder that cheats: its share still parses, the combined noise leaves its bound)."""
+    (a keyholder that cheats: its share still parses, the combined noise leaves its bound).
+    ``shift_field`` may name a (packed field, delta) for a decryption request: the keyholder
+    adds delta to that field of its share on a payload row only, so the noise check passes."""
 
     def train(message: Message, context: Context) -> Message:
         if train_down and train_down(message, context):
@@ -101,13 +105,19 @@ def unreliable_hospitals(
         if decrypt_down and decrypt_down(message, context):
             raise RuntimeError("simulated keyholder outage during decryption")
         reply = hospital.decrypt(message, context)
-        if tamper and tamper(context):
+        shift = shift_field(message, context) if shift_field else None
+        if (tamper and tamper(context)) or shift:
             blobs = hospital.blobs_of(reply)
             ctx = hospital.load_keyholder(context).frame_context()  # shares of every kind
             share = DecryptionShare.from_bytes(ctx, blobs[p.DECRYPTION_SHARE], "this keyholder")
             coefficients = ctx.intt(share.polys)
-            row = ctx.num_payload  # the first noise prime
-            coefficients[0, row, 0] = (int(coefficients[0, row, 0]) + 1) % int(ctx.data_moduli[row])
+            if shift:
+                field, delta = shift
+                c, f, row, j = field_position(ctx, coefficients.shape[0], field)
+                delta <<= f * ctx.params.slot_bits
+            else:
+                c, row, j, delta = 0, ctx.num_payload, 0, 1  # the first noise prime
+            coefficients[c, row, j] = (int(coefficients[c, row, j]) + delta) % int(ctx.data_moduli[row])
             blobs[p.DECRYPTION_SHARE] = DecryptionShare(
                 share.party, share.round_id, share.attempt, ctx.ntt(coefficients)
             ).to_bytes(ctx)
@@ -115,3 +125,11 @@ def unreliable_hospitals(
         return reply
 
     return hospital_app({"train": train, "query.decrypt": decrypt})
+
+
+def field_position(ctx, ciphertexts: int, field: int) -> tuple[int, int, int, int]:
+    """(ciphertext, field within the residue, payload row, coefficient) of a packed field
+    (``he.encoding.UpdateEncoder._pack``)."""
+    p = ctx.params
+    grid = (ciphertexts, p.fields_per_prime, ctx.num_payload, p.poly_modulus_degree)
+    return tuple(int(i) for i in np.unravel_index(field, grid))

@@ -18,7 +18,7 @@ from sim_helpers import (
 )
 
 from client import app as hospital
-from he.encoding import weight_scale_for
+from he.encoding import UpdateEncoder, weight_scale_for
 from he.params import preset
 from server.app import initial_weights
 from server.settings import RunSettings
@@ -58,23 +58,50 @@ def test_dropouts_in_training_and_decryption_are_tolerated(tmp_path) -> None:
     assert result.final_metrics["eval_accuracy"] > 0.5
 
 
+TAMPERED = {"num_rounds": 3, "seed": 5, "min_train_nodes": 2, "he_preset": "precise"}
+
+
+def raise_correct_count(message, context) -> tuple[int, int] | None:
+    """Hospital-1's payload tamper: 3 more correct predictions in the pooled evaluation of every
+    training round and of the final evaluation (a better accuracy that stays below 1)."""
+    config = message.content["config"]
+    if partition(context) != 0 or config["kind"] != "train":
+        return None
+    encoder = UpdateEncoder(preset("precise"), 1)
+    final = config["server-round"] > TAMPERED["num_rounds"]
+    values = 0 if final else sum(w.size for w in initial_weights(RunSettings(**TAMPERED)))
+    return values + 2 * encoder.count_chunks + encoder.sum_chunks, 3  # pooled_metrics.SCALARS[1]
+
+
 @pytest.mark.slow
-def test_a_keyholder_that_tampers_with_its_shares_is_named_and_cannot_move_the_model(caplog) -> None:
-    """2-of-6 (decryption sets of 4): hospital-1 adds 1 to its shares on a noise prime. Every
-    decryption it takes part in fails the noise check; elimination decrypts without it within
-    the attempt budget and names it; the model is the one an honest federation computes."""
-    common = {"num_rounds": 3, "seed": 5, "min_train_nodes": 2, "he_preset": "precise"}
-    cheating = unreliable_hospitals(tamper=lambda c: partition(c) == 0)
+@pytest.mark.parametrize(
+    ("cheating", "caught_by"),
+    [
+        (unreliable_hospitals(tamper=lambda c: partition(c) == 0), "exceeds its bound"),
+        (unreliable_hospitals(shift_field=raise_correct_count), "its diagonal sums to the correct count"),
+    ],
+    ids=["noise-row", "payload-correct-count"],
+)
+def test_a_keyholder_that_tampers_with_its_shares_is_named_and_cannot_move_the_model(
+    cheating, caught_by, caplog
+) -> None:
+    """2-of-6 (decryption sets of 4): hospital-1 adds 1 to its shares on a noise prime, or 3 to
+    the pooled correct count on a payload row (the noise check passes; the evaluation sums no
+    longer agree with each other). Every decryption it takes part in fails its check;
+    elimination decrypts without it within the attempt budget and names it; the model and the
+    pooled evaluation are the ones an honest federation computes."""
     with caplog.at_level(logging.WARNING, logger="strategies.encrypted_fedavg"):
-        result = simulate(RunSettings(strategy="encrypted_fedavg", threshold=2, **common), cheating, 6)
+        result = simulate(RunSettings(strategy="encrypted_fedavg", threshold=2, **TAMPERED), cheating, 6)
     named = [r.getMessage() for r in caplog.records if "SUSPECT" in r.getMessage()]
     assert named, "hospital-1 was never in a decryption set (change the seed)"
+    assert any(caught_by in r.getMessage() for r in caplog.records)  # the check that failed it
     assert all(re.search(r"SUSPECT keyholder\(s\) [^:]*\bhospital-1\b", m) for m in named)
     assert all("round_skipped" not in h for h in result.history)
     assert sum(h["suspect_keyholders"] > 0 for h in result.history) <= 2
-    plain = simulate(RunSettings(strategy="fedavg", **common), hospital.app, 6)
+    plain = simulate(RunSettings(strategy="fedavg", **TAMPERED), hospital.app, 6)
     diff = max(float(np.max(np.abs(a - b))) for a, b in zip(result.weights, plain.weights, strict=True))
     assert diff < WEIGHT_TOLERANCE
+    assert result.final_metrics["eval_accuracy"] == pytest.approx(plain.final_metrics["eval_accuracy"])
 
 
 never_decrypts = unreliable_hospitals(  # two keyholders down in every round's decryption

@@ -1,0 +1,111 @@
+"""Checks of a decrypted aggregate against what the server knows without it.
+
+A keyholder can shift the payload rows of its decryption share and leave the noise rows intact
+(docs/security.md, "Not promised"): the noise check passes and the decoded aggregate moves. These
+checks catch the shifts that break a fact the server knows independently of the shares: an
+example total that contradicts earlier totals of this run or the contributors' unit weights, pooled
+evaluation sums that disagree with each other (an accuracy above 1), feature statistics with a
+negative variance. A failed check is handled like a failed noise check: the attempt fails and
+elimination names the set. A shift that keeps every fact plausible still passes; only a check
+value no single keyholder can predict (a MAC) closes that.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Set
+
+import numpy as np
+
+from he.errors import HEError
+from models.pooled_metrics import EvaluationLayout
+
+
+class ImplausibleAggregateError(HEError):
+    """A decrypted aggregate contradicts what the server knows independently of it."""
+
+
+class KnownTotals:
+    """The exact example totals of the contributor sets decrypted so far in a run.
+
+    A hospital's example count does not change within a run, and each is at least 1, so a set
+    decrypted before pins its own total, bounds a subset's from above (one example less at least
+    per hospital left out) and a superset's from below."""
+
+    def __init__(self) -> None:
+        self._totals: dict[frozenset[int], int] = {}
+
+    def check(self, contributors: Set[int], total: int) -> None:
+        """Raise ``ImplausibleAggregateError`` if ``total`` contradicts a total decrypted before."""
+        for known, known_total in self._totals.items():
+            if contributors <= known and total > known_total - len(known - contributors):
+                bound = f"at most {known_total - len(known - contributors)}"
+            elif contributors >= known and total < known_total + len(contributors - known):
+                bound = f"at least {known_total + len(contributors - known)}"
+            else:
+                continue
+            raise ImplausibleAggregateError(
+                f"decoded example total {total} of {len(contributors)} contributors; expected {bound}, "
+                f"from the total {known_total} of {len(known)} contributors decrypted before in this run"
+            )
+
+    def record(self, contributors: Set[int], total: int) -> None:
+        self._totals[frozenset(contributors)] = total
+
+
+def check_total(total: int, contributors: Set[int], unit_weights: bool, known: KnownTotals) -> None:
+    """The decoded example total: exactly one per contributor when each encodes weight 1 (DP
+    training, the final evaluation), else consistent with the run's earlier totals."""
+    if unit_weights and total != len(contributors):
+        raise ImplausibleAggregateError(
+            f"decoded example total {total}; expected {len(contributors)}: each contributor has weight 1"
+        )
+    if not unit_weights:
+        known.check(contributors, total)
+
+
+def check_evaluation(layout: EvaluationLayout, sums: list[int], train_examples: int) -> None:
+    """Pooled evaluation sums (``models.pooled_metrics``) that agree with each other: every
+    example is counted once in the confusion matrix, once per class in the score histograms and
+    once in the calibration bins; correct predictions are the confusion matrix's diagonal.
+    ``train_examples``: the training count the sums must carry (the decoded total, or 0)."""
+    s = layout.split(sums)
+    examples, correct = int(s["eval_examples"]), int(s["correct"])
+    confusion, positives, negatives = s["confusion"], s["positives"], s["negatives"]
+    facts = {
+        "correct <= examples": correct <= examples,
+        "the confusion matrix sums to the examples": confusion.sum() == examples,
+        "its diagonal sums to the correct count": np.trace(confusion) == correct,
+        "each class's score histogram sums to its confusion row": all(
+            positives[c].sum() == confusion[c].sum() for c in range(layout.num_classes)
+        ),
+        "each class's two score histograms sum to the examples": all(
+            positives[c].sum() + negatives[c].sum() == examples for c in range(layout.num_classes)
+        ),
+        "the calibration bins count the examples": s["calibration_count"].sum() == examples,
+        "their correct counts sum to the correct count": s["calibration_correct"].sum() == correct,
+        "no bin is more correct than it is full": all(s["calibration_correct"] <= s["calibration_count"]),
+        f"the training count is {train_examples}": int(s["train_examples"]) == train_examples,
+    }
+    broken = [fact for fact, holds in facts.items() if not holds]
+    if broken:
+        raise ImplausibleAggregateError(
+            f"decoded evaluation sums ({examples} examples, {correct} correct) break: {'; '.join(broken)}"
+        )
+
+
+def check_statistics(average: list[np.ndarray], error: float) -> None:
+    """Feature statistics with a non-negative variance: ``moments`` ([mean, mean square]) with a
+    mean square at least the squared mean, ``spread`` ([mean squared deviation]) non-negative,
+    each up to ``error``, the decoding error of one value (``he.encoding.decoding_error``).
+    (Honest statistics break this only if a hospital's feature mean exceeds the square root of
+    the statistics clip, whose mean square it then clipped: those statistics are wrong anyway.)"""
+    if len(average) == 2:
+        mean, square = average
+        slack = error * (1 + 2 * np.abs(mean) + error)
+        negative = np.flatnonzero(square < mean**2 - slack)
+    else:
+        negative = np.flatnonzero(average[0] < -error)
+    if negative.size:
+        raise ImplausibleAggregateError(
+            f"decoded feature statistics give a negative variance for features {negative.tolist()[:10]}"
+        )
