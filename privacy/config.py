@@ -53,10 +53,7 @@ class DpConfig:
     rounds: int
 
     def __post_init__(self) -> None:
-        if not (self.clip_norm > 0 and math.isfinite(self.clip_norm)):
-            raise ValueError(f"dp clip_norm must be positive and finite, got {self.clip_norm}")
-        if not (0 < self.delta < 1):
-            raise ValueError(f"dp delta must be in (0, 1), got {self.delta}")
+        require_clip_and_delta(self.clip_norm, self.delta, ValueError)
         if self.noise_multiplier < 0 or not math.isfinite(self.noise_multiplier):
             raise ValueError(f"dp noise_multiplier must be >= 0, got {self.noise_multiplier}")
         solvable = self.target_epsilon > 0 and math.isfinite(self.target_epsilon)
@@ -92,6 +89,14 @@ def mode_of(config: dict) -> str:
     return mode
 
 
+def require_clip_and_delta(clip_norm: float, delta: float, error: type[ValueError]) -> None:
+    """The settings both DP modes need for any guarantee: a finite sensitivity and a δ below 1."""
+    if not (clip_norm > 0 and math.isfinite(clip_norm)):
+        raise error(f"dp clip_norm must be positive and finite, got {clip_norm}")
+    if not (0 < delta < 1):
+        raise error(f"dp delta must be in (0, 1), got {delta}")
+
+
 class RecordDpConfigError(ValueError):
     """Record-level DP settings that cannot give a guarantee (names the setting)."""
 
@@ -124,8 +129,7 @@ class RecordDpConfig:
     rounds: int
 
     def __post_init__(self) -> None:
-        if not (self.clip_norm > 0 and math.isfinite(self.clip_norm)):
-            raise RecordDpConfigError(f"dp clip_norm must be positive and finite, got {self.clip_norm}")
+        require_clip_and_delta(self.clip_norm, self.delta, RecordDpConfigError)
         if not (self.noise_multiplier > 0 and math.isfinite(self.noise_multiplier)):
             raise RecordDpConfigError(
                 f"dp=record needs a positive finite noise_multiplier, got {self.noise_multiplier}"
@@ -134,8 +138,6 @@ class RecordDpConfig:
             raise RecordDpConfigError(
                 f"dp target_epsilon must be finite and >= 0 (0: no budget), got {self.target_epsilon}"
             )
-        if not (0 < self.delta < 1):
-            raise RecordDpConfigError(f"dp delta must be in (0, 1), got {self.delta}")
         if self.rounds < 1:
             raise RecordDpConfigError(f"dp rounds must be >= 1, got {self.rounds}")
 

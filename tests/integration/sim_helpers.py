@@ -9,12 +9,13 @@ from pathlib import Path
 import numpy as np
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
+from flwr.serverapp import Grid, ServerApp
 from flwr.simulation import run_simulation
 
 from client import app as hospital
 from he import protocol as p
 from he.decrypt import DecryptionShare
-from server.app import make_server_app
+from server.app import RunStoppedError, make_server_app, run_federation
 from server.settings import RunSettings
 from strategies.fedavg import FederationResult
 
@@ -31,6 +32,22 @@ def simulate(settings: RunSettings, client_app: ClientApp, num_hospitals: int) -
     assert results, "the ServerApp did not finish"
     assert len(rounds) == settings.num_rounds
     return results[0]
+
+
+def stopped_runs(settings: RunSettings, num_hospitals: int) -> list[RunStoppedError]:
+    """Run a federation of real hospitals that is expected to stop early: the errors it stopped with."""
+    errors: list[RunStoppedError] = []
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        try:
+            run_federation(grid, settings)
+        except RunStoppedError as err:
+            errors.append(err)
+
+    run_simulation(app, hospital.app, num_supernodes=num_hospitals, backend_config=BACKEND)
+    return errors
 
 
 def write_hospital_tables(directory, rng, hospitals: int, rows: tuple[int, int], features: int) -> str:

@@ -11,16 +11,13 @@ import numpy as np
 import pytest
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
-from flwr.serverapp import Grid, ServerApp
-from flwr.simulation import run_simulation
 
 sys.path.append(str(Path(__file__).parents[1] / "integration"))
-from sim_helpers import BACKEND, hospital_app, partition, simulate
+from sim_helpers import hospital_app, partition, simulate, stopped_runs
 
 from client import app as hospital
 from he import protocol as p
 from privacy import sampler
-from server.app import RunStoppedError, run_federation
 from server.settings import RunSettings
 
 DP = {"dp": "distributed", "dp_clip_norm": 0.5, "dp_noise_multiplier": 0.8, "dp_min_contributors": 2}
@@ -64,17 +61,7 @@ def test_hospitals_refuse_when_the_roster_admits_fewer_than_m(caplog) -> None:
     before anything is decrypted (the runner refuses this config up front, see test_config)."""
     too_few = {"strategy": "encrypted_fedavg", "num_rounds": 1, "dp_min_contributors": 3}
     settings = RunSettings(**COMMON | too_few)
-    errors: list[Exception] = []
-    app = ServerApp()
-
-    @app.main()
-    def main(grid: Grid, context: Context) -> None:
-        try:
-            run_federation(grid, settings)
-        except RunStoppedError as err:
-            errors.append(err)
-
     with caplog.at_level(logging.WARNING):
-        run_simulation(app, hospital.app, num_supernodes=3, backend_config=BACKEND)
+        errors = stopped_runs(settings, 3)
     assert len(errors) == 1 and "0 valid encrypted contributions" in str(errors[0])
     assert "fewer than the 3 whose noise shares make the DP guarantee" in caplog.text

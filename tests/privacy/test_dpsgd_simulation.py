@@ -8,15 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from flwr.app import Context
-from flwr.serverapp import Grid, ServerApp
-from flwr.simulation import run_simulation
 
 sys.path.append(str(Path(__file__).parents[1] / "integration"))
-from sim_helpers import BACKEND, hospital_app, simulate
+from sim_helpers import hospital_app, simulate, stopped_runs
 
-from client import app as hospital
-from server.app import RunStoppedError, run_federation
 from server.settings import RunSettings
 
 RECORD = {"dp": "record", "dp_clip_norm": 1.0, "dp_noise_multiplier": 1.0, "dp_delta": 1e-5}
@@ -36,17 +31,7 @@ def test_hospitals_refuse_a_run_over_their_budget(caplog) -> None:
     """ε = 0.1 over 3 rounds is out of reach at noise multiplier 1: every hospital refuses before
     training, so nothing is encrypted and the run stops."""
     settings = RunSettings(num_rounds=3, dp_target_epsilon=0.1, **COMMON)
-    errors: list[Exception] = []
-    app = ServerApp()
-
-    @app.main()
-    def main(grid: Grid, context: Context) -> None:
-        try:
-            run_federation(grid, settings)
-        except RunStoppedError as err:
-            errors.append(err)
-
     with caplog.at_level(logging.WARNING):
-        run_simulation(app, hospital.app, num_supernodes=3, backend_config=BACKEND)
+        errors = stopped_runs(settings, 3)
     assert len(errors) == 1 and "0 valid encrypted contributions" in str(errors[0])
     assert "above dp.target_epsilon = 0.1; refusing to train" in caplog.text
