@@ -198,9 +198,10 @@ def test_secure_pilot_with_registered_hospitals(tmp_path: Path, procs: Processes
         assert sorted(m.step for m in client.get_metric_history(mlrun.info.run_id, metric)) == [1, 2], metric
     assert mlrun.data.metrics["contributors"] == HOSPITALS
     assert mlrun.data.metrics["final_eval_accuracy"] > 0.6
-    assert mlrun.data.params["federation.engine"] == "deployment"  # the Hydra config ...
-    assert mlrun.data.params["num-rounds"] == "2"  # ... and the run config the ServerApp got
-    assert "config.yaml" in {a.path for a in client.list_artifacts(mlrun.info.run_id)}
+    assert mlrun.data.params["num-rounds"] == "2"  # the run config the ServerApp got ...
+    assert "num_rounds" not in mlrun.data.params  # ... once, not again under its Hydra spelling
+    assert mlrun.data.tags["threshold"] == f"{HOSPITALS}/{HOSPITALS}"  # the pilot roster's t_K/|K|
+    assert {"config.yaml", "model"} <= {a.path for a in client.list_artifacts(mlrun.info.run_id)}
 
     # the unregistered SuperNode was refused and gave up; it never received a message
     wait_until(lambda: stranger.poll() is not None, 120, "the unregistered SuperNode to exit")
