@@ -23,8 +23,9 @@ from client import node_check as check
 
 log = logging.getLogger("fedquorum.daemon")
 
-ACTIVATION_REFUSED = 305 % 256  # Flower 1.42 ExitCode.SUPERNODE_CONNECTION_ERROR, as the OS reports it
+ACTIVATION_REFUSED = 305  # Flower 1.42 ExitCode.SUPERNODE_CONNECTION_ERROR (the process exits 1)
 NODE_ID_LINE = re.compile(r"SuperNode ID: (\d+)")  # Flower logs it once the node is activated
+EXIT_CODE_LINE = re.compile(r"Exit Code: (\d+)")  # Flower's own code, logged as it exits
 BACKOFF_SECONDS = (5.0, 10.0, 20.0, 30.0, 60.0)  # then 60 s each time
 MAX_ACTIVATION_RETRIES = 12  # about 9 minutes: a heartbeat expires well within that
 
@@ -38,16 +39,19 @@ def die_with_parent() -> None:  # pragma: no cover - runs in the child between f
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def relay_until_exit(child: subprocess.Popen, address: str) -> tuple[int, bool]:
-    """Copy the child's output to ours line by line; (its exit code, whether it got connected)."""
-    connected = False
+def relay_until_exit(child: subprocess.Popen, address: str) -> tuple[int, bool, int | None]:
+    """Copy the child's output to ours line by line; (its exit status, whether it got connected,
+    the exit code Flower logged)."""
+    connected, flower_code = False, None
     for line in child.stdout:
         sys.stderr.write(line)
         sys.stderr.flush()
         if not connected and (match := NODE_ID_LINE.search(line)):
             connected = True
             log.info("connected to SuperLink %s (node id %s)", address, match[1])
-    return child.wait(), connected
+        if match := EXIT_CODE_LINE.search(line):
+            flower_code = int(match[1])
+    return child.wait(), connected, flower_code
 
 
 def supervise(
@@ -83,8 +87,8 @@ def supervise(
             bufsize=1,
             preexec_fn=die_with_parent,
         )
-        code, connected = relay_until_exit(child, address)
-        if stopping or connected or code != ACTIVATION_REFUSED or attempt >= max_retries:
+        code, connected, flower_code = relay_until_exit(child, address)
+        if stopping or connected or flower_code != ACTIVATION_REFUSED or attempt >= max_retries:
             return code
         try:
             key_registered()
