@@ -546,7 +546,9 @@ class EncryptedFedAvg(FedAvg):
                     self.ctx, blobs_of(reply)[p.DECRYPTION_SHARE], f"party {party}"
                 )
             except (HEError, KeyError) as err:
-                log.warning("%s: decryption share of %s rejected: %s", what, self._names([party])[0], err)
+                log.warning(
+                    "%s: decryption share of %s rejected: %s", what, self.roster.hospital(party).name, err
+                )
                 continue
             expected = (request.num_ciphertexts, len(self.ctx.data_moduli), self.ctx.n)
             claims = (share.party, share.round_id, share.attempt, share.polys.shape)
