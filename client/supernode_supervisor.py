@@ -16,6 +16,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 
@@ -39,19 +40,32 @@ def die_with_parent() -> None:  # pragma: no cover - runs in the child between f
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def relay_until_exit(child: subprocess.Popen, address: str) -> tuple[int, bool, int | None]:
-    """Copy the child's output to ours line by line; (its exit status, whether it got connected,
-    the exit code Flower logged)."""
-    connected, flower_code = False, None
-    for line in child.stdout:
-        sys.stderr.write(line)
-        sys.stderr.flush()
-        if not connected and (match := NODE_ID_LINE.search(line)):
-            connected = True
-            log.info("connected to SuperLink %s (node id %s)", address, match[1])
-        if match := EXIT_CODE_LINE.search(line):
-            flower_code = int(match[1])
-    return child.wait(), connected, flower_code
+class Relay:
+    """Copies the SuperNode's output to ours line by line, noting its node id and exit code.
+
+    A thread of its own: the pipe stays open after the SuperNode exits as long as its SuperExec
+    child lives, so the end of the output cannot tell that the SuperNode is gone."""
+
+    def __init__(self, child: subprocess.Popen, address: str) -> None:
+        self.address = address
+        self.connected = False
+        self.flower_code: int | None = None  # the code Flower logs as it exits (its status is 1)
+        self.thread = threading.Thread(target=self._copy, args=(child.stdout,), daemon=True)
+        self.thread.start()
+
+    def _copy(self, stream) -> None:
+        for line in stream:
+            sys.stderr.write(line)
+            sys.stderr.flush()
+            if not self.connected and (match := NODE_ID_LINE.search(line)):
+                self.connected = True
+                log.info("connected to SuperLink %s (node id %s)", self.address, match[1])
+            if match := EXIT_CODE_LINE.search(line):
+                self.flower_code = int(match[1])
+
+    def drain(self, seconds: float = 2.0) -> None:
+        """Give the lines written before the SuperNode exited time to be read."""
+        self.thread.join(timeout=seconds)
 
 
 def supervise(
@@ -87,8 +101,10 @@ def supervise(
             bufsize=1,
             preexec_fn=die_with_parent,
         )
-        code, connected, flower_code = relay_until_exit(child, address)
-        if stopping or connected or flower_code != ACTIVATION_REFUSED or attempt >= max_retries:
+        relay = Relay(child, address)
+        code = child.wait()
+        relay.drain()
+        if stopping or relay.connected or relay.flower_code != ACTIVATION_REFUSED or attempt >= max_retries:
             return code
         try:
             key_registered()
