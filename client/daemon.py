@@ -22,11 +22,12 @@ one the roster lists for it; the hospital's policy (``client.policy``, ``--polic
 to compare with the coordinator's by phone. ``--check-only`` then connects to the SuperLink (TLS
 handshake, node key registration: ``node_check.check_superlink``) and exits. Otherwise it writes
 the hospital's ``flwr-clientapp`` (``client.launcher``: only approved app code runs) to
-``<state-dir>/bin`` and replaces itself (same PID, for systemd or a supervisor) with
-``flower-supernode`` and the right flags, that directory first on its ``PATH``; the ClientApp
-reads ``data-path``, ``target-column``, ``state-dir``, ``policy`` and the absolute paths
-``roster`` and ``signing-key`` plus the name ``hospital`` (``he.roster.NODE_*``) from the node
-config (``<state-dir>/node-config.toml``) and appends its audit log to
+``<state-dir>/bin`` and runs ``flower-supernode`` with the right flags as its child, that directory
+first on its ``PATH`` (``client.supernode_supervisor``: it logs "connected to SuperLink ..." once
+the node is activated, retries an activation refused while the previous node is still registered,
+and passes SIGTERM on); the ClientApp reads ``data-path``, ``target-column``, ``state-dir``,
+``policy`` and the absolute paths ``roster`` and ``signing-key`` plus the name ``hospital``
+(``he.roster.NODE_*``) from the node config (``<state-dir>/node-config.toml``) and appends its audit log to
 ``<state-dir>/audit.jsonl``. Without ``--hospital`` the name is the roster entry whose key is
 the signing key's public half.
 
@@ -49,6 +50,7 @@ from pathlib import Path
 from client import approval
 from client import node_check as check
 from client.policy import NODE_POLICY, POLICY_FILE, Policy, PolicyError
+from client.supernode_supervisor import supervise
 from he.identity import SigningKey
 from he.roster import NODE_HOSPITAL, NODE_ROSTER, NODE_SIGNING_KEY
 
@@ -463,10 +465,7 @@ def main(argv: list[str] | None = None) -> int:
         print(" ".join(cmd))
         return 0
     log.info("starting: %s", " ".join(cmd))
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execve(cmd[0], cmd, supernode_env(launcher_dir))
-    return 1  # not reached
+    return supervise(cmd, supernode_env(launcher_dir), args.superlink, lambda: probe_superlink(args))
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from he.errors import RosterError
@@ -50,12 +51,21 @@ class ConfigError(ValueError):
     """The composed configuration cannot describe a valid run."""
 
 
-def check_simulated_federation(num_hospitals: int, threshold: int, min_contributors: int, preset_name: str):
-    """The roster a simulation will make (``he.roster.write_simulated_federation``) is valid:
-    committee of the first 16 hospitals, ``he.threshold`` of them (0: all), flooding that fits."""
+class RunFailedError(RuntimeError):
+    """The federation ran and stopped early; the message is the one line the engineer reads."""
+
+
+def simulated_quorum(num_hospitals: int, threshold: int) -> Quorum:
+    """The committee and threshold of the roster a simulation makes
+    (``he.roster.write_simulated_federation``): the first 16 hospitals, ``threshold`` of them (0: all)."""
     committee = tuple(range(1, min(num_hospitals, DEFAULT_COMMITTEE_SIZE) + 1))
+    return Quorum(committee, threshold or len(committee))
+
+
+def check_simulated_federation(num_hospitals: int, threshold: int, min_contributors: int, preset_name: str):
+    """The roster a simulation will make is valid, with noise flooding that fits."""
     try:
-        quorum = Quorum(committee, threshold or len(committee))
+        quorum = simulated_quorum(num_hospitals, threshold)
         if min_contributors < 2:
             raise RosterError(
                 f"strategy.min_train_nodes must be >= 2 (one contributor would be decrypted alone), "
@@ -249,10 +259,15 @@ def main(cfg: DictConfig) -> None:
         from dataclasses import replace
 
         settings = replace(settings, resume_checkpoint=str(checkpoint.resolve()))
-    if is_deployment(cfg):
-        run_deployment(cfg, settings, num_hospitals)
-    else:
-        run_simulated(cfg, settings, num_hospitals)
+    try:
+        if is_deployment(cfg):
+            run_deployment(cfg, settings, num_hospitals)
+        else:
+            run_simulated(cfg, settings, num_hospitals)
+    except RunFailedError as err:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # Hydra reports the job and the sweep goes on
+        raise SystemExit(f"error: {err}") from None  # an expected stop: one line, no traceback
 
 
 def run_simulated(cfg: DictConfig, settings: RunSettings, num_hospitals: int) -> None:
@@ -317,12 +332,14 @@ def run_simulated(cfg: DictConfig, settings: RunSettings, num_hospitals: int) ->
             bar.close()
         if stopped:  # logged here: MLflow's active run belongs to this thread, not the ServerApp's
             reason, partial = stopped[0]
-            tracker.log_stop(reason, partial, settings)
-            raise RuntimeError(f"the federation stopped: {reason}; see {log_path}")
+            quorum = simulated_quorum(num_hospitals, settings.threshold) if settings.encrypted else None
+            tracker.log_stop(reason, partial, settings, quorum)
+            raise RunFailedError(f"the federation stopped: {reason}; see {log_path}")
         if not results:
             raise RuntimeError(f"the federation did not finish; see {log_path}")
         result = results[0]
-        tracker.log_result(result, settings, num_hospitals)
+        quorum = simulated_quorum(num_hospitals, settings.threshold) if settings.encrypted else None
+        tracker.log_result(result, settings, quorum)
 
     final = " ".join(f"{k}={fmt(v)}" for k, v in sorted(result.final_metrics.items()))
     print(
@@ -487,6 +504,16 @@ def find_mlflow_run(tracking_uri: str, experiment: str, flower_run_id: int):
     return client, (runs[0] if runs else None)
 
 
+def recorded_failure(tracking_uri: str, experiment: str, flower_run_id: int) -> str | None:
+    """The one-line reason the ServerApp recorded for a run that stopped early (MLflow tag
+    ``failure_reason``), or None if it recorded none (it crashed, or never started)."""
+    prefix = "sqlite:///"
+    if tracking_uri.startswith(prefix) and not run_recorded(Path(tracking_uri[len(prefix) :]), flower_run_id):
+        return None
+    _, mlrun = find_mlflow_run(tracking_uri, experiment, flower_run_id)
+    return None if mlrun is None else mlrun.data.tags.get("failure_reason")
+
+
 def run_recorded(db: Path, flower_run_id: int) -> bool:
     """Whether the ServerApp has created its MLflow run in the SQLite store ``db`` (read-only).
 
@@ -541,8 +568,6 @@ def run_deployment(cfg: DictConfig, settings: RunSettings, num_hospitals: int) -
 
     from tqdm import tqdm
 
-    from server.tracking import flatten
-
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     tracking_uri = absolute_tracking_uri(str(cfg.mlflow.tracking_uri))
     experiment = str(cfg.mlflow.experiment_name)
@@ -587,6 +612,8 @@ def run_deployment(cfg: DictConfig, settings: RunSettings, num_hospitals: int) -
         bar.close()
         logs = flwr_cli(home, "log", str(run_id), CONNECTION, "--show")
         log_path.write_text(logs.stdout + logs.stderr)
+    if status != "finished:completed" and (reason := recorded_failure(tracking_uri, experiment, run_id)):
+        raise RunFailedError(f"Flower run {run_id} stopped: {reason} (ServerApp log: {log_path})")
     if status != "finished:completed":
         raise RuntimeError(
             f"Flower run {run_id} ended with status {status!r}; the ServerApp log ({log_path}) ends:\n"
@@ -598,13 +625,8 @@ def run_deployment(cfg: DictConfig, settings: RunSettings, num_hospitals: int) -
             f"Flower run {run_id} completed but no MLflow run is tagged with it in {tracking_uri} "
             f"(experiment {experiment!r}); ServerApp log: {log_path}"
         )
-    # the Hydra view of the run, next to the run config the ServerApp logged
-    from mlflow.entities import Param
-
-    flat = flatten(OmegaConf.to_container(cfg, resolve=True))
-    params = [Param(key, str(value)) for key, value in flat.items() if key not in mlrun.data.params]
-    for start in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
-        client.log_batch(mlrun.info.run_id, params=params[start : start + 100])
+    # the Hydra view of the run, beside the run config the ServerApp logged as params (each
+    # setting once: not again under its Hydra spelling)
     client.log_text(mlrun.info.run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
     if cfg.get("resume"):
         client.set_tag(mlrun.info.run_id, "resumed_from", str(cfg.resume))

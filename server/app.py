@@ -15,6 +15,7 @@ import torch
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
+from he.roster import Quorum
 from models.training import get_weights
 from server.model import build_global_model
 from server.settings import RunSettings
@@ -129,12 +130,20 @@ def make_server_app(
     return app
 
 
+def roster_quorum(strategy: FedAvg) -> Quorum | None:
+    """The committee and threshold of the roster the set-up used (None: plaintext, or no set-up)."""
+    if isinstance(strategy, EncryptedFedAvg) and strategy.roster is not None:
+        return strategy.roster.quorum
+    return None
+
+
 def run_tracked(
     grid: Grid, settings: RunSettings, flower_run_id: int, on_round: Callable[[int, dict], None] | None = None
 ) -> FederationResult:
     """Deployment: the ServerApp logs its own MLflow run (tagged with the Flower run id).
 
-    Params are the run config; metrics per round; tags, final metrics, learning curve and the
+    Params are the run config (once, in its own spelling: the runner adds the Hydra view as
+    ``config.yaml``); metrics per round; tags, final metrics, learning curve and the
     final model at the end. If the federation stops early the run is marked FAILED and keeps its
     params, the rounds' metrics, the last global model and the one-line reason (tag
     ``failure_reason``), also logged as one line (``run stopped: ...``) in the ServerApp log.
@@ -159,10 +168,10 @@ def run_tracked(
         strategy.summary()
 
         def log_stop(reason: str, partial: FederationResult | None) -> None:
-            tracker.log_stop(reason, partial, settings)
+            tracker.log_stop(reason, partial, settings, roster_quorum(strategy))
 
         result = start(strategy, grid, settings, log_round, log_stop)
-        tracker.log_result(result, settings, num_hospitals=len(strategy.node_ids))
+        tracker.log_result(result, settings, roster_quorum(strategy))
     log.info("MLflow run %s in %s", tracker.run_id, settings.mlflow_tracking_uri)
     return result
 

@@ -32,7 +32,9 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+import tomllib
 from pathlib import Path
 
 from he.errors import RosterError
@@ -354,29 +356,63 @@ def cmd_register(args: argparse.Namespace) -> int:
     return 0
 
 
+class SuperLinkUnreachableError(RuntimeError):
+    """``status`` got no node list: no SuperLink answers at the address (or not this pilot's)."""
+
+
+def configured_address(home: Path) -> str | None:
+    """The SuperLink address ``superlink`` wrote into the coordinator's CLI config, if any."""
+    path = home / "config.toml"
+    if not path.exists():
+        return None
+    return tomllib.loads(path.read_text())["superlink"][CONNECTION]["address"]
+
+
+def list_nodes(address: str, ca_cert: Path | None) -> list[dict]:
+    """``flwr supernode list`` against ``address``, from a throwaway CLI config: asking about
+    one SuperLink must not repoint the pilot's own config at it."""
+    with tempfile.TemporaryDirectory() as tmp:
+        write_cli_config(Path(tmp), address, ca_cert)
+        done = subprocess.run(
+            [executable("flwr"), "supernode", "list", CONNECTION, "--format", "json"],
+            env=flower_env(Path(tmp)),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    try:
+        listing = json.loads(done.stdout[done.stdout.index("{") : done.stdout.rindex("}") + 1])
+    except ValueError:
+        listing = {"success": False, "error-message": (done.stdout + done.stderr).strip()}
+    if listing.get("success") is False or "nodes" not in listing:
+        why = " ".join(str(listing.get("error-message", listing)).split())
+        raise SuperLinkUnreachableError(
+            f"cannot list hospitals: no answer from a SuperLink at {address} ({why[-300:]}); is it "
+            "running (`python -m server.coordinator superlink`), and is --superlink its address?"
+        )
+    return listing["nodes"]
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     """The registered hospitals by name, online or offline and since when (``status``/``list``)."""
     layout = pki.PilotLayout(Path(args.pilot).expanduser().absolute())
     home = flwr_home(layout)
-    write_cli_config(home, args.superlink, layout.superlink_ca)
-    done = subprocess.run(
-        [executable("flwr"), "supernode", "list", CONNECTION, "--format", "json"],
-        env=flower_env(home),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    try:
-        listing = json.loads(done.stdout[done.stdout.index("{") : done.stdout.rindex("}") + 1])
-    except ValueError:
+    address = args.superlink or configured_address(home)
+    if address is None:
         print(
-            f"error: no node list from the SuperLink at {args.superlink}: {done.stdout}{done.stderr}",
+            f"error: no SuperLink address: pass --superlink HOST:PORT (none in {home / 'config.toml'}, "
+            "which `python -m server.coordinator superlink` writes)",
             file=sys.stderr,
         )
         return 1
+    try:
+        nodes = list_nodes(address, layout.superlink_ca)
+    except SuperLinkUnreachableError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     names_path = home / NAMES_FILE
     names = json.loads(names_path.read_text()) if names_path.exists() else {}
-    print(format_status(listing.get("nodes", []), names))
+    print(format_status(nodes, names))
     return 0
 
 
@@ -441,7 +477,7 @@ def parser() -> argparse.ArgumentParser:
         "status", aliases=["list"], help="the registered hospitals by name: online or offline, since when"
     )
     p.add_argument("--pilot", type=Path, required=True)
-    p.add_argument("--superlink", default="127.0.0.1:9093")
+    p.add_argument("--superlink", help="HOST:PORT (default: the address `superlink` last served)")
     p.set_defaults(func=cmd_status)
     return ap
 

@@ -16,6 +16,7 @@ import mlflow
 import mlflow.pytorch
 import numpy as np
 
+from he.roster import Quorum
 from models.training import set_weights
 from server.evaluation_plots import confusion_table, save_calibration_curve, save_roc_curve
 from server.model import build_global_model, input_example
@@ -82,6 +83,14 @@ def pinned_requirements() -> list[str]:
         except PackageNotFoundError:
             pins.append(package)
     return pins
+
+
+def threshold_tag(settings: RunSettings, quorum: Quorum | None) -> str:
+    """``t_K/|K|`` of the roster the run used (what the engineer set may be 0, "the whole
+    committee", or differ from a pinned roster); ``n/a`` for plaintext, ``unknown`` before set-up."""
+    if not settings.encrypted:
+        return "n/a"
+    return f"{quorum.threshold}/{len(quorum.committee)}" if quorum else "unknown"
 
 
 def model_from_weights(settings: RunSettings, weights: list[np.ndarray]):
@@ -152,7 +161,13 @@ class MlflowTracker:
             # explicit run id: called from the ServerApp thread (see log_round)
             mlflow.MlflowClient(self.tracking_uri).log_artifact(self.run_id, str(path), "checkpoint")
 
-    def log_stop(self, reason: str, result: FederationResult | None, settings: RunSettings) -> None:
+    def log_stop(
+        self,
+        reason: str,
+        result: FederationResult | None,
+        settings: RunSettings,
+        quorum: Quorum | None = None,
+    ) -> None:
         """A run that stopped early keeps its reason (tag ``failure_reason``) and, if any round
         ran, the last global model with its learning curve (``log_result``)."""
         mlflow.set_tags(
@@ -162,21 +177,20 @@ class MlflowTracker:
             }
         )
         if result is not None and result.history:
-            self.log_result(result, settings)
+            self.log_result(result, settings, quorum)
 
     def log_config_yaml(self, yaml_text: str, name: str = "config.yaml") -> None:
         mlflow.log_text(yaml_text, name)
 
     def log_result(
-        self, result: FederationResult, settings: RunSettings, num_hospitals: int | None = None
+        self, result: FederationResult, settings: RunSettings, quorum: Quorum | None = None
     ) -> None:
-        n = str(num_hospitals) if num_hospitals else "n"
-        t = str(settings.threshold) if settings.threshold else n
+        """Tags, final metrics, plots and the final model; ``quorum`` is the roster's (``threshold``)."""
         mlflow.set_tags(
             {
                 "strategy": settings.strategy,
                 "he_preset": settings.he_preset if settings.encrypted else "none",
-                "threshold": f"{t}/{n}" if settings.encrypted else "n/a",
+                "threshold": threshold_tag(settings, quorum),
             }
         )
         final = {f"final_{k}": v for k, v in finite_metrics(result.final_metrics).items()}
@@ -197,17 +211,25 @@ class MlflowTracker:
             weights = Path(tmp) / "final_weights.npz"
             np.savez(weights, *[np.asarray(w, dtype=np.float32) for w in result.weights])
             mlflow.log_artifact(str(weights))
-        model = model_from_weights(settings, result.weights)
-        mlflow.pytorch.log_model(
-            model,
-            name="model",
-            input_example=input_example(settings),
+        self._log_model(model_from_weights(settings, result.weights), settings)
+
+    @staticmethod
+    def _log_model(model, settings: RunSettings) -> None:
+        """The final model twice over: as MLflow's LoggedModel ``model`` (the Models view,
+        ``models:/...``) and as the run's artifact folder ``model/`` (the run's Artifacts view,
+        ``runs:/<run id>/model``), which MLflow 3 no longer fills from a LoggedModel."""
+        flavor = {
+            "input_example": input_example(settings),
             # explicit requirements: MLflow's inference reloads the model in a subprocess (~20 s)
-            pip_requirements=pinned_requirements(),
+            "pip_requirements": pinned_requirements(),
             # pickle, not MLflow's default pt2 (torch.export): with a 1-row input example the
             # export specialises the batch dimension to 1. Loading needs this repo's models package.
-            serialization_format="pickle",
-        )
+            "serialization_format": "pickle",
+        }
+        mlflow.pytorch.log_model(model, name="model", **flavor)
+        with tempfile.TemporaryDirectory() as tmp:
+            mlflow.pytorch.save_model(model, str(Path(tmp) / "model"), **flavor)
+            mlflow.log_artifacts(str(Path(tmp) / "model"), "model")
 
     @staticmethod
     def _plot_curve(history: list[dict], path: Path) -> None:

@@ -42,9 +42,9 @@ from strategies import plausibility
 from strategies.decryption_sets import DecryptionSets
 from strategies.fedavg import FedAvg, FederationResult, RoundFailedError
 from strategies.messaging import (
+    Refusals,
     blobs_of,
     content_bytes,
-    failure_reason,
     make_content,
     metrics_of,
     stream_replies,
@@ -114,6 +114,7 @@ class EncryptedFedAvg(FedAvg):
         self.known_totals = plausibility.KnownTotals()  # exact totals decrypted in this run
         self.evaluation_update_layout: UpdateLayout | None = None  # set by configure_evaluate
         self.software: dict[int, str] = {}  # party -> "fedquorum x, flwr y", from its hello reply
+        self.hello_refusals = Refusals()  # hospitals whose hello was an error reply, with their reason
 
     def start(self, grid: Grid, initial_weights, on_round=None) -> FederationResult:
         try:
@@ -190,6 +191,8 @@ class EncryptedFedAvg(FedAvg):
         try:
             self.setup_transcript = transcript.verify_hellos(roster, int(grid.run.run_id), hellos)
         except HEError as err:
+            if self.hello_refusals.reasons:  # the hospitals' own reasons say more than what is missing
+                raise SetupFailedError(self.hello_refusals.summary("set-up", len(self.node_ids))) from None
             raise SetupFailedError(f"set-up: {err}") from None
         self.node_ids = [self.party_nodes[party] for party in self.setup_transcript.parties]
         self.ctx = self.ctx.bound(self.setup_transcript.run_id)  # frames of this run only
@@ -235,14 +238,15 @@ class EncryptedFedAvg(FedAvg):
         ]
         hellos: dict[int, bytes] = {}
         for reply in stream_replies(grid, messages, self.settings.round_timeout):
-            if (reason := failure_reason(reply)) is not None:
+            if (reason := self.failure_reason(reply)) is not None:
                 log.warning("hello: %s", reason)
+                self.hello_refusals.add(self.hospital_name(reply.metadata.src_node_id), reply)
                 continue
             hello = blobs_of(reply).get(p.HELLO_BLOB, b"")
             try:
                 party = transcript.hello_sender(self.roster, hello)
             except HEError as err:
-                log.warning("hello of node %s refused: %s", reply.metadata.src_node_id, err)
+                log.warning("hello of %s refused: %s", self.hospital_name(reply.metadata.src_node_id), err)
                 continue
             if party in hellos:
                 log.warning("a second hello claims to be %s; refused", self.roster.hospital(party).name)
@@ -273,7 +277,7 @@ class EncryptedFedAvg(FedAvg):
         ]
         out = {}
         for reply in stream_replies(grid, messages, self.settings.round_timeout):
-            if (reason := failure_reason(reply)) is not None:
+            if (reason := self.failure_reason(reply)) is not None:
                 log.warning("%s: %s", message_type, reason)
                 continue
             out[self._party_of(reply)] = blobs_of(reply)
@@ -309,7 +313,7 @@ class EncryptedFedAvg(FedAvg):
         total = CiphertextSum(self.statistics_ctx if kind == "statistics" else self.ctx, layout)
         statements, client_metrics, seconds = {}, [], 0.0
         for reply in replies:
-            if (reason := failure_reason(reply)) is not None:
+            if (reason := self.failure_reason(reply)) is not None:
                 log.warning("%s: %s; left out of the sum", what, reason)
                 continue
             party = self._party_of(reply)
@@ -578,7 +582,7 @@ class EncryptedFedAvg(FedAvg):
     def _collect_shares(self, what: str, request: DecryptionRequest, messages: list[Message]):
         shares, client_seconds = [], []
         for reply in stream_replies(self.grid, messages, self.settings.round_timeout):
-            if (reason := failure_reason(reply)) is not None:
+            if (reason := self.failure_reason(reply)) is not None:
                 log.warning("%s decryption: %s", what, reason)
                 continue
             party = self._party_of(reply)
@@ -588,16 +592,18 @@ class EncryptedFedAvg(FedAvg):
                     self.ctx, blobs_of(reply)[p.DECRYPTION_SHARE], f"party {party}"
                 )
             except (HEError, KeyError) as err:
-                log.warning("%s: decryption share of party %s rejected: %s", what, party, err)
+                log.warning(
+                    "%s: decryption share of %s rejected: %s", what, self.roster.hospital(party).name, err
+                )
                 continue
             expected = (request.num_ciphertexts, len(self.ctx.data_moduli), self.ctx.n)
             claims = (share.party, share.round_id, share.attempt, share.polys.shape)
             if claims != (party, request.label.round_id, request.attempt, expected):
                 log.warning(
-                    "%s: share of party %s is for (party, round, attempt, shape) %s, expected %s; "
+                    "%s: share of %s is for (party, round, attempt, shape) %s, expected %s; "
                     "rejected, and the next attempt goes without it",
                     what,
-                    party,
+                    self.roster.hospital(party).name,
                     claims,
                     (party, request.label.round_id, request.attempt, expected),
                 )

@@ -22,7 +22,14 @@ from models.pooled_metrics import EvaluationLayout, PooledEvaluation, add_sums
 from privacy.mechanism import plan_from_config
 from server.settings import RunSettings
 from strategies.checkpoint import Checkpoint
-from strategies.messaging import content_bytes, failure_reason, make_content, metrics_of, stream_replies
+from strategies.messaging import (
+    Refusals,
+    content_bytes,
+    hospital_reason,
+    make_content,
+    metrics_of,
+    stream_replies,
+)
 from strategies.server_optimizer import ServerOptimizer
 
 log = logging.getLogger(__name__)
@@ -177,6 +184,12 @@ class FedAvg(Strategy):
         """A hospital as logs and MLflow name it (plaintext FedAvg has no roster: its node id)."""
         return f"node {node_id}"
 
+    def failure_reason(self, reply: Message) -> str | None:
+        """``"<hospital> failed: <its reason>"`` for an error reply, else None."""
+        if (reason := hospital_reason(reply)) is not None:
+            return f"{self.hospital_name(reply.metadata.src_node_id)} failed: {reason}"
+        return None
+
     def report_missing(self, server_round: int, answered: set[int]) -> list[str]:
         """Warn, by name, about the hospitals that sent no valid reply this round (dropouts)."""
         missing = [self.hospital_name(n) for n in self.node_ids if n not in answered]
@@ -259,12 +272,15 @@ class FedAvg(Strategy):
             )
             for party, node_id in enumerate(self.node_ids, start=1)
         ]
-        replies = []
+        replies, refusals = [], Refusals()
         for reply in stream_replies(grid, messages, self.settings.round_timeout):
-            if (reason := failure_reason(reply)) is not None:
+            if (reason := self.failure_reason(reply)) is not None:
                 log.warning("feature statistics (%s): %s; left out", pass_name, reason)
+                refusals.add(self.hospital_name(reply.metadata.src_node_id), reply)
                 continue
             replies.append(reply)
+        if len(replies) < self.settings.min_train_nodes and refusals.reasons:
+            raise RoundFailedError(refusals.summary(f"feature statistics ({pass_name})", len(messages)))
         if len(replies) < self.settings.min_train_nodes:
             raise RoundFailedError(
                 f"feature statistics ({pass_name}): {len(replies)} hospitals replied, "
@@ -292,7 +308,7 @@ class FedAvg(Strategy):
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         total, weight, client_metrics, sums = None, 0, [], None
         for reply in replies:
-            if (reason := failure_reason(reply)) is not None:
+            if (reason := self.failure_reason(reply)) is not None:
                 log.warning("round %d: %s", server_round, reason)
                 continue
             self.traffic.bytes_up += content_bytes(reply.content)
@@ -351,7 +367,7 @@ class FedAvg(Strategy):
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         metrics, sums = [], None
         for reply in replies:
-            if (reason := failure_reason(reply)) is not None:
+            if (reason := self.failure_reason(reply)) is not None:
                 log.warning("final evaluation: %s", reason)
                 continue
             metrics.append(metrics_of(reply))
@@ -369,7 +385,7 @@ class FedAvg(Strategy):
 def noting_senders(replies: Iterable[Message], answered: set[int]) -> Iterator[Message]:
     """``replies`` unchanged, adding the sender of each one that is not an error to ``answered``."""
     for reply in replies:
-        if failure_reason(reply) is None:
+        if not reply.has_error():
             answered.add(int(reply.metadata.src_node_id))
         yield reply
 

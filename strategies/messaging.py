@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Iterator
 
@@ -62,7 +63,34 @@ def stream_replies(grid: Grid, messages: list[Message], timeout: float) -> Itera
         log.warning("%d node(s) did not reply within %.0f s", len(pending), timeout)
 
 
-def failure_reason(reply: Message) -> str | None:
-    if reply.has_error():
-        return f"node {reply.metadata.src_node_id} failed: {reply.error.reason}"
-    return None
+# how Flower words a ClientApp's exception in an error reply: "<class 'T'>:<'message'>", the
+# message itself sometimes prefixed by Flower's ClientAppException wrapper
+FLOWER_EXCEPTION = re.compile(r"^<class '[\w.]+'>:<'(?P<message>.*)'>$", re.DOTALL)
+CLIENT_APP_WRAPPER = re.compile(r"^\s*Exception ClientAppException occurred\. Message:\s*")
+
+
+def hospital_reason(reply: Message) -> str | None:
+    """The hospital's own words in an error reply (its policy key, the app hash it refused),
+    without Flower's wrapping; None for a successful reply."""
+    if not reply.has_error():
+        return None
+    reason = str(reply.error.reason).strip()
+    while (match := FLOWER_EXCEPTION.match(reason)) is not None:
+        reason = CLIENT_APP_WRAPPER.sub("", match["message"]).strip()
+    return " ".join(reason.split()) or f"error code {reply.error.code}"
+
+
+class Refusals:
+    """The error replies of one phase by hospital, so that a phase failing for lack of replies
+    says who refused and why in one line, instead of only how many replied."""
+
+    def __init__(self) -> None:
+        self.reasons: dict[str, str] = {}
+
+    def add(self, hospital: str, reply: Message) -> None:
+        self.reasons[hospital] = hospital_reason(reply) or "no reason given"
+
+    def summary(self, phase: str, asked: int) -> str:
+        """``"set-up failed: 4 of 4 hospitals refused: hospital-a (policy ...), ..."``."""
+        named = ", ".join(f"{name} ({why})" for name, why in sorted(self.reasons.items()))
+        return f"{phase} failed: {len(self.reasons)} of {asked} hospitals refused: {named}"

@@ -3,11 +3,15 @@ roster and this hospital's signing key."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import stat
 import sys
+import time
 import tomllib
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,19 +24,20 @@ from client import daemon
 from client import node_check as check
 from client.approval import approved_hashes, fab_sha256
 from client.policy import NODE_POLICY
+from client.supernode_supervisor import supervise
 from he.identity import SigningKey
 from he.roster import NODE_HOSPITAL, NODE_ROSTER, NODE_SIGNING_KEY, Roster
 from server import pki
 
 
 @pytest.fixture(autouse=True)
-def no_exec(monkeypatch: pytest.MonkeyPatch) -> None:
+def no_supernode(monkeypatch: pytest.MonkeyPatch) -> None:
     """A test that forgets --check-only must fail, not turn pytest into a SuperNode."""
 
     def refuse(*args: object) -> None:
-        raise AssertionError(f"the daemon tried to exec {args[0]}; pass --check-only or --print-command")
+        raise AssertionError(f"the daemon tried to run {args[0]}; pass --check-only or --print-command")
 
-    monkeypatch.setattr(daemon.os, "execve", refuse)
+    monkeypatch.setattr(daemon, "supervise", refuse)
 
 
 @pytest.fixture(autouse=True)
@@ -377,3 +382,70 @@ def test_header_only_csv_is_reported_as_empty(tmp_path: Path) -> None:
     path.write_text("f0,f1,outcome\n")
     with pytest.raises(check.NodeCheckError, match=r"header.csv is empty: a header row but no data rows"):
         check.check_data(path, "outcome")
+
+
+FAKE_SUPERNODE = """
+import subprocess, sys
+from pathlib import Path
+tries = Path(sys.argv[1])
+tries.write_text(tries.read_text() + "x" if tries.exists() else "x")
+if len(tries.read_text()) < int(sys.argv[2]):
+    # like Flower's SuperExec: a child that outlives the SuperNode, holding its output open
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    with open(sys.argv[1] + ".pids", "a") as pids:
+        pids.write(f"{child.pid}\\n")
+    print("ERROR :      Exit Code: 305", flush=True)
+    print("Failed to activate SuperNode.", flush=True)
+    sys.exit(1)
+print("INFO :      SuperNode ID: 4242", flush=True)
+"""
+
+
+@pytest.fixture
+def fake_supernode(tmp_path: Path) -> Iterator[Callable[[int], list[str]]]:
+    """A ``flower-supernode`` refused activation (Exit Code: 305) until try ``succeeds_on_try``;
+    the children it leaves behind are stopped by PID."""
+    script = tmp_path / "supernode.py"
+    script.write_text(FAKE_SUPERNODE)
+    yield lambda succeeds_on_try: [sys.executable, str(script), str(tmp_path / "tries"), str(succeeds_on_try)]
+    pids = tmp_path / "tries.pids"
+    for pid in pids.read_text().split() if pids.exists() else []:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(pid), signal.SIGKILL)
+
+
+def test_a_restarted_node_waits_for_its_old_heartbeat_then_says_connected(
+    tmp_path: Path, fake_supernode, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "fedquorum.daemon")
+    started = time.monotonic()
+    code = supervise(
+        fake_supernode(3), dict(os.environ), "fl.example.org:9093", lambda: "registered", backoff=(0.01,)
+    )
+    assert code == 0
+    assert time.monotonic() - started < 30  # not held up by the children still holding the output
+    assert (tmp_path / "tries").read_text() == "xxx"
+    retries = [r.getMessage() for r in caplog.records if "retrying" in r.getMessage()]
+    assert (
+        retries
+        == [
+            "SuperLink fl.example.org:9093 did not activate this node: the previous node is still "
+            "registered until its heartbeat expires; retrying in 0 s"
+        ]
+        * 2
+    )
+    assert "connected to SuperLink fl.example.org:9093 (node id 4242)" in caplog.text
+    assert "Failed to activate SuperNode." in capsys.readouterr().err  # Flower's own lines, relayed
+
+
+def test_an_unregistered_key_is_not_retried_and_says_why(
+    tmp_path: Path, fake_supernode, caplog: pytest.LogCaptureFixture
+) -> None:
+    def not_registered() -> str:
+        raise check.NodeCheckError("node authentication key node.key is not registered at SuperLink x")
+
+    code = supervise(fake_supernode(2), dict(os.environ), "x", not_registered)
+    assert code == 1  # Flower's exit status for an error (its own code, 305, is in its log)
+    assert (tmp_path / "tries").read_text() == "x"
+    assert "did not activate this node: node authentication key node.key is not registered" in caplog.text
+    assert "retrying" not in caplog.text and "connected" not in caplog.text

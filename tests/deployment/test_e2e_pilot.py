@@ -160,31 +160,34 @@ def test_secure_pilot_with_registered_hospitals(tmp_path: Path, procs: Processes
     )
 
     db = tmp_path / "mlflow.db"
-    out = tmp_path / "out"
-    run = subprocess.run(
-        python(
-            "experiments.run",
-            "federation=deployment",
-            f"federation.superlink=127.0.0.1:{port}",
-            f"federation.root_certificates={pilot / 'ca' / 'ca.crt'}",
-            f"federation.roster={pilot / 'roster.json'}",
-            f"federation.num_hospitals={HOSPITALS}",
-            "federation.poll_seconds=2",
-            "dataset=csv",
-            "dataset.num_features=30",
-            "dataset.num_classes=2",
-            "dataset.target_column=diagnosis",
-            "num_rounds=2",
-            f"mlflow.tracking_uri=sqlite:///{db}",
-            f"hydra.run.dir={out}",
-            "progress=false",
-        ),
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT,
-    )
+
+    def engineer_runs(*overrides: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            python(
+                "experiments.run",
+                "federation=deployment",
+                f"federation.superlink=127.0.0.1:{port}",
+                f"federation.root_certificates={pilot / 'ca' / 'ca.crt'}",
+                f"federation.roster={pilot / 'roster.json'}",
+                f"federation.num_hospitals={HOSPITALS}",
+                "federation.poll_seconds=2",
+                "dataset=csv",
+                "dataset.num_features=30",
+                "dataset.num_classes=2",
+                "dataset.target_column=diagnosis",
+                "num_rounds=2",
+                f"mlflow.tracking_uri=sqlite:///{db}",
+                "progress=false",
+                *overrides,
+            ),
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=RUN_TIMEOUT,
+        )
+
+    run = engineer_runs(f"hydra.run.dir={tmp_path / 'out'}")
     hospital_logs = "".join(
         f"\n--- hospital-{i + 1}:\n" + procs.log(f"hospital-{i + 1}")[-2000:] for i in range(HOSPITALS)
     )
@@ -198,14 +201,19 @@ def test_secure_pilot_with_registered_hospitals(tmp_path: Path, procs: Processes
         assert sorted(m.step for m in client.get_metric_history(mlrun.info.run_id, metric)) == [1, 2], metric
     assert mlrun.data.metrics["contributors"] == HOSPITALS
     assert mlrun.data.metrics["final_eval_accuracy"] > 0.6
-    assert mlrun.data.params["federation.engine"] == "deployment"  # the Hydra config ...
-    assert mlrun.data.params["num-rounds"] == "2"  # ... and the run config the ServerApp got
-    assert "config.yaml" in {a.path for a in client.list_artifacts(mlrun.info.run_id)}
+    assert mlrun.data.params["num-rounds"] == "2"  # the run config the ServerApp got ...
+    assert "num_rounds" not in mlrun.data.params  # ... once, not again under its Hydra spelling
+    assert mlrun.data.tags["threshold"] == f"{HOSPITALS}/{HOSPITALS}"  # the pilot roster's t_K/|K|
+    assert {"config.yaml", "model"} <= {a.path for a in client.list_artifacts(mlrun.info.run_id)}
 
     # the unregistered SuperNode was refused and gave up; it never received a message
     wait_until(lambda: stranger.poll() is not None, 120, "the unregistered SuperNode to exit")
     assert stranger.returncode != 0
     assert "Failed to activate SuperNode" in procs.log("stranger")
+    assert "did not activate this node: node authentication key" in procs.log("stranger")  # why
+    assert "retrying" not in procs.log("stranger")  # an unregistered key is not worth waiting for
+    for i in range(HOSPITALS):
+        assert f"connected to SuperLink 127.0.0.1:{port} (node id " in procs.log(f"hospital-{i + 1}")
     assert not received_message_ids(procs.log("stranger"))
 
     for i, state in enumerate(states):
@@ -233,3 +241,15 @@ def test_secure_pilot_with_registered_hospitals(tmp_path: Path, procs: Processes
         report = summarize(entries)
         assert sum(line.startswith("  20") for line in report.splitlines()) == len(entries)
         assert "no plaintext model values left" in report and f"at hospital-{i + 1}:" in report
+
+    # a plaintext run, which every hospital's default policy refuses, reaches the engineer as one
+    # line naming each hospital and its policy key, with a nonzero exit and no traceback
+    refused = engineer_runs("strategy=fedavg", f"hydra.run.dir={tmp_path / 'out-plaintext'}")
+    assert refused.returncode == 1, refused.stdout[-3000:] + refused.stderr[-3000:]
+    assert "Traceback" not in refused.stderr
+    (line,) = [ln for ln in refused.stderr.splitlines() if ln.startswith("error: ")]
+    assert f"feature statistics (moments) failed: {HOSPITALS} of {HOSPITALS} hospitals refused: " in line
+    assert line.count("(policy require_encrypted=true: ") == HOSPITALS
+    _, failed = mlflow_run_of(db, int(re.search(r"submitted Flower run (\d+)", refused.stdout).group(1)))
+    assert failed.info.status == "FAILED"
+    assert failed.data.tags["failure_reason"] in line

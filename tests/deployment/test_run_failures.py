@@ -8,14 +8,17 @@ import logging
 import os
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
+from flwr.supercore.task_identity import TaskIdentity
 from mlflow.tracking import MlflowClient
 
 from server import app as server_app
 from server.settings import RunSettings
+from strategies import fedavg, messaging
 from strategies.encrypted_fedavg import EncryptedFedAvg
 from strategies.fedavg import FedAvg, FederationResult, RoundFailedError
 
@@ -151,3 +154,56 @@ def test_max_failed_rounds_stops_the_run_with_its_reason() -> None:
         "RoundFailedError: 1 round(s) in a row without an aggregate (max_failed_rounds=1); stopping the run"
     )
     assert [h.get("round_skipped") for h in partial.history] == [None, 1]  # rounds so far, for MLflow
+
+
+def error_reply(node_id: int, reason: str) -> SimpleNamespace:
+    """An error reply as the strategy reads one (its sender, and Flower's ``Error``)."""
+    return SimpleNamespace(
+        has_error=lambda: True,
+        error=SimpleNamespace(code=1, reason=reason),
+        metadata=SimpleNamespace(src_node_id=node_id, reply_to_message_id=""),
+    )
+
+
+POLICY = "policy require_encrypted=true: this run sends plaintext statistics; refused"
+APP = "app sha256 ab12 refused: not in approved-apps.toml; approve it after review"
+
+
+@pytest.mark.parametrize(
+    "flower_reason",
+    [
+        f"<class 'client.policy.PolicyRefusal'>:<'{POLICY}'>",  # deployment: the ClientApp raised
+        f"<class 'flwr.clientapp.client_app.ClientAppException'>:<'\nException ClientAppException "
+        f"occurred. Message: <class 'client.policy.PolicyRefusal'>:<'{POLICY}'>'>",  # simulation
+        POLICY,  # the launcher's own reply
+    ],
+)
+def test_the_hospitals_reason_is_read_without_flowers_wrapping(flower_reason: str) -> None:
+    assert messaging.hospital_reason(error_reply(3, flower_reason)) == POLICY
+
+
+def test_refusals_are_one_line_naming_each_hospital_and_its_reason() -> None:
+    refusals = messaging.Refusals()
+    refusals.add("hospital-b", error_reply(2, APP))
+    refusals.add("hospital-a", error_reply(1, f"<class 'client.policy.PolicyRefusal'>:<'{POLICY}'>"))
+    assert refusals.summary("set-up", 3) == (
+        f"set-up failed: 2 of 3 hospitals refused: hospital-a ({POLICY}), hospital-b ({APP})"
+    )
+
+
+def test_a_statistics_pass_every_hospital_refused_fails_with_the_refusal_line(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    replies = [error_reply(11, POLICY), error_reply(22, APP)]
+    monkeypatch.setattr(fedavg, "stream_replies", lambda grid, messages, timeout: iter(replies))
+    monkeypatch.setattr(TaskIdentity, "_run_id", 1)  # messages are built as inside a ServerApp
+    monkeypatch.setattr(TaskIdentity, "_node_id", 1)
+    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
+    strategy = FedAvg(RunSettings(strategy="fedavg", min_train_nodes=2))
+    strategy.node_ids = [11, 22]
+    with pytest.raises(RoundFailedError) as failed:
+        strategy.statistics_replies(None, "moments", {})
+    assert str(failed.value) == (
+        f"feature statistics (moments) failed: 2 of 2 hospitals refused: node 11 ({POLICY}), node 22 ({APP})"
+    )
+    assert f"feature statistics (moments): node 11 failed: {POLICY}; left out" in caplog.text

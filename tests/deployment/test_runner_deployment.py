@@ -128,3 +128,21 @@ def test_progress_is_read_only_once_the_server_app_run_exists(tmp_path: Path) ->
     client.log_metric(run.info.run_id, "bytes_up", 10.0, step=2)
     assert runner.progress_logged(uri, "fedquorum", 7, 3) == (2, {"contributors": 2.0})
     assert runner.progress_logged(uri, "fedquorum", 8, 3) == (0, {})  # another Flower run
+
+
+def test_a_stopped_deployment_run_is_reported_by_the_reason_the_server_app_recorded(tmp_path: Path) -> None:
+    """The runner's one line for a run that stopped (a refusal): the ServerApp's ``failure_reason``;
+    None for a run the ServerApp never recorded (or recorded no reason for: then the log tail)."""
+    import mlflow
+
+    from server.app import FLOWER_RUN_TAG
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert runner.recorded_failure(uri, "fedquorum", 7) is None
+    client = mlflow.MlflowClient(uri)
+    experiment = client.create_experiment("fedquorum")
+    reason = "SetupFailedError: set-up failed: 2 of 2 hospitals refused: hospital-1 (policy), hospital-2 (x)"
+    client.create_run(experiment, tags={FLOWER_RUN_TAG: "7", "failure_reason": reason})
+    client.create_run(experiment, tags={FLOWER_RUN_TAG: "8"})
+    assert runner.recorded_failure(uri, "fedquorum", 7) == reason
+    assert runner.recorded_failure(uri, "fedquorum", 8) is None

@@ -268,3 +268,33 @@ def test_resume_of_an_unknown_run_says_so(tmp_path: Path) -> None:
     done = run(["resume=0123456789abcdef", f"mlflow.tracking_uri=sqlite:///{tmp_path / 'm.db'}"])
     assert done.returncode != 0
     assert "resume=0123456789abcdef: no such MLflow run" in done.stderr
+
+
+def test_tracker_tags_the_roster_threshold_logs_settings_once_and_shows_the_model(tmp_path: Path) -> None:
+    """A temporary MLflow store, no federation: ``threshold`` is the roster's t_K/|K| (not the
+    engineer's ``he.threshold=0``), params are what was given, once, and the final model is an
+    artifact folder of the run (loadable as ``runs:/<id>/model``), besides the LoggedModel."""
+    import mlflow.pytorch
+
+    from he.roster import Quorum
+    from server.app import initial_weights
+    from server.settings import RunSettings
+    from server.tracking import MlflowTracker, threshold_tag
+    from strategies.fedavg import FederationResult
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    settings = RunSettings(threshold=0)
+    result = FederationResult(initial_weights(settings), history=[{"round": 1, "eval_loss": 0.7}])
+    with MlflowTracker(uri, "fedquorum") as tracker:
+        tracker.log_params({"num_rounds": 1, "he": {"preset": "compact", "threshold": 0}})
+        tracker.log_result(result, settings, Quorum((1, 2, 3, 4), 2))
+    run = client_for(tmp_path / "mlflow.db").get_run(tracker.run_id)
+    assert run.data.tags["threshold"] == "2/4"
+    assert run.data.params == {"num_rounds": "1", "he.preset": "compact", "he.threshold": "0"}
+    artifacts = {a.path for a in client_for(tmp_path / "mlflow.db").list_artifacts(tracker.run_id, "model")}
+    assert "model/MLmodel" in artifacts
+    mlflow.set_tracking_uri(uri)
+    loaded = mlflow.pytorch.load_model(f"runs:/{tracker.run_id}/model")
+    assert [p.detach().numpy().shape for p in loaded.parameters()] == [w.shape for w in result.weights]
+    assert threshold_tag(RunSettings(strategy="fedavg"), None) == "n/a"
+    assert threshold_tag(settings, None) == "unknown"  # stopped before set-up read the roster
