@@ -10,6 +10,7 @@
     python -m client.daemon signing-keygen --out /etc/fedquorum  # signing.key (0600) + signing.pub
     python -m client.daemon --config /etc/fedquorum/daemon.toml  # the same settings from a file
     python -m client.daemon approve app.fab --state-dir /var/lib/fedquorum  # run this app too
+    python -m client.daemon status --state-dir /var/lib/fedquorum  # what this hospital's files say
 
 At start it checks, and refuses to start with a message naming the setting on the first error:
 the data file loads with the ClientApp's own loaders (and has the expected target column,
@@ -32,6 +33,10 @@ and passes SIGTERM on); the ClientApp reads ``data-path``, ``target-column``, ``
 the signing key's public half.
 
 ``--insecure`` (no TLS, no node authentication) is for a trial on one machine only, and says so.
+``--training-seed N`` puts ``training-seed`` in the node config: reproducible training at this
+hospital's discretion; leave it unset so a coordinator's re-run is not a copy (``client.task``).
+``status`` prints what the hospital's own files in the state dir say (policy, approved apps, the
+last audit lines, the release ledger); the daemon itself keeps no log file there.
 Anything after ``--`` goes to ``flower-supernode`` verbatim (e.g. ``-- --max-retries 5``).
 """
 
@@ -49,6 +54,9 @@ from pathlib import Path
 
 from client import approval
 from client import node_check as check
+from client.audit import AUDIT_FILE
+from client.audit_summary import read_entries
+from client.ledger import LedgerError, ReleaseLedger
 from client.policy import NODE_POLICY, POLICY_FILE, Policy, PolicyError
 from client.supernode_supervisor import supervise
 from he.identity import SigningKey
@@ -57,6 +65,8 @@ from he.roster import NODE_HOSPITAL, NODE_ROSTER, NODE_SIGNING_KEY
 log = logging.getLogger("fedquorum.daemon")
 
 NODE_CONFIG_FILE = "node-config.toml"
+TRAINING_SEED = "training-seed"  # client.task.TRAINING_SEED_KEY (not imported: no torch here)
+STATUS_AUDIT_LINES = 5
 DEFAULT_RUNTIME_PORT = 9094
 INSECURE_WARNING = """
 **************************************************************************************
@@ -86,6 +96,7 @@ CONFIG_KEYS = {
     "signing-key",
     "hospital",
     "policy",
+    "training-seed",
 }
 LAUNCHER_DIR = "bin"  # <state-dir>/bin: the hospital's flwr-clientapp, first on the SuperNode's PATH
 
@@ -274,6 +285,8 @@ def validate(args: argparse.Namespace) -> tuple[dict, list[str]]:
     state_dir = check.check_state_dir(args.state_dir)
     policy = check_policy(args, state_dir, warnings)
     values: dict = {"state-dir": str(state_dir), **identity, NODE_POLICY: str(policy)}
+    if args.training_seed is not None:
+        values[TRAINING_SEED] = args.training_seed
     if args.data:
         classes = [c for c in (args.classes or "").split(",") if c]
         summary = check.check_data(
@@ -293,6 +306,10 @@ def validate(args: argparse.Namespace) -> tuple[dict, list[str]]:
             "--partition-id and --num-partitions instead"
         )
     log.info("data: %s", summary)
+    if summary.quality is not None:
+        for line in summary.quality.lines():
+            log.info("data check: %s", line)
+        warnings += summary.quality.warnings()
     log.info("state dir: %s (audit log: %s)", state_dir, state_dir / "audit.jsonl")
     return values, warnings
 
@@ -303,7 +320,8 @@ def parser() -> argparse.ArgumentParser:
         description="Check this hospital's settings, then run its Flower SuperNode.",
         epilog="Subcommands: `python -m client.daemon keygen --out DIR` creates node.key/node.pub; "
         "`python -m client.daemon signing-keygen --out DIR` creates signing.key/signing.pub; "
-        "`python -m client.daemon approve APP --state-dir DIR` approves an app (.fab or folder).",
+        "`python -m client.daemon approve APP --state-dir DIR` approves an app (.fab or folder); "
+        "`python -m client.daemon status --state-dir DIR` shows what this hospital's files say.",
     )
     ap.add_argument("--config", type=Path, help="TOML file with any of the settings below (dashes)")
     ap.add_argument("--superlink", help="HOST:PORT of the federation's SuperLink")
@@ -334,6 +352,12 @@ def parser() -> argparse.ArgumentParser:
         "--insecure", action="store_true", help="no TLS, no node authentication: local trial only"
     )
     ap.add_argument("--flower-version", help="expected Flower version (default: the pinned one)")
+    ap.add_argument(
+        "--training-seed",
+        type=int,
+        help="reproducible training at this hospital's discretion; leave unset so a coordinator's "
+        "re-run is not a copy",
+    )
     ap.add_argument(
         "--check-only",
         action="store_true",
@@ -426,6 +450,59 @@ def approve_main(argv: list[str]) -> int:
     return 0
 
 
+def status_lines(state_dir: Path, policy_path: Path | None = None) -> list[str]:
+    """What this hospital's own files say: policy, approved apps, the last audit lines, the release
+    ledger. Raises ``NodeCheckError`` if the state dir is missing or a file cannot be trusted."""
+    if not state_dir.is_dir():
+        raise check.NodeCheckError(
+            f"state dir {state_dir} does not exist (expected the daemon's --state-dir)"
+        )
+    policy_path = policy_path or state_dir / POLICY_FILE
+    try:
+        policy = Policy.load(policy_path)
+        ledger = ReleaseLedger.in_state_dir(state_dir)
+        records, spent = len(ledger.records()), ledger.epsilon_spent()
+        audit = state_dir / AUDIT_FILE
+        entries = read_entries(audit) if audit.exists() else []
+    except (ValueError, LedgerError, OSError) as err:  # PolicyError and a non-JSON audit line: ValueError
+        raise check.NodeCheckError(str(err)) from None
+    source = policy_path if policy_path.exists() else f"defaults ({policy_path} does not exist)"
+    approved = sorted(approval.approved_hashes(state_dir))
+    out = [f"state dir: {state_dir}", f"policy: {source}: {policy}"]
+    out.append(f"approved apps ({approval.APPROVALS_FILE}): " + (", ".join(approved) or "none"))
+    last = entries[-STATUS_AUDIT_LINES:]
+    out.append(f"audit log {audit}: {len(entries)} line(s); the last {len(last)}:")
+    out += [
+        f"  {e.get('ts', '?')}  run {e.get('run_id', '?')}  {e.get('message_type', '?')}  "
+        f"outcome {e.get('outcome', '?')}"
+        for e in last
+    ]
+    out.append(f"release ledger {ledger.path}: {records} record(s), epsilon spent {spent:.4g}")
+    out.append(
+        "daemon connection: no daemon log in the state dir (the daemon logs 'connected to SuperLink' "
+        "to its console: journalctl -u fedquorum-node)"
+    )
+    return out
+
+
+def status_main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m client.daemon status",
+        description="Show, from this hospital's own files only, the policy in force, the approved apps, "
+        "the last audit lines and the release ledger.",
+    )
+    ap.add_argument("--state-dir", type=Path, required=True, help="the daemon's state dir")
+    ap.add_argument("--policy", type=Path, help=f"the policy TOML (default: <state-dir>/{POLICY_FILE})")
+    args = ap.parse_args(argv)
+    try:
+        lines = status_lines(args.state_dir.expanduser().absolute(), args.policy)
+    except check.NodeCheckError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print("\n".join(lines))
+    return 0
+
+
 def probe_superlink(args: argparse.Namespace) -> None:
     """``--check-only``: reach the SuperLink as the SuperNode will (``check.check_superlink``)."""
     if args.insecure:
@@ -443,6 +520,8 @@ def main(argv: list[str] | None = None) -> int:
         return signing_keygen_main(argv[1:])
     if argv and argv[0] == "approve":
         return approve_main(argv[1:])
+    if argv and argv[0] == "status":
+        return status_main(argv[1:])
     try:
         args, extra = parse(argv)
         if args.insecure:

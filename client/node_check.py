@@ -2,7 +2,8 @@
 
 Each check returns what it found or raises :class:`NodeCheckError` naming the input and what was
 expected; ``python -m client.daemon`` runs them all and refuses to start on the first error.
-Nothing here prints data values: only file names, counts and shapes.
+Nothing here prints data values: only file names, column and label names, counts and shapes,
+and only to the hospital's own console (none of it goes to the coordinator).
 """
 
 from __future__ import annotations
@@ -15,10 +16,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, requires, version
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from he.errors import RosterError
 from he.identity import SigningKey
 from he.roster import Roster
+
+if TYPE_CHECKING:
+    from client.data import CsvQuality
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +44,7 @@ class DataSummary:
     test_examples: int
     num_features: int | tuple[int, ...]
     num_classes: int
+    quality: CsvQuality | None = None  # a CSV's missing values, suspicious zeros, label balance
 
     def __str__(self) -> str:
         return (
@@ -57,7 +63,7 @@ def check_data(
     """Load the hospital's CSV or ``.npz`` with the ClientApp's own loaders; check its schema.
 
     ``classes``: the federation's label values (``--classes``); text labels need them."""
-    from client.data import load_csv, load_npz, require_named_classes  # torch/pandas only here
+    from client.data import csv_quality, load_csv, load_npz, require_named_classes  # torch/pandas only here
 
     path = Path(path).expanduser()
     if not path.is_file():
@@ -65,6 +71,7 @@ def check_data(
     if not os.access(path, os.R_OK):
         raise NodeCheckError(f"data file {path} is not readable by this user")
     suffix = path.suffix.lower()
+    quality = None
     try:
         if suffix == ".npz":
             data = load_npz(path)
@@ -72,6 +79,7 @@ def check_data(
             data = load_csv(path, target_column, classes=classes or None)
             if not classes:
                 require_named_classes(data, path, "--classes (the run's dataset.classes)")
+            quality = csv_quality(path, target_column)
         else:
             raise NodeCheckError(f"data file {path} has suffix {suffix!r}; expected .csv or .npz")
     except (ValueError, OSError) as err:
@@ -87,7 +95,9 @@ def check_data(
         raise NodeCheckError(
             f"data file {path} has {data.num_classes} classes in {target_column!r}, expected {num_classes}"
         )
-    return DataSummary(str(path), len(data.y_train), len(data.y_test), data.num_features, data.num_classes)
+    return DataSummary(
+        str(path), len(data.y_train), len(data.y_test), data.num_features, data.num_classes, quality
+    )
 
 
 def check_partition(partition_id: int, num_partitions: int) -> DataSummary:

@@ -14,6 +14,7 @@ from sklearn.datasets import load_breast_cancer
 
 from client.data import (
     HospitalData,
+    csv_quality,
     feature_moments,
     load_breast_cancer_partition,
     load_csv,
@@ -21,6 +22,7 @@ from client.data import (
     mean_std_from_moments,
     partition_indices,
     standardize,
+    zero_looks_missing,
 )
 from models import LogisticRegression, evaluate, train
 
@@ -457,3 +459,68 @@ def test_hospital_data_is_frozen() -> None:
     data = load_breast_cancer_partition(0, 2)
     with pytest.raises(dataclasses.FrozenInstanceError):
         data.num_classes = 3  # type: ignore[misc]
+
+
+# --------------------------------------------------------------------------- the CSV data check
+
+
+def write_site_csv(path: Path) -> Path:
+    """A site's table with the traps the data check must name: a mostly-missing lab value, a blood
+    pressure coded 0 for "not measured", a count where 0 is real, and an unbalanced label."""
+    rng = np.random.default_rng(3)
+    rows = 40
+    lab = rng.normal(5.0, 1.0, rows)
+    lab[:30] = np.nan  # 75 % missing
+    pressure = rng.normal(120.0, 8.0, rows).round()
+    pressure[[2, 9, 17]] = 0.0
+    pregnancies = rng.integers(0, 6, rows).astype(float)
+    pregnancies[:4] = [0, 1, 2, 3]
+    frame = pd.DataFrame({"lab": lab, "systolic_bp": pressure, "pregnancies": pregnancies})
+    frame["outcome"] = [1] * 34 + [0] * 6
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_csv_quality_names_missing_columns_zero_codes_and_label_balance(tmp_path: Path) -> None:
+    path = write_site_csv(tmp_path / "site.csv")
+    quality = csv_quality(path, "outcome")
+    assert quality.rows == 40
+    assert quality.missing == {"lab": 30}
+    assert quality.suspicious_zeros == {"systolic_bp": 3}  # not pregnancies: 0 is a real count
+    assert quality.label_counts == {"0": 6, "1": 34}
+    text = "\n".join(quality.lines())
+    assert "column 'lab': 30 missing (75.0 %), imputed" in text
+    assert "label balance: '0': 6, '1': 34" in text
+    warnings = quality.warnings()
+    assert len(warnings) == 2
+    assert "'lab' is 75.0 % missing" in warnings[0]
+    assert "'systolic_bp' holds 0 in 3 row(s)" in warnings[1]
+
+
+def test_csv_quality_of_a_clean_table_warns_nothing_and_counts_missing_labels(tmp_path: Path) -> None:
+    path = tmp_path / "clean.csv"
+    pd.DataFrame({"age": [40.0, 51, 62, 38, 70, 45], "outcome": ["a", "b", "a", None, "a", "b"]}).to_csv(
+        path, index=False
+    )
+    quality = csv_quality(path, "outcome")
+    assert quality.missing == {} and quality.warnings() == []
+    assert quality.label_counts == {"a": 3, "b": 2, "(missing)": 1}
+    assert "no missing feature values (nothing imputed)" in "\n".join(quality.lines())
+    with pytest.raises(ValueError, match="missing target column 'label'"):
+        csv_quality(path, "label")
+
+
+@pytest.mark.parametrize(
+    ("values", "looks_missing"),
+    [
+        ([0, 0, 110, 120, 125, 130, 140], True),  # blood pressure: 0 far below every value
+        ([0, 1, 2, 2, 3, 4, 5], False),  # a count: 0 is next to the values
+        ([0, 0.1, 0.3, 2.0, 4.0, 9.0, 30.0], False),  # a skewed lab value near 0
+        ([0, -120, -110, 100, 120, 130], False),  # values of both signs: 0 is in range
+        ([0, 120, 125, 130], False),  # too few values to say
+        ([110, 120, 125, 130, 140, 150], False),  # no 0 at all
+        ([np.nan, 0, 0, 60, 70, 72, 75, 80], True),  # missing cells are ignored
+    ],
+)
+def test_zero_looks_missing_rule(values: list[float], looks_missing: bool) -> None:
+    assert zero_looks_missing(pd.Series(values, dtype=float)) is looks_missing

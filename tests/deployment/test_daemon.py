@@ -4,6 +4,7 @@ roster and this hospital's signing key."""
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -449,3 +450,115 @@ def test_an_unregistered_key_is_not_retried_and_says_why(
     assert (tmp_path / "tries").read_text() == "x"
     assert "did not activate this node: node authentication key node.key is not registered" in caplog.text
     assert "retrying" not in caplog.text and "connected" not in caplog.text
+
+
+# -- the data check's report, --training-seed, status ----------------------------------------------
+def test_the_data_check_reports_missing_values_zero_codes_and_labels_to_the_console_only(
+    tmp_path: Path, pilot: pki.PilotLayout, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture
+) -> None:
+    data = write_csv(tmp_path / "cohort.csv")
+    frame = pd.read_csv(data)
+    frame.loc[:24, "f0"] = np.nan  # 25 of 40 rows: mostly missing
+    frame["f1"] = np.linspace(100.0, 140.0, len(frame)).round()
+    frame.loc[[3, 7], "f1"] = 0.0  # a blood pressure of 0: "not measured"
+    frame.to_csv(data, index=False)
+    assert check.check_data(data, "outcome").quality.missing == {"f0": 25}
+    caplog.set_level(logging.INFO)
+    assert daemon.main([*secure_args(pilot, tmp_path, data), "--check-only"]) == 0
+    assert "data check:   column 'f0': 25 missing (62.5 %), imputed" in caplog.text
+    assert "data check:   label balance: '0': 20, '1': 20" in caplog.text
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("'f0' is 62.5 % missing" in w for w in warnings)
+    assert any("'f1' holds 0 in 2 row(s)" in w for w in warnings)
+    node_config = (tmp_path / "state" / "node-config.toml").read_text()
+    assert "f0" not in node_config and "label balance" not in node_config  # nothing leaves in config
+    assert capsys.readouterr().out == ""
+
+
+def test_training_seed_goes_into_the_node_config_only_when_given(
+    tmp_path: Path, pilot: pki.PilotLayout, capsys: pytest.CaptureFixture
+) -> None:
+    from client.task import TRAINING_SEED_KEY
+
+    assert daemon.TRAINING_SEED == TRAINING_SEED_KEY
+    data = write_csv(tmp_path / "cohort.csv")
+    node_config = tmp_path / "state" / "node-config.toml"
+    assert daemon.main([*secure_args(pilot, tmp_path, data), "--training-seed", "17", "--print-command"]) == 0
+    assert tomllib.loads(node_config.read_text())[TRAINING_SEED_KEY] == 17
+    assert daemon.main([*secure_args(pilot, tmp_path, data), "--print-command"]) == 0
+    assert TRAINING_SEED_KEY not in tomllib.loads(node_config.read_text())
+    config = tmp_path / "daemon.toml"
+    config.write_text("training-seed = 5\n")
+    assert daemon.main(["--config", str(config), *secure_args(pilot, tmp_path, data), "--print-command"]) == 0
+    assert tomllib.loads(node_config.read_text())[TRAINING_SEED_KEY] == 5
+    capsys.readouterr()
+
+
+def hospital_state(state: Path) -> Path:
+    """A state dir as a hospital's daemon and ClientApp leave it: policy, an approved app, audit lines,
+    a release ledger with one release and one DP spend."""
+    from client.ledger import DP, ReleaseLedger
+
+    state.mkdir(mode=0o700)
+    (state / "policy.toml").write_text("lifetime_epsilon = 12.0\n")
+    fab = state.parent / "app.fab"
+    fab.write_bytes(b"reviewed bundle")
+    assert daemon.main(["approve", str(fab), "--state-dir", str(state)]) == 0
+    lines = [
+        {"ts": f"2026-12-01T10:00:0{i}+00:00", "run_id": "42", "message_type": kind, "outcome": "replied"}
+        for i, kind in enumerate(["query.hello", "query.deal", "train", "query.decrypt"])
+    ]
+    lines.append(
+        {"ts": "2026-12-01T10:00:09+00:00", "run_id": "43", "message_type": "train", "outcome": "refused"}
+    )
+    (state / "audit.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    ledger = ReleaseLedger.in_state_dir(state)
+    ledger.claim_release("fed/model:x", ["a", "b"], run="42", round=1)
+    ledger.append(
+        {"type": DP, "run": "42", "round": 1, "mechanism": "gaussian", "epsilon": 1.5, "delta": 1e-5}
+    )
+    return state
+
+
+def test_status_shows_policy_apps_audit_and_ledger_from_the_state_dir(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    state = hospital_state(tmp_path / "state")
+    capsys.readouterr()
+    assert daemon.main(["status", "--state-dir", str(state)]) == 0
+    out = capsys.readouterr().out
+    assert f"policy: {state / 'policy.toml'}: " in out and "lifetime_epsilon=12.0" in out
+    assert f"approved apps (approved-apps.txt): {fab_sha256(b'reviewed bundle')}" in out
+    assert "audit log" in out and "5 line(s); the last 5:" in out
+    assert "run 42  query.hello  outcome replied" in out
+    assert "run 43  train  outcome refused" in out
+    assert "2 record(s), epsilon spent 1.5" in out
+    assert "no daemon log in the state dir" in out
+
+
+def test_status_of_an_empty_state_dir_says_defaults_and_none(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    assert daemon.main(["status", "--state-dir", str(state)]) == 0
+    out = capsys.readouterr().out
+    assert "policy: defaults (" in out and "approved apps (approved-apps.txt): none" in out
+    assert "0 line(s); the last 0:" in out and "0 record(s), epsilon spent 0" in out
+
+
+def test_status_exits_1_naming_a_missing_state_dir_or_an_altered_ledger(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    assert daemon.main(["status", "--state-dir", str(tmp_path / "nope")]) == 1
+    assert "does not exist (expected the daemon's --state-dir)" in capsys.readouterr().err
+    state = hospital_state(tmp_path / "state")
+    ledger = state / "ledger.jsonl"
+    first, rest = ledger.read_text().split("\n", 1)
+    record = json.loads(first)
+    record["contributors"] = ["a"]  # a release edited by hand: the next line no longer chains
+    ledger.write_text(json.dumps(record, sort_keys=True) + "\n" + rest)
+    capsys.readouterr()
+    assert daemon.main(["status", "--state-dir", str(state)]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.startswith("error: ") and str(ledger) in captured.err and captured.out == ""
