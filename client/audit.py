@@ -45,7 +45,7 @@ from typing import Any
 from flwr.app import Context, Message, RecordDict
 from flwr.clientapp.typing import ClientAppCallable
 
-from client.keyholder import RefusedRequest
+from client.refusals import RefusedRequest
 from he.roster import NODE_HOSPITAL
 
 AUDIT_FILE = "audit.jsonl"
