@@ -19,10 +19,11 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricR
 from client.audit import OWN_METRICS, STATE_DIR_KEY, audit_mod
 from client.error_boundary import HospitalClientApp, error_boundary_mod
 from client.identity import hospital_identity
-from client.keyholder import KeyHolder, RefusedRequest
+from client.keyholder import KeyHolder
 from client.ledger import ReleaseLedger
 from client.policy import policy_mod
 from client.privacy_budget import charge_round, distributed_spend, record_spend
+from client.refusals import RefusedRequest
 from he import protocol as p
 from he.transcript import model_release, statistics_release
 from models.pooled_metrics import DEFAULT_BINS

@@ -45,10 +45,10 @@ from typing import Any
 from flwr.app import Context, Message, RecordDict
 from flwr.clientapp.typing import ClientAppCallable
 
-from client.keyholder import RefusedRequest
+from client.audit_file import AUDIT_FILE
+from client.refusals import RefusedRequest
 from he.roster import NODE_HOSPITAL
 
-AUDIT_FILE = "audit.jsonl"
 STATE_DIR_KEY = "state-dir"
 FILE_MODE = 0o600
 MAX_LISTED_VALUES = 8  # longer lists (feature statistics) are logged as length + digest

@@ -22,7 +22,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from client.audit import AUDIT_FILE
+from client.audit_file import AUDIT_FILE
 from client.ledger import DP, LedgerError, ReleaseLedger
 from client.policy import POLICY_FILE, Policy
 

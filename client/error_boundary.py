@@ -5,8 +5,8 @@ deep in the data stack would hand over the hospital's file paths, label values o
 ``error_boundary_mod`` (a Flower client mod, placed inside ``audit_mod`` so the audit line
 records what was sent) lets only two kinds of text leave:
 
-* refusals written to be sent (``client.keyholder.RefusedRequest`` and its subclasses, such as
-  ``client.policy.PolicyRefusal``), unchanged;
+* refusals written to be sent (``client.refusals``: ``RefusedRequest`` and its subclasses, such as
+  ``PolicyRefusal``), unchanged;
 * a :class:`RequestError` built from the request alone: its message type, the protocol's
   config keys or blob names the failure mentions, and the form the hospital expects. A data
   file that does not fit the run's dataset settings (``client.data.HospitalDataError``) gets
@@ -25,7 +25,7 @@ from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import ClientAppCallable
 
 from client.identity import IdentityError
-from client.keyholder import RefusedRequest
+from client.refusals import RefusedRequest
 from he import protocol as p
 from he.errors import HEError
 

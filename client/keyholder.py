@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from client.ledger import LedgerError, ReleaseLedger
+from client.refusals import RefusedRequest
 from he import channel, keygen, transcript
 from he.ciphertext import CiphertextLabel, SecretKeyEncryptor, seeded_c1
 from he.context import HEContext
@@ -51,10 +52,6 @@ from he.roster import Roster
 from he.threshold import sum_shares
 
 log = logging.getLogger(__name__)
-
-
-class RefusedRequest(RuntimeError):
-    """The hospital refuses a request that would reveal more than the round's aggregate."""
 
 
 @dataclass

@@ -42,7 +42,7 @@ from pathlib import Path
 from flwr.app import Context, Message
 from flwr.clientapp.typing import ClientAppCallable
 
-from client.keyholder import RefusedRequest
+from client.refusals import PolicyRefusal
 from he import protocol as p
 from he.roster import NODE_ROSTER, Roster
 from privacy.config import KEYS as DP_KEYS
@@ -68,10 +68,6 @@ EPSILON_KEYS = ("max_epsilon_per_run", "lifetime_epsilon")
 
 class PolicyError(ValueError):
     """The policy file is malformed, or the pinned roster breaks the policy (daemon start)."""
-
-
-class PolicyRefusal(RefusedRequest):
-    """A request this hospital's policy forbids; logged as ``refused`` in the audit log."""
 
 
 @dataclass(frozen=True)

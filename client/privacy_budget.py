@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from flwr.app import ConfigRecord, Context
 
 from client.audit import STATE_DIR_KEY
-from client.keyholder import RefusedRequest
 from client.ledger import DP, ReleaseLedger
-from client.policy import Policy, PolicyRefusal, node_policy
+from client.policy import Policy, node_policy
+from client.refusals import PolicyRefusal, RefusedRequest
 from privacy.config import KEYS as DP_KEYS
 from privacy.config import DpConfig
 from privacy.dpsgd import plan_from_round_config

@@ -17,7 +17,7 @@ from flwr.app import ConfigRecord, Context, Message, Metadata, RecordDict
 
 from client import app as hospital
 from client.identity import IdentityError
-from client.keyholder import RefusedRequest
+from client.refusals import RefusedRequest
 from he import protocol as p
 from he.errors import HEError
 from he.roster import Roster, write_simulated_federation

@@ -35,7 +35,7 @@ from client.error_boundary import (
     InvalidRequest,
     RequestError,
 )
-from client.keyholder import RefusedRequest
+from client.refusals import RefusedRequest
 from client.task import TaskConfig
 from he import protocol as p
 from strategies.messaging import make_content

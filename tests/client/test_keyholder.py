@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from client.keyholder import KeyHolder, RefusedRequest
+from client.keyholder import KeyHolder
+from client.refusals import RefusedRequest
 from he.ciphertext import CiphertextLabel, CiphertextSum, EncryptedUpdate
 from he.decrypt import DecryptionRequest, DecryptionShare, combine, decrypt_update
 from he.encoding import UpdateEncoder

@@ -24,7 +24,7 @@ from lying_coordinator import (
 )
 
 from client import app as hospital
-from client.keyholder import RefusedRequest
+from client.refusals import RefusedRequest
 from he import protocol as p
 from he.ciphertext import CiphertextLabel, CiphertextSum, EncryptedUpdate
 from he.decrypt import DecryptionRequest, DecryptionShare, combine, decrypt_update

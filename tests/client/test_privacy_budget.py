@@ -21,9 +21,9 @@ from client.app import app
 from client.audit import AUDIT_FILE
 from client.audit_summary import main as summary_main
 from client.audit_summary import read_entries
-from client.keyholder import RefusedRequest
 from client.ledger import DP, ReleaseLedger
-from client.policy import NODE_POLICY, POLICY_FILE, PolicyRefusal
+from client.policy import NODE_POLICY, POLICY_FILE
+from client.refusals import PolicyRefusal, RefusedRequest
 from he import protocol as p
 from privacy.config import KEYS as DP_KEYS
 from privacy.mechanism import plan_from_config

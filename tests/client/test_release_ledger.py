@@ -23,8 +23,8 @@ from lying_coordinator import PARTIES, Coordinator, contributions, decrypt_confi
 
 from client import task as local
 from client.audit import STATE_DIR_KEY
-from client.keyholder import RefusedRequest
 from client.ledger import ReleaseConflict, ReleaseLedger
+from client.refusals import RefusedRequest
 from he import protocol as p
 from he.roster import Roster
 from server.app import initial_weights

@@ -16,9 +16,9 @@ from flwr.clientapp import ClientApp
 from client.audit import AUDIT_FILE, AuditLogError, audit_mod
 from client.audit_summary import main as summary_main
 from client.audit_summary import summarize
-from client.keyholder import RefusedRequest
 from client.ledger import DP, ReleaseLedger
 from client.policy import POLICY_FILE
+from client.refusals import RefusedRequest
 
 SECRET = b"never-leaves-the-hospital"
 BLOB = b"\x01\x02ciphertext-bytes" * 100

@@ -18,7 +18,8 @@ from client.app import app
 from client.approval import app_refusal, approve, fab_sha256, installed_mismatch
 from client.audit import AUDIT_FILE
 from client.audit_summary import read_entries, summarize
-from client.policy import NODE_POLICY, Policy, PolicyError, PolicyRefusal
+from client.policy import NODE_POLICY, Policy, PolicyError
+from client.refusals import PolicyRefusal
 from he import protocol as p
 from he.roster import NODE_HOSPITAL
 from models.registry import MODEL_NAMES, build_model

@@ -172,9 +172,9 @@ APP = "app sha256 ab12 refused: not in approved-apps.toml; approve it after revi
 @pytest.mark.parametrize(
     "flower_reason",
     [
-        f"<class 'client.policy.PolicyRefusal'>:<'{POLICY}'>",  # deployment: the ClientApp raised
+        f"<class 'client.refusals.PolicyRefusal'>:<'{POLICY}'>",  # deployment: the ClientApp raised
         f"<class 'flwr.clientapp.client_app.ClientAppException'>:<'\nException ClientAppException "
-        f"occurred. Message: <class 'client.policy.PolicyRefusal'>:<'{POLICY}'>'>",  # simulation
+        f"occurred. Message: <class 'client.refusals.PolicyRefusal'>:<'{POLICY}'>'>",  # simulation
         POLICY,  # the launcher's own reply
     ],
 )
@@ -185,7 +185,7 @@ def test_the_hospitals_reason_is_read_without_flowers_wrapping(flower_reason: st
 def test_refusals_are_one_line_naming_each_hospital_and_its_reason() -> None:
     refusals = messaging.Refusals()
     refusals.add("hospital-b", error_reply(2, APP))
-    refusals.add("hospital-a", error_reply(1, f"<class 'client.policy.PolicyRefusal'>:<'{POLICY}'>"))
+    refusals.add("hospital-a", error_reply(1, f"<class 'client.refusals.PolicyRefusal'>:<'{POLICY}'>"))
     assert refusals.summary("set-up", 3) == (
         f"set-up failed: 2 of 3 hospitals refused: hospital-a ({POLICY}), hospital-b ({APP})"
     )

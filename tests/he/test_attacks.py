@@ -30,7 +30,8 @@ import numpy as np
 import pytest
 from conftest import TEST_PARAMS, Federation, build_federation, random_updates
 
-from client.keyholder import KeyHolder, RefusedRequest
+from client.keyholder import KeyHolder
+from client.refusals import RefusedRequest
 from he.ciphertext import CiphertextLabel, CiphertextSum, EncryptedUpdate, SecretKeyEncryptor, seeded_c1
 from he.context import HEContext
 from he.decrypt import (
