@@ -230,7 +230,10 @@ def train(message: Message, context: Context) -> Message:
         sums = evaluation.sums(bins, 0 if private else num_examples, train_loss)
         return reply(message, arrays=delta, metrics={**shared, p.NUM_EXAMPLES: num_examples}, evaluation=sums)
     if plan:  # the hospital's own range, scale and noise: weight 1, no example count released
-        dp_hospital.require_contributors(plan, holder.roster.min_contributors)
+        try:
+            dp_hospital.require_contributors(plan, holder.roster.min_contributors)
+        except dp_hospital.TooFewContributors as err:
+            raise RefusedRequest(str(err)) from None
         delta, quantizer = plan.clip(delta), plan.privatize
         clip, scale, clipped = plan.layout_clip, plan.weight_scale, 0
         sums = evaluation.sums(bins)  # no training count or loss: DP releases no real count

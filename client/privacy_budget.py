@@ -32,7 +32,7 @@ from client.policy import Policy, node_policy
 from client.refusals import PolicyRefusal, RefusedRequest
 from privacy.config import KEYS as DP_KEYS
 from privacy.config import DpConfig
-from privacy.dpsgd import plan_from_round_config
+from privacy.dpsgd import PrivacyBudgetExceeded, plan_from_round_config
 from privacy.mechanism import DdgPlan
 
 RUN_STATE = "dp-budget"  # run-state record: the DP settings this run started with, its last round
@@ -69,6 +69,10 @@ def record_spend(config: dict, num_examples: int) -> DpSpend | None:
     plan = plan_from_round_config(config, num_examples)
     if plan is None:
         return None
+    try:
+        plan.require_budget()  # the run's own target, before the policy's limits
+    except PrivacyBudgetExceeded as err:
+        raise RefusedRequest(str(err)) from None
     dp = plan.dp
     settings = (
         f"noise multiplier {dp.noise_multiplier!r}, clip norm {dp.clip_norm!r}, delta {dp.delta!r}, "
