@@ -464,7 +464,9 @@ def status_lines(state_dir: Path, policy_path: Path | None = None) -> list[str]:
         records, spent = len(ledger.records()), ledger.epsilon_spent()
         audit = state_dir / AUDIT_FILE
         entries = read_entries(audit) if audit.exists() else []
-    except (ValueError, LedgerError, OSError) as err:  # PolicyError and a non-JSON audit line: ValueError
+    except LedgerError as err:  # its text names the file only (it may reach the coordinator)
+        raise check.NodeCheckError(f"{ledger.path}: {err}") from None
+    except (ValueError, OSError) as err:  # PolicyError and a non-JSON audit line: ValueError
         raise check.NodeCheckError(str(err)) from None
     source = policy_path if policy_path.exists() else f"defaults ({policy_path} does not exist)"
     approved = sorted(approval.approved_hashes(state_dir))

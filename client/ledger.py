@@ -68,17 +68,22 @@ class ReleaseLedger:
         try:
             lines = self.path.read_bytes().splitlines()
         except OSError as err:
-            raise LedgerError(f"release ledger {self.path} cannot be read ({err.strerror})") from None
+            raise LedgerError(
+                f"release ledger {self.path.name} in the state dir cannot be read ({err.strerror})"
+            ) from None
         records, prev = [], GENESIS
         for number, line in enumerate(lines, 1):
             try:
                 record = json.loads(line)
             except ValueError:
-                raise LedgerError(f"release ledger {self.path}: line {number} is not JSON") from None
+                raise LedgerError(
+                    f"release ledger {self.path.name} in the state dir: line {number} is not JSON"
+                ) from None
             if not isinstance(record, dict) or record.get("prev") != prev:
                 raise LedgerError(
-                    f"release ledger {self.path}: line {number} does not chain to the line before it "
-                    "(edited, removed or reordered); refusing to act on a ledger that was altered"
+                    f"release ledger {self.path.name} in the state dir: line {number} does not chain to "
+                    "the line before it (edited, removed or reordered); refusing to act on a ledger that "
+                    "was altered"
                 )
             records.append(record)
             prev = _digest(line)
@@ -130,7 +135,9 @@ class ReleaseLedger:
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, FILE_MODE)
         except OSError as err:
-            raise LedgerError(f"release ledger {self.path} cannot be opened ({err.strerror})") from None
+            raise LedgerError(
+                f"release ledger {self.path.name} in the state dir cannot be opened ({err.strerror})"
+            ) from None
         try:
             if os.fstat(fd).st_mode & 0o777 != FILE_MODE:
                 os.fchmod(fd, FILE_MODE)
