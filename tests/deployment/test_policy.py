@@ -172,7 +172,11 @@ def mlp_weights(hidden: int) -> list[np.ndarray]:
         ({p.EVAL_BINS: 10_000}, 32, "policy max_eval_bins=100: this run asks for 10000 evaluation"),
         ({p.ROUND: 1001}, 32, "policy max_rounds=1000: this run asks for 1001 as its training round"),
         ({DP_KEYS["num_rounds"]: 5000}, 32, "policy max_rounds=1000: this run asks for 5000 DP-accounted"),
-        ({"model": "resnet152"}, 32, "policy allowed_models=\\['logreg', 'mlp', 'cnn'\\] does not include"),
+        (
+            {"model": "resnet152"},
+            32,
+            "policy allowed_models=\\['logreg', 'mlp', 'cnn', 'resnet18'\\] does not",
+        ),
         ({p.PER_HOSPITAL_PLAINTEXT: True}, 32, "policy allow_per_hospital_plaintext=false"),
         ({"local-epochs": "forever"}, 32, "config 'local-epochs': expected an integer, got 'forever'"),
     ],
