@@ -17,8 +17,11 @@ file means all the defaults::
     accept_any_app = false            # ... or any app at all (a trial, never with patient data)
     allow_per_hospital_plaintext = false  # refuse runs that send this site's own metrics in clear
     # what a run may ask of this site (checked against the run's config and the model it sends)
-    allowed_models = ["logreg", "mlp", "cnn"]  # model names (default: the built-in models)
-    max_model_parameters = 100000     # model values (built-in: mlp 1 058, cnn on 28x28 images 22 347)
+    allowed_models = ["logreg", "mlp", "cnn", "resnet18"]  # the built-in presets (default), and
+                                      # import paths of models shipped in the app bundle that this
+                                      # site accepts, e.g. "examples.tabular_net.TabularNet"
+    max_model_parameters = 100000     # model values (mlp 1 058, cnn on 28x28 images 22 347; a
+                                      # resnet18 has 11 182 025: a site that runs it raises this)
     max_local_epochs = 100            # local epochs per round
     max_rounds = 1000                 # training rounds of a run (its server round and dp-rounds)
     max_eval_bins = 100               # score bins of the pooled evaluation histograms (run default)
@@ -49,9 +52,9 @@ from privacy.config import KEYS as DP_KEYS
 
 POLICY_FILE = "policy.toml"
 NODE_POLICY = "policy"  # node-config key: absolute path of the policy file (written by the daemon)
-BUILT_IN_MODELS = ("logreg", "mlp", "cnn")  # models.registry.MODEL_NAMES (not imported: no torch here)
+BUILT_IN_MODELS = ("logreg", "mlp", "cnn", "resnet18")  # models.registry.MODEL_NAMES (no torch here)
 LOCAL_EPOCHS = "local-epochs"  # client.task.TaskConfig's config key
-MODEL = "model"
+MODEL = "model"  # a preset name or an import path (models.registry); matched as a whole string
 MODEL_MESSAGES = (p.TRAIN, p.EVALUATE)  # the messages that carry the global model
 
 BOOL_KEYS = (

@@ -34,7 +34,7 @@ from client.data import (
     standardize,
 )
 from models.pooled_metrics import EvaluationLayout, local_sums
-from models.registry import build_model
+from models.registry import build_model, model_kwargs
 from models.training import get_weights, predict, roc_auc, set_weights, train
 from privacy.config import RecordDpConfig
 
@@ -58,6 +58,7 @@ class TaskConfig:
     optimizer: str
     target_column: str
     hidden: int
+    model_args: str = ""  # JSON object: an import-path model's own arguments
     data_paths: tuple[str, ...] = ()
     classes: tuple[str, ...] = ()
     feature_mean: tuple[float, ...] = ()
@@ -78,6 +79,7 @@ class TaskConfig:
             optimizer=str(config.get("optimizer", "sgd")),
             target_column=str(config.get("target-column", "target")),
             hidden=int(config.get("hidden", 32)),
+            model_args=str(config.get("model-args", "")),
             data_paths=tuple(p for p in str(config.get("data-paths", "")).split(",") if p),
             classes=tuple(c for c in str(config.get("classes", "")).split(",") if c),
             feature_mean=tuple(float(v) for v in config.get("feature-mean", [])),
@@ -239,10 +241,11 @@ def hospital_data(task: TaskConfig, node_config: dict) -> HospitalData:
     return standardize(data, np.array(task.feature_mean), np.array(task.feature_std))
 
 
-def make_model(task: TaskConfig, num_features, num_classes: int) -> torch.nn.Module:
-    kwargs = {"hidden": (task.hidden,)} if task.model == "mlp" else {}
+def make_model(task: TaskConfig, num_features, num_outputs: int) -> torch.nn.Module:
+    """The run's model (a preset or an import path in the app bundle), checked for the encoder."""
+    kwargs = model_kwargs(task.model, task.hidden, task.model_args)
     torch.manual_seed(task.seed)
-    return build_model(task.model, num_features, num_classes, **kwargs)
+    return build_model(task.model, num_features, num_outputs, **kwargs)
 
 
 @dataclass(frozen=True)

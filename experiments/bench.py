@@ -13,7 +13,8 @@ Data: ``breast_cancer`` is the embedded set cut into one partition per hospital;
 ``breast_cancer_csv`` draws rows of it with replacement into one CSV per hospital (569 rows cannot
 give 100 hospitals the 10 examples each partition needs); ``images`` writes MedMNIST-format
 ``.npz`` files of ``image_size`` square grey images with ``num_classes`` classes (the CNN's size
-grows with both: 224 px and 10 classes give about 1M parameters, 280 px and 64 classes about 10M).
+grows with both: 224 px and 10 classes give about 1M parameters, 280 px and 64 classes about 10M);
+``model: resnet18`` trains MONAI's ResNet-18 (11.2M parameters) on them instead of the CNN.
 
 A scenario with ``engine: deployment`` runs on the Deployment Engine instead: a TLS + node-auth
 pilot on 127.0.0.1, its arms in one Flower run (``experiments.bench_deploy``).
@@ -111,7 +112,7 @@ def scenario_settings(scenario: DictConfig, cfg: DictConfig, data_dir: Path) -> 
     if data == "images":
         paths = write_image_files(directory, hospitals, scenario, seed)
         return settings | {
-            "model": "cnn",
+            "model": str(scenario.get("model", "cnn")),  # an image model: cnn (default) or resnet18
             "dataset": "npz",
             "num_features": 0,
             "num_classes": int(scenario.num_classes),

@@ -39,6 +39,7 @@ from omegaconf import DictConfig, OmegaConf
 from he.errors import RosterError
 from he.params import preset
 from he.roster import DEFAULT_COMMITTEE_SIZE, DEFAULT_MAX_ATTEMPTS, Quorum
+from models.registry import IMAGE_MODELS, MODEL_NAMES
 from server.settings import RunSettings
 
 os.environ.setdefault("FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION", "1")
@@ -120,10 +121,11 @@ def to_settings(cfg: DictConfig) -> tuple[RunSettings, int]:
             f"dataset={cfg.dataset.name} in simulation needs one file per hospital: dataset.paths lists "
             f"{len(data_paths)}, federation.num_hospitals={num_hospitals}"
         )
-    if (cfg.dataset.name == "npz") != (cfg.model.name == "cnn"):
+    model = model_settings(cfg)
+    if model["model"] in MODEL_NAMES and (cfg.dataset.name == "npz") != (model["model"] in IMAGE_MODELS):
         raise ConfigError(
-            f"model={cfg.model.name} does not fit dataset={cfg.dataset.name}: images (npz) need model=cnn, "
-            "tables need mlp or logreg"
+            f"model={cfg.model.name} does not fit dataset={cfg.dataset.name}: images (npz) need model="
+            f"{' or '.join(IMAGE_MODELS)}, tables need mlp, logreg or a model by import path"
         )
     missing = [path for path in data_paths if not Path(path).is_file()]
     if missing and not is_deployment(cfg):
@@ -140,8 +142,7 @@ def to_settings(cfg: DictConfig) -> tuple[RunSettings, int]:
             dataset=str(cfg.dataset.name),
             num_features=int(cfg.dataset.num_features),
             num_classes=int(cfg.dataset.num_classes),
-            model=str(cfg.model.name),
-            hidden=int(cfg.model.get("hidden", 32)),
+            **model,
             image_channels=int(cfg.dataset.get("image_channels", 1)),
             image_size=int(cfg.dataset.get("image_size", 28)),
             partitioning=str(cfg.dataset.partitioning),
@@ -163,7 +164,36 @@ def to_settings(cfg: DictConfig) -> tuple[RunSettings, int]:
         )
     except ValueError as err:
         raise ConfigError(str(err)) from err
+    check_model(settings)
     return settings, num_hospitals
+
+
+MODEL_CONFIG_KEYS = ("_target_", "name", "weights")  # conf/model keys that are not model arguments
+
+
+def model_settings(cfg: DictConfig) -> dict:
+    """The ``model`` group as ``RunSettings`` fields: a preset (``model.name``, ``model.hidden``)
+    or, with ``model._target_``, an import path whose other keys are its arguments (JSON)."""
+    target = cfg.model.get("_target_")
+    weights = cfg.model.get("weights")
+    fields = {"model_weights": str(Path(str(weights)).expanduser().absolute()) if weights else ""}
+    if not target:
+        return fields | {"model": str(cfg.model.name), "hidden": int(cfg.model.get("hidden", 32))}
+    args = OmegaConf.to_container(cfg.model, resolve=True)
+    args = {key: value for key, value in args.items() if key not in MODEL_CONFIG_KEYS}
+    return fields | {"model": str(target), "model_args": json.dumps(args, sort_keys=True) if args else ""}
+
+
+def check_model(settings: RunSettings) -> None:
+    """Build the run's starting model now (its class, arguments, encoder fit, pretrained weights),
+    so a model that cannot run fails before any process starts. In deployment the ServerApp
+    opens ``model.weights`` at the same absolute path on the SuperLink's machine."""
+    from server.model import initial_model
+
+    try:
+        initial_model(settings)
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        raise ConfigError(f"model: {err}") from err
 
 
 def is_deployment(cfg: DictConfig) -> bool:
@@ -296,6 +326,7 @@ def run_simulated(cfg: DictConfig, settings: RunSettings, num_hospitals: int) ->
         ) as tracker,
     ):
         tracker.log_params(params)
+        tracker.log_model_params(settings)
         tracker.log_config_yaml(yaml_text)
         if cfg.get("resume"):
             mlflow.set_tag("resumed_from", str(cfg.resume))

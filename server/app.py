@@ -11,13 +11,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import torch
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from he.roster import Quorum
 from models.training import get_weights
-from server.model import build_global_model
+from server.model import initial_model
 from server.settings import RunSettings
 from strategies.checkpoint import Checkpoint
 from strategies.encrypted_fedavg import EncryptedFedAvg, SetupFailedError
@@ -53,9 +52,9 @@ def stop_reason(err: Exception) -> str:
 
 
 def initial_weights(settings: RunSettings) -> list[np.ndarray]:
-    """The seeded initial global model (the same on every run with the same seed)."""
-    torch.manual_seed(settings.seed)
-    return get_weights(build_global_model(settings))
+    """The initial global model: seeded (the same on every run with the same seed), or the
+    pretrained weights the run names (``model_weights``)."""
+    return get_weights(initial_model(settings))
 
 
 def build_strategy(
@@ -158,6 +157,7 @@ def run_tracked(
 
         mlflow.set_tags({FLOWER_RUN_TAG: str(flower_run_id), "engine": "deployment"})
         tracker.log_params(settings.to_run_config())
+        tracker.log_model_params(settings)
 
         def log_round(server_round: int, metrics: dict) -> None:
             tracker.log_round(server_round, metrics)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 from he import protocol as p
+from models.registry import MODEL_NAMES, is_import_path, model_kwargs
 from privacy.config import KEYS as DP_KEYS
 from privacy.config import DpConfig
 
@@ -26,8 +27,16 @@ class RunSettings:
         Hospitals needed to decrypt (t); 0 means all of them (n-of-n).
     min_train_nodes : int
         Fewest contributions a round's aggregate may have; below it the run stops.
+    model : str (default: "mlp")
+        A preset of ``models.registry.MODEL_NAMES`` or the import path of a ``torch.nn.Module``
+        subclass inside the app bundle (``model._target_``), e.g. ``examples.tabular_net.TabularNet``.
+    model_args : str (default: "")
+        The import-path model's own arguments, a JSON object (``models.registry.model_kwargs``).
+    model_weights : str (default: "")
+        A ``state_dict`` file (``torch.save``) the run starts from; opened by the ServerApp only
+        (on the SuperLink's machine in deployment). Empty: the seeded initialisation.
     image_channels, image_size : int (default: 1, 28)
-        Input shape of the ``cnn`` model (MedMNIST-format images).
+        Input shape of image models (MedMNIST-format images, ``dataset=npz``).
     data_paths : str (default: "")
         Simulation only: comma-separated files, the i-th for simulated hospital i (CSV/npz).
     clip_margin : float (default: 8.0)
@@ -84,6 +93,8 @@ class RunSettings:
     num_classes: int = 2
     model: str = "mlp"
     hidden: int = 32
+    model_args: str = ""
+    model_weights: str = ""
     image_channels: int = 1
     image_size: int = 28
     partitioning: str = "iid"
@@ -127,6 +138,12 @@ class RunSettings:
             raise ValueError(f"max_failed_rounds must be >= 0 (0: never stop), got {self.max_failed_rounds}")
         if not 2 <= self.eval_bins <= 10_000:
             raise ValueError(f"evaluation.bins must be in [2, 10000], got {self.eval_bins}")
+        if self.model not in MODEL_NAMES and not is_import_path(self.model):
+            raise ValueError(
+                f"model must be one of {MODEL_NAMES} or an import path (package.module.Class), "
+                f"got {self.model!r}"
+            )
+        model_kwargs(self.model, self.hidden, self.model_args)  # refuses model-args that are not JSON
         DpConfig.from_config(self.dp_config())  # refuses invalid DP settings now, not in round 1
 
     @property
@@ -147,6 +164,7 @@ class RunSettings:
             "optimizer": self.optimizer,
             "target-column": self.target_column,
             "hidden": self.hidden,
+            "model-args": self.model_args,
             "data-paths": self.data_paths,
             "classes": self.classes,
             p.EVAL_BINS: self.eval_bins,

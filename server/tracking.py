@@ -19,7 +19,7 @@ import numpy as np
 from he.roster import Quorum
 from models.training import set_weights
 from server.evaluation_plots import confusion_table, save_calibration_curve, save_roc_curve
-from server.model import build_global_model, input_example
+from server.model import build_global_model, input_example, model_summary
 from server.settings import RunSettings
 from strategies.checkpoint import Checkpoint
 from strategies.fedavg import FederationResult
@@ -137,6 +137,10 @@ class MlflowTracker:
     def log_params(self, params: dict) -> None:
         flat = {k: (str(v) if isinstance(v, list | tuple) else v) for k, v in flatten(params).items()}
         mlflow.log_params(flat)
+
+    def log_model_params(self, settings: RunSettings) -> None:
+        """The model's class (import path) and the number of values it sends per round."""
+        mlflow.log_params(model_summary(build_global_model(settings), settings))
 
     def log_round(self, server_round: int, metrics: dict) -> None:
         """The round's metrics; hospitals that sent no update (``missing``) join the tag

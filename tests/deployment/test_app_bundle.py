@@ -41,8 +41,9 @@ def test_fab_holds_only_the_app_code(tmp_path: Path) -> None:
     assert {"server/app.py", "client/app.py", "client/audit.py", "he/protocol.py", "pyproject.toml"} <= set(
         names
     )
+    assert {"examples/tabular_net/model.py", "models/registry.py"} <= set(names)  # models by import path
     top = {name.split("/")[0] for name in names}
-    assert top <= {"pyproject.toml", "he", "strategies", "server", "client", "models", "privacy", ".info"}, (
-        top
-    )
+    app = {"pyproject.toml", "he", "strategies", "server", "client", "models", "privacy", "examples", ".info"}
+    assert top <= app, top
+    assert not [n for n in names if n.endswith(".md")]  # the example's README stays out
     assert not [n for n in names if n.endswith((".key", ".crt", ".pub", ".db", ".jsonl", ".csv", ".npz"))]

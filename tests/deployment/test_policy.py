@@ -172,7 +172,11 @@ def mlp_weights(hidden: int) -> list[np.ndarray]:
         ({p.EVAL_BINS: 10_000}, 32, "policy max_eval_bins=100: this run asks for 10000 evaluation"),
         ({p.ROUND: 1001}, 32, "policy max_rounds=1000: this run asks for 1001 as its training round"),
         ({DP_KEYS["num_rounds"]: 5000}, 32, "policy max_rounds=1000: this run asks for 5000 DP-accounted"),
-        ({"model": "resnet152"}, 32, "policy allowed_models=\\['logreg', 'mlp', 'cnn'\\] does not include"),
+        (
+            {"model": "resnet152"},
+            32,
+            "policy allowed_models=\\['logreg', 'mlp', 'cnn', 'resnet18'\\] does not",
+        ),
         ({p.PER_HOSPITAL_PLAINTEXT: True}, 32, "policy allow_per_hospital_plaintext=false"),
         ({"local-epochs": "forever"}, 32, "config 'local-epochs': expected an integer, got 'forever'"),
     ],
@@ -196,6 +200,29 @@ def test_the_run_defaults_and_the_built_in_models_pass_the_default_policy() -> N
     assert policy.request_violation(p.DECRYPT, final) is None
     cnn = build_model("cnn", (3, 28, 28), 11)  # the largest MedMNIST task (organ, 11 classes)
     assert policy.request_violation(p.TRAIN, config, sum(w.numel() for w in cnn.parameters())) is None
+
+
+def test_allowed_models_names_import_paths_the_hospital_accepts(tmp_path: Path) -> None:
+    """A model by import path runs only where the policy lists that path; the default policy
+    (the built-in presets) refuses it before the handler runs, and a ResNet-18 also needs a
+    raised max_model_parameters."""
+    net = "examples.tabular_net.TabularNet"
+    settings = RunSettings(model=net, model_args='{"width": 8}')
+    config = {**settings.task_config(), p.ROUND: 1}
+    ctx = hospital_context(tmp_path, tmp_path / "policy.toml")  # no file: the defaults
+    with pytest.raises(PolicyRefusal, match=f"does not include model '{net}'"):
+        app(train_message(config, mlp_weights(32)), ctx)
+    policy = tmp_path / "policy.toml"
+    policy.write_text(f'allowed_models = ["mlp", "{net}"]\n')
+    listed = Policy.load(policy)
+    assert listed.request_violation(p.TRAIN, config, 1714) is None
+    other = {**config, "model": "tests.models.byo_models.SeesEverything"}
+    assert "does not include model 'tests.models.byo_models.SeesEverything'" in listed.request_violation(
+        p.TRAIN, other, 10
+    )
+    resnet = {**config, "model": "resnet18"}
+    assert "max_model_parameters=100000" in Policy().request_violation(p.TRAIN, resnet, 11_182_025)
+    assert Policy(max_model_parameters=12_000_000).request_violation(p.TRAIN, resnet, 11_182_025) is None
 
 
 def test_a_policy_that_allows_per_hospital_plaintext_lets_the_run_ask_for_it() -> None:

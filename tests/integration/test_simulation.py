@@ -29,8 +29,16 @@ WEIGHT_TOLERANCE = 1e-5
 
 
 @pytest.mark.slow
-def test_encrypted_run_matches_plaintext_fedavg() -> None:
-    common = {"num_rounds": 3, "seed": 3, "min_train_nodes": 2, "he_preset": "precise"}
+@pytest.mark.parametrize(
+    "model",
+    [
+        {},  # the default preset, mlp
+        {"model": "examples.tabular_net.TabularNet", "model_args": '{"blocks": 1, "width": 16}'},
+    ],
+    ids=["mlp", "tabular_net-by-import-path"],
+)
+def test_encrypted_run_matches_plaintext_fedavg(model: dict) -> None:
+    common = {"num_rounds": 3, "seed": 3, "min_train_nodes": 2, "he_preset": "precise", **model}
     encrypted = simulate(RunSettings(strategy="encrypted_fedavg", threshold=2, **common), hospital.app, 3)
     plain = simulate(RunSettings(strategy="fedavg", **common), hospital.app, 3)
     diff = max(float(np.max(np.abs(a - b))) for a, b in zip(encrypted.weights, plain.weights, strict=True))

@@ -107,7 +107,7 @@ def test_invalid_sizes_are_rejected(make) -> None:
 
 
 def test_build_model_by_name() -> None:
-    assert MODEL_NAMES == ("logreg", "mlp", "cnn")
+    assert MODEL_NAMES == ("logreg", "mlp", "cnn", "resnet18")
     assert isinstance(build_model("logreg", 30, 2), LogisticRegression)
     mlp = build_model("mlp", 30, 3, hidden=(8,), dropout=0.1)
     assert isinstance(mlp, MLP)

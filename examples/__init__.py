@@ -1,0 +1,1 @@
+"""Examples shipped inside the app bundle, so a run can name their models by import path."""
