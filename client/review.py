@@ -14,6 +14,7 @@ import difflib
 import re
 import textwrap
 import tomllib
+import unicodedata
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -187,8 +188,17 @@ def model_lines(found: BundleReview) -> list[str]:
     return lines or ["  none named in its settings"]
 
 
+def visible(line: str) -> str:
+    """``line`` with control and format characters written as escapes (``\\u001b``, ``\\u202e``), so a
+    bundle cannot hide a line from the reviewer's terminal (ANSI codes, carriage returns, bidi
+    overrides as in "Trojan Source")."""
+    return "".join(
+        f"\\u{ord(ch):04x}" if ch != "\t" and unicodedata.category(ch) in ("Cc", "Cf") else ch for ch in line
+    )
+
+
 def lines(found: BundleReview) -> list[str]:
-    """The review, in plain words for a hospital reviewer."""
+    """The review, in plain words for a hospital reviewer (every line made ``visible``)."""
     out = [
         f"App bundle: {found.source}",
         f"SHA-256: {found.sha256}",
@@ -226,4 +236,4 @@ def lines(found: BundleReview) -> list[str]:
             out += ["", *file_diff(name, old, new)]
     else:
         out += ["", "No file differs from the installed code."]
-    return out
+    return [visible(line) for line in out]

