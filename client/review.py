@@ -11,6 +11,7 @@ code those settings name. Nothing is installed, imported or run.
 from __future__ import annotations
 
 import difflib
+import io
 import re
 import textwrap
 import tomllib
@@ -20,8 +21,11 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from flwr.common.constant import FAB_MAX_SIZE
+
 from client.approval import FAB_CONFIG, app_files, bundle_of, fab_sha256, installed_root
 
+MAX_UNPACKED_BYTES = 10 * FAB_MAX_SIZE  # app code, unpacked; more is refused before it is read
 MAX_DIFF_LINES = 400  # per file; a reviewer unpacks the bundle (``unzip``) to read more
 IMPORT_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+(:[A-Za-z_]\w*)?$")  # pkg.mod.Class, pkg.mod:obj
 WIDTH = 100  # columns of the wrapped lists
@@ -60,6 +64,18 @@ def _app_section(files: dict[str, bytes], what: str) -> dict:
     return pyproject.get("tool", {}).get("flwr", {}).get("app", {})
 
 
+def _check_unpacked_size(source: Path, content: bytes) -> None:
+    """Refuse a bundle that would unpack to more than ``MAX_UNPACKED_BYTES`` (a zip bomb sent to the
+    reviewer); the sizes are the archive's own, which ``zipfile`` holds each file to."""
+    with zipfile.ZipFile(io.BytesIO(content)) as archive:
+        size = sum(info.file_size for info in archive.infolist())
+    if size > MAX_UNPACKED_BYTES:
+        raise ReviewError(
+            f"{source} would unpack to {size} bytes, more than the {MAX_UNPACKED_BYTES} a review reads "
+            f"(Flower caps a bundle at {FAB_MAX_SIZE} bytes packed)"
+        )
+
+
 def installed_bundle_files(root: Path) -> dict[str, bytes]:
     """The files of the bundle the fedquorum installed at ``root`` makes (what runs here now)."""
     if not (root / FAB_CONFIG).is_file():
@@ -75,7 +91,10 @@ def review(source: Path, root: Path | None = None) -> BundleReview:
     source = source.expanduser()
     try:
         content = bundle_of(source)
+        _check_unpacked_size(source, content)
         files = app_files(content)
+    except ReviewError:
+        raise
     except (zipfile.BadZipFile, zlib.error) as err:
         raise ReviewError(f"{source} is not a readable app bundle (a .fab is a zip archive): {err}") from None
     except ValueError as err:  # Flower's builder: no pyproject.toml, an invalid app configuration
@@ -174,17 +193,20 @@ def config_lines(found: BundleReview) -> list[str]:
 def model_lines(found: BundleReview) -> list[str]:
     """The model code the bundle's settings name: the built-in model, and every import path."""
     lines = []
-    if MODEL_KEY in found.config:
-        lines.append(f"  {MODEL_KEY} = {_value(found.config[MODEL_KEY])}")
     for key, value in found.config.items():
         if isinstance(value, str) and IMPORT_PATH.match(value):
             where = module_file(value, found.files)
-            origin = (
-                "NOT in the bundle: it would have to be installed here already"
-                if where is None
-                else f"{where}, " + ("added by this bundle" if where in found.added else "in the bundle")
-            )
+            if where is None:
+                origin = "NOT in the bundle: it would have to be installed here already"
+            elif where in found.added or where in found.changed:
+                origin = f"{where}, {'added' if where in found.added else 'changed'} by this bundle"
+            else:
+                origin = f"{where}, as installed"
             lines.append(f"  {key} = {value!r}: code from {origin}")
+        elif key == MODEL_KEY:
+            lines.append(
+                f"  {key} = {_value(value)} (a model by name, built by the bundle's models/registry.py)"
+            )
     return lines or ["  none named in its settings"]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -72,6 +73,7 @@ def test_review_names_what_the_bundle_adds_changes_and_drops_with_the_hash_appro
     assert "  model-class = 'client.site_model.WIDTH'   (new: the installed app has no such setting)" in out
     assert f"  model-class = 'client.site_model.WIDTH': code from {ADDED}, added by this bundle\n" in out
     assert "clientapp: 'client.app:app' (same as installed)" in out
+    assert "  model = 'mlp' (a model by name, built by the bundle's models/registry.py)\n" in out
 
     assert digest == fab_sha256(app.read_bytes()) == approved(app, tmp_path / "state")
 
@@ -136,6 +138,23 @@ def test_a_bundle_with_a_damaged_file_is_an_error_naming_the_file(tmp_path: Path
     assert daemon(["review", str(app)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {app} is not a readable app bundle (a .fab is a zip archive): "), err
+
+
+def test_a_bundle_that_would_unpack_beyond_the_cap_is_refused_before_it_is_read(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    import client.review
+
+    files = engineers_files()
+    app = tmp_path / "app.fab"
+    app.write_bytes(build_fab_from_files(files)[0])
+    with zipfile.ZipFile(app) as archive:  # the app's files and Flower's manifest
+        unpacked = sum(info.file_size for info in archive.infolist())
+    monkeypatch.setattr(client.review, "MAX_UNPACKED_BYTES", unpacked - 1)
+    assert daemon(["review", str(app)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {app} would unpack to "), err
+    assert f"more than the {unpacked - 1} a review reads" in err
 
 
 def test_a_huge_diff_is_cut_with_a_note_and_a_binary_file_only_named() -> None:
