@@ -168,6 +168,14 @@ def _value(value: object) -> str:
     return repr(value) if isinstance(value, str) else str(value)
 
 
+def _wrapped(title: str, names: list[str], indent: str = "") -> list[str]:
+    """``title: a, b, c`` (or ``none``) wrapped at ``WIDTH`` columns, never inside a name."""
+    text = f"{title}: {', '.join(names) or 'none'}"
+    return textwrap.wrap(
+        text, WIDTH, initial_indent=indent, subsequent_indent=indent + "  ", break_on_hyphens=False
+    )
+
+
 def config_lines(found: BundleReview) -> list[str]:
     """The run settings the bundle declares, those that differ from the installed ones first."""
     new, old = found.config, found.installed_config
@@ -183,10 +191,7 @@ def config_lines(found: BundleReview) -> list[str]:
     ]
     same = [key for key in new if key in old and new[key] == old[key]]
     if same:
-        text = f"the other {len(same)} setting(s) have the installed defaults: {', '.join(same)}"
-        lines += textwrap.wrap(
-            text, WIDTH, initial_indent="  ", subsequent_indent="    ", break_on_hyphens=False
-        )
+        lines += _wrapped(f"the other {len(same)} setting(s) have the installed defaults", same, "  ")
     return lines or ["  none"]
 
 
@@ -235,10 +240,9 @@ def lines(found: BundleReview) -> list[str]:
         out.append(f"  {role}: {new!r} ({note})")
     out += [
         "",
-        f"Files added ({len(found.added)}): " + (", ".join(found.added) or "none"),
-        f"Files changed ({len(found.changed)}): " + (", ".join(found.changed) or "none"),
-        f"Files removed ({len(found.removed)}, installed but not in the bundle): "
-        + (", ".join(found.removed) or "none"),
+        *_wrapped(f"Files added ({len(found.added)})", list(found.added)),
+        *_wrapped(f"Files changed ({len(found.changed)})", list(found.changed)),
+        *_wrapped(f"Files removed ({len(found.removed)}, installed but not in the bundle)", found.removed),
         f"Files unchanged: {found.unchanged}",
         "",
         "Run settings it declares ([tool.flwr.app.config]; the engineer may still override them per run):",
