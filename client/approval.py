@@ -98,18 +98,23 @@ def approved_hashes(state_dir: Path) -> set[str]:
     return {w[0].lower() for w in words if w}
 
 
-def approve(state_dir: Path, source: Path, note: str = "") -> str:
-    """Record the hash of a ``.fab`` file, or of the FAB ``flwr run`` builds from an app folder."""
-    from flwr.cli.build import build_fab_from_disk  # only the approve command needs the builder
+def bundle_of(source: Path) -> bytes:
+    """The FAB a ``.fab`` file holds, or the one ``flwr build`` and ``flwr run`` build from an app
+    folder (Flower's own builder, so the hash is the one the launcher checks)."""
+    from flwr.cli.build import build_fab_from_disk  # only approve and review need the builder
 
     source = source.expanduser()
     if source.is_dir():
-        content = build_fab_from_disk(source)
-    elif source.is_file():
-        content = source.read_bytes()
-    else:
-        raise FileNotFoundError(f"{source} does not exist (expected a .fab file or an app folder)")
-    digest = fab_sha256(content)
+        return build_fab_from_disk(source)
+    if source.is_file():
+        return source.read_bytes()
+    raise FileNotFoundError(f"{source} does not exist (expected a .fab file or an app folder)")
+
+
+def approve(state_dir: Path, source: Path, note: str = "") -> str:
+    """Record the hash of a ``.fab`` file, or of the FAB ``flwr run`` builds from an app folder."""
+    source = source.expanduser()
+    digest = fab_sha256(bundle_of(source))
     if digest not in approved_hashes(state_dir):
         stamp = datetime.now(UTC).isoformat(timespec="seconds")
         with (state_dir / APPROVALS_FILE).open("a") as f:

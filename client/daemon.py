@@ -9,6 +9,7 @@
     python -m client.daemon keygen --out /etc/fedquorum          # node.key (0600) + node.pub
     python -m client.daemon signing-keygen --out /etc/fedquorum  # signing.key (0600) + signing.pub
     python -m client.daemon --config /etc/fedquorum/daemon.toml  # the same settings from a file
+    python -m client.daemon review app.fab   # what the app changes against the installed code, its hash
     python -m client.daemon approve app.fab --state-dir /var/lib/fedquorum  # run this app too
     python -m client.daemon status --state-dir /var/lib/fedquorum  # what this hospital's files say
 
@@ -52,7 +53,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-from client import approval
+from client import approval, review
 from client import node_check as check
 from client.audit import AUDIT_FILE
 from client.audit_summary import read_entries
@@ -320,6 +321,7 @@ def parser() -> argparse.ArgumentParser:
         description="Check this hospital's settings, then run its Flower SuperNode.",
         epilog="Subcommands: `python -m client.daemon keygen --out DIR` creates node.key/node.pub; "
         "`python -m client.daemon signing-keygen --out DIR` creates signing.key/signing.pub; "
+        "`python -m client.daemon review APP` shows what an app (.fab or folder) changes and its hash; "
         "`python -m client.daemon approve APP --state-dir DIR` approves an app (.fab or folder); "
         "`python -m client.daemon status --state-dir DIR` shows what this hospital's files say.",
     )
@@ -430,6 +432,23 @@ def signing_keygen_main(argv: list[str]) -> int:
     return 0
 
 
+def review_main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m client.daemon review",
+        description="Show what an app (FAB) adds or changes against the fedquorum installed here, "
+        "its SHA-256 and the run settings it declares, before you `approve` it. Changes nothing.",
+    )
+    ap.add_argument("app", type=Path, help="a .fab file, or an app folder (built as `flwr build` builds it)")
+    args = ap.parse_args(argv)
+    try:
+        found = review.review(args.app)
+    except (review.ReviewError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print("\n".join(review.lines(found)))
+    return 0
+
+
 def approve_main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m client.daemon approve",
@@ -520,6 +539,8 @@ def main(argv: list[str] | None = None) -> int:
         return keygen_main(argv[1:])
     if argv and argv[0] == "signing-keygen":
         return signing_keygen_main(argv[1:])
+    if argv and argv[0] == "review":
+        return review_main(argv[1:])
     if argv and argv[0] == "approve":
         return approve_main(argv[1:])
     if argv and argv[0] == "status":

@@ -10,7 +10,6 @@ else is reported with its reason and ends the daemon.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import re
 import signal
@@ -21,6 +20,7 @@ import time
 from collections.abc import Callable
 
 from client import node_check as check
+from he.child_process import die_with_parent
 
 log = logging.getLogger("fedquorum.daemon")
 
@@ -29,15 +29,6 @@ NODE_ID_LINE = re.compile(r"SuperNode ID: (\d+)")  # Flower logs it once the nod
 EXIT_CODE_LINE = re.compile(r"Exit Code: (\d+)")  # Flower's own code, logged as it exits
 BACKOFF_SECONDS = (5.0, 10.0, 20.0, 30.0, 60.0)  # then 60 s each time
 MAX_ACTIVATION_RETRIES = 12  # about 9 minutes: a heartbeat expires well within that
-
-
-def die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """Linux: the SuperNode gets SIGTERM if the daemon dies, even by SIGKILL (as with the exec the
-    daemon did before: no orphaned node holding the hospital's key)."""
-    with contextlib.suppress(Exception):
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 class Relay:

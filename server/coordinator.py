@@ -37,6 +37,7 @@ import time
 import tomllib
 from pathlib import Path
 
+from he.child_process import die_with_parent
 from he.errors import RosterError
 from he.roster import DEFAULT_COMMITTEE_SIZE, DEFAULT_MAX_ATTEMPTS, Roster
 from server import pki
@@ -167,14 +168,6 @@ def _node_id(stdout: str) -> str | None:
     except ValueError:
         return None
     return str(data["node-id"]) if data.get("success") and "node-id" in data else None
-
-
-def pdeathsig() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """Linux: the SuperLink gets SIGTERM if this coordinator process dies."""
-    with contextlib.suppress(Exception):
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 # -- subcommands ------------------------------------------------------------------------------------
@@ -308,7 +301,7 @@ def cmd_superlink(args: argparse.Namespace) -> int:
     write_cli_config(home, address, None if args.insecure else layout.superlink_ca)
     cmd = superlink_command(args, layout)
     log.info("starting: %s", " ".join(cmd))
-    child = subprocess.Popen(cmd, env=flower_env(home), preexec_fn=pdeathsig)
+    child = subprocess.Popen(cmd, env=flower_env(home), preexec_fn=die_with_parent)
 
     def forward(signum, _frame) -> None:
         with contextlib.suppress(ProcessLookupError):

@@ -22,7 +22,8 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from flwr.app import ConfigRecord, Context, Message, Metadata, RecordDict
+from flower_messages import message_for
+from flwr.app import ConfigRecord, Context, Message, RecordDict
 from test_malicious_coordinator import FLOWER_RUN, PARTIES, contributions, decrypt_config
 from test_malicious_coordinator import federation as federation  # the shared set-up fixture
 
@@ -38,7 +39,6 @@ from client.error_boundary import (
 from client.refusals import RefusedRequest
 from client.task import TaskConfig
 from he import protocol as p
-from strategies.messaging import make_content
 
 SEED = 18
 LABELS = ("benign-qz7", "carcinoma-qz7")  # this hospital's label values
@@ -185,18 +185,7 @@ class Mutator:
 
 
 def message_of(message_type: str, config: dict, blobs: dict[str, bytes], arrays) -> Message:
-    metadata = Metadata(
-        run_id=FLOWER_RUN,
-        message_id=f"fuzz-{time.monotonic_ns()}",
-        src_node_id=0,
-        dst_node_id=1,
-        reply_to_message_id="",
-        group_id="",
-        created_at=time.time(),
-        ttl=600.0,
-        message_type=message_type,
-    )
-    return Message(metadata=metadata, content=make_content(config, blobs, arrays))
+    return message_for(message_type, config, blobs=blobs, arrays=arrays, run_id=FLOWER_RUN, dst_node_id=1)
 
 
 def context_of(node_config: dict, state: dict) -> Context:

@@ -11,11 +11,11 @@ plaintext round needs no key set-up.
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 
 import pytest
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, Metadata, RecordDict
+from flower_messages import message_for
+from flwr.app import Context, Message, RecordDict
 
 from client.app import app
 from client.audit import AUDIT_FILE
@@ -76,19 +76,8 @@ class Hospital:
 
     def train(self, run: int, config: dict) -> Message:
         context = self.contexts.setdefault(run, Context(run, 7, self.node_config, RecordDict(), {}))
-        metadata = Metadata(
-            run_id=run,
-            message_id=f"m-{time.monotonic_ns()}",
-            src_node_id=1,
-            dst_node_id=7,
-            reply_to_message_id="",
-            group_id=str(config[p.ROUND]),
-            created_at=time.time(),
-            ttl=600.0,
-            message_type=p.TRAIN,
-        )
-        content = RecordDict({p.CONFIG: ConfigRecord(config), p.ARRAYS: ArrayRecord(WEIGHTS)})
-        return app(Message(metadata=metadata, content=content), context)
+        message = message_for(p.TRAIN, config, arrays=WEIGHTS, run_id=run, group_id=str(config[p.ROUND]))
+        return app(message, context)
 
     def spends(self) -> list[tuple[str, int, float]]:
         return [

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import io
 import json
-import time
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 from deploy_helpers import ROOT
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, Metadata, RecordDict
+from flower_messages import message_for
+from flwr.app import Context, Message, RecordDict
 
 from client.app import app
 from client.approval import app_refusal, approve, fab_sha256, installed_mismatch
@@ -31,18 +31,8 @@ def statistics_message(encrypted: bool) -> Message:
     """The first message of a plaintext (``strategy=fedavg``) run: feature moments in the clear."""
     config = {"dataset": "breast_cancer", p.STATISTICS_PASS: "moments", p.ENCRYPTED: encrypted, p.ROUND: -2}
     config["feature-mean"] = [0.5] * 30  # long vectors are logged as length + digest
-    metadata = Metadata(
-        run_id=18446744073709551557,  # a 64-bit id: jq 1.6 would round it as a number
-        message_id="m-1",
-        src_node_id=1,
-        dst_node_id=7,
-        reply_to_message_id="",
-        group_id="setup",
-        created_at=time.time(),
-        ttl=600.0,
-        message_type=p.STATISTICS,
-    )
-    return Message(metadata=metadata, content=RecordDict({p.CONFIG: ConfigRecord(config)}))
+    # a 64-bit run id: jq 1.6 would round it as a number
+    return message_for(p.STATISTICS, config, run_id=18446744073709551557, group_id="setup")
 
 
 def hospital_context(state: Path, policy: Path) -> Context:
@@ -144,19 +134,7 @@ def test_installed_code_is_accepted_and_a_changed_app_refused(installed_fab: byt
 # -- what a run may ask of the hospital ------------------------------------------------------------------
 def train_message(config: dict, weights: list[np.ndarray]) -> Message:
     """A training round as the coordinator sends it: the run's config and the global model."""
-    metadata = Metadata(
-        run_id=1,
-        message_id="m-train",
-        src_node_id=1,
-        dst_node_id=7,
-        reply_to_message_id="",
-        group_id="1",
-        created_at=time.time(),
-        ttl=600.0,
-        message_type=p.TRAIN,
-    )
-    content = RecordDict({p.CONFIG: ConfigRecord(config), p.ARRAYS: ArrayRecord(weights)})
-    return Message(metadata=metadata, content=content)
+    return message_for(p.TRAIN, config, arrays=weights, group_id="1")
 
 
 def mlp_weights(hidden: int) -> list[np.ndarray]:

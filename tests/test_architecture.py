@@ -1,0 +1,63 @@
+"""The import rules of ``docs/architecture.md``, checked on every module (lazy imports included),
+so the page stays true: hospital code never imports server code and the reverse, ``he/`` stands
+alone, and the one known exception (the strategies' ``server.settings``) does not grow."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("he", "client", "server", "strategies", "models", "privacy", "experiments")
+
+
+def imports_of(package: str) -> dict[str, set[str]]:
+    """Every module a package's files import (absolute imports, at any depth), by file."""
+    found: dict[str, set[str]] = {}
+    for path in sorted((ROOT / package).rglob("*.py")):
+        names: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names.add(node.module)
+        found[path.relative_to(ROOT).as_posix()] = names
+    return found
+
+
+def violations(package: str, forbidden: set[str]) -> list[str]:
+    return sorted(
+        f"{path} imports {name}"
+        for path, names in imports_of(package).items()
+        for name in names
+        if name.split(".")[0] in forbidden
+    )
+
+
+@pytest.mark.parametrize(
+    ("package", "forbidden"),
+    [
+        ("client", {"server", "strategies"}),
+        ("server", {"client"}),
+        ("strategies", {"client"}),
+        ("he", {*PACKAGES} - {"he"} | {"flwr", "torch", "hydra", "omegaconf", "mlflow"}),
+        ("models", {"flwr", "he", "client", "server", "strategies", "experiments"}),
+        ("privacy", {"flwr", "client", "server", "strategies", "experiments"}),
+    ],
+)
+def test_a_package_imports_nothing_its_rules_forbid(package: str, forbidden: set[str]) -> None:
+    assert violations(package, forbidden) == []
+
+
+def test_only_experiments_import_hydra() -> None:
+    for package in set(PACKAGES) - {"experiments"}:
+        assert violations(package, {"hydra", "omegaconf"}) == []
+
+
+def test_the_known_debt_does_not_grow_strategies_import_only_server_settings() -> None:
+    assert violations("strategies", {"server"}) == [
+        "strategies/encrypted_fedavg.py imports server.settings",
+        "strategies/fedavg.py imports server.settings",
+    ]
