@@ -485,7 +485,7 @@ class EncryptedFedAvg(FedAvg):
         sets = self.decryption_sets
         sets.begin()
         label = CiphertextLabel(roster.federation_id, self.setup_transcript.run_id, kind, round_id)
-        available = {k for k in roster.quorum.committee if k in self.party_nodes}
+        available = set(self.setup_transcript.committee)  # K': only they hold dealt shares
         relayed = {f"{p.CONTRIBUTION}-{party}": s for party, s in statements.items()}
         noise_bits = self.ctx.params.decryption_noise_bits(len(roster.quorum.committee), roster.max_attempts)
         what = f"{kind} round {round_id}" if kind == "train" else f"feature statistics {round_id}"
