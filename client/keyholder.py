@@ -7,19 +7,21 @@ coordinator's word is taken for nothing but which request to answer next.
 
 What a hospital refuses (``RefusedRequest``):
 * a set-up whose hellos are not all signed by roster hospitals for this Flower run, omit its own
-  hello, or lack a keyholder (``he.transcript.verify_hellos``);
+  hello, or hold fewer of the roster's keyholders than its set-up minimum
+  (``he.transcript.verify_hellos``). The keyholders present are the run's committee K', computed
+  here from the pinned roster: the secret is dealt to K' only, with the roster's threshold;
 * a second, different encryption under a ``(kind, round)`` it already encrypted (the seeded
   ``c1`` is a nonce: a retry gets the same bytes), or one under a round older than its last;
 * encryption or decryption for a round outside those the flooding was sized for (training
   rounds 1..max_rounds, the statistics passes' three ids): more decryptions than that would
   exceed the statistical-distance budget;
 * as a keyholder, a decryption request whose decryption set T is not a quorum-intersecting
-  subset of the committee, whose contributors U are fewer than the roster's minimum, lack a
-  valid signed contribution (all with one layout: shapes, clip and weight scale), or include
-  a dealer it holds no share from; a second U for a round
-  it already answered; an attempt beyond the roster's ``max_attempts``; and a second share for
-  an attempt (a retry gets the stored share, byte for byte). Each share is stored in the state
-  before it is sent.
+  subset of the run's committee K' (sized against the roster's committee K), whose
+  contributors U are fewer than the roster's minimum, lack a valid signed contribution (all
+  with one layout: shapes, clip and weight scale), or include a dealer it holds no share from;
+  a second U for a round it already answered; an attempt beyond the roster's ``max_attempts``;
+  and a second share for an attempt (a retry gets the stored share, byte for byte). Each share
+  is stored in the state before it is sent.
 * across runs (with a ledger, ``client.ledger``): contributors that signed different release
   keys (what the aggregate discloses: the starting model's hash, or the statistics pass), a
   statistics pass under a round id that is not its own, and a release key this hospital's
@@ -100,7 +102,8 @@ class KeyHolder:
         return hello
 
     def deal(self, hellos: dict[int, bytes]) -> tuple[dict[int, bytes], bytes]:
-        """Verify the set-up, draw this run's ``s_i`` and deal it to the committee, sealed.
+        """Verify the set-up, draw this run's ``s_i`` and deal it to the run's committee K' (the
+        roster's keyholders present, with the roster's threshold), sealed.
 
         Returns the sealed share per keyholder and the signed dealing statement.
         """
@@ -117,11 +120,10 @@ class KeyHolder:
         self.hellos, self._setup = dict(hellos), setup
         secret = keygen.gen_secret(self.ctx)
         self.secrets["secret-key"] = secret.residues.tobytes()
-        quorum = self.roster.quorum
         me = self._channel()
         sealed = {}
         for keyholder, share in keygen.deal_secret_shares(
-            self.ctx, secret, quorum.threshold, list(quorum.committee)
+            self.ctx, secret, self.roster.threshold, list(setup.committee)
         ).items():
             if keyholder == self.party:  # its own share stays here, unsealed
                 self.secrets[f"dealt:{self.party}"] = share.expand(self.ctx).tobytes()
@@ -231,7 +233,7 @@ class KeyHolder:
         if not self.is_keyholder:
             raise RefusedRequest("this hospital is not a keyholder of the roster's committee")
         try:
-            decryption_set = self.roster.quorum.check_decryption_set(keyholders)
+            decryption_set = self.roster.quorum.check_decryption_set(keyholders, self.setup.committee)
         except HEError as err:
             raise RefusedRequest(str(err)) from None
         if self.party not in decryption_set:

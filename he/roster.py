@@ -11,6 +11,11 @@ two decryption sets share at least t_K keyholders, hence at least one honest one
 t_K - 1 collude. That honest keyholder answers for only one contributor set U per round, so a
 coordinator cannot decrypt U and U minus v with two disjoint sets of honest keyholders and
 subtract (which would reveal v's update).
+
+A run's set-up may proceed with the keyholders that are online, K' (a subset of K), when there
+are at least ``Roster.setup_minimum`` of them: by default ``ceil((|K| + t_K)/2)``, the fewest that
+can form a decryption set at all. Decryption sets keep their size relative to the roster's K
+whatever K' a run used, so any two of them, of any two runs, still share t_K keyholders.
 """
 
 from __future__ import annotations
@@ -53,11 +58,23 @@ class Quorum:
         """Fewest keyholders a decryption set may have: ``ceil((|K| + t_K) / 2)``."""
         return math.ceil((len(self.committee) + self.threshold) / 2)
 
-    def check_decryption_set(self, keyholders: list[int] | tuple[int, ...]) -> tuple[int, ...]:
-        """``keyholders`` sorted, or ``RosterError`` if it is not a valid decryption set."""
+    def check_decryption_set(
+        self, keyholders: list[int] | tuple[int, ...], run_committee: tuple[int, ...] | None = None
+    ) -> tuple[int, ...]:
+        """``keyholders`` sorted, or ``RosterError`` if it is not a valid decryption set.
+
+        ``run_committee``: the keyholders of this run's set-up (K'); only they hold dealt shares
+        and channel keys, so a set must lie within it. Its size is still measured against K.
+        """
         chosen = tuple(sorted(keyholders))
         if len(set(chosen)) != len(chosen) or not set(chosen) <= set(self.committee):
             raise RosterError(f"decryption set {list(chosen)} is not a set of committee members")
+        absent = sorted(set(chosen) - set(chosen if run_committee is None else run_committee))
+        if absent:
+            raise RosterError(
+                f"decryption set {list(chosen)} includes keyholders {absent} that took no part in "
+                f"this run's set-up (its committee is {sorted(run_committee)})"
+            )
         if len(chosen) < self.min_decryption_set:
             raise RosterError(
                 f"decryption set of {len(chosen)} keyholders is below the quorum-intersection "
@@ -84,6 +101,7 @@ class Roster:
     min_contributors: int
     preset: str
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    min_setup_keyholders: int = 0  # 0: the quorum's min_decryption_set (see setup_minimum)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hospitals", tuple(self.hospitals))
@@ -107,7 +125,13 @@ class Roster:
             )
         if not 1 <= self.max_attempts <= 16:
             raise RosterError(f"roster: max_attempts must be in [1, 16], got {self.max_attempts}")
-        _ = self.quorum  # validates committee and threshold
+        minimum = self.quorum.min_decryption_set  # also validates committee and threshold
+        if self.min_setup_keyholders and not minimum <= self.min_setup_keyholders <= len(self.committee):
+            raise RosterError(
+                f"roster: min_setup_keyholders must be 0 (the default, ceil((|K| + t_K)/2) = {minimum}) "
+                f"or in [{minimum}, {len(self.committee)}] (fewer could not form a decryption set), "
+                f"got {self.min_setup_keyholders}"
+            )
 
     # -- lookups ---------------------------------------------------------------------------
     @property
@@ -117,6 +141,12 @@ class Roster:
     @property
     def quorum(self) -> Quorum:
         return Quorum(tuple(self.party_of(name) for name in self.committee), self.threshold)
+
+    @property
+    def setup_minimum(self) -> int:
+        """Fewest keyholders a run's set-up may proceed with (``min_setup_keyholders``, by default
+        ``ceil((|K| + t_K)/2)``: a set-up with fewer could never form a decryption set)."""
+        return self.min_setup_keyholders or self.quorum.min_decryption_set
 
     def party_of(self, name: str) -> int:
         for index, hospital in enumerate(self.hospitals, start=1):
@@ -131,6 +161,9 @@ class Roster:
 
     # -- serialization and fingerprint ----------------------------------------------------
     def to_json(self) -> dict:
+        """The canonical fields; ``min_setup_keyholders`` only when set, so that rosters written
+        before it existed keep their fingerprint."""
+        optional = {"min_setup_keyholders": self.min_setup_keyholders} if self.min_setup_keyholders else {}
         return {
             "format": FORMAT,
             "federation_id": self.federation_id,
@@ -140,7 +173,7 @@ class Roster:
             "min_contributors": self.min_contributors,
             "preset": self.preset,
             "max_attempts": self.max_attempts,
-        }
+        } | optional
 
     def to_bytes(self) -> bytes:
         return json.dumps(self.to_json(), sort_keys=True, separators=(",", ":")).encode()
@@ -175,6 +208,9 @@ class Roster:
                 min_contributors=_integer(raw["min_contributors"], "min_contributors", what),
                 preset=str(raw["preset"]),
                 max_attempts=_integer(raw.get("max_attempts", DEFAULT_MAX_ATTEMPTS), "max_attempts", what),
+                min_setup_keyholders=_integer(
+                    raw.get("min_setup_keyholders", 0), "min_setup_keyholders", what
+                ),
             )
         except RosterError:
             raise
@@ -202,9 +238,11 @@ class Roster:
         preset: str = "compact",
         committee_size: int = DEFAULT_COMMITTEE_SIZE,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        min_setup_keyholders: int = 0,
     ) -> Roster:
         """A roster whose committee is every hospital up to ``committee_size``, else the first
-        ``committee_size`` in roster order; ``threshold`` 0 means the whole committee."""
+        ``committee_size`` in roster order; ``threshold`` 0 means the whole committee;
+        ``min_setup_keyholders`` 0 the default set-up minimum (``setup_minimum``)."""
         hospitals = tuple(Hospital(name, key) for name, key in signing_keys.items())
         committee = tuple(h.name for h in hospitals[:committee_size])
         return cls(
@@ -215,6 +253,7 @@ class Roster:
             min_contributors,
             preset,
             max_attempts,
+            min_setup_keyholders,
         )
 
 

@@ -14,9 +14,13 @@ and checked against the pinned roster (``he.roster``), by the hospitals and by t
   key, across runs (``client.keyholder``, ``client.ledger``). Version 3 of the statement
   (label ``contribution-v3``) added the release key: older statements are refused.
 
-The **run id** is the SHA-256 of the federation id and every signed hello, in party order: it
-is fixed once the hospitals have spoken, so the coordinator can neither choose nor grind it, and
-every ``c1`` and mask of the run depends on it.
+The **run id** is the SHA-256 of the roster fingerprint, the run's keyholder committee K' and
+every signed hello, in party order: it is fixed once the hospitals have spoken, so the
+coordinator can neither choose nor grind it, and every ``c1``, mask, dealing and contribution of
+the run depends on it. K' is the roster's keyholders whose hello is in the set-up, computed by
+each hospital from its pinned roster; a coordinator that shows two hospitals different hellos
+(different committees) gives them different run ids, so their dealings and contributions are
+refused by each other's keyholders.
 """
 
 from __future__ import annotations
@@ -71,11 +75,15 @@ def hello_sender(roster: Roster, hello: bytes) -> int:
 
 @dataclass(frozen=True)
 class SetupTranscript:
-    """The verified hellos of one run: who takes part, their channel keys, and the run id."""
+    """The verified hellos of one run: who takes part, their channel keys, the run id, the run's
+    keyholder committee K' (the roster's keyholders that took part) and the roster names of the
+    keyholders that did not."""
 
     run_id: bytes
     parties: tuple[int, ...]
     channel_keys: dict[int, bytes]
+    committee: tuple[int, ...]
+    absent: tuple[str, ...]
 
 
 def verify_hellos(roster: Roster, flower_run: int, hellos: dict[int, bytes]) -> SetupTranscript:
@@ -102,18 +110,38 @@ def verify_hellos(roster: Roster, flower_run: int, hellos: dict[int, bytes]) -> 
         channel_keys[party] = channel_key
     if len(set(channel_keys.values())) != len(channel_keys):
         raise SignatureError("two hellos carry the same channel key")
-    missing = [roster.hospital(k).name for k in roster.quorum.committee if k not in hellos]
-    if missing:
-        raise RosterError(f"set-up lacks the hello of keyholders {missing}; every keyholder must take part")
+    committee = setup_committee(roster, hellos)
+    absent = tuple(roster.hospital(k).name for k in roster.quorum.committee if k not in committee)
     if len(hellos) < roster.min_contributors:
         raise RosterError(
             f"set-up has {len(hellos)} hospitals, fewer than the roster's min_contributors "
             f"{roster.min_contributors}"
         )
-    run = hashlib.sha256(f"fedquorum-run-v2|{roster.fingerprint}|".encode())
+    run = hashlib.sha256(f"fedquorum-run-v3|{roster.fingerprint}|{list(committee)}|".encode())
     for party, hello in sorted(hellos.items()):
         run.update(f"{party}:{digest(hello)}|".encode())
-    return SetupTranscript(run.digest(), tuple(sorted(hellos)), channel_keys)
+    return SetupTranscript(run.digest(), tuple(sorted(hellos)), channel_keys, committee, absent)
+
+
+def setup_committee(roster: Roster, hellos: dict[int, bytes]) -> tuple[int, ...]:
+    """The run's keyholder committee K': the roster's keyholders with a hello in the set-up, or
+    ``RosterError`` naming those missing when fewer than ``roster.setup_minimum`` took part.
+
+    Computed from the pinned roster, never from a number the coordinator sends. The minimum is
+    at least ``ceil((|K| + t_K)/2)``: decryption sets are sized against the roster's K, so a
+    smaller K' could never decrypt, and sizing them against K' instead would let two runs'
+    decryption sets miss each other's honest keyholders (``docs/security.md``, "Set-up with the
+    keyholders that are online").
+    """
+    quorum = roster.quorum
+    committee = tuple(k for k in quorum.committee if k in hellos)
+    if len(committee) < roster.setup_minimum:
+        missing = [roster.hospital(k).name for k in quorum.committee if k not in hellos]
+        raise RosterError(
+            f"set-up has {len(committee)} of the {len(quorum.committee)} keyholders, fewer than the "
+            f"roster's minimum {roster.setup_minimum}; missing keyholders: {', '.join(missing)}"
+        )
+    return committee
 
 
 # -- dealings --------------------------------------------------------------------------------------

@@ -93,6 +93,12 @@ def threshold_tag(settings: RunSettings, quorum: Quorum | None) -> str:
     return f"{quorum.threshold}/{len(quorum.committee)}" if quorum else "unknown"
 
 
+def run_tags(result: FederationResult | None) -> dict[str, str]:
+    """The facts the strategy recorded about the run (``FederationResult.tags``, e.g.
+    ``setup_missing_keyholders``), each cut to MLflow's tag length."""
+    return {key: str(value)[:MAX_TAG] for key, value in (result.tags if result else {}).items()}
+
+
 def model_from_weights(settings: RunSettings, weights: list[np.ndarray]):
     model = build_global_model(settings)
     set_weights(model, weights)
@@ -179,6 +185,7 @@ class MlflowTracker:
                 "failure_reason": reason[:MAX_TAG],
                 "rounds_completed": str(len(result.history) if result else 0),
             }
+            | run_tags(result)
         )
         if result is not None and result.history:
             self.log_result(result, settings, quorum)
@@ -196,6 +203,7 @@ class MlflowTracker:
                 "he_preset": settings.he_preset if settings.encrypted else "none",
                 "threshold": threshold_tag(settings, quorum),
             }
+            | run_tags(result)
         )
         final = {f"final_{k}": v for k, v in finite_metrics(result.final_metrics).items()}
         if final:

@@ -1,8 +1,10 @@
 """Encrypted FedAvg: the server adds ciphertexts and a quorum of keyholders decrypts only the sum.
 
 Set-up (once per run, three query phases, every message signed and checked against the
-roster): signed hellos (``hello``), each hospital deals its per-run secret to the keyholder
-committee (``deal``), each keyholder receives the sealed shares dealt to it (``dealings``).
+roster): signed hellos (``hello``), each hospital deals its per-run secret to the keyholders
+that sent one, the run's committee K' (``deal``), each keyholder receives the sealed shares
+dealt to it (``dealings``). Keyholders without a valid hello are named and left out while K'
+keeps the roster's minimum (``Roster.setup_minimum``); below it the run stops, naming them.
 Each round: ``train`` replies (``c0`` plus a signed digest) are verified and summed as they
 arrive (memory: one aggregate); then ``query.decrypt`` goes to a decryption set T of keyholders,
 which answer with masked shares; the masks cancel only in the sum over T. If a keyholder of T
@@ -84,7 +86,7 @@ def software_of(blob: bytes) -> str:
 
 
 class SetupFailedError(RuntimeError):
-    """Key set-up could not complete (a keyholder is missing, or the roster is contradicted)."""
+    """Key set-up could not complete (too few keyholders online, or the roster is contradicted)."""
 
 
 class EncryptedFedAvg(FedAvg):
@@ -189,11 +191,13 @@ class EncryptedFedAvg(FedAvg):
         self.decryption_sets = DecryptionSets(roster.quorum.min_decryption_set, self.settings.seed)
         hellos = self._collect_hellos(grid)
         try:
-            self.setup_transcript = transcript.verify_hellos(roster, int(grid.run.run_id), hellos)
+            self.setup_transcript = setup = transcript.verify_hellos(roster, int(grid.run.run_id), hellos)
         except HEError as err:
-            if self.hello_refusals.reasons:  # the hospitals' own reasons say more than what is missing
-                raise SetupFailedError(self.hello_refusals.summary("set-up", len(self.node_ids))) from None
+            if self.hello_refusals.reasons:  # the hospitals' own reasons first, then what is missing
+                summary = self.hello_refusals.summary("set-up", len(self.node_ids))
+                raise SetupFailedError(f"{summary}; {err}") from None
             raise SetupFailedError(f"set-up: {err}") from None
+        self._report_absent_keyholders(setup, roster)
         self.node_ids = [self.party_nodes[party] for party in self.setup_transcript.parties]
         self.ctx = self.ctx.bound(self.setup_transcript.run_id)  # frames of this run only
         self.statistics_ctx = self.statistics_ctx.bound(self.setup_transcript.run_id)
@@ -209,7 +213,7 @@ class EncryptedFedAvg(FedAvg):
                     blobs[f"{p.DEALING}-{dealer}"] = blob[p.DEALING]
             return make_content({}, blobs)
 
-        acks = self._phase(grid, p.DEALINGS, roster.quorum.committee, dealings_for)
+        acks = self._phase(grid, p.DEALINGS, setup.committee, dealings_for)
         self.dealers = set(deals)
         for keyholder, blob in acks.items():
             complaints = set(json.loads(blob.get(p.COMPLAINTS, b"[]")))
@@ -222,13 +226,30 @@ class EncryptedFedAvg(FedAvg):
                 )
             self.dealers -= complaints
         log.info(
-            "set-up for %d hospitals (committee %d, threshold %d, roster %s) ready in %.1f s",
-            len(self.setup_transcript.parties),
+            "set-up for %d hospitals (committee %d of %d, threshold %d, roster %s) ready in %.1f s",
+            len(setup.parties),
+            len(setup.committee),
             len(roster.committee),
             roster.threshold,
             roster.short_fingerprint,
             time.perf_counter() - started,
         )
+
+    def _report_absent_keyholders(self, setup: transcript.SetupTranscript, roster: Roster) -> None:
+        """Name, in one log line and the run tag ``setup_missing_keyholders``, the roster's
+        keyholders the set-up proceeds without (no valid hello: offline, or refused)."""
+        if not setup.absent:
+            return
+        missing = ", ".join(setup.absent)
+        log.warning(
+            "set-up proceeds without keyholder(s) %s (no valid hello): %d of %d keyholders take part, "
+            "the roster's minimum is %d",
+            missing,
+            len(setup.committee),
+            len(roster.committee),
+            roster.setup_minimum,
+        )
+        self.run_tags["setup_missing_keyholders"] = missing
 
     def _collect_hellos(self, grid: Grid) -> dict[int, bytes]:
         config = self.task_config()  # holds the preset and the roster fingerprint hospitals compare
@@ -464,7 +485,7 @@ class EncryptedFedAvg(FedAvg):
         sets = self.decryption_sets
         sets.begin()
         label = CiphertextLabel(roster.federation_id, self.setup_transcript.run_id, kind, round_id)
-        available = {k for k in roster.quorum.committee if k in self.party_nodes}
+        available = set(self.setup_transcript.committee)  # K': only they hold dealt shares
         relayed = {f"{p.CONTRIBUTION}-{party}": s for party, s in statements.items()}
         noise_bits = self.ctx.params.decryption_noise_bits(len(roster.quorum.committee), roster.max_attempts)
         what = f"{kind} round {round_id}" if kind == "train" else f"feature statistics {round_id}"

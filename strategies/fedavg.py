@@ -49,6 +49,7 @@ class FederationResult:
     history: list[dict] = field(default_factory=list)
     final_metrics: dict = field(default_factory=dict)
     evaluation: PooledEvaluation | None = None  # the final model on the pooled test set (curves)
+    tags: dict[str, str] = field(default_factory=dict)  # run facts for MLflow tags (``run_tags``)
 
 
 @dataclass
@@ -74,6 +75,7 @@ class FedAvg(Strategy):
         self.final_evaluation: PooledEvaluation | None = None  # set by aggregate_evaluate
         self.resume_from: Checkpoint | None = None  # set by resume()
         self.on_checkpoint: Callable[[Checkpoint], None] | None = None  # after every round
+        self.run_tags: dict[str, str] = {}  # facts of this run for MLflow tags, e.g. set-up's
 
     # -- the round loop ------------------------------------------------------------------------
     def start(
@@ -91,7 +93,9 @@ class FedAvg(Strategy):
             )
         self.setup(grid)
         self.feature_statistics = self.collect_feature_statistics(grid)
-        result = self.result = FederationResult([np.asarray(w, dtype=np.float32) for w in initial_weights])
+        result = self.result = FederationResult(
+            [np.asarray(w, dtype=np.float32) for w in initial_weights], tags=dict(self.run_tags)
+        )
         first_round = self.restore(result)
         failed_in_a_row = 0
         for server_round in range(first_round, self.settings.num_rounds + 1):

@@ -38,16 +38,16 @@ HANDLERS = {
 }
 
 
-def federation_of(directory) -> tuple[RunSettings, Roster]:
+def federation_of(directory, threshold: int = THRESHOLD) -> tuple[RunSettings, Roster]:
     """The run settings and the roster (written to ``directory``) of four simulated hospitals."""
     settings = RunSettings(
         strategy="encrypted_fedavg",
         he_preset="precise",
-        threshold=THRESHOLD,
+        threshold=threshold,
         min_train_nodes=MIN_CONTRIBUTORS,
     )
     roster = write_simulated_federation(
-        directory, HOSPITALS, threshold=THRESHOLD, min_contributors=MIN_CONTRIBUTORS, preset="precise"
+        directory, HOSPITALS, threshold=threshold, min_contributors=MIN_CONTRIBUTORS, preset="precise"
     )
     return settings, roster
 
@@ -66,6 +66,7 @@ class Coordinator:
         self.settings = settings
         self.flower_run = flower_run
         self.after_hello: dict[int, dict] = {}  # each hospital's stored state right after its hello
+        self.complaints: dict[int, list[int]] = {}  # each keyholder's failed dealers, from set_up
         self.config = {
             **settings.task_config(),
             p.PRESET: settings.he_preset,
@@ -111,18 +112,28 @@ class Coordinator:
     def state(self, party: int) -> dict:
         return copy.deepcopy(dict(self.contexts[party].state[hospital.STATE]))
 
-    def set_up(self) -> dict[int, bytes]:
-        """The key set-up (hello, deal, dealings), honestly; returns the signed hellos."""
+    def set_up(self, withheld: dict[int, tuple[int, ...]] | None = None) -> dict[int, bytes]:
+        """The key set-up (hello, deal, dealings); returns the signed hellos. Honest unless
+        ``withheld`` names, by hospital, the hellos left out of the set-up shown to it (a lie
+        about who takes part); each keyholder's failed dealers are then in ``complaints``."""
         hellos = {q: blobs_of(self.send(q, p.HELLO))[p.HELLO_BLOB] for q in PARTIES}
         self.after_hello = {q: self.state(q) for q in PARTIES}
-        relayed_hellos = {f"{p.HELLO_BLOB}-{q}": hello for q, hello in hellos.items()}
-        deals = {q: blobs_of(self.send(q, p.DEAL, blobs=relayed_hellos)) for q in PARTIES}
+        shown = {
+            q: {
+                f"{p.HELLO_BLOB}-{h}": hello
+                for h, hello in hellos.items()
+                if h not in (withheld or {}).get(q, ())
+            }
+            for q in PARTIES
+        }
+        deals = {q: blobs_of(self.send(q, p.DEAL, blobs=shown[q])) for q in PARTIES}
         for k in PARTIES:
             dealers = [d for d in PARTIES if f"{p.SEALED_SHARE_PREFIX}{k}" in deals[d]]  # all but k
             dealt = {f"{p.SEALED_SHARE_PREFIX}{d}": deals[d][f"{p.SEALED_SHARE_PREFIX}{k}"] for d in dealers}
             statements = {f"{p.DEALING}-{d}": deals[d][p.DEALING] for d in dealers}
             complaints = blobs_of(self.send(k, p.DEALINGS, blobs=dealt | statements))[p.COMPLAINTS]
-            assert json.loads(complaints) == []
+            self.complaints[k] = json.loads(complaints)
+        assert withheld or not any(self.complaints.values())
         return hellos
 
     def train_config(self, round_id: int) -> dict:

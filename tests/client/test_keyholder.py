@@ -50,8 +50,9 @@ def holders_for(roster: Roster, directory: Path, flower_run: int) -> dict[int, K
 
 
 def receive_all(holders: dict[int, KeyHolder], roster: Roster, dealings) -> None:
+    """Each keyholder present (in ``holders``) receives what each dealer sealed for it."""
     statements = {d: statement for d, (_, statement) in dealings.items()}
-    for k in roster.quorum.committee:
+    for k in [k for k in roster.quorum.committee if k in holders]:
         sealed = {d: blobs[k] for d, (blobs, _) in dealings.items() if k in blobs}
         assert holders[k].receive_dealings(sealed, statements) == []
 
@@ -101,7 +102,12 @@ def federation(tmp_path_factory) -> Federation:
         preset="precise",
         committee_size=COMMITTEE,
     )
-    holders = holders_for(roster, directory, flower_run=1)
+    return set_up(directory, roster, flower_run=1)
+
+
+def set_up(directory: Path, roster: Roster, flower_run: int, offline: tuple[int, ...] = ()) -> Federation:
+    """An honest set-up and round-1 encryption of the roster's hospitals but ``offline``."""
+    holders = {p: h for p, h in holders_for(roster, directory, flower_run).items() if p not in offline}
     hellos = {p: h.hello() for p, h in holders.items()}
     after_hello = states(holders)
     dealings = {p: h.deal(hellos) for p, h in holders.items()}
@@ -250,7 +256,12 @@ def forged_hellos(federation: Federation) -> dict[str, tuple[dict[int, bytes], s
         "from another Flower run": (hellos | {2: other_run}, "Flower run 2"),
         "own hello omitted": ({p: h for p, h in hellos.items() if p != 1}, "omits or alters"),
         "own hello altered": (hellos | {1: rewritten(hellos[1], contribution="00" * 32)}, "omits or alters"),
-        "a keyholder missing": (without, "lacks the hello of keyholders"),
+        "too few keyholders": (
+            {p: h for p, h in without.items() if p != 4},
+            "set-up has 3 of the 5 keyholders, fewer than the roster's minimum 4; "
+            "missing keyholders: hospital-3, hospital-4",
+        ),
+        "a hospital outside the roster": (hellos | {7: hellos[6]}, r"party 7 is not in \[1, 6\]"),
     }
 
 
@@ -263,7 +274,8 @@ def forged_hellos(federation: Federation) -> dict[str, tuple[dict[int, bytes], s
         "from another Flower run",
         "own hello omitted",
         "own hello altered",
-        "a keyholder missing",
+        "too few keyholders",
+        "a hospital outside the roster",
     ],
 )
 def test_forged_set_up_refused(federation, attack):
@@ -278,6 +290,29 @@ def test_a_hospital_outside_the_committee_may_be_absent(federation):
     hellos = {p: h for p, h in federation.hellos.items() if p != 6}
     sealed, _ = federation.holder(1, "after_hello").deal(hellos)
     assert sorted(sealed) == [2, 3, 4, 5]
+
+
+def test_a_keyholder_offline_at_set_up_is_left_out_and_the_others_decrypt(federation):
+    """Keyholder 5 is offline at set-up: K' = {1, 2, 3, 4} meets the minimum ceil((5 + 3)/2) = 4.
+    Every dealer deals to K' only, with the roster's threshold; T = K' decrypts the exact sum;
+    a set naming keyholder 5, or one of three (sized against K, not K'), is refused."""
+    run = set_up(federation.directory, federation.roster, flower_run=7, offline=(5,))
+    for dealer, (sealed, _) in run.dealings.items():
+        assert sorted(sealed) == [k for k in (1, 2, 3, 4) if k != dealer]
+    holders = run.holders()
+    assert {(h.setup.committee, h.setup.absent) for h in holders.values()} == {
+        ((1, 2, 3, 4), ("hospital-5",))
+    }
+    contributors = [1, 2, 3, 4, 6]
+    fields, (_, examples) = decrypt(run, holders, 1, 1, [1, 2, 3, 4], contributors)
+    assert np.array_equal(fields, expected_fields(holders[1].ctx, run.updates, contributors))
+    assert examples == pytest.approx(sum(run.updates[p][1] for p in contributors), rel=1e-12)
+    for keyholders, refusal in (
+        ([1, 2, 3, 5], r"includes keyholders \[5\] that took no part"),
+        ([1, 2, 3], "below"),
+    ):
+        with pytest.raises(RefusedRequest, match=refusal):
+            run.holder(1).partial_decrypt("train", 1, 2, keyholders, run.contributors(*contributors))
 
 
 def tampered(blob: bytes) -> bytes:

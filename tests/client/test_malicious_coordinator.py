@@ -203,3 +203,23 @@ def test_a_decryption_request_is_answered_once_and_a_changed_one_refused(federat
     assert blobs_of(server.send(2, p.DECRYPT, *request))[p.DECRYPTION_SHARE] == first  # a resend
     with pytest.raises(RefusedRequest):  # the same attempt with another contributor set
         server.send(2, p.DECRYPT, decrypt_config(attempt=2), contributions(replies, (1, 2, 3)))
+
+
+def test_a_smaller_committee_shown_to_one_hospital_splits_it_from_the_run(tmp_path):
+    """2-of-4: a set-up may proceed with 3 keyholders. The coordinator shows hospital 1 the
+    set-up without hospital 4's hello (committee {1, 2, 3}) and the others all four hellos
+    (committee {1, 2, 3, 4}). The committee and the hellos make the run id, so the two views are
+    two runs: hospital 1 deals to 2 and 3 only, every keyholder names the dealers of the other view,
+    and none decrypts an aggregate that mixes the views."""
+    settings, roster = federation_of(tmp_path, threshold=2)
+    server = Coordinator(tmp_path, settings, roster, FLOWER_RUN)
+    server.set_up(withheld={1: (4,)})
+    holders = {q: hospital.load_keyholder(server.contexts[q]) for q in PARTIES}
+    assert holders[1].setup.committee == (1, 2, 3) and holders[2].setup.committee == (1, 2, 3, 4)
+    assert holders[1].run_id != holders[2].run_id
+    assert server.complaints == {1: [2, 3], 2: [1], 3: [1], 4: [1]}
+    replies = server.train(1, initial_weights(settings))
+    with pytest.raises(RefusedRequest, match=r"contributors \[1\] dealt no valid share"):
+        server.send(2, p.DECRYPT, decrypt_config((1, 2, 3)), contributions(replies, (1, 2, 3)))
+    with pytest.raises(RefusedRequest, match=r"contributors \[2, 3\] dealt no valid share"):
+        server.send(1, p.DECRYPT, decrypt_config((1, 2, 3)), contributions(replies, (1, 2, 3)))

@@ -26,7 +26,8 @@ REASON = "round 2: 2 decryption shares, 3 needed; stopping the run"
 
 
 class StoppingStrategy:
-    """Round 1 goes through without hospital-3; round 2 fails as an n-of-n round does."""
+    """Set-up goes on without keyholder hospital-4; round 1 goes through without hospital-3;
+    round 2 fails as an n-of-n round does."""
 
     def __init__(self) -> None:
         self.result: FederationResult | None = None
@@ -37,7 +38,9 @@ class StoppingStrategy:
 
     def start(self, grid, weights, on_round) -> FederationResult:
         metrics = {"eval_loss": 0.5, "contributors": 2, "missing_hospitals": 1, "missing": "hospital-3"}
-        self.result = FederationResult(weights, history=[{"round": 1, **metrics}])
+        self.result = FederationResult(
+            weights, history=[{"round": 1, **metrics}], tags={"setup_missing_keyholders": "hospital-4"}
+        )
         on_round(1, metrics)
         raise RoundFailedError(REASON)
 
@@ -60,6 +63,7 @@ def test_a_stopped_run_keeps_config_metrics_model_and_reason(
     assert run.data.tags["failure_reason"] == f"RoundFailedError: {REASON}"
     assert run.data.tags["rounds_completed"] == "1"
     assert run.data.tags["missing_hospitals"] == "round 1: hospital-3"
+    assert run.data.tags["setup_missing_keyholders"] == "hospital-4"
     assert run.data.tags["flower_run_id"] == "18446744073709551557"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"final_weights.npz", "learning_curve.png"} <= artifacts  # the last good model

@@ -85,6 +85,7 @@ def test_fingerprint_is_stable_and_canonical(roster, keys):
         {"preset": "precise"},
         {"max_attempts": 4},
         {"committee": ["alpha", "beta", "delta"]},
+        {"min_setup_keyholders": 3},
     ],
     ids=lambda c: next(iter(c)),
 )
@@ -194,6 +195,26 @@ def test_max_attempts_out_of_range_refused(keys, attempts):
         build(keys, max_attempts=attempts)
 
 
+def test_the_set_up_minimum_defaults_to_the_quorum_bound_and_keeps_old_fingerprints(roster, keys):
+    """2-of-3: a set-up needs ceil((3 + 2)/2) = 3 keyholders; a roster that does not set the
+    field serializes without it, so a roster pinned before it existed keeps its fingerprint."""
+    assert roster.min_setup_keyholders == 0 and roster.setup_minimum == 3
+    assert "min_setup_keyholders" not in roster.to_json()
+    larger = build(keys, committee=tuple(NAMES), threshold=2, min_setup_keyholders=5)
+    assert larger.quorum.min_decryption_set == 4 and larger.setup_minimum == 5
+    assert Roster.from_bytes(larger.to_bytes()) == larger
+
+
+@pytest.mark.parametrize("minimum", [-1, 1, 3, 6])
+def test_min_setup_keyholders_out_of_range_refused(keys, minimum):
+    """A 2-of-5 committee: a decryption set needs 4, so a set-up minimum below 4 (or above the
+    committee) is refused; 0 means the default."""
+    with pytest.raises(
+        RosterError, match=rf"min_setup_keyholders must be 0 .* = 4\) or in \[4, 5\] .* got {minimum}"
+    ):
+        build(keys, committee=tuple(NAMES), threshold=2, min_setup_keyholders=minimum)
+
+
 @pytest.mark.parametrize("federation", ["", "x" * 201])
 def test_bad_federation_id_refused(keys, federation):
     with pytest.raises(RosterError, match="federation_id must be a non-empty string of at most 200"):
@@ -238,6 +259,7 @@ def test_unreadable_roster_refused(data, message):
         ("threshold", None),
         ("min_contributors", "3"),
         ("max_attempts", 3.5),
+        ("min_setup_keyholders", "3"),
     ],
 )
 def test_non_integer_numbers_refused(roster, field, value):
@@ -324,6 +346,18 @@ def test_check_decryption_set_accepts_and_sorts():
 def test_check_decryption_set_refusals(chosen, message):
     with pytest.raises(RosterError, match=message):
         Quorum((2, 4, 6, 8, 10), 3).check_decryption_set(chosen)
+
+
+def test_a_decryption_set_lies_within_the_runs_committee_and_is_sized_by_the_rosters():
+    """K = {2, 4, 6, 8, 10}, t = 3: sets need 4 members whatever the run's committee K' is."""
+    quorum = Quorum((2, 4, 6, 8, 10), 3)
+    assert quorum.check_decryption_set([8, 2, 4, 6], run_committee=(2, 4, 6, 8)) == (2, 4, 6, 8)
+    with pytest.raises(
+        RosterError, match=r"includes keyholders \[10\] that took no part in this run's set-up"
+    ):
+        quorum.check_decryption_set([2, 4, 6, 10], run_committee=(2, 4, 6, 8))
+    with pytest.raises(RosterError, match=r"3 keyholders is below the quorum-intersection minimum"):
+        quorum.check_decryption_set([2, 4, 6], run_committee=(2, 4, 6))
 
 
 @pytest.mark.parametrize(

@@ -143,9 +143,54 @@ def test_hello_for_another_roster_or_federation_refused(signers, roster, hellos)
 
 
 def test_missing_keyholder_refused(roster, hellos):
+    """2-of-3: a decryption set needs all three keyholders, so the set-up does too."""
     without_gamma = {k: v for k, v in hellos.items() if k != 3}
-    with pytest.raises(RosterError, match=r"lacks the hello of keyholders \['gamma'\]"):
+    with pytest.raises(
+        RosterError,
+        match="set-up has 2 of the 3 keyholders, fewer than the roster's minimum 3; "
+        "missing keyholders: gamma",
+    ):
         transcript.verify_hellos(roster, FLOWER_RUN, without_gamma)
+
+
+@pytest.fixture(scope="module")
+def two_of_four(signers) -> tuple[Roster, dict[int, bytes]]:
+    """Committee alpha..delta (parties 1-4), t = 2: a decryption set, and a set-up, needs 3."""
+    keys = {name: key.public_bytes() for name, key in signers.items()}
+    roster = Roster.create("fed-1", keys, threshold=2, min_contributors=2, committee_size=4)
+    return roster, {party: hello(signers, roster, party) for party in range(1, 6)}
+
+
+def test_set_up_proceeds_with_the_keyholders_online_and_names_the_absent(two_of_four):
+    roster, hellos = two_of_four
+    full = transcript.verify_hellos(roster, FLOWER_RUN, hellos)
+    assert full.committee == (1, 2, 3, 4) and full.absent == ()
+    without_beta = transcript.verify_hellos(roster, FLOWER_RUN, {k: hellos[k] for k in (1, 3, 4, 5)})
+    assert without_beta.committee == (1, 3, 4)  # K' from the roster: epsilon is no keyholder
+    assert without_beta.absent == ("beta",)
+    assert without_beta.parties == (1, 3, 4, 5)
+    assert without_beta.run_id != full.run_id
+
+
+def test_set_up_below_the_minimum_names_who_is_missing_and_the_minimum(two_of_four):
+    roster, hellos = two_of_four
+    with pytest.raises(
+        RosterError,
+        match="set-up has 2 of the 4 keyholders, fewer than the roster's minimum 3; "
+        "missing keyholders: beta, delta",
+    ):
+        transcript.verify_hellos(roster, FLOWER_RUN, {k: hellos[k] for k in (1, 3, 5)})
+
+
+def test_a_larger_roster_minimum_is_kept(signers):
+    keys = {name: key.public_bytes() for name, key in signers.items()}
+    roster = Roster.create(
+        "fed-1", keys, threshold=2, min_contributors=2, committee_size=4, min_setup_keyholders=4
+    )
+    hellos = {party: hello(signers, roster, party) for party in range(1, 6)}
+    assert transcript.verify_hellos(roster, FLOWER_RUN, hellos).committee == (1, 2, 3, 4)
+    with pytest.raises(RosterError, match="3 of the 4 keyholders, fewer than the roster's minimum 4"):
+        transcript.verify_hellos(roster, FLOWER_RUN, {k: hellos[k] for k in (1, 2, 3, 5)})
 
 
 def test_fewer_hospitals_than_min_contributors_refused(signers, hellos):

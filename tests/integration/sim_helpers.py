@@ -34,8 +34,11 @@ def simulate(settings: RunSettings, client_app: ClientApp, num_hospitals: int) -
     return results[0]
 
 
-def stopped_runs(settings: RunSettings, num_hospitals: int) -> list[RunStoppedError]:
-    """Run a federation of real hospitals that is expected to stop early: the errors it stopped with."""
+def stopped_runs(
+    settings: RunSettings, num_hospitals: int, client_app: ClientApp = hospital.app
+) -> list[RunStoppedError]:
+    """Run a federation (of real hospitals, unless ``client_app`` says otherwise) that is expected
+    to stop early: the errors it stopped with."""
     errors: list[RunStoppedError] = []
     app = ServerApp()
 
@@ -46,7 +49,7 @@ def stopped_runs(settings: RunSettings, num_hospitals: int) -> list[RunStoppedEr
         except RunStoppedError as err:
             errors.append(err)
 
-    run_simulation(app, hospital.app, num_supernodes=num_hospitals, backend_config=BACKEND)
+    run_simulation(app, client_app, num_supernodes=num_hospitals, backend_config=BACKEND)
     return errors
 
 
@@ -142,6 +145,25 @@ def unreliable_hospitals(
         return reply
 
     return hospital_app({"train": train, "query.decrypt": decrypt})
+
+
+def offline_at_set_up(offline: set[int], decrypted_by: Path | None = None) -> ClientApp:
+    """The hospital ClientApp, except that the hospitals of partitions ``offline`` fail their
+    hello (no valid hello: the set-up goes on without them, or stops); with ``decrypted_by``,
+    each partition asked to decrypt appends its number to that file."""
+
+    def hello(message: Message, context: Context) -> Message:
+        if partition(context) in offline:
+            raise RuntimeError("simulated hospital offline at set-up")
+        return hospital.hello(message, context)
+
+    def decrypt(message: Message, context: Context) -> Message:
+        if decrypted_by is not None:
+            with decrypted_by.open("a") as out:
+                out.write(f"{partition(context)}\n")
+        return hospital.decrypt(message, context)
+
+    return hospital_app({"query.hello": hello, "query.decrypt": decrypt})
 
 
 def field_position(ctx, ciphertexts: int, field: int) -> tuple[int, int, int, int]:

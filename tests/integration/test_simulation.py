@@ -11,8 +11,10 @@ from flwr.app import ArrayRecord
 from sim_helpers import (
     asked_to_decrypt,
     hospital_app,
+    offline_at_set_up,
     partition,
     simulate,
+    stopped_runs,
     unreliable_hospitals,
     write_hospital_tables,
 )
@@ -176,3 +178,35 @@ def test_a_contribution_signed_for_another_starting_model_is_left_out_not_fatal(
     assert all("round_skipped" not in h for h in result.history)
     rejected = [r.getMessage() for r in caplog.records if "signed for release" in r.getMessage()]
     assert len(rejected) == 2 and all("update of hospital-1 rejected" in m for m in rejected)
+
+
+def test_set_up_goes_on_without_an_offline_keyholder_and_every_round_decrypts(tmp_path, caplog) -> None:
+    """2-of-4: hospital-4 gives no hello. The run's committee is the other three, which is the
+    roster's minimum ceil((4+2)/2) = 3: the set-up names hospital-4 in one line and in the run's
+    tags, and every decryption goes to the three online keyholders only, on its first attempt."""
+    decrypted_by = tmp_path / "decrypted-by"
+    settings = RunSettings(strategy="encrypted_fedavg", threshold=2, num_rounds=2, min_train_nodes=2)
+    with caplog.at_level(logging.WARNING, logger="strategies"):
+        result = simulate(settings, offline_at_set_up({3}, decrypted_by), 4)
+    named = [r.getMessage() for r in caplog.records if "set-up proceeds without" in r.getMessage()]
+    assert named == [
+        "set-up proceeds without keyholder(s) hospital-4 (no valid hello): 3 of 4 keyholders take part, "
+        "the roster's minimum is 3"
+    ]
+    assert result.tags == {"setup_missing_keyholders": "hospital-4"}
+    assert [(h["contributors"], h["decryption_attempts"]) for h in result.history] == [(3, 1), (3, 1)]
+    assert set(decrypted_by.read_text().split()) == {"0", "1", "2"}
+    assert result.final_metrics["eval_accuracy"] > 0.5
+
+
+def test_set_up_with_too_few_keyholders_online_stops_naming_them_and_the_minimum() -> None:
+    """2-of-4 with hospital-3 and hospital-4 giving no hello: two keyholders are below the
+    roster's minimum of 3, so the run stops in one line naming them, after their own reasons."""
+    settings = RunSettings(strategy="encrypted_fedavg", threshold=2, num_rounds=1, min_train_nodes=2)
+    errors = stopped_runs(settings, 4, offline_at_set_up({2, 3}))
+    assert len(errors) == 1
+    assert str(errors[0]).startswith("SetupFailedError: set-up failed: 2 of 4 hospitals refused: ")
+    assert str(errors[0]).endswith(
+        "; set-up has 2 of the 4 keyholders, fewer than the roster's minimum 3; "
+        "missing keyholders: hospital-3, hospital-4"
+    )
