@@ -61,7 +61,13 @@ def _app_section(files: dict[str, bytes], what: str) -> dict:
         raise ReviewError(f"{what} has no {FAB_CONFIG} (expected a Flower app bundle)") from None
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
         raise ReviewError(f"{what}: {FAB_CONFIG} cannot be read as TOML: {err}") from None
-    return pyproject.get("tool", {}).get("flwr", {}).get("app", {})
+    return _table(_table(_table(pyproject, "tool"), "flwr"), "app")
+
+
+def _table(table: dict, key: str) -> dict:
+    """``table[key]`` if it is a table, else empty: a bundle's TOML is not trusted to be well formed."""
+    value = table.get(key)
+    return value if isinstance(value, dict) else {}
 
 
 def _check_unpacked_size(source: Path, content: bytes) -> None:
@@ -115,11 +121,11 @@ def review(source: Path, root: Path | None = None) -> BundleReview:
         removed=sorted(installed.keys() - files.keys()),
         unchanged=len(common) - len(changed),
         components={
-            role: (installed_app.get("components", {}).get(role), bundle_app.get("components", {}).get(role))
+            role: (_table(installed_app, "components").get(role), _table(bundle_app, "components").get(role))
             for role in ("clientapp", "serverapp")
         },
-        config=dict(bundle_app.get("config", {})),
-        installed_config=dict(installed_app.get("config", {})),
+        config=_table(bundle_app, "config"),
+        installed_config=_table(installed_app, "config"),
         files=frozenset(files),
     )
 

@@ -129,6 +129,27 @@ def test_a_missing_or_corrupt_bundle_is_an_error_naming_it(
     assert capsys.readouterr().err == f"error: {app} {expected}\n"
 
 
+def hand_made_fab(path: Path, pyproject: bytes) -> Path:
+    """A zip no builder checked: the installed app's files with this ``pyproject.toml``."""
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in {**app_files(bundle_of(ROOT)), "pyproject.toml": pyproject}.items():
+            archive.writestr(name, data)
+    return path
+
+
+def test_a_pyproject_that_is_not_toml_is_an_error_naming_it(tmp_path: Path, capsys) -> None:
+    app = hand_made_fab(tmp_path / "app.fab", b"[tool.flwr.app\n")
+    assert daemon(["review", str(app)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {app}: pyproject.toml cannot be read as TOML: ")
+
+
+def test_a_pyproject_of_the_wrong_shape_is_reviewed_as_declaring_nothing(tmp_path: Path, capsys) -> None:
+    app = hand_made_fab(tmp_path / "app.fab", b'[tool]\nflwr = "not a table"\n')
+    out, _ = reviewed(app, capsys)
+    assert "clientapp: None (CHANGED: the installed app starts 'client.app:app')" in out
+    assert "num-rounds: no longer declared   (installed: 3)" in out
+
+
 def test_a_bundle_with_a_damaged_file_is_an_error_naming_the_file(tmp_path: Path, capsys) -> None:
     fab = bytearray(build_fab_from_files(engineers_files())[0])
     start = fab.index(b"pyproject.toml") + 200  # inside its compressed bytes
