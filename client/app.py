@@ -14,7 +14,7 @@ import logging
 import time
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 
 from client.audit import OWN_METRICS, STATE_DIR_KEY, audit_mod
 from client.error_boundary import HospitalClientApp, error_boundary_mod
@@ -24,6 +24,7 @@ from client.ledger import ReleaseLedger
 from client.policy import policy_mod
 from client.privacy_budget import charge_round, distributed_spend, record_spend
 from client.refusals import RefusedRequest
+from common.records import blob_array, blobs_of
 from he import protocol as p
 from he.transcript import model_release, statistics_release
 from models.pooled_metrics import DEFAULT_BINS
@@ -48,13 +49,6 @@ app = HospitalClientApp(mods=[audit_mod, error_boundary_mod, policy_mod])
 
 
 # -- record helpers ------------------------------------------------------------------------------
-def blob_array(data: bytes) -> Array:
-    return Array(dtype="uint8", shape=(len(data),), stype="raw-bytes", data=data)
-
-
-def blobs_of(message: Message) -> dict[str, bytes]:
-    record = message.content.array_records.get(p.BLOBS)
-    return {} if record is None else {name: bytes(array.data) for name, array in record.items()}
 
 
 def reply(

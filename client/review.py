@@ -29,7 +29,7 @@ MAX_UNPACKED_BYTES = 10 * FAB_MAX_SIZE  # app code, unpacked; more is refused be
 MAX_DIFF_LINES = 400  # per file; a reviewer unpacks the bundle (``unzip``) to read more
 IMPORT_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+(:[A-Za-z_]\w*)?$")  # pkg.mod.Class, pkg.mod:obj
 WIDTH = 100  # columns of the wrapped lists
-MODEL_KEY = "model"  # the run setting that names a built-in model (``server.settings.RunSettings``)
+MODEL_KEY = "model"  # the run setting that names a built-in model (``common.settings.RunSettings``)
 
 
 class ReviewError(ValueError):

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 
 from client import node_check as check
-from he.child_process import die_with_parent
+from common.child_process import die_with_parent
 
 log = logging.getLogger("fedquorum.daemon")
 

@@ -125,8 +125,8 @@ def scenario_settings(scenario: DictConfig, cfg: DictConfig, data_dir: Path) -> 
 
 
 def parameter_count(settings: dict) -> int:
+    from common.settings import RunSettings
     from server.app import initial_weights
-    from server.settings import RunSettings
 
     return sum(int(w.size) for w in initial_weights(RunSettings(**settings)))
 

@@ -51,10 +51,10 @@ from flwr.serverapp import Grid, ServerApp
 
 from client import task as local
 from client.data import feature_moments, mean_std_from_moments
+from common.settings import RunSettings
 from experiments._simulate import BACKEND, log_file, quiet_output, run_one
 from models.training import get_weights, set_weights, train
 from server.app import initial_weights
-from server.settings import RunSettings
 from strategies.fedavg import wait_for_nodes, weighted_client_metrics
 
 OUR_ARMS = {  # arm -> (strategy, HE preset) of RunSettings

@@ -34,8 +34,8 @@ import time
 
 import numpy as np
 
+from common.settings import RunSettings
 from experiments._simulate import Run, ensure_preset, log_file, progress, simulate_many, variant_name
-from server.settings import RunSettings
 
 TARGET_POINTS = 0.5
 

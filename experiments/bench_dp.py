@@ -49,10 +49,10 @@ from pathlib import Path
 import numpy as np
 
 from client.task import TaskConfig, load_hospital_data
+from common.settings import RunSettings
 from experiments._simulate import Run, log_file, progress, simulate_many
 from privacy.config import RecordDpConfig
 from privacy.dpsgd import DpSgdPlan, noise_multiplier_for, sampling
-from server.settings import RunSettings
 
 DELTA = 1e-5
 

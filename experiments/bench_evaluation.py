@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from common.settings import RunSettings
 from experiments._simulate import log_file, progress, simulate_many
-from server.settings import RunSettings
 
 PREVALENCE = (0.93, 0.6, 0.25, 0.05)  # share of malignant tumours at each site
 SITE_ROWS = 110  # 4 sites x 110 rows at these prevalences fit the 212 malignant, 357 benign cases

@@ -25,8 +25,8 @@ import statistics
 import sys
 import time
 
+from common.settings import RunSettings
 from experiments._simulate import Run, ensure_preset, log_file, progress, simulate_many
-from server.settings import RunSettings
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -36,11 +36,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from common.settings import RunSettings
 from he.errors import RosterError
 from he.params import preset
 from he.roster import DEFAULT_COMMITTEE_SIZE, DEFAULT_MAX_ATTEMPTS, Quorum
 from models.registry import IMAGE_MODELS, MODEL_NAMES
-from server.settings import RunSettings
 
 os.environ.setdefault("FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION", "1")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")

@@ -14,10 +14,10 @@ import numpy as np
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
+from common.settings import RunSettings
 from he.roster import Quorum
 from models.training import get_weights
 from server.model import initial_model
-from server.settings import RunSettings
 from strategies.checkpoint import Checkpoint
 from strategies.encrypted_fedavg import EncryptedFedAvg, SetupFailedError
 from strategies.fedavg import FedAvg, FederationResult, RoundFailedError

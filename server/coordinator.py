@@ -37,7 +37,7 @@ import time
 import tomllib
 from pathlib import Path
 
-from he.child_process import die_with_parent
+from common.child_process import die_with_parent
 from he.errors import RosterError
 from he.roster import DEFAULT_COMMITTEE_SIZE, DEFAULT_MAX_ATTEMPTS, Roster
 from server import pki

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from common.settings import RunSettings
 from models.compat import model_values
 from models.pretrained import load_pretrained
 from models.registry import build_model, model_class_path, model_kwargs
-from server.settings import RunSettings
 
 IMAGE_DATASETS = ("npz",)  # datasets whose examples are (C, H, W) images
 

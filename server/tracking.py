@@ -16,11 +16,11 @@ import mlflow
 import mlflow.pytorch
 import numpy as np
 
+from common.settings import RunSettings
 from he.roster import Quorum
 from models.training import set_weights
 from server.evaluation_plots import confusion_table, save_calibration_curve, save_roc_curve
 from server.model import build_global_model, input_example, model_summary
-from server.settings import RunSettings
 from strategies.checkpoint import Checkpoint
 from strategies.fedavg import FederationResult
 

@@ -29,6 +29,8 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 
+from common.records import blobs_of
+from common.settings import RunSettings
 from he import protocol as p
 from he import transcript
 from he.ciphertext import CiphertextLabel, CiphertextSum, EncryptedUpdate
@@ -39,13 +41,11 @@ from he.errors import HEError
 from he.params import preset
 from he.roster import Roster, write_simulated_federation
 from privacy.mechanism import plan_from_config
-from server.settings import RunSettings
 from strategies import plausibility
 from strategies.decryption_sets import DecryptionSets
 from strategies.fedavg import FedAvg, FederationResult, RoundFailedError
 from strategies.messaging import (
     Refusals,
-    blobs_of,
     content_bytes,
     make_content,
     metrics_of,

@@ -17,10 +17,10 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
+from common.settings import RunSettings
 from he import protocol as p
 from models.pooled_metrics import EvaluationLayout, PooledEvaluation, add_sums
 from privacy.mechanism import plan_from_config
-from server.settings import RunSettings
 from strategies.checkpoint import Checkpoint
 from strategies.messaging import (
     Refusals,

@@ -8,17 +8,14 @@ import time
 from collections.abc import Iterator
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
+from common.records import blob_array
 from he import protocol as p
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 0.05
-
-
-def blob_array(data: bytes) -> Array:
-    return Array(dtype="uint8", shape=(len(data),), stype="raw-bytes", data=data)
 
 
 def make_content(
@@ -30,11 +27,6 @@ def make_content(
     if arrays is not None:
         content[p.ARRAYS] = ArrayRecord([np.asarray(a) for a in arrays])
     return content
-
-
-def blobs_of(message: Message) -> dict[str, bytes]:
-    record = message.content.array_records.get(p.BLOBS)
-    return {} if record is None else {name: bytes(a.data) for name, a in record.items()}
 
 
 def metrics_of(message: Message) -> dict:

@@ -18,11 +18,12 @@ from flwr.app import ConfigRecord, Context, Message, Metadata, RecordDict
 from client import app as hospital
 from client.identity import IdentityError
 from client.refusals import RefusedRequest
+from common.records import blobs_of
+from common.settings import RunSettings
 from he import protocol as p
 from he.errors import HEError
 from he.roster import Roster, write_simulated_federation
-from server.settings import RunSettings
-from strategies.messaging import blobs_of, make_content
+from strategies.messaging import make_content
 
 HOSPITALS, THRESHOLD, MIN_CONTRIBUTORS = 4, 3, 3  # 3-of-4: a decryption set needs all four
 PARTIES = tuple(range(1, HOSPITALS + 1))

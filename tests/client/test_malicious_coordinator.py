@@ -25,6 +25,7 @@ from lying_coordinator import (
 
 from client import app as hospital
 from client.refusals import RefusedRequest
+from common.records import blobs_of
 from he import protocol as p
 from he.ciphertext import CiphertextLabel, CiphertextSum, EncryptedUpdate
 from he.decrypt import DecryptionRequest, DecryptionShare, combine, decrypt_update
@@ -33,7 +34,6 @@ from he.identity import SigningKey
 from he.transcript import sign_hello
 from models.pooled_metrics import EvaluationLayout
 from server.app import initial_weights
-from strategies.messaging import blobs_of
 
 FLOWER_RUN = 77
 

@@ -25,11 +25,11 @@ from client import task as local
 from client.audit import STATE_DIR_KEY
 from client.ledger import ReleaseConflict, ReleaseLedger
 from client.refusals import RefusedRequest
+from common.records import blobs_of
+from common.settings import RunSettings
 from he import protocol as p
 from he.roster import Roster
 from server.app import initial_weights
-from server.settings import RunSettings
-from strategies.messaging import blobs_of
 
 FIRST_RUN = 77
 ALREADY_RELEASED = r"release \S+/{}\S* was already released for another contributor set"

@@ -12,7 +12,7 @@ from flwr.cli.build import build_fab_from_files
 from flwr.cli.utils import collect_files
 from flwr.common.constant import FAB_MAX_SIZE
 
-from server.settings import RunSettings
+from common.settings import RunSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 

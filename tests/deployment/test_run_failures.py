@@ -16,8 +16,8 @@ from flwr.clientapp import ClientApp
 from flwr.supercore.task_identity import TaskIdentity
 from mlflow.tracking import MlflowClient
 
+from common.settings import RunSettings
 from server import app as server_app
-from server.settings import RunSettings
 from strategies import fedavg, messaging
 from strategies.encrypted_fedavg import EncryptedFedAvg
 from strategies.fedavg import FedAvg, FederationResult, RoundFailedError

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
+from common.settings import RunSettings
 from experiments import run as runner
 from he.roster import write_simulated_federation
-from server.settings import RunSettings
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 

@@ -11,11 +11,11 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from common.settings import RunSettings
 from experiments.run import ConfigError, to_settings
 from models.registry import build_model
 from models.training import get_weights
 from server.app import initial_weights
-from server.settings import RunSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 NET = "examples.tabular_net.TabularNet"

@@ -276,9 +276,9 @@ def test_tracker_tags_the_roster_threshold_logs_settings_once_and_shows_the_mode
     artifact folder of the run (loadable as ``runs:/<id>/model``), besides the LoggedModel."""
     import mlflow.pytorch
 
+    from common.settings import RunSettings
     from he.roster import Quorum
     from server.app import initial_weights
-    from server.settings import RunSettings
     from server.tracking import MlflowTracker, threshold_tag
     from strategies.fedavg import FederationResult
 

@@ -13,10 +13,10 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.simulation import run_simulation
 
 from client import app as hospital
+from common.settings import RunSettings
 from he import protocol as p
 from he.decrypt import DecryptionShare
 from server.app import RunStoppedError, make_server_app, run_federation
-from server.settings import RunSettings
 from strategies.fedavg import FederationResult
 
 os.environ["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] = "1"

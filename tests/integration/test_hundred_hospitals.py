@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from sim_helpers import asked_to_decrypt, partition, simulate, unreliable_hospitals, write_hospital_tables
 
-from server.settings import RunSettings
+from common.settings import RunSettings
 
 HOSPITALS = 100
 FEATURES = 8

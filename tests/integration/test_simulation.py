@@ -20,10 +20,10 @@ from sim_helpers import (
 )
 
 from client import app as hospital
+from common.settings import RunSettings
 from he.encoding import UpdateEncoder, weight_scale_for
 from he.params import preset
 from server.app import initial_weights
-from server.settings import RunSettings
 
 # Quantization step of the precise preset (2^-53 relative) accumulates over 3 rounds of SGD:
 # weights agree far below float32 resolution of what training changes.

@@ -7,11 +7,11 @@ import math
 import numpy as np
 import pytest
 
+from common.settings import RunSettings
 from he.params import preset
 from privacy import accounting
 from privacy.config import DpConfig
 from privacy.mechanism import plan_for
-from server.settings import RunSettings
 from strategies.fedavg import FedAvg
 
 DELTA = 1e-5

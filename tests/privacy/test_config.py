@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
+from common.settings import RunSettings
 from experiments.run import ConfigError, to_settings
 from privacy.config import DpConfig
-from server.settings import RunSettings
 
 CONF = str(Path(__file__).parents[2] / "conf")
 

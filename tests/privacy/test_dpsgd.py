@@ -14,6 +14,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from client.task import TaskConfig
+from common.settings import RunSettings
 from experiments.run import to_settings
 from models.training import get_weights, train
 from privacy.config import KEYS, DpConfig, RecordDpConfig, RecordDpConfigError
@@ -24,7 +25,6 @@ from privacy.dpsgd import (
     plan_from_round_config,
     sampling,
 )
-from server.settings import RunSettings
 
 DP = RecordDpConfig(clip_norm=1.0, noise_multiplier=1.1, target_epsilon=0.0, delta=1e-5, rounds=3)
 

@@ -12,7 +12,7 @@ import pytest
 sys.path.append(str(Path(__file__).parents[1] / "integration"))
 from sim_helpers import hospital_app, simulate, stopped_runs
 
-from server.settings import RunSettings
+from common.settings import RunSettings
 
 RECORD = {"dp": "record", "dp_clip_norm": 1.0, "dp_noise_multiplier": 1.0, "dp_delta": 1e-5}
 COMMON = {"strategy": "encrypted_fedavg", "threshold": 2, "seed": 4, "min_train_nodes": 2, **RECORD}

@@ -7,8 +7,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from common.settings import RunSettings
 from he.encoding import UpdateEncoder, WeightScaleError, weight_scale_for
-from server.settings import RunSettings
 from strategies.encrypted_fedavg import EncryptedFedAvg
 from strategies.plausibility import ImplausibleAggregateError
 

@@ -15,7 +15,7 @@ import pytest
 
 PARENT = """
 import subprocess, sys
-from he.child_process import die_with_parent
+from common.child_process import die_with_parent
 child = subprocess.Popen(
     [sys.executable, "-c", "import time; time.sleep(120)"],
     preexec_fn=die_with_parent if sys.argv[1] == "with" else None,
@@ -37,7 +37,7 @@ def alive(pid: int) -> bool:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux only")
 @pytest.mark.parametrize(("mode", "survives"), [("with", False), ("without", True)])
 def test_a_child_dies_with_its_killed_parent_only_with_die_with_parent(mode: str, survives: bool) -> None:
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[1]
     parent = subprocess.Popen(
         [sys.executable, "-c", PARENT, mode],
         cwd=root,
