@@ -190,7 +190,8 @@ def print_roster(path: Path, roster: Roster) -> None:
     print(
         f"roster: {path} (federation {roster.federation_id!r}, {roster.num_hospitals} hospitals, "
         f"committee of {len(roster.committee)} with threshold {roster.threshold}, "
-        f"min contributors {roster.min_contributors}, preset {roster.preset})"
+        f"min contributors {roster.min_contributors}, set-up needs {roster.setup_minimum} "
+        f"keyholders online, preset {roster.preset})"
     )
     print(f"roster fingerprint: {roster.short_fingerprint}")
     print(
@@ -212,6 +213,7 @@ def cmd_init_pilot(args: argparse.Namespace) -> int:
         threshold=args.threshold,
         min_contributors=args.min_contributors,
         preset=args.preset,
+        min_setup_keyholders=args.min_setup_keyholders,
     )
     print(f"pilot PKI in {layout.root}")
     print(f"  CA certificate:        {layout.ca_cert}  (CA key {layout.ca_key}: keep it offline)")
@@ -243,6 +245,7 @@ def cmd_roster(args: argparse.Namespace) -> int:
         threshold=args.threshold,
         min_contributors=args.min_contributors,
         preset=args.preset,
+        min_setup_keyholders=args.min_setup_keyholders,
     )
     pki.write_roster(args.out, roster, args.force)
     print_roster(args.out, roster)
@@ -264,6 +267,13 @@ def add_roster_options(p: argparse.ArgumentParser) -> None:
         help="fewest hospitals an aggregate may have before it is decrypted (default: 2)",
     )
     p.add_argument("--preset", default="compact", help="HE parameter preset (default: compact)")
+    p.add_argument(
+        "--min-setup-keyholders",
+        type=int,
+        default=0,
+        help="fewest keyholders online for a run's key set-up to go on without the others; "
+        "0 (default): ceil((committee + threshold)/2), also the least allowed",
+    )
 
 
 def superlink_command(args: argparse.Namespace, layout: pki.PilotLayout) -> list[str]:

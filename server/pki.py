@@ -343,6 +343,7 @@ def init_pilot(
     threshold: int = 0,
     min_contributors: int = 2,
     preset: str = "compact",
+    min_setup_keyholders: int = 0,
 ) -> PilotLayout:
     """Generate the CA, the SuperLink certificate, one node key pair and one signing key per
     hospital, and the roster; the roster is validated before any file is written."""
@@ -361,6 +362,7 @@ def init_pilot(
         threshold=threshold,
         min_contributors=min_contributors,
         preset=preset,
+        min_setup_keyholders=min_setup_keyholders,
     )
     private_dir(layout.root)
     ca_key, ca_cert = make_ca(days=days)

@@ -107,6 +107,7 @@ def test_coordinator_cli_init_and_commands(tmp_path: Path, capsys: pytest.Captur
     out = tmp_path / "pilot"
     argv = ["init-pilot", "--names", "charite,hug,karolinska", "--out", str(out)]
     argv += ["--federation-id", "onco-2026", "--threshold", "2", "--min-contributors", "3"]
+    argv += ["--min-setup-keyholders", "3"]
     assert coordinator.main(argv) == 0
     printed = capsys.readouterr().out
     assert "charite" in printed and "BEGIN" not in printed  # paths only, never key material
@@ -114,6 +115,7 @@ def test_coordinator_cli_init_and_commands(tmp_path: Path, capsys: pytest.Captur
     assert layout.hospital_names() == ["charite", "hug", "karolinska"]
     roster = Roster.load(layout.roster)
     assert (roster.federation_id, roster.threshold, roster.min_contributors) == ("onco-2026", 2, 3)
+    assert roster.min_setup_keyholders == 3 and "set-up needs 3 keyholders online" in printed
     assert f"roster fingerprint: {roster.short_fingerprint}" in printed and "by phone" in printed
     assert (
         coordinator.main(["init-pilot", "--hospitals", "2", "--out", str(tmp_path / "x"), "--preset", "x"])
