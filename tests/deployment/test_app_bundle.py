@@ -43,7 +43,18 @@ def test_fab_holds_only_the_app_code(tmp_path: Path) -> None:
     )
     assert {"examples/tabular_net/model.py", "models/registry.py"} <= set(names)  # models by import path
     top = {name.split("/")[0] for name in names}
-    app = {"pyproject.toml", "he", "strategies", "server", "client", "models", "privacy", "examples", ".info"}
+    app = {
+        "pyproject.toml",
+        "common",
+        "he",
+        "strategies",
+        "server",
+        "client",
+        "models",
+        "privacy",
+        "examples",
+        ".info",
+    }
     assert top <= app, top
     assert not [n for n in names if n.endswith(".md")]  # the example's README stays out
     assert not [n for n in names if n.endswith((".key", ".crt", ".pub", ".db", ".jsonl", ".csv", ".npz"))]
