@@ -22,6 +22,7 @@ import importlib.util
 import inspect
 import json
 import re
+import sysconfig
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,12 @@ def resolve_model_class(target: str) -> type[nn.Module]:
             f"model {target!r} is neither a preset ({', '.join(MODEL_NAMES)}) nor an import path "
             "such as 'examples.tabular_net.TabularNet'"
         )
+    if APP_ROOT in _library_directories():
+        raise ValueError(
+            f"model {target!r}: this app is installed among the Python libraries ({APP_ROOT}), where "
+            "its packages cannot be told from any other; run it from its own directory (a Flower "
+            "app bundle or a checkout) to name models by import path"
+        )
     top = target.split(".", 1)[0]
     if not any(directory == APP_ROOT for directory in _parent_directories(top)):
         raise ValueError(
@@ -106,6 +113,15 @@ def resolve_model_class(target: str) -> type[nn.Module]:
     if not (isinstance(found, type) and issubclass(found, nn.Module)):
         raise TypeError(f"model {target!r} must name a torch.nn.Module subclass, got {type(found).__name__}")
     return found
+
+
+def _library_directories() -> set[Path]:
+    """Where the standard library and installed distributions live: an app installed there shares
+    its root with every library, so "a package in the app's root" would admit them all."""
+    paths = sysconfig.get_paths()
+    return {
+        Path(paths[key]).resolve() for key in ("stdlib", "platstdlib", "purelib", "platlib") if key in paths
+    }
 
 
 def _parent_directories(top: str) -> list[Path]:
