@@ -92,9 +92,9 @@ def resolve_model_class(target: str) -> type[nn.Module]:
         )
     if APP_ROOT in _library_directories():
         raise ValueError(
-            f"model {target!r}: this app is installed among the Python libraries ({APP_ROOT}), where "
-            "its packages cannot be told from any other; run it from its own directory (a Flower "
-            "app bundle or a checkout) to name models by import path"
+            f"model {target!r}: this app is installed among the Python libraries, where its packages "
+            "cannot be told from any other; run it from its own directory (a Flower app bundle or a "
+            "checkout) to name models by import path"
         )
     top = target.split(".", 1)[0]
     if not any(directory == APP_ROOT for directory in _parent_directories(top)):
@@ -105,8 +105,9 @@ def resolve_model_class(target: str) -> type[nn.Module]:
     module_name, _, attribute = target.rpartition(".")
     try:
         module = importlib.import_module(module_name)
-    except ImportError as err:
-        raise ValueError(f"model {target!r}: cannot import {module_name!r} ({err})") from None
+    except ImportError as err:  # its message may hold a local path: a hospital's reply must not
+        missing = f"no module {err.name!r}" if isinstance(err, ModuleNotFoundError) else type(err).__name__
+        raise ValueError(f"model {target!r}: cannot import {module_name!r} ({missing})") from None
     found = getattr(module, attribute, None)
     if found is None:
         raise ValueError(f"model {target!r}: module {module_name!r} has no attribute {attribute!r}")
