@@ -22,6 +22,7 @@ import importlib.util
 import inspect
 import json
 import re
+import sysconfig
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,12 @@ def resolve_model_class(target: str) -> type[nn.Module]:
             f"model {target!r} is neither a preset ({', '.join(MODEL_NAMES)}) nor an import path "
             "such as 'examples.tabular_net.TabularNet'"
         )
+    if APP_ROOT in _library_directories():
+        raise ValueError(
+            f"model {target!r}: this app is installed among the Python libraries, where its packages "
+            "cannot be told from any other; run it from its own directory (a Flower app bundle or a "
+            "checkout) to name models by import path"
+        )
     top = target.split(".", 1)[0]
     if not any(directory == APP_ROOT for directory in _parent_directories(top)):
         raise ValueError(
@@ -98,14 +105,24 @@ def resolve_model_class(target: str) -> type[nn.Module]:
     module_name, _, attribute = target.rpartition(".")
     try:
         module = importlib.import_module(module_name)
-    except ImportError as err:
-        raise ValueError(f"model {target!r}: cannot import {module_name!r} ({err})") from None
+    except ImportError as err:  # its message may hold a local path: a hospital's reply must not
+        missing = f"no module {err.name!r}" if isinstance(err, ModuleNotFoundError) else type(err).__name__
+        raise ValueError(f"model {target!r}: cannot import {module_name!r} ({missing})") from None
     found = getattr(module, attribute, None)
     if found is None:
         raise ValueError(f"model {target!r}: module {module_name!r} has no attribute {attribute!r}")
     if not (isinstance(found, type) and issubclass(found, nn.Module)):
         raise TypeError(f"model {target!r} must name a torch.nn.Module subclass, got {type(found).__name__}")
     return found
+
+
+def _library_directories() -> set[Path]:
+    """Where the standard library and installed distributions live: an app installed there shares
+    its root with every library, so "a package in the app's root" would admit them all."""
+    paths = sysconfig.get_paths()
+    return {
+        Path(paths[key]).resolve() for key in ("stdlib", "platstdlib", "purelib", "platlib") if key in paths
+    }
 
 
 def _parent_directories(top: str) -> list[Path]:

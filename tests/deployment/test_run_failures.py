@@ -59,6 +59,10 @@ def test_a_stopped_run_keeps_config_metrics_model_and_reason(
     (run,) = client.search_runs([client.get_experiment_by_name("fedquorum").experiment_id])
     assert run.info.status == "FAILED"
     assert run.data.params["num-rounds"] == "3"  # the config
+    assert (run.data.params["model_class"], run.data.params["model_parameters"]) == (
+        "models.tabular.MLP",
+        "1058",
+    )
     assert [m.step for m in client.get_metric_history(run.info.run_id, "eval_loss")] == [1]
     assert run.data.tags["failure_reason"] == f"RoundFailedError: {REASON}"
     assert run.data.tags["rounds_completed"] == "1"

@@ -84,3 +84,25 @@ def test_deployment_bundle_names_the_bench_apps(tmp_path: Path) -> None:
     assert config["partition-id"] == 1 and config["num-partitions"] == 5
     assert config["hospital"] == "hospital-2"
     assert config["signing-key"] == str(tmp_path / "pilot" / "hospitals" / "hospital-2" / "signing.key")
+
+
+def test_the_resnet18_scenario_is_an_11m_image_network_that_fits_the_compact_preset(tmp_path: Path) -> None:
+    """The full benchmark's ResNet-18-sized arm: MONAI's ResNet-18 on generated 28x28 images; its
+    11.2M values fit ``compact`` (at most 64 ciphertexts per update), not ``precise``."""
+    from omegaconf import OmegaConf
+
+    from experiments.bench import parameter_count, scenario_settings
+    from he.params import preset
+
+    full = OmegaConf.load(REPO_ROOT / "conf" / "bench" / "full.yaml")
+    (scenario,) = [s for s in full.scenarios if s.get("model") == "resnet18"]
+    cfg = OmegaConf.create({"bench": {"seed": 0}})
+    settings = scenario_settings(scenario, cfg, tmp_path)
+    assert settings["model"] == "resnet18" and settings["dataset"] == "npz"
+    assert len(settings["data_paths"].split(",")) == scenario.hospitals
+    values = parameter_count(settings)
+    assert 11_000_000 < values < 11_300_000
+    assert "compact" in scenario.arms and "precise" not in scenario.arms
+    for name, fits in (("compact", True), ("precise", False)):
+        params = preset(name)
+        assert (-(-values // params.values_per_ciphertext) <= params.max_ciphertexts) == fits, name

@@ -66,6 +66,8 @@ def test_single_run_is_tracked(tmp_path: Path) -> None:
     assert mlrun.data.tags["he_preset"] == "compact"
     assert mlrun.data.tags["threshold"] == "3/3"
     assert mlrun.data.params["federation.num_hospitals"] == "3"
+    assert mlrun.data.params["model_class"] == "models.tabular.MLP"  # the model, once besides the config
+    assert mlrun.data.params["model_parameters"] == "1058"
 
     artifacts = {a.path for a in client.list_artifacts(mlrun.info.run_id)}
     assert {"learning_curve.png", "final_weights.npz", "config.yaml"} <= artifacts

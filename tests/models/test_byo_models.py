@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -68,6 +69,20 @@ def test_image_models_by_import_path_get_shape_channels_size_and_outputs() -> No
 def test_invalid_targets_are_refused_with_what_was_expected(target, error, message) -> None:
     with pytest.raises(error, match=message):
         build_model(target, 30, 2)
+
+
+def test_an_app_installed_among_the_libraries_refuses_import_paths(monkeypatch) -> None:
+    """Installed into site-packages, the app's root is every library's: torch would pass as 'in the app'."""
+    import sysconfig
+
+    import models.registry
+
+    libraries = Path(sysconfig.get_paths()["purelib"]).resolve()
+    monkeypatch.setattr(models.registry, "APP_ROOT", libraries)
+    with pytest.raises(ValueError, match="installed among the Python libraries") as err:
+        build_model("torch.nn.Linear", 30, 2)
+    assert str(libraries) not in str(err.value)  # a hospital's reply names no local path
+    assert isinstance(build_model("mlp", 30, 2), torch.nn.Module)  # presets need no import path
 
 
 def test_invalid_arguments_name_the_model_and_what_to_change() -> None:
