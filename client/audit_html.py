@@ -44,7 +44,7 @@ def _run(run: RunReport) -> list[str]:
         row = "".join(_cell(c) for c in cells) + _cell(f"{r.received:,}", True) + _cell(f"{r.sent:,}", True)
         out.append(f'<tr class="{escape(r.outcome)}">{row}{_cell(r.what_left)}</tr>')
     out.append("</tbody></table>")
-    out.append(f"<p>{escape(run.totals)}</p>")
+    out.append(f"<p>{escape(run.totals)} {escape(run.outcome_words())}</p>")
     failed = [r for r in run.rows if r.reason is not None]
     if failed:
         out.append("<h3>Refused or failed</h3><ul>")

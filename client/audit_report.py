@@ -85,6 +85,10 @@ class RunReport:
     bottom_line: list[str] = field(default_factory=list)
     outcomes: Counter = field(default_factory=Counter)
 
+    def outcome_words(self) -> str:
+        """``Outcomes: refused 1, replied 28.``"""
+        return "Outcomes: " + ", ".join(f"{k} {v}" for k, v in sorted(self.outcomes.items())) + "."
+
 
 @dataclass(frozen=True)
 class Budget:

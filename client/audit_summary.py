@@ -67,8 +67,7 @@ def render_run(run: RunReport) -> list[str]:
             for r in run.rows
         ]
     )
-    outcomes = ", ".join(f"{k} {v}" for k, v in sorted(run.outcomes.items()))
-    out.append(f"  {run.totals} Outcomes: {outcomes}.")
+    out.append(f"  {run.totals} {run.outcome_words()}")
     failed = [r for r in run.rows if r.reason is not None]
     if failed:
         out.append("  Refused or failed:")
