@@ -4,9 +4,9 @@ The audit log (``client.audit``) records protocol ids: message types such as ``q
 group ids such as ``train-11-1`` (the decryption of round 11's pooled sum, attempt 1) and the
 statistics passes' negative round ids (``he.protocol.STATISTICS_PASS_ROUNDS``). A data
 protection officer needs "training round 3", "final evaluation" and "feature statistics:
-means" instead, and needs every item that left the site sorted into encrypted, signed and in
-the clear. Both the text summary and the HTML report read these words from here, so they
-cannot disagree.
+means" instead, and needs every item that left the site sorted into encrypted, protocol data
+the coordinator reads by design (signed statements, versions), and values in the clear. Both
+the text summary and the HTML report read these words from here, so they cannot disagree.
 
 The final evaluation is encrypted under the round after the last training round, so its
 decryption is labelled from the ``evaluate`` request of the same run (its round id); a run

@@ -260,3 +260,11 @@ def test_a_corrupt_line_is_reported_and_the_rest_summarized(tmp_path: Path, caps
 def test_control_characters_from_the_log_do_not_reach_the_terminal() -> None:
     report = summarize(encrypted_run(1, hospital="charite\x1b[2J"))
     assert "\x1b" not in report and "at charite\\x1b[2J:" in report
+
+
+def test_a_run_not_in_the_log_is_named_with_the_runs_that_are() -> None:
+    entries = encrypted_run(1) + encrypted_run(1, run="99")
+    assert f"No messages of run 42 (runs in this log: {RUN}, 99)." in summarize(entries, "42")
+    assert summarize(entries, "99").count("Run 99 at charite") == 1 and f"Run {RUN}" not in summarize(
+        entries, "99"
+    )
