@@ -18,8 +18,8 @@ one line to ``<state-dir>/audit.jsonl`` (file mode 0600):
 * ``outcome``: ``replied``, ``refused`` (the hospital declined: its policy, an unapproved app,
   a second decryption of a round) or ``error``, with the ``reason`` for the last two.
 
-``python -m client.audit summary`` (``client.audit_summary``) prints it per run for a data
-protection officer.
+``python -m client.daemon audit`` (or ``python -m client.audit summary``; ``client.audit_summary``)
+prints it per run for a data protection officer, and writes it as HTML with ``--html PATH``.
 
 What is never logged: the node's run state (``context.state``: secret key shares, pairwise
 keys), array contents (only digests), and the hospital's data. Replies never carry secret
@@ -221,5 +221,7 @@ if __name__ == "__main__":
     from client.audit_summary import main as summary_main
 
     if sys.argv[1:2] != ["summary"]:
-        sys.exit("usage: python -m client.audit summary [--run ID] (--state-dir DIR | --log FILE)")
-    sys.exit(summary_main(sys.argv[2:]))
+        sys.exit(
+            "usage: python -m client.audit summary [--run ID] (--state-dir DIR | --log FILE) [--html PATH]"
+        )
+    sys.exit(summary_main(sys.argv[2:], prog="python -m client.audit summary"))

@@ -12,6 +12,7 @@
     python -m client.daemon review app.fab   # what the app changes against the installed code, its hash
     python -m client.daemon approve app.fab --state-dir /var/lib/fedquorum  # run this app too
     python -m client.daemon status --state-dir /var/lib/fedquorum  # what this hospital's files say
+    python -m client.daemon audit --state-dir /var/lib/fedquorum --html audit.html  # for the DPO
 
 At start it checks, and refuses to start with a message naming the setting on the first error:
 the data file loads with the ClientApp's own loaders (and has the expected target column,
@@ -37,7 +38,9 @@ the signing key's public half.
 ``--training-seed N`` puts ``training-seed`` in the node config: reproducible training at this
 hospital's discretion; leave it unset so a coordinator's re-run is not a copy (``client.task``).
 ``status`` prints what the hospital's own files in the state dir say (policy, approved apps, the
-last audit lines, the release ledger); the daemon itself keeps no log file there.
+last audit lines, the release ledger); the daemon itself keeps no log file there. ``audit`` prints
+the audit log per run for the data protection officer, in plain words (``client.audit_summary``),
+and writes it as an HTML page too with ``--html PATH``.
 Anything after ``--`` goes to ``flower-supernode`` verbatim (e.g. ``-- --max-retries 5``).
 """
 
@@ -56,6 +59,7 @@ from pathlib import Path
 from client import approval, review
 from client import node_check as check
 from client.audit import AUDIT_FILE
+from client.audit_summary import main as audit_main
 from client.audit_summary import read_entries
 from client.ledger import LedgerError, ReleaseLedger
 from client.policy import NODE_POLICY, POLICY_FILE, Policy, PolicyError
@@ -323,7 +327,9 @@ def parser() -> argparse.ArgumentParser:
         "`python -m client.daemon signing-keygen --out DIR` creates signing.key/signing.pub; "
         "`python -m client.daemon review APP` shows what an app (.fab or folder) changes and its hash; "
         "`python -m client.daemon approve APP --state-dir DIR` approves an app (.fab or folder); "
-        "`python -m client.daemon status --state-dir DIR` shows what this hospital's files say.",
+        "`python -m client.daemon status --state-dir DIR` shows what this hospital's files say; "
+        "`python -m client.daemon audit --state-dir DIR [--html PATH]` summarizes the audit log for the "
+        "data protection officer.",
     )
     ap.add_argument("--config", type=Path, help="TOML file with any of the settings below (dashes)")
     ap.add_argument("--superlink", help="HOST:PORT of the federation's SuperLink")
@@ -545,6 +551,8 @@ def main(argv: list[str] | None = None) -> int:
         return approve_main(argv[1:])
     if argv and argv[0] == "status":
         return status_main(argv[1:])
+    if argv and argv[0] == "audit":
+        return audit_main(argv[1:])
     try:
         args, extra = parse(argv)
         if args.insecure:

@@ -142,8 +142,11 @@ def test_unwritable_state_dir_refuses_to_process(tmp_path: Path) -> None:
 def test_summary_says_when_the_hospitals_own_results_left_in_the_clear(tmp_path: Path) -> None:
     app(incoming("train"), context({"state-dir": str(tmp_path)}))  # sends train_loss, eval_accuracy
     report = summarize(lines(tmp_path))
-    assert "this hospital's own results left in the clear: eval_accuracy,train_loss" in report
-    assert "no plaintext model values left" not in report
+    assert (
+        "IN THE CLEAR: this hospital's own results (eval_accuracy, train_loss), in 1 message(s), 16 B."
+        in report
+    )
+    assert "No model update, feature statistic or test result" not in report
 
 
 def test_summary_of_an_encrypted_run_names_the_timings_it_sent_in_the_clear(tmp_path: Path) -> None:
@@ -159,7 +162,8 @@ def test_summary_of_an_encrypted_run_names_the_timings_it_sent_in_the_clear(tmp_
 
     timing_only(incoming("train"), context({"state-dir": str(tmp_path)}))
     report = summarize(lines(tmp_path))
-    assert "no plaintext model values left (in the clear only timings and flags: encrypt_seconds)" in report
+    assert "IN THE CLEAR: timings and status flags (encrypt_seconds), in 1 message(s), 8 B." in report
+    assert "No model update, feature statistic or test result of this hospital left in the clear" in report
     assert "own results" not in report
 
 
@@ -177,4 +181,4 @@ def test_summary_with_a_state_dir_shows_the_privacy_budget(tmp_path: Path, capsy
         in report
     )
     assert summary_main(["--log", str(tmp_path / AUDIT_FILE)]) == 0
-    assert "privacy budget: not shown (give --state-dir" in capsys.readouterr().out
+    assert "Privacy budget: not shown (give --state-dir" in capsys.readouterr().out

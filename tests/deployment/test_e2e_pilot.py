@@ -242,7 +242,10 @@ def test_secure_pilot_with_registered_hospitals(tmp_path: Path, procs: Processes
         # the data protection officer's summary lists every message and says nothing left in clear
         report = summarize(entries)
         assert sum(line.startswith("  20") for line in report.splitlines()) == len(entries)
-        assert "no plaintext model values left" in report and f"at hospital-{i + 1}:" in report
+        assert (
+            "No model update, feature statistic or test result of this hospital left in the clear" in report
+        )
+        assert f"at hospital-{i + 1}:" in report and "final evaluation" in report
 
     # a plaintext run, which every hospital's default policy refuses, reaches the engineer as one
     # line naming each hospital and its policy key, with a nonzero exit and no traceback

@@ -69,7 +69,10 @@ def test_a_policy_that_allows_plaintext_lets_it_through(tmp_path: Path) -> None:
     (entry,) = read_entries(tmp_path / AUDIT_FILE)
     assert entry["outcome"] == "replied"
     report = summarize([entry])
-    assert "PLAINTEXT arrays (2)" in report and "PLAINTEXT model values left the site" in report
+    # the two serialized float64[30] arrays of the moments pass, as the audit line counts them
+    assert "IN THE CLEAR: this hospital's feature statistics, in 1 message(s), 736 B." in report
+    assert "IN THE CLEAR: this hospital's training-set size (num-examples)" in report
+    assert "PLAINTEXT run" in report and "feature statistics: means" in report
 
 
 def test_policy_file_errors_name_the_key(tmp_path: Path) -> None:

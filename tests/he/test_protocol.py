@@ -1,8 +1,8 @@
 """End-to-end threshold protocol v2: per-run secrets, seeded-c1 encryption, masked decryption.
 
 Most tests run under the insecure fast ``TEST_PARAMS`` (see conftest); one 3-of-5 round each
-uses the real ``precise`` and ``compact`` presets, and the compact headroom test runs at the
-compact preset's ``max_parties`` contributors.
+uses the real ``precise``, ``compact`` and ``small`` presets, and the compact headroom test runs
+at the compact preset's ``max_parties`` contributors.
 """
 
 from __future__ import annotations
@@ -609,7 +609,7 @@ def test_no_module_in_he_sums_secret_keys():
 # -- real presets ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["precise", "compact"])
+@pytest.mark.parametrize("name", ["precise", "compact", "small"])
 def test_real_preset_three_of_five(name):
     ctx = context(name)
     fed = build_federation(ctx, 5, threshold=3)

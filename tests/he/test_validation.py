@@ -13,6 +13,7 @@ import re
 
 import numpy as np
 import pytest
+import tenseal.sealapi as seal
 from conftest import MAX_ATTEMPTS, TEST_PARAMS, context, random_updates
 
 from he import keygen, wire
@@ -115,7 +116,7 @@ def test_more_contributors_than_max_parties_refused():
     PRESETS["compact"].check_contributors(128)
 
 
-@pytest.mark.parametrize("name", ["precise", "compact"])
+@pytest.mark.parametrize("name", ["precise", "compact", "small"])
 def test_flooding_is_statistically_sufficient_and_fits_the_noise_primes(name):
     """The closed-form bound, checked as the inequalities it stands for (params docstring):
     everything a run reveals is within 2^-margin of ideal, and |K| floods plus E stay below
@@ -145,8 +146,33 @@ def test_compact_preset_layout():
     assert HEContext(statistics).fingerprint != context("compact").fingerprint
 
 
+def test_small_preset_is_128_bit_and_its_ciphertext_a_third_of_compacts():
+    """N=8192 at exactly SEAL's 128-bit bound; 3.5x less upload than compact while a model fits
+    one ciphertext; 4 more modulus bits, or 8 times the ciphertexts a run may decrypt, are refused."""
+    small, compact = PRESETS["small"], PRESETS["compact"]
+    limit = seal.CoeffModulus.MaxBitCount(8192, seal.SEC_LEVEL_TYPE.TC128)
+    assert sum(small.coeff_modulus_bits) == limit == 218
+    assert (small.max_parties, small.slot_bits, small.fields_per_prime) == (32, 15, 3)
+    assert small.values_per_ciphertext == 49_152 and small.ciphertext_bytes == 245_760
+    assert compact.ciphertext_bytes == 860_160
+    assert small.decryption_noise_bits(MAX_COMMITTEE, 16) + 2 == 96 <= small.noise_modulus_bits == 98
+    with pytest.raises(InsecureParametersError, match="222 modulus bits at N=8192 is below 128-bit security"):
+        dataclasses.replace(small, coeff_modulus_bits=(52, 50, 50, 52, 18))
+    dataclasses.replace(small, max_ciphertexts=256)  # 2 more bits of flooding still fit ...
+    with pytest.raises(
+        InsecureParametersError, match="needs 97 bits of decryption noise room but the noise primes hold 98"
+    ):
+        dataclasses.replace(small, max_ciphertexts=512)  # ... 3 do not
+    statistics = small.for_feature_statistics()
+    assert statistics.slot_bits == 49 and statistics.fields_per_prime == 1
+    ctx = context("small")
+    assert ctx.n == 8192 and [int(q).bit_length() for q in ctx.data_moduli] == [50] * 4
+
+
 def test_unknown_preset_refused():
-    with pytest.raises(InsecureParametersError, match=r"unknown HE preset 'fast'.*\['compact', 'precise'\]"):
+    with pytest.raises(
+        InsecureParametersError, match=r"unknown HE preset 'fast'.*\['compact', 'precise', 'small'\]"
+    ):
         preset("fast")
     assert preset("precise") is PRECISE
 
