@@ -40,10 +40,10 @@ import numpy as np
 
 from client.ledger import LedgerError, ReleaseLedger
 from client.refusals import RefusedRequest
-from he import channel, keygen, transcript
-from he.ciphertext import CiphertextLabel, SecretKeyEncryptor, seeded_c1
+from he import channel, keygen, party, transcript
+from he.ciphertext import CiphertextLabel, SecretKeyEncryptor
 from he.context import HEContext
-from he.decrypt import DecryptionRequest, gen_decryption_share, pairwise_masks
+from he.decrypt import DecryptionRequest
 from he.encoding import Quantizer
 from he.errors import HEError
 from he.identity import SigningKey
@@ -51,7 +51,6 @@ from he.keygen import SecretKeyShare
 from he.params import preset
 from he.protocol import STATISTICS_PASS_ROUNDS, STATISTICS_ROUNDS
 from he.roster import Roster
-from he.threshold import sum_shares
 
 log = logging.getLogger(__name__)
 
@@ -120,18 +119,19 @@ class KeyHolder:
         self.hellos, self._setup = dict(hellos), setup
         secret = keygen.gen_secret(self.ctx)
         self.secrets["secret-key"] = secret.residues.tobytes()
-        me = self._channel()
-        sealed = {}
-        for keyholder, share in keygen.deal_secret_shares(
-            self.ctx, secret, self.roster.threshold, list(setup.committee)
-        ).items():
-            if keyholder == self.party:  # its own share stays here, unsealed
-                self.secrets[f"dealt:{self.party}"] = share.expand(self.ctx).tobytes()
-                continue
-            frame = share.to_bytes(self.frame_context())
-            sealed[keyholder] = channel.seal(
-                me, setup.channel_keys[keyholder], frame, self._deal_context(self.party, keyholder)
-            )
+        own, sealed = party.deal(
+            self.ctx,
+            self.frame_context(),
+            secret,
+            self.roster.threshold,
+            list(setup.committee),
+            self.party,
+            self._channel(),
+            setup.channel_keys,
+            setup.run_id,
+        )
+        if own is not None:  # its own share stays here, unsealed
+            self.secrets[f"dealt:{self.party}"] = own.tobytes()
         return sealed, transcript.sign_dealing(self._signer(), setup.run_id, self.party, sealed)
 
     def receive_dealings(self, sealed: dict[int, bytes], statements: dict[int, bytes]) -> list[int]:
@@ -153,14 +153,18 @@ class KeyHolder:
                 continue
             try:
                 blob, statement = sealed[dealer], statements[dealer]
-                transcript.verify_dealing(self.roster, setup.run_id, dealer, self.party, statement, blob)
-                frame = channel.open_sealed(
-                    me, setup.channel_keys[dealer], blob, self._deal_context(dealer, self.party)
-                )
-                dealt = keygen.DealtShare.from_bytes(
-                    self.frame_context(), frame, self.roster.hospital(dealer).name
-                )
-                share = dealt.expand(self.ctx)
+                share = party.open_dealt_share(
+                    self.ctx,
+                    self.frame_context(),
+                    self.roster,
+                    setup.run_id,
+                    dealer,
+                    self.party,
+                    me,
+                    setup.channel_keys[dealer],
+                    statement,
+                    blob,
+                ).expand(self.ctx)
             except (KeyError, HEError) as err:
                 log.warning("dealing of %s refused: %s", self.roster.hospital(dealer).name, err)
                 failed.append(dealer)
@@ -312,21 +316,19 @@ class KeyHolder:
             raise RefusedRequest(f"{err}; refusing to decrypt") from None
 
     def _share(self, request: DecryptionRequest) -> bytes:
-        me = self._channel()
-        context = self.run_id
-        mask_keys = {
-            k: channel.mask_key(me, self.channel_keys[k], context)
-            for k in request.keyholders
-            if k != self.party
-        }
-        key_share = sum_shares(
-            [self._polynomial(f"dealt:{dealer}") for dealer in request.contributors], self.ctx.data_moduli
-        )
-        c1 = seeded_c1(self.ctx, request.label, request.num_ciphertexts)
-        masks = pairwise_masks(self.ctx, self.party, mask_keys, request)
+        dealt = [self._polynomial(f"dealt:{dealer}") for dealer in request.contributors]
         bits = self.ctx.params.smudging_bits(len(self.roster.committee), self.roster.max_attempts)
-        share = gen_decryption_share(self.ctx, request, self.party, c1, key_share, masks, bits)
-        return share.to_bytes(self.frame_context())
+        return party.decryption_share(
+            self.ctx,
+            self.frame_context(),
+            request,
+            self.party,
+            self._channel(),
+            self.channel_keys,
+            self.run_id,
+            dealt,
+            bits,
+        )
 
     # -- state ---------------------------------------------------------------------------------
     def to_state(self) -> dict[str, bytes]:
@@ -418,9 +420,6 @@ class KeyHolder:
     def frame_context(self, statistics: bool = False) -> HEContext:
         """The context whose wire frames are bound to this run (``HEContext.bound``)."""
         return _context(self.roster.preset, statistics).bound(self.run_id)
-
-    def _deal_context(self, dealer: int, recipient: int) -> bytes:
-        return self.run_id + f"|deal|from={dealer}|to={recipient}".encode()
 
     def _polynomial(self, name: str) -> np.ndarray:
         residues = np.frombuffer(self.secrets[name], dtype=np.uint64)

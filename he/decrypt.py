@@ -20,6 +20,7 @@ their sum over T carries meaning, and there the coefficients add up to exactly 1
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from dataclasses import dataclass
 
@@ -208,11 +209,22 @@ def decrypt_sums(ctx: HEContext, aggregate: EncryptedUpdate, field_sums: np.ndar
     return UpdateEncoder(ctx.params, ctx.num_payload).decode_sums(field_sums, aggregate.layout)
 
 
-def _remove_noise(ctx: HEContext, coefficients: np.ndarray, noise_bits: int) -> np.ndarray:
-    """Read the exact signed noise off the noise primes (Garner), check its bound, strip it."""
+def measured_noise_bits(ctx: HEContext, aggregate: EncryptedUpdate, shares: list[DecryptionShare]) -> float:
+    """log2 of the largest decrypted noise coefficient of T's shares, read as ``combine`` reads
+    it, with no bound checked: what a benchmark reports next to the bound ``combine`` enforces."""
+    total = aggregate.c0
+    for share in shares:
+        total = addmod(total, share.polys, ctx.data_moduli)
+    noise_moduli = [int(q) for q in ctx.noise_moduli.tolist()]
+    _, magnitude = _signed_magnitude(_noise_digits(ctx, ctx.intt(total)), noise_moduli)
+    return float(np.log2(max(float(magnitude.max()), 1.0)))
+
+
+def _noise_digits(ctx: HEContext, coefficients: np.ndarray) -> list[np.ndarray]:
+    """Mixed-radix digits of the noise on the noise primes (Garner): noise = d0 + d1*q0 +
+    d2*q0*q1 + ..., each d_k in [0, q_k)."""
     noise_moduli = [int(q) for q in ctx.noise_moduli.tolist()]
     noise_rows = coefficients[:, ctx.num_payload :]
-    # Mixed-radix digits: noise = d0 + d1*q0 + d2*q0*q1 + ..., each d_k in [0, q_k).
     digits = [noise_rows[:, 0]]
     for k in range(1, len(noise_moduli)):
         qk = noise_moduli[k]
@@ -223,11 +235,16 @@ def _remove_noise(ctx: HEContext, coefficients: np.ndarray, noise_bits: int) -> 
             value = submod(value, term, qk)
             radix *= noise_moduli[i]
         digits.append(mulmod(value, np.uint64(inverse(radix % qk, qk)), qk))
-    negative = _at_least_half(digits, noise_moduli)
-    modulus_product = 1
-    for q in noise_moduli:
-        modulus_product *= q
-    _check_noise_bound(digits, noise_moduli, negative, modulus_product, noise_bits)
+    return digits
+
+
+def _remove_noise(ctx: HEContext, coefficients: np.ndarray, noise_bits: int) -> np.ndarray:
+    """Read the exact signed noise off the noise primes (Garner), check its bound, strip it."""
+    noise_moduli = [int(q) for q in ctx.noise_moduli.tolist()]
+    digits = _noise_digits(ctx, coefficients)
+    negative, magnitude = _signed_magnitude(digits, noise_moduli)
+    _check_noise_bound(magnitude, noise_bits)
+    modulus_product = math.prod(noise_moduli)
     payload = coefficients[:, : ctx.num_payload]
     out = np.empty_like(payload)
     for row, q in enumerate(ctx.payload_moduli.tolist()):
@@ -241,15 +258,20 @@ def _remove_noise(ctx: HEContext, coefficients: np.ndarray, noise_bits: int) -> 
     return out
 
 
-def _check_noise_bound(digits, moduli, negative, modulus_product, noise_bits) -> None:
-    """Magnitude of the mixed-radix noise in float64 (relative error 2^-52, far inside the bound's
-    margin) against ``2^noise_bits``."""
+def _signed_magnitude(digits: list[np.ndarray], moduli: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Whether each mixed-radix noise value is negative, and its magnitude in float64 (relative
+    error 2^-52, far inside the bound's margin)."""
+    negative = _at_least_half(digits, moduli)
     value = np.zeros(digits[0].shape, dtype=np.float64)
     radix = 1.0
     for digit, q in zip(digits, moduli, strict=True):
         value += digit.astype(np.float64) * radix
         radix *= float(q)
-    magnitude = np.where(negative, float(modulus_product) - value, value)
+    return negative, np.where(negative, float(math.prod(moduli)) - value, value)
+
+
+def _check_noise_bound(magnitude: np.ndarray, noise_bits: int) -> None:
+    """The largest noise magnitude against ``2^noise_bits``."""
     largest = float(magnitude.max()) if magnitude.size else 0.0
     if largest > 2.0**noise_bits:
         raise ShareMismatchError(

@@ -18,159 +18,35 @@ the public key of every hospital under ``<pilot>/hospitals/`` (``flwr supernode 
 SIGTERM/SIGINT are passed on to the SuperLink, and the command exits with its exit code. A
 SuperNode whose key is not registered is refused. ``--insecure`` (no TLS, no node
 authentication) exists for a local trial only and says so loudly.
+
+This module is the command line and the roster commands; the SuperLink is started by
+``server.superlink``, keys are registered and hospitals listed by ``server.registration``, and
+both call Flower through ``server.flower_cli``.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
-import os
-import shutil
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
-import time
-import tomllib
 from pathlib import Path
 
-from common.child_process import die_with_parent
 from he.errors import RosterError
 from he.roster import DEFAULT_COMMITTEE_SIZE, DEFAULT_MAX_ATTEMPTS, Roster
-from server import pki
-
-log = logging.getLogger("fedquorum.coordinator")
-
-CONNECTION = "pilot"
-INSECURE_WARNING = """
-**************************************************************************************
-*  INSECURE SUPERLINK: no TLS and no SuperNode authentication. Anyone who can reach  *
-*  this port can join the federation as a hospital or read the traffic. Use only on  *
-*  one machine for a trial, never with patient data.                                 *
-**************************************************************************************"""
-
-
-# -- helpers ---------------------------------------------------------------------------------------
-def executable(name: str) -> str:
-    """``name`` from this interpreter's environment first (the pinned Flower), else PATH."""
-    exe = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
-    if exe is None:
-        raise SystemExit(f"error: {name} is not installed in this environment")
-    return exe
+from server import pki, superlink
+from server.flower_cli import flwr_home, write_cli_config
+from server.registration import (
+    NAMES_FILE,
+    SuperLinkUnreachableError,
+    configured_address,
+    format_status,
+    list_nodes,
+    pilot_node_keys,
+    register_keys,
+)
 
 
-def flwr_home(layout: pki.PilotLayout) -> Path:
-    """The coordinator's Flower directory: CLI connection config, and the SuperLink's apps."""
-    return pki.private_dir(layout.superlink_dir / "flwr")
-
-
-def client_address(host: str, port: int) -> str:
-    """Where local tools reach a SuperLink listening on ``host`` (wildcards: loopback)."""
-    return f"{'127.0.0.1' if host in ('0.0.0.0', '::', '') else host}:{port}"
-
-
-def write_cli_config(home: Path, address: str, ca_cert: Path | None) -> Path:
-    """``<home>/config.toml`` with one connection ``pilot`` (TLS with the pilot CA, or insecure)."""
-    lines = ["[superlink]", f'default = "{CONNECTION}"', "", f"[superlink.{CONNECTION}]"]
-    lines.append(f"address = {json.dumps(address)}")
-    if ca_cert is None:
-        lines.append("insecure = true")
-    else:
-        lines.append(f"root-certificates = {json.dumps(str(ca_cert))}")
-    path = home / "config.toml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def flower_env(home: Path) -> dict[str, str]:
-    return os.environ | {
-        "FLWR_HOME": str(home),
-        "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
-        "FLWR_DISABLE_UPDATE_CHECK": "1",
-        "NO_COLOR": "1",
-    }
-
-
-def wait_for_port(address: str, timeout: float, alive=lambda: True) -> None:
-    host, port = address.rsplit(":", 1)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not alive():
-            raise RuntimeError(f"the SuperLink exited before {address} accepted connections")
-        with contextlib.suppress(OSError), socket.create_connection((host, int(port)), timeout=1):
-            return
-        time.sleep(0.5)
-    raise TimeoutError(f"the SuperLink at {address} did not accept connections within {timeout:.0f} s")
-
-
-def register_keys(home: Path, public_keys: list[tuple[str, Path]], timeout: float = 120.0) -> dict[str, str]:
-    """``flwr supernode register`` each (name, .pub); return name -> node id or 'already registered'."""
-    flwr = executable("flwr")
-    results = {}
-    for name, path in public_keys:
-        pki.load_node_public_key(path)  # clear error before the CLI's
-        deadline = time.monotonic() + timeout
-        while True:
-            done = subprocess.run(
-                [flwr, "supernode", "register", str(path), CONNECTION, "--name", name, "--format", "json"],
-                capture_output=True,
-                text=True,
-                env=flower_env(home),
-                timeout=120,
-            )
-            output = done.stdout + done.stderr
-            node_id = _node_id(done.stdout)
-            if node_id is not None:
-                results[name] = node_id
-                remember_name(home, node_id, name)
-                break
-            if "already" in output.lower() and "use" in output.lower():
-                results[name] = "already registered"
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"registering {name} ({path}) failed: {output.strip()[-1000:]}")
-            time.sleep(2)  # the SuperLink may still be starting its Control API
-        log.info("registered %s (%s): %s", name, path, results[name])
-    return results
-
-
-NAMES_FILE = "hospital-names.json"  # in the coordinator's FLWR_HOME: node id -> hospital name
-
-
-def remember_name(home: Path, node_id: str, name: str) -> None:
-    """Record which hospital a node id is: Flower's node list shows ids only."""
-    path = home / NAMES_FILE
-    names = json.loads(path.read_text()) if path.exists() else {}
-    names[str(node_id)] = name
-    path.write_text(json.dumps(names, indent=1, sort_keys=True) + "\n")
-
-
-def format_status(nodes: list[dict], names: dict[str, str]) -> str:
-    """``flwr supernode list --format json`` as a table by hospital name: online or offline, since."""
-    rows = [("hospital", "node id", "status", "since")]
-    for node in nodes:
-        status = str(node.get("status", "?"))
-        since = node.get("online-at") if status == "online" else node.get("offline-at")
-        node_id = str(node.get("node-id", "?"))
-        rows.append((names.get(node_id, "(unknown name)"), node_id, status, str(since or "never")))
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    return "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows
-    )
-
-
-def _node_id(stdout: str) -> str | None:
-    try:
-        data = json.loads(stdout[stdout.index("{") : stdout.rindex("}") + 1])
-    except ValueError:
-        return None
-    return str(data["node-id"]) if data.get("success") and "node-id" in data else None
-
-
-# -- subcommands ------------------------------------------------------------------------------------
 def check_preset(name: str, num_hospitals: int) -> None:
     """Refuse a roster the ServerApp would refuse: an unknown HE preset, or one whose decryption
     noise flooding cannot hold the roster's committee (``HEParams.check_federation``)."""
@@ -276,78 +152,13 @@ def add_roster_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def superlink_command(args: argparse.Namespace, layout: pki.PilotLayout) -> list[str]:
-    cmd = [executable("flower-superlink"), "--host", args.host, "--port", str(args.port)]
-    cmd += ["--database", str(args.database or layout.superlink_dir / "state.db")]
-    cmd += ["--disable-runtime-dependency-installation"]
-    if args.insecure:
-        return [*cmd, "--insecure"]
-    for path, what in (
-        (layout.superlink_ca, "CA certificate"),
-        (layout.server_cert, "SuperLink certificate"),
-        (layout.server_key, "SuperLink private key"),
-    ):
-        if not path.is_file():
-            raise SystemExit(f"error: {what} {path} is missing; run `init-pilot --out {layout.root}` first")
-    return [
-        *cmd,
-        "--ssl-ca-certfile",
-        str(layout.superlink_ca),
-        "--ssl-certfile",
-        str(layout.server_cert),
-        "--ssl-keyfile",
-        str(layout.server_key),
-        "--enable-supernode-auth",
-    ]
-
-
-def cmd_superlink(args: argparse.Namespace) -> int:
-    layout = pki.PilotLayout(Path(args.pilot).expanduser().absolute())
-    pki.private_dir(layout.superlink_dir)
-    home = flwr_home(layout)
-    address = client_address(args.host, args.port)
-    if args.insecure:
-        log.warning(INSECURE_WARNING)
-    write_cli_config(home, address, None if args.insecure else layout.superlink_ca)
-    cmd = superlink_command(args, layout)
-    log.info("starting: %s", " ".join(cmd))
-    child = subprocess.Popen(cmd, env=flower_env(home), preexec_fn=die_with_parent)
-
-    def forward(signum, _frame) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            child.send_signal(signum)
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    try:
-        wait_for_port(address, args.start_timeout, alive=lambda: child.poll() is None)
-        if args.insecure or args.no_register:
-            log.info("SuperLink at %s; no hospital keys registered", address)
-        else:
-            keys = [(name, layout.hospital_dir(name) / "node.pub") for name in layout.hospital_names()]
-            if not keys:
-                log.warning(
-                    "no hospital public keys under %s; register them with `register`", layout.hospitals_dir
-                )
-            register_keys(home, keys, args.start_timeout)
-            log.info("SuperLink at %s ready with %d registered hospital(s)", address, len(keys))
-        # the pilot's CLI config, for `flwr ls` & co: FLWR_HOME=<this dir>
-        log.info("flwr CLI config: FLWR_HOME=%s (connection %r)", home, CONNECTION)
-    except (RuntimeError, TimeoutError, pki.PKIError) as err:
-        log.error("%s; stopping the SuperLink", err)
-        child.terminate()
-        child.wait(timeout=30)
-        return 1
-    return child.wait()
-
-
 def cmd_register(args: argparse.Namespace) -> int:
     layout = pki.PilotLayout(Path(args.pilot).expanduser().absolute())
     home = flwr_home(layout)
     write_cli_config(home, args.superlink, layout.superlink_ca)
     keys = [(args.name or Path(p).stem, Path(p)) for p in args.public_keys] if args.public_keys else []
     if not keys:
-        keys = [(name, layout.hospital_dir(name) / "node.pub") for name in layout.hospital_names()]
+        keys = pilot_node_keys(layout)
     if args.name and len(args.public_keys) > 1:
         raise SystemExit("error: --name applies to a single public key")
     try:
@@ -357,43 +168,6 @@ def cmd_register(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     return 0
-
-
-class SuperLinkUnreachableError(RuntimeError):
-    """``status`` got no node list: no SuperLink answers at the address (or not this pilot's)."""
-
-
-def configured_address(home: Path) -> str | None:
-    """The SuperLink address ``superlink`` wrote into the coordinator's CLI config, if any."""
-    path = home / "config.toml"
-    if not path.exists():
-        return None
-    return tomllib.loads(path.read_text())["superlink"][CONNECTION]["address"]
-
-
-def list_nodes(address: str, ca_cert: Path | None) -> list[dict]:
-    """``flwr supernode list`` against ``address``, from a throwaway CLI config: asking about
-    one SuperLink must not repoint the pilot's own config at it."""
-    with tempfile.TemporaryDirectory() as tmp:
-        write_cli_config(Path(tmp), address, ca_cert)
-        done = subprocess.run(
-            [executable("flwr"), "supernode", "list", CONNECTION, "--format", "json"],
-            env=flower_env(Path(tmp)),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-    try:
-        listing = json.loads(done.stdout[done.stdout.index("{") : done.stdout.rindex("}") + 1])
-    except ValueError:
-        listing = {"success": False, "error-message": (done.stdout + done.stderr).strip()}
-    if listing.get("success") is False or "nodes" not in listing:
-        why = " ".join(str(listing.get("error-message", listing)).split())
-        raise SuperLinkUnreachableError(
-            f"cannot list hospitals: no answer from a SuperLink at {address} ({why[-300:]}); is it "
-            "running (`python -m server.coordinator superlink`), and is --superlink its address?"
-        )
-    return listing["nodes"]
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -466,7 +240,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-register", action="store_true", help="do not register the pilot's hospital keys")
     p.add_argument("--start-timeout", type=float, default=180.0)
     p.add_argument("--insecure", action="store_true", help="no TLS, no node authentication: local trial only")
-    p.set_defaults(func=cmd_superlink)
+    p.set_defaults(func=superlink.run)
 
     p = sub.add_parser("register", help="register hospital public keys with a running SuperLink")
     p.add_argument("--pilot", type=Path, required=True)

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from deploy_helpers import free_port
 
-from server import coordinator, pki
+from server import coordinator, flower_cli, pki
 
 
 def pilot_home(tmp_path: Path) -> Path:
-    return coordinator.flwr_home(pki.PilotLayout(tmp_path / "pilot"))
+    return flower_cli.flwr_home(pki.PilotLayout(tmp_path / "pilot"))
 
 
 def test_status_fails_loudly_against_a_dead_address_and_keeps_the_config(
@@ -20,7 +20,7 @@ def test_status_fails_loudly_against_a_dead_address_and_keeps_the_config(
 ) -> None:
     home = pilot_home(tmp_path)
     served = f"127.0.0.1:{free_port()}"  # the address `superlink` last served; nothing listens now
-    config = coordinator.write_cli_config(home, served, None)
+    config = flower_cli.write_cli_config(home, served, None)
     before = config.read_bytes()
 
     dead = f"127.0.0.1:{free_port()}"

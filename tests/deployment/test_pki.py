@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key, l
 from client import daemon
 from he.identity import SigningKey
 from he.roster import Roster
-from server import coordinator, pki
+from server import coordinator, flower_cli, pki, registration, superlink
 
 
 def mode(path: Path) -> int:
@@ -126,7 +126,7 @@ def test_coordinator_cli_init_and_commands(tmp_path: Path, capsys: pytest.Captur
     assert "already exists" in capsys.readouterr().err
 
     args = coordinator.parser().parse_args(["superlink", "--pilot", str(out), "--port", "19999"])
-    cmd = coordinator.superlink_command(args, layout)
+    cmd = superlink.superlink_command(args, layout)
     flags = {flag: cmd[i + 1] for i, flag in enumerate(cmd[:-1]) if flag.startswith("--")}
     assert flags["--ssl-certfile"] == str(layout.server_cert)
     assert flags["--ssl-keyfile"] == str(layout.server_key)
@@ -135,8 +135,8 @@ def test_coordinator_cli_init_and_commands(tmp_path: Path, capsys: pytest.Captur
     assert "--enable-supernode-auth" in cmd and "--insecure" not in cmd
     assert "--disable-runtime-dependency-installation" in cmd
     insecure = coordinator.parser().parse_args(["superlink", "--pilot", str(out), "--insecure"])
-    assert "--insecure" in coordinator.superlink_command(insecure, layout)
-    assert coordinator.client_address("0.0.0.0", 9093) == "127.0.0.1:9093"
+    assert "--insecure" in superlink.superlink_command(insecure, layout)
+    assert flower_cli.client_address("0.0.0.0", 9093) == "127.0.0.1:9093"
 
 
 def test_roster_from_public_keys_the_hospitals_made(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -178,15 +178,15 @@ def test_roster_from_public_keys_the_hospitals_made(tmp_path: Path, capsys: pyte
 
 
 def test_status_names_the_hospitals(tmp_path: Path) -> None:
-    coordinator.remember_name(tmp_path, "111", "charite")
-    coordinator.remember_name(tmp_path, "222", "hug")
-    names = json.loads((tmp_path / coordinator.NAMES_FILE).read_text())
+    registration.remember_name(tmp_path, "111", "charite")
+    registration.remember_name(tmp_path, "222", "hug")
+    names = json.loads((tmp_path / registration.NAMES_FILE).read_text())
     nodes = [
         {"node-id": "111", "status": "online", "online-at": "2026-11-28 06:00:00Z"},
         {"node-id": "222", "status": "offline", "offline-at": "2026-11-28 05:00:00Z"},
         {"node-id": "333", "status": "registered"},
     ]
-    lines = coordinator.format_status(nodes, names).splitlines()
+    lines = registration.format_status(nodes, names).splitlines()
     assert lines[0].split() == ["hospital", "node", "id", "status", "since"]
     assert lines[1].split() == ["charite", "111", "online", "2026-11-28", "06:00:00Z"]
     assert lines[2].split() == ["hug", "222", "offline", "2026-11-28", "05:00:00Z"]
