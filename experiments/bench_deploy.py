@@ -36,11 +36,12 @@ from pathlib import Path
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
+from common.bundle import bundle_packages
 from experiments.bench_arms import ArmResult, BenchHospital, run_arm
 from strategies.fedavg import wait_for_nodes
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("he", "strategies", "server", "client", "models", "privacy")
+PACKAGES = bundle_packages()
 EXPERIMENT_FILES = ("__init__.py", "_simulate.py", "bench_arms.py", "bench_deploy.py")
 
 # -- the bundle's apps (run by the SuperLink's ServerApp process and the SuperNodes' ClientApps) --

@@ -32,8 +32,10 @@ from deploy_helpers import (
     wait_until,
 )
 
+from common.bundle import bundle_packages
+
 HOSPITALS = 2
-APP_PACKAGES = ("he", "strategies", "server", "client", "models", "privacy")
+APP_PACKAGES = bundle_packages()
 
 
 def python(module: str, *args: str) -> list[str]:
