@@ -23,7 +23,7 @@ from client.keyholder import KeyHolder
 from client.ledger import ReleaseLedger
 from client.policy import policy_mod
 from client.privacy_budget import charge_round, distributed_spend, record_spend
-from client.refusals import RefusedRequest
+from client.refusals import KeysLost, RefusedRequest
 from common.records import blob_array, blobs_of
 from he import protocol as p
 from he.transcript import model_release, statistics_release
@@ -81,7 +81,10 @@ def config_of(message: Message) -> dict:
 def load_keyholder(context: Context) -> KeyHolder:
     state = context.state.config_records.get(STATE)
     if state is None:
-        raise RuntimeError("no key set-up for this run on this hospital: the server skipped query.hello")
+        raise KeysLost(
+            f"{p.KEYS_LOST}: this hospital holds no key set-up for this run (its node restarted "
+            "after the set-up); it sits the rest of this run out, a new or resumed run sets up afresh"
+        )
     holder = KeyHolder.from_state({k: bytes(v) for k, v in state.items() if k != PRESET_KEY})
     holder.ledger = release_ledger(dict(context.node_config))
     return holder

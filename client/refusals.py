@@ -9,7 +9,8 @@ of request is refused:
   contributor set, or any request once the ledger was altered;
 * ``client.policy``: a request the hospital's policy keys forbid (``PolicyRefusal``);
 * ``client.privacy_budget``: a DP run or round its differential-privacy budget does not allow;
-* ``client.app``: a config value or blob name that is not the number the protocol expects;
+* ``client.app``: a config value or blob name that is not the number the protocol expects, and a
+  request of a run whose keys this hospital no longer holds (``KeysLost``);
 * ``client.error_boundary``: a roster or identity it did not pin (``HospitalIdentityRefusal``,
   kept there as it is also a ``RequestError``), and every other malformed request;
 * ``client.approval`` and ``client.launcher``: an app that is not approved (before any
@@ -25,3 +26,9 @@ class RefusedRequest(RuntimeError):
 
 class PolicyRefusal(RefusedRequest):
     """A request this hospital's policy forbids; logged as ``refused`` in the audit log."""
+
+
+class KeysLost(RefusedRequest):
+    """This hospital holds no key set-up for the run: its node restarted after the set-up (the
+    run's keys live only in the SuperNode's memory), so it can neither encrypt nor decrypt for
+    this run. Its text starts with ``he.protocol.KEYS_LOST``, which the server reads."""

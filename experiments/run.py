@@ -344,6 +344,9 @@ def run_simulated(cfg: DictConfig, settings: RunSettings, num_hospitals: int) ->
             bar.set_postfix({k: fmt(metrics[k]) for k in PROGRESS_METRICS if k in metrics})
             bar.update(1)
 
+        def on_phase(phase: str) -> None:
+            bar.set_description(phase)
+
         try:
             run_simulation(
                 make_server_app(
@@ -352,6 +355,7 @@ def run_simulated(cfg: DictConfig, settings: RunSettings, num_hospitals: int) ->
                     results.append,
                     lambda *stop: stopped.append(stop),
                     tracker.log_checkpoint,
+                    on_phase,
                 ),
                 client_app,
                 num_supernodes=num_hospitals,
@@ -535,14 +539,13 @@ def find_mlflow_run(tracking_uri: str, experiment: str, flower_run_id: int):
     return client, (runs[0] if runs else None)
 
 
-def recorded_failure(tracking_uri: str, experiment: str, flower_run_id: int) -> str | None:
-    """The one-line reason the ServerApp recorded for a run that stopped early (MLflow tag
-    ``failure_reason``), or None if it recorded none (it crashed, or never started)."""
+def recorded_mlflow_run(tracking_uri: str, experiment: str, flower_run_id: int):
+    """``find_mlflow_run``, without opening a SQLite store the ServerApp has not made yet (see
+    ``run_recorded``): (client or None, run or None)."""
     prefix = "sqlite:///"
     if tracking_uri.startswith(prefix) and not run_recorded(Path(tracking_uri[len(prefix) :]), flower_run_id):
-        return None
-    _, mlrun = find_mlflow_run(tracking_uri, experiment, flower_run_id)
-    return None if mlrun is None else mlrun.data.tags.get("failure_reason")
+        return None, None
+    return find_mlflow_run(tracking_uri, experiment, flower_run_id)
 
 
 def run_recorded(db: Path, flower_run_id: int) -> bool:
@@ -572,26 +575,61 @@ PROGRESS_METRICS = ("contributors", "eval_loss", "eval_accuracy", "eval_auc")  #
 
 def progress_logged(
     tracking_uri: str, experiment: str, flower_run_id: int, num_rounds: int
-) -> tuple[int, dict]:
-    """Rounds the ServerApp has logged so far and the latest ``PROGRESS_METRICS`` (progress only:
-    nothing if the store is not there yet)."""
-    prefix = "sqlite:///"
-    if tracking_uri.startswith(prefix) and not run_recorded(Path(tracking_uri[len(prefix) :]), flower_run_id):
-        return 0, {}  # the ServerApp creates the store: an MLflow client here could race it on the schema
+) -> tuple[int, dict, str]:
+    """Rounds the ServerApp has logged so far, the latest ``PROGRESS_METRICS`` and the phase it is
+    in (its tag ``phase``; progress only: nothing if the store is not there yet)."""
     try:
-        client, mlrun = find_mlflow_run(tracking_uri, experiment, flower_run_id)
+        client, mlrun = recorded_mlflow_run(tracking_uri, experiment, flower_run_id)
         if mlrun is None:
-            return 0, {}
+            return 0, {}, ""
         rounds = min(num_rounds, len(client.get_metric_history(mlrun.info.run_id, "round_seconds")))
-        return rounds, {k: v for k, v in mlrun.data.metrics.items() if k in PROGRESS_METRICS}
+        latest = {k: v for k, v in mlrun.data.metrics.items() if k in PROGRESS_METRICS}
+        return rounds, latest, mlrun.data.tags.get("phase", "")
     except Exception as err:  # a busy store must not end the wait
         log.debug("progress from MLflow unavailable: %s", err)
-        return 0, {}
+        return 0, {}, ""
 
 
 def log_tail(text: str, lines: int = 25) -> str:
     """The end of a ServerApp log, where the reason a run failed is (not buried behind it)."""
     return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+def attach_config(
+    cfg: DictConfig, tracking_uri: str, experiment: str, run_id: int, status: str, log_path: Path
+):
+    """Add the Hydra config (``config.yaml``) to the MLflow run the ServerApp made for Flower run
+    ``run_id``, whether it completed or failed (``resume=<id>`` needs it), and return that run;
+    raise if the Flower run did not complete: ``RunFailedError`` with the reason the ServerApp
+    recorded and the command that resumes it, else the end of the ServerApp log."""
+    client, mlrun = recorded_mlflow_run(tracking_uri, experiment, run_id)
+    if mlrun is not None:  # also for a run that failed: resume=<id> continues from its config.yaml
+        # the Hydra view of the run, beside the run config the ServerApp logged as params (each
+        # setting once: not again under its Hydra spelling)
+        client.log_text(mlrun.info.run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+        if cfg.get("resume"):
+            client.set_tag(mlrun.info.run_id, "resumed_from", str(cfg.resume))
+    if (
+        status != "finished:completed"
+        and mlrun is not None
+        and (reason := mlrun.data.tags.get("failure_reason"))
+    ):
+        raise RunFailedError(
+            f"Flower run {run_id} stopped: {reason} (ServerApp log: {log_path}; "
+            f"resume with: python -m experiments.run resume={mlrun.info.run_id} "
+            f"mlflow.tracking_uri={tracking_uri})"
+        )
+    if status != "finished:completed":
+        raise RuntimeError(
+            f"Flower run {run_id} ended with status {status!r}; the ServerApp log ({log_path}) ends:\n"
+            + log_tail(log_path.read_text())
+        )
+    if mlrun is None:
+        raise RuntimeError(
+            f"Flower run {run_id} completed but no MLflow run is tagged with it in {tracking_uri} "
+            f"(experiment {experiment!r}); ServerApp log: {log_path}"
+        )
+    return mlrun
 
 
 def run_deployment(cfg: DictConfig, settings: RunSettings, num_hospitals: int) -> None:
@@ -624,7 +662,9 @@ def run_deployment(cfg: DictConfig, settings: RunSettings, num_hospitals: int) -
     try:
         while time.monotonic() < deadline:
             status = run_status(home, run_id)
-            rounds, latest = progress_logged(tracking_uri, experiment, run_id, settings.num_rounds)
+            rounds, latest, phase = progress_logged(tracking_uri, experiment, run_id, settings.num_rounds)
+            if phase:
+                bar.set_description(phase, refresh=False)
             if latest:
                 bar.set_postfix({k: fmt(v) for k, v in latest.items()})
             bar.update(max(0, rounds - bar.n))
@@ -643,24 +683,7 @@ def run_deployment(cfg: DictConfig, settings: RunSettings, num_hospitals: int) -
         bar.close()
         logs = flwr_cli(home, "log", str(run_id), CONNECTION, "--show")
         log_path.write_text(logs.stdout + logs.stderr)
-    if status != "finished:completed" and (reason := recorded_failure(tracking_uri, experiment, run_id)):
-        raise RunFailedError(f"Flower run {run_id} stopped: {reason} (ServerApp log: {log_path})")
-    if status != "finished:completed":
-        raise RuntimeError(
-            f"Flower run {run_id} ended with status {status!r}; the ServerApp log ({log_path}) ends:\n"
-            + log_tail(log_path.read_text())
-        )
-    client, mlrun = find_mlflow_run(tracking_uri, experiment, run_id)
-    if mlrun is None:
-        raise RuntimeError(
-            f"Flower run {run_id} completed but no MLflow run is tagged with it in {tracking_uri} "
-            f"(experiment {experiment!r}); ServerApp log: {log_path}"
-        )
-    # the Hydra view of the run, beside the run config the ServerApp logged as params (each
-    # setting once: not again under its Hydra spelling)
-    client.log_text(mlrun.info.run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
-    if cfg.get("resume"):
-        client.set_tag(mlrun.info.run_id, "resumed_from", str(cfg.resume))
+    mlrun = attach_config(cfg, tracking_uri, experiment, run_id, status, log_path)
     final = {k[len("final_") :]: v for k, v in mlrun.data.metrics.items() if k.startswith("final_")}
     print(
         f"final: {' '.join(f'{k}={fmt(v)}' for k, v in sorted(final.items()))}\n"

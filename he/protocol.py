@@ -60,3 +60,8 @@ FEATURE_MEAN = "feature-mean"
 FEATURE_STD = "feature-std"
 ROSTER_FINGERPRINT = "roster-fingerprint"  # the roster the server runs; hospitals compare
 SIMULATED_FEDERATION = "simulated-federation"  # simulation only: directory of roster and keys
+
+# How a hospital whose node restarted after the set-up begins its refusal (run state lives in the
+# SuperNode's memory, so the restart lost this run's keys); the server reads it to name the
+# hospital and leave it out of the rest of the run instead of waiting for it.
+KEYS_LOST = "restarted, lost this run's keys"

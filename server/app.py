@@ -58,14 +58,17 @@ def initial_weights(settings: RunSettings) -> list[np.ndarray]:
 
 
 def build_strategy(
-    settings: RunSettings, on_checkpoint: Callable[[Checkpoint], None] | None = None
+    settings: RunSettings,
+    on_checkpoint: Callable[[Checkpoint], None] | None = None,
+    on_phase: Callable[[str], None] | None = None,
 ) -> FedAvg:
     """The run's strategy, resuming from ``settings.resume_checkpoint`` if set; ``on_checkpoint``
-    receives a checkpoint after every round."""
+    receives a checkpoint after every round, ``on_phase`` each phase as it starts."""
     strategy = EncryptedFedAvg(settings, settings.clip_margin) if settings.encrypted else FedAvg(settings)
     if settings.resume_checkpoint:
         strategy.resume(Checkpoint.load(Path(settings.resume_checkpoint)))
     strategy.on_checkpoint = on_checkpoint
+    strategy.on_phase = on_phase
     return strategy
 
 
@@ -98,8 +101,9 @@ def run_federation(
     on_round: Callable[[int, dict], None] | None = None,
     on_stop: OnStop | None = None,
     on_checkpoint: Callable[[Checkpoint], None] | None = None,
+    on_phase: Callable[[str], None] | None = None,
 ) -> FederationResult:
-    strategy = build_strategy(settings, on_checkpoint)
+    strategy = build_strategy(settings, on_checkpoint, on_phase)
     strategy.summary()
     return start(strategy, grid, settings, on_round, on_stop)
 
@@ -110,6 +114,7 @@ def make_server_app(
     on_result: Callable[[FederationResult], None] | None = None,
     on_stop: OnStop | None = None,
     on_checkpoint: Callable[[Checkpoint], None] | None = None,
+    on_phase: Callable[[str], None] | None = None,
 ) -> ServerApp:
     """A ServerApp; with no ``settings`` it reads them from the run config."""
     app = ServerApp()
@@ -122,7 +127,7 @@ def make_server_app(
         if run_settings.mlflow_tracking_uri and settings is None:
             result = run_tracked(grid, run_settings, int(context.run_id), on_round)
         else:
-            result = run_federation(grid, run_settings, on_round, on_stop, on_checkpoint)
+            result = run_federation(grid, run_settings, on_round, on_stop, on_checkpoint, on_phase)
         if on_result:
             on_result(result)
 
@@ -164,7 +169,7 @@ def run_tracked(
             if on_round:
                 on_round(server_round, metrics)
 
-        strategy = build_strategy(settings, tracker.log_checkpoint)
+        strategy = build_strategy(settings, tracker.log_checkpoint, tracker.log_phase)
         strategy.summary()
 
         def log_stop(reason: str, partial: FederationResult | None) -> None:

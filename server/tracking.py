@@ -99,6 +99,11 @@ def run_tags(result: FederationResult | None) -> dict[str, str]:
     return {key: str(value)[:MAX_TAG] for key, value in (result.tags if result else {}).items()}
 
 
+def rounds_completed(history: list[dict]) -> int:
+    """Rounds of ``history`` that produced an aggregate (not ``round_skipped``)."""
+    return sum(1 for entry in history if not entry.get("round_skipped"))
+
+
 def model_from_weights(settings: RunSettings, weights: list[np.ndarray]):
     model = build_global_model(settings)
     set_weights(model, weights)
@@ -162,6 +167,12 @@ class MlflowTracker:
             tag = text if len(text) <= MAX_TAG else "... " + text[-(MAX_TAG - 4) :]
             mlflow.MlflowClient(self.tracking_uri).set_tag(self.run_id, "missing_hospitals", tag)
 
+    def log_phase(self, phase: str) -> None:
+        """What the run is doing now (tag ``phase``), which the deployment runner's progress bar
+        shows while no round has been logged yet (the key set-up can take minutes)."""
+        # explicit run id: called from the ServerApp thread (see log_round)
+        mlflow.MlflowClient(self.tracking_uri).set_tag(self.run_id, "phase", phase[:MAX_TAG])
+
     def log_checkpoint(self, checkpoint: Checkpoint) -> None:
         """The latest checkpoint (``checkpoint/checkpoint.npz``, replaced every round), which
         ``python -m experiments.run resume=<run id>`` continues from."""
@@ -178,12 +189,13 @@ class MlflowTracker:
         settings: RunSettings,
         quorum: Quorum | None = None,
     ) -> None:
-        """A run that stopped early keeps its reason (tag ``failure_reason``) and, if any round
-        ran, the last global model with its learning curve (``log_result``)."""
+        """A run that stopped early keeps its reason (tag ``failure_reason``), how many rounds
+        produced an aggregate (tag ``rounds_completed``: a skipped round kept the previous model)
+        and, if any round ran, the last global model with its learning curve (``log_result``)."""
         mlflow.set_tags(
             {
                 "failure_reason": reason[:MAX_TAG],
-                "rounds_completed": str(len(result.history) if result else 0),
+                "rounds_completed": str(rounds_completed(result.history if result else [])),
             }
             | run_tags(result)
         )

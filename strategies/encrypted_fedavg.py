@@ -47,6 +47,7 @@ from strategies.fedavg import FedAvg, FederationResult, RoundFailedError
 from strategies.messaging import (
     Refusals,
     content_bytes,
+    hospital_reason,
     make_content,
     metrics_of,
     stream_replies,
@@ -65,6 +66,7 @@ class Decryption:
     client_seconds: float  # mean partial-decryption time of a keyholder
     attempts: int
     suspects: list[str]  # keyholders named by elimination (see strategies.decryption_sets)
+    keyholders: tuple[int, ...]  # the decryption set whose shares combined
     sums: list[int]  # the exact sums section: the pooled evaluation (models.pooled_metrics)
 
 
@@ -117,6 +119,7 @@ class EncryptedFedAvg(FedAvg):
         self.evaluation_update_layout: UpdateLayout | None = None  # set by configure_evaluate
         self.software: dict[int, str] = {}  # party -> "fedquorum x, flwr y", from its hello reply
         self.hello_refusals = Refusals()  # hospitals whose hello was an error reply, with their reason
+        self.keys_lost: set[int] = set()  # parties whose node restarted after the set-up (p.KEYS_LOST)
 
     def start(self, grid: Grid, initial_weights, on_round=None) -> FederationResult:
         try:
@@ -252,6 +255,7 @@ class EncryptedFedAvg(FedAvg):
         self.run_tags["setup_missing_keyholders"] = missing
 
     def _collect_hellos(self, grid: Grid) -> dict[int, bytes]:
+        self.report_phase(f"key set-up: {p.HELLO}")
         config = self.task_config()  # holds the preset and the roster fingerprint hospitals compare
         messages = [
             Message(content=make_content(config), message_type=p.HELLO, dst_node_id=node, group_id="setup")
@@ -287,6 +291,7 @@ class EncryptedFedAvg(FedAvg):
 
     def _phase(self, grid: Grid, message_type: str, parties, content_for) -> dict[int, dict[str, bytes]]:
         """Send one set-up message to each of ``parties``; the replies of those that succeeded."""
+        self.report_phase(f"key set-up: {message_type}")
         messages = [
             Message(
                 content=content_for(party),
@@ -321,6 +326,93 @@ class EncryptedFedAvg(FedAvg):
     def _party_of(self, reply: Message) -> int:
         node = reply.metadata.src_node_id
         return next(party for party, n in self.party_nodes.items() if n == node)
+
+    # -- who is left: hospitals that restarted, keyholders that failed ---------------------------
+    def failure_reason(self, reply: Message) -> str | None:
+        """FedAvg's, and a hospital that says it restarted (``p.KEYS_LOST``) is out for the run."""
+        reason = super().failure_reason(reply)
+        if reason is not None and (hospital_reason(reply) or "").startswith(p.KEYS_LOST):
+            self._lost_keys(reply.metadata.src_node_id)
+        return reason
+
+    def _lost_keys(self, node_id: int) -> None:
+        party = next((k for k, n in self.party_nodes.items() if n == node_id), None)
+        if party is None or party in self.keys_lost:
+            return
+        self.keys_lost.add(party)
+        quorum = self.roster.quorum
+        left = len(set(quorum.committee) - self.keys_lost)
+        log.warning(
+            "%s %s: it is left out of the rest of this run (%d of %d keyholders keep their keys, a "
+            "decryption set needs %d)",
+            self.roster.hospital(party).name,
+            p.KEYS_LOST,
+            left,
+            len(quorum.committee),
+            quorum.min_decryption_set,
+        )
+
+    def missing_name(self, node_id: int) -> str:
+        name = self.hospital_name(node_id)
+        lost = any(self.party_nodes.get(k) == node_id for k in self.keys_lost)
+        return f"{name} ({p.KEYS_LOST})" if lost else name
+
+    @property
+    def run_committee(self) -> tuple[int, ...]:
+        """K': the keyholders of this run's set-up (only they hold dealt shares), before it the
+        roster's committee."""
+        setup = self.setup_transcript
+        return tuple(setup.committee) if setup is not None else self.roster.quorum.committee
+
+    def keyholders_down(self, answered: set[int] | None = None) -> dict[int, str]:
+        """Committee members no decryption can count on now, with why: restarted (their keys are
+        gone for the run), offline at the SuperLink, or (``answered``: the nodes whose train
+        reply came this round) failed this round's train phase: timed out, crashed or refused."""
+        online = set(self.grid.get_node_ids()) if self.grid is not None else set(self.party_nodes.values())
+        down = {}
+        for keyholder in self.run_committee:
+            node = self.party_nodes.get(keyholder)
+            if keyholder in self.keys_lost:
+                down[keyholder] = p.KEYS_LOST
+            elif node not in online:
+                down[keyholder] = "offline"
+            elif answered is not None and node not in answered:
+                down[keyholder] = "failed this round"
+        return down
+
+    def quorum_shortfall(self, down: dict[int, str]) -> str | None:
+        """One line naming the missing keyholders if those left cannot form a decryption set."""
+        quorum = self.roster.quorum
+        left = len([k for k in self.run_committee if k in self.party_nodes and k not in down])
+        if left >= quorum.min_decryption_set:
+            return None
+        named = ", ".join(f"{self.roster.hospital(k).name} ({why})" for k, why in sorted(down.items()))
+        return (
+            f"keyholder(s) {named} missing: {left} of {len(quorum.committee)} keyholders left, a "
+            f"decryption set needs {quorum.min_decryption_set}"
+        )
+
+    def quorum_gone(self) -> str | None:
+        """Restarted keyholders alone leave too few for any decryption set: their keys do not come
+        back within this run, so no later round can be decrypted (a resumed run sets up afresh)."""
+        shortfall = self.quorum_shortfall(dict.fromkeys(self.keys_lost, p.KEYS_LOST))
+        if shortfall is None:
+            return None
+        return (
+            f"{shortfall}; no later round can be decrypted, stopping the run (resume it once the "
+            "keyholders are back)"
+        )
+
+    def skip_reason(self, server_round: int) -> tuple[str, list[str]] | None:
+        """Skip a round no decryption set can serve; stop the run if that will not change (the
+        model and the last checkpoint stay as they are)."""
+        if (gone := self.quorum_gone()) is not None:
+            raise RoundFailedError(f"round {server_round}: {gone}")
+        down = self.keyholders_down()
+        if (reason := self.quorum_shortfall(down)) is None:
+            return None
+        missing = [self.missing_name(self.party_nodes[k]) for k in sorted(down) if k in self.party_nodes]
+        return reason, missing
 
     # -- aggregation ---------------------------------------------------------------------------
     def _sum_contributions(
@@ -412,10 +504,13 @@ class EncryptedFedAvg(FedAvg):
             "train", server_round, replies, self.round_layout, self.round_release, f"round {server_round}"
         )
         self._check_contributors(len(statements), f"round {server_round}")
+        self.notes.contributors = self._names(sorted(statements))
         metrics = {"contributors": len(statements)}
         metrics["clip"] = self.round_clip
         try:
-            result = self._decrypt("train", server_round, total.result, statements, self.ctx)
+            result = self._decrypt(
+                "train", server_round, total.result, statements, self.ctx, self.round_answered
+            )
         except WeightScaleError as err:
             self.weight_scale = weight_scale_for(err.total_examples, self.ctx.params)
             log.warning(
@@ -426,6 +521,8 @@ class EncryptedFedAvg(FedAvg):
             metrics["round_skipped"] = 1
             return None, MetricRecord(metrics | self.pooled_metrics(None, client_metrics))
         metrics |= self.pooled_metrics(result.sums, client_metrics)
+        self.notes.decryption_set = self._names(result.keyholders)
+        self.notes.outcome = f"aggregated (decryption attempt {result.attempts})"
         average, total_examples = result.average, result.total_examples
         metrics["decryption_attempts"] = result.attempts
         metrics["suspect_keyholders"] = len(result.suspects)
@@ -477,18 +574,33 @@ class EncryptedFedAvg(FedAvg):
             )
         self.ctx.params.check_contributors(count)
 
-    def _decrypt(self, kind: str, round_id: int, aggregate: EncryptedUpdate, statements: dict, encoding):
+    def _decrypt(
+        self,
+        kind: str,
+        round_id: int,
+        aggregate: EncryptedUpdate,
+        statements: dict,
+        encoding,
+        answered: set[int] | None = None,
+    ):
         """Up to ``max_attempts`` decryption attempts, each with a set chosen by elimination
         (``strategies.decryption_sets``); a ``Decryption``, or None when every attempt failed
-        (each failure, and any suspect keyholder, is logged by name)."""
+        (each failure, and any suspect keyholder, is logged by name). Keyholders known to be down
+        (``keyholders_down``, with ``answered`` of a training round) are not asked: when those
+        left cannot form a decryption set, no keyholder is asked and the round is skipped at once."""
         roster = self.roster
         sets = self.decryption_sets
         sets.begin()
         label = CiphertextLabel(roster.federation_id, self.setup_transcript.run_id, kind, round_id)
-        available = set(self.setup_transcript.committee)  # K': only they hold dealt shares
+        down = self.keyholders_down(answered)
+        available = set(self.setup_transcript.committee) - set(down)  # K': only they hold dealt shares
         relayed = {f"{p.CONTRIBUTION}-{party}": s for party, s in statements.items()}
         noise_bits = self.ctx.params.decryption_noise_bits(len(roster.quorum.committee), roster.max_attempts)
         what = f"{kind} round {round_id}" if kind == "train" else f"feature statistics {round_id}"
+        if (shortfall := self.quorum_shortfall(down)) is not None:
+            log.warning("%s: %s; no keyholder asked, the round keeps the previous model", what, shortfall)
+            self.notes.outcome = f"skipped: {shortfall}"
+            return None
         for attempt in range(1, roster.max_attempts + 1):
             keyholders = sets.choose(available)
             if keyholders is None:
@@ -497,6 +609,9 @@ class EncryptedFedAvg(FedAvg):
                     what,
                     len(available),
                     sets.min_size,
+                )
+                self.notes.outcome = (
+                    f"skipped: {len(available)} keyholders left, a decryption set needs {sets.min_size}"
                 )
                 self._name_suspects(what)
                 return None
@@ -535,10 +650,11 @@ class EncryptedFedAvg(FedAvg):
             suspects = self._name_suspects(what)
             seconds = time.perf_counter() - started
             client = float(np.mean(client_seconds))
-            return Decryption(average, total_examples, seconds, client, attempt, suspects, sums)
+            return Decryption(average, total_examples, seconds, client, attempt, suspects, keyholders, sums)
         log.warning(
             "%s: all %d decryption attempts failed; the round keeps the previous model", what, attempt
         )
+        self.notes.outcome = f"skipped: all {attempt} decryption attempts failed"
         self._name_suspects(what)
         return None
 

@@ -59,6 +59,24 @@ class RoundTraffic:
     seconds: dict = field(default_factory=dict)
 
 
+@dataclass
+class RoundNotes:
+    """What a round's one log line says beyond its metrics: whose updates went into it, which
+    keyholders decrypted it, and what came of it (filled in by ``aggregate_train``)."""
+
+    contributors: list[str] = field(default_factory=list)
+    decryption_set: list[str] = field(default_factory=list)
+    outcome: str = ""
+
+    def line(self, server_round: int, num_rounds: int, aggregated: bool, seconds: float) -> str:
+        """``round 2/3: contributors a, b; decryption set a, b, c; aggregated ...; 4.2 s``."""
+        outcome = self.outcome or ("aggregated" if aggregated else "no aggregate, the previous model kept")
+        return (
+            f"round {server_round}/{num_rounds}: contributors {', '.join(self.contributors) or 'none'}; "
+            f"decryption set {', '.join(self.decryption_set) or 'none'}; {outcome}; {seconds:.1f} s"
+        )
+
+
 class FedAvg(Strategy):
     """Plaintext FedAvg of weight deltas, weighted by each hospital's training examples."""
 
@@ -68,6 +86,8 @@ class FedAvg(Strategy):
         self.node_ids: list[int] = []
         self.grid: Grid | None = None
         self.traffic = RoundTraffic()
+        self.notes = RoundNotes()
+        self.round_answered: set[int] = set()  # of the current round: hospitals whose train reply came
         self.feature_statistics: dict = {}
         self.result: FederationResult | None = None  # so far: what a run that stops still logs
         self.evaluation_layout = EvaluationLayout(settings.num_classes, settings.eval_bins)
@@ -76,6 +96,7 @@ class FedAvg(Strategy):
         self.resume_from: Checkpoint | None = None  # set by resume()
         self.on_checkpoint: Callable[[Checkpoint], None] | None = None  # after every round
         self.run_tags: dict[str, str] = {}  # facts of this run for MLflow tags, e.g. set-up's
+        self.on_phase: Callable[[str], None] | None = None  # "key set-up: query.deal", "round 2/10", ...
 
     # -- the round loop ------------------------------------------------------------------------
     def start(
@@ -86,12 +107,15 @@ class FedAvg(Strategy):
     ) -> FederationResult:
         self.grid = grid
         minimum = max(self.settings.min_nodes, self.settings.min_train_nodes)
+        self.report_phase(f"waiting for {minimum} hospitals")
         self.node_ids = wait_for_nodes(grid, minimum, self.settings.round_timeout)
         if len(self.node_ids) < self.settings.min_train_nodes:
             raise RoundFailedError(
                 f"{len(self.node_ids)} hospitals connected, min_train_nodes={self.settings.min_train_nodes}"
             )
+        self.report_phase("key set-up")
         self.setup(grid)
+        self.report_phase("feature statistics")
         self.feature_statistics = self.collect_feature_statistics(grid)
         result = self.result = FederationResult(
             [np.asarray(w, dtype=np.float32) for w in initial_weights], tags=dict(self.run_tags)
@@ -103,20 +127,10 @@ class FedAvg(Strategy):
                 log.warning("round %d would spend more than dp_target_epsilon: the run stops", server_round)
                 break
             started = time.perf_counter()
-            self.traffic = RoundTraffic()
-            messages = list(
-                self.configure_train(server_round, ArrayRecord(result.weights), ConfigRecord(), grid)
-            )
-            self.traffic.bytes_down += sum(content_bytes(m.content) for m in messages)
-            answered: set[int] = set()
-            replies = noting_senders(stream_replies(grid, messages, self.settings.round_timeout), answered)
-            try:
-                delta_record, metrics_record = self.aggregate_train(server_round, replies)
-            finally:  # named also when the round stops the run
-                missing = self.report_missing(server_round, answered)
-            if delta_record is None:  # e.g. no decryption quorum: the reason is logged already
-                log.warning("round %d produced no aggregate; the global model is unchanged", server_round)
-            else:
+            self.traffic, self.notes = RoundTraffic(), RoundNotes()
+            self.report_phase(f"round {server_round}/{self.settings.num_rounds}")
+            delta_record, metrics_record, missing = self.play_round(server_round, result.weights, grid)
+            if delta_record is not None:
                 delta = [a.numpy() for a in delta_record.values()]
                 new = self.optimizer.step([w.astype(np.float64) for w in result.weights], delta)
                 result.weights = [w.astype(np.float32) for w in new]
@@ -129,16 +143,25 @@ class FedAvg(Strategy):
             metrics |= self.traffic.seconds
             metrics |= self.privacy_spent(server_round, result.weights)
             result.history.append({"round": server_round, **metrics})
+            log.info(
+                "%s",
+                self.notes.line(
+                    server_round, self.settings.num_rounds, delta_record is not None, metrics["round_seconds"]
+                ),
+            )
             if on_round:
                 on_round(server_round, metrics)
             if self.on_checkpoint:
                 self.on_checkpoint(self.checkpoint(server_round))
+            if (gone := self.quorum_gone()) is not None:
+                raise RoundFailedError(f"after round {server_round}: {gone}")
             failed_in_a_row = failed_in_a_row + 1 if delta_record is None else 0
             if failed_in_a_row and failed_in_a_row == self.settings.max_failed_rounds:
                 raise RoundFailedError(
                     f"{failed_in_a_row} round(s) in a row without an aggregate "
                     f"(max_failed_rounds={self.settings.max_failed_rounds}); stopping the run"
                 )
+        self.report_phase("final evaluation")
         messages = self.configure_evaluate(0, ArrayRecord(result.weights), ConfigRecord(), grid)
         final = self.aggregate_evaluate(0, stream_replies(grid, list(messages), self.settings.round_timeout))
         spent = self.privacy_spent(len(result.history), result.weights)
@@ -174,6 +197,45 @@ class FedAvg(Strategy):
         log.info("resuming after round %d of %d", checkpoint.round, self.settings.num_rounds)
         return checkpoint.round + 1
 
+    def play_round(
+        self, server_round: int, weights: list[np.ndarray], grid: Grid
+    ) -> tuple[ArrayRecord | None, MetricRecord | None, list[str]]:
+        """One round's train phase and aggregation: (the aggregate or None, its metrics, the
+        hospitals that sent no valid update). A round ``skip_reason`` rules out is skipped at
+        once, with no message sent."""
+        if (skip := self.skip_reason(server_round)) is not None:
+            reason, missing = skip
+            log.warning("round %d: %s; skipped at once, the global model is unchanged", server_round, reason)
+            self.notes.outcome = f"skipped at once: {reason}"
+            return None, MetricRecord({"contributors": 0, "round_skipped": 1}), missing
+        messages = list(self.configure_train(server_round, ArrayRecord(weights), ConfigRecord(), grid))
+        self.traffic.bytes_down += sum(content_bytes(m.content) for m in messages)
+        self.round_answered = set()
+        replies = noting_senders(
+            stream_replies(grid, messages, self.settings.round_timeout), self.round_answered
+        )
+        try:
+            delta_record, metrics_record = self.aggregate_train(server_round, replies)
+        finally:  # named also when the round stops the run
+            missing = self.report_missing(server_round, self.round_answered)
+        if delta_record is None:  # e.g. no decryption quorum: the reason is logged already
+            log.warning("round %d produced no aggregate; the global model is unchanged", server_round)
+        return delta_record, metrics_record, missing
+
+    def skip_reason(self, server_round: int) -> tuple[str, list[str]] | None:
+        """Why ``server_round`` cannot succeed before it starts, with the hospitals to blame, or
+        None to run it (plaintext FedAvg: always run it)."""
+        return None
+
+    def quorum_gone(self) -> str | None:
+        """Why no later round (nor the final evaluation) can succeed, or None (plaintext: never)."""
+        return None
+
+    def report_phase(self, phase: str) -> None:
+        """Tell ``on_phase`` (the progress bar, MLflow's ``phase`` tag) what the run is doing."""
+        if self.on_phase:
+            self.on_phase(phase)
+
     def strategy_state(self) -> dict[str, float]:
         """Scalars a subclass carries from round to round (plaintext FedAvg: none)."""
         return {}
@@ -188,6 +250,10 @@ class FedAvg(Strategy):
         """A hospital as logs and MLflow name it (plaintext FedAvg has no roster: its node id)."""
         return f"node {node_id}"
 
+    def missing_name(self, node_id: int) -> str:
+        """A hospital as the dropout warning and the ``missing_hospitals`` tag name it."""
+        return self.hospital_name(node_id)
+
     def failure_reason(self, reply: Message) -> str | None:
         """``"<hospital> failed: <its reason>"`` for an error reply, else None."""
         if (reason := hospital_reason(reply)) is not None:
@@ -196,7 +262,7 @@ class FedAvg(Strategy):
 
     def report_missing(self, server_round: int, answered: set[int]) -> list[str]:
         """Warn, by name, about the hospitals that sent no valid reply this round (dropouts)."""
-        missing = [self.hospital_name(n) for n in self.node_ids if n not in answered]
+        missing = [self.missing_name(n) for n in self.node_ids if n not in answered]
         if missing:
             log.warning(
                 "round %d: no update from %s (%d of %d hospitals answered)",
@@ -326,6 +392,7 @@ class FedAvg(Strategy):
             )
             weight += n
             client_metrics.append(metrics)
+            self.notes.contributors.append(self.hospital_name(reply.metadata.src_node_id))
             sums = evaluation_sums(reply, sums)
         if len(client_metrics) < self.settings.min_train_nodes:
             raise RoundFailedError(
@@ -333,6 +400,8 @@ class FedAvg(Strategy):
                 f"min_train_nodes={self.settings.min_train_nodes}"
             )
         metrics = self.pooled_metrics(sums, client_metrics)
+        self.notes.contributors.sort()
+        self.notes.outcome = "aggregated in the clear (plaintext FedAvg)"
         return ArrayRecord([t / weight for t in total]), MetricRecord(metrics)
 
     def pooled_metrics(self, sums: list[int] | None, client_metrics: list[dict]) -> dict:

@@ -56,9 +56,10 @@ def stream_replies(grid: Grid, messages: list[Message], timeout: float) -> Itera
 
 
 # how Flower words a ClientApp's exception in an error reply: "<class 'T'>:<'message'>", the
-# message itself sometimes prefixed by Flower's ClientAppException wrapper
-FLOWER_EXCEPTION = re.compile(r"^<class '[\w.]+'>:<'(?P<message>.*)'>$", re.DOTALL)
-CLIENT_APP_WRAPPER = re.compile(r"^\s*Exception ClientAppException occurred\. Message:\s*")
+# message itself sometimes prefixed by Flower's ClientAppException wrapper (in simulation also
+# by the Ray actor's traceback: everything up to the last wrapper goes)
+FLOWER_EXCEPTION = re.compile(r"^<class '[\w.()]+'>:<'(?P<message>.*)'>$", re.DOTALL)
+CLIENT_APP_WRAPPER = re.compile(r"^.*Exception ClientAppException occurred\. Message:\s*", re.DOTALL)
 
 
 def hospital_reason(reply: Message) -> str | None:

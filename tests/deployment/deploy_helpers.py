@@ -240,3 +240,76 @@ def read_audit(path: Path) -> list[dict]:
     import json
 
     return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def python(*args: str) -> list[str]:
+    return [sys.executable, "-m", *args]
+
+
+def hospital_csvs(folder: Path, hospitals: int) -> list[Path]:
+    """The breast-cancer table split across the hospitals, one CSV file each (as a site would have)."""
+    import numpy as np
+    from sklearn.datasets import load_breast_cancer
+
+    frame = load_breast_cancer(as_frame=True).frame.rename(columns={"target": "diagnosis"})
+    order = np.random.default_rng(0).permutation(len(frame))
+    paths = []
+    for i, rows in enumerate(np.array_split(order, hospitals)):
+        path = folder / f"hospital-{i + 1}.csv"
+        frame.iloc[rows].to_csv(path, index=False)
+        paths.append(path)
+    return paths
+
+
+def daemon_args(
+    pilot: Path,
+    name: str,
+    port: int,
+    data: Path,
+    state: Path,
+    key: Path | None = None,
+    signing_key: Path | None = None,
+) -> list[str]:
+    """``python -m client.daemon`` for hospital ``name`` of an ``init-pilot`` layout, on its CSV."""
+    return python(
+        "client.daemon",
+        "--superlink",
+        f"127.0.0.1:{port}",
+        "--root-certificates",
+        str(pilot / "hospitals" / name / "ca.crt"),
+        "--auth-key",
+        str(key or pilot / "hospitals" / name / "node.key"),
+        "--data",
+        str(data),
+        "--target-column",
+        "diagnosis",
+        "--num-features",
+        "30",
+        "--num-classes",
+        "2",
+        "--state-dir",
+        str(state),
+        "--port",
+        str(free_port()),
+        *identity_args(pilot / "hospitals" / name, name, signing_key),
+    )
+
+
+def engineer_command(pilot: Path, port: int, db: Path, hospitals: int, *overrides: str) -> list[str]:
+    """The ML engineer's ``python -m experiments.run federation=deployment ...`` on the pilot's CSVs."""
+    return python(
+        "experiments.run",
+        "federation=deployment",
+        f"federation.superlink=127.0.0.1:{port}",
+        f"federation.root_certificates={pilot / 'ca' / 'ca.crt'}",
+        f"federation.roster={pilot / 'roster.json'}",
+        f"federation.num_hospitals={hospitals}",
+        "federation.poll_seconds=2",
+        "dataset=csv",
+        "dataset.num_features=30",
+        "dataset.num_classes=2",
+        "dataset.target_column=diagnosis",
+        f"mlflow.tracking_uri=sqlite:///{db}",
+        "progress=false",
+        *overrides,
+    )

@@ -17,19 +17,19 @@ import json
 import re
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 from deploy_helpers import (
     ROOT,
     RUN_TIMEOUT,
     Processes,
+    daemon_args,
+    engineer_command,
     flower_env,
-    free_port,
-    identity_args,
+    hospital_csvs,
     mlflow_run_of,
+    python,
     read_audit,
     start_superlink,
     wait_until,
@@ -39,57 +39,6 @@ from client.audit_summary import summarize
 
 pytestmark = pytest.mark.slow
 HOSPITALS = 3
-
-
-def python(*args: str) -> list[str]:
-    return [sys.executable, "-m", *args]
-
-
-def hospital_csvs(folder: Path) -> list[Path]:
-    """The breast-cancer table split across the hospitals, one CSV file each (as a site would have)."""
-    from sklearn.datasets import load_breast_cancer
-
-    frame = load_breast_cancer(as_frame=True).frame.rename(columns={"target": "diagnosis"})
-    order = np.random.default_rng(0).permutation(len(frame))
-    paths = []
-    for i, rows in enumerate(np.array_split(order, HOSPITALS)):
-        path = folder / f"hospital-{i + 1}.csv"
-        frame.iloc[rows].to_csv(path, index=False)
-        paths.append(path)
-    return paths
-
-
-def daemon_args(
-    pilot: Path,
-    name: str,
-    port: int,
-    data: Path,
-    state: Path,
-    key: Path | None = None,
-    signing_key: Path | None = None,
-) -> list[str]:
-    return python(
-        "client.daemon",
-        "--superlink",
-        f"127.0.0.1:{port}",
-        "--root-certificates",
-        str(pilot / "hospitals" / name / "ca.crt"),
-        "--auth-key",
-        str(key or pilot / "hospitals" / name / "node.key"),
-        "--data",
-        str(data),
-        "--target-column",
-        "diagnosis",
-        "--num-features",
-        "30",
-        "--num-classes",
-        "2",
-        "--state-dir",
-        str(state),
-        "--port",
-        str(free_port()),
-        *identity_args(pilot / "hospitals" / name, name, signing_key),
-    )
 
 
 def received_message_ids(log: str) -> list[str]:
@@ -114,7 +63,7 @@ def test_secure_pilot_with_registered_hospitals(tmp_path: Path, procs: Processes
         python("client.daemon", "keygen", "--out", str(intruder)), cwd=ROOT, capture_output=True, text=True
     )
     assert made.returncode == 0, made.stderr
-    csvs = hospital_csvs(tmp_path)
+    csvs = hospital_csvs(tmp_path, HOSPITALS)
 
     link, port = start_superlink(procs, pilot, env, HOSPITALS)
     assert link.poll() is None, procs.log("superlink")
@@ -163,23 +112,7 @@ def test_secure_pilot_with_registered_hospitals(tmp_path: Path, procs: Processes
 
     def engineer_runs(*overrides: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            python(
-                "experiments.run",
-                "federation=deployment",
-                f"federation.superlink=127.0.0.1:{port}",
-                f"federation.root_certificates={pilot / 'ca' / 'ca.crt'}",
-                f"federation.roster={pilot / 'roster.json'}",
-                f"federation.num_hospitals={HOSPITALS}",
-                "federation.poll_seconds=2",
-                "dataset=csv",
-                "dataset.num_features=30",
-                "dataset.num_classes=2",
-                "dataset.target_column=diagnosis",
-                "num_rounds=2",
-                f"mlflow.tracking_uri=sqlite:///{db}",
-                "progress=false",
-                *overrides,
-            ),
+            engineer_command(pilot, port, db, HOSPITALS, "num_rounds=2", *overrides),
             cwd=ROOT,
             env=env,
             capture_output=True,

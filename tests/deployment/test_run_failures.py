@@ -6,17 +6,21 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 from flwr.supercore.task_identity import TaskIdentity
 from mlflow.tracking import MlflowClient
 
+from client import app as hospital_state
 from common.settings import RunSettings
+from he import protocol as p
 from server import app as server_app
 from strategies import fedavg, messaging
 from strategies.encrypted_fedavg import EncryptedFedAvg
@@ -48,7 +52,7 @@ class StoppingStrategy:
 def test_a_stopped_run_keeps_config_metrics_model_and_reason(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(server_app, "build_strategy", lambda settings, on_checkpoint=None: StoppingStrategy())
+    monkeypatch.setattr(server_app, "build_strategy", lambda settings, *callbacks: StoppingStrategy())
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     settings = RunSettings(num_rounds=3, mlflow_tracking_uri=uri)
     with pytest.raises(server_app.RunStoppedError) as stopped:
@@ -105,29 +109,44 @@ def test_server_app_log_lines_reach_the_process_output(
     assert capsys.readouterr().err == "INFO fedquorum: set-up for 3 hospitals ready\n"
 
 
-def killed_after_round_1(message: Message, context: Context, call_next) -> Message:
-    """Hospital-3 (partition 2) answers nothing after round 1: training and decryption alike."""
+def after_round_1(message: Message, context: Context) -> bool:
+    """The message is for the last hospital, after round 1 (training, decryption, final evaluation)."""
     config = message.content.config_records.get("config") or {}
     later = message.metadata.group_id == "final" or int(config.get("server-round", 0)) >= 2
-    if int(context.node_config["partition-id"]) == 2 and later:
-        raise RuntimeError("hospital-3 is down")
+    last = int(context.node_config["partition-id"]) == int(context.node_config["num-partitions"]) - 1
+    return later and last
+
+
+def killed_after_round_1(message: Message, context: Context, call_next) -> Message:
+    """The last hospital answers nothing after round 1: training and decryption alike."""
+    if after_round_1(message, context):
+        raise RuntimeError("the last hospital is down")
     return call_next(message, context)
 
 
-def simulate_n_of_n(settings: RunSettings, **callbacks) -> None:
-    """Three simulated hospitals, hospital-3 killed after round 1."""
+def restarted_after_round_1(message: Message, context: Context, call_next) -> Message:
+    """The last hospital's node restarts after round 1: its run state (the run's keys) is gone."""
+    if after_round_1(message, context) and hospital_state.STATE in context.state:
+        del context.state[hospital_state.STATE]
+    return call_next(message, context)
+
+
+def simulate_n_of_n(settings: RunSettings, mod=killed_after_round_1, hospitals: int = 3, **callbacks) -> None:
+    """Simulated hospitals (three), the last one killed (``mod``) after round 1."""
     from flwr.simulation import run_simulation
 
     from client import app as hospital
 
     os.environ["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] = "1"
-    app = ClientApp(mods=[killed_after_round_1])
+    app = ClientApp(mods=[mod])
     for action in ("hello", "deal", "dealings", "statistics", "decrypt"):
         app.query(action)(getattr(hospital, action))
     app.train()(hospital.train)
     app.evaluate()(hospital.evaluate)
     server = server_app.make_server_app(settings, **callbacks)
-    run_simulation(server, app, num_supernodes=3, backend_config={"client_resources": {"num_cpus": 1}})
+    run_simulation(
+        server, app, num_supernodes=hospitals, backend_config={"client_resources": {"num_cpus": 1}}
+    )
 
 
 N_OF_N = RunSettings(num_rounds=3, threshold=0, min_train_nodes=2, min_nodes=3, round_timeout=120)
@@ -140,6 +159,8 @@ def test_n_of_n_run_survives_a_killed_hospital_and_names_it(
     hospital-3."""
     from server.tracking import MlflowTracker
 
+    caplog.set_level(logging.INFO, logger="strategies")  # the round lines
+
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     results: list[FederationResult] = []
     with MlflowTracker(uri, "fedquorum") as tracker:
@@ -149,6 +170,21 @@ def test_n_of_n_run_survives_a_killed_hospital_and_names_it(
     assert [h.get("round_skipped") for h in result.history] == [None, 1, 1]  # the previous model kept
     assert [h["missing"] for h in result.history] == ["", "hospital-3", "hospital-3"]
     assert "round 2: no update from hospital-3 (2 of 3 hospitals answered)" in caplog.text
+    # the keyholder that failed the train phase is not waited for again: no keyholder is asked
+    shortfall = (
+        "keyholder(s) hospital-3 (failed this round) missing: 2 of 3 keyholders left, "
+        "a decryption set needs 3"
+    )
+    assert f"train round 2: {shortfall}; no keyholder asked" in caplog.text
+    assert (
+        f"round 2/3: contributors hospital-1, hospital-2; decryption set none; skipped: {shortfall}; "
+        in caplog.text
+    )
+    assert re.search(
+        r"round 1/3: contributors hospital-1, hospital-2, hospital-3; decryption set hospital-1, hospital-2, "
+        r"hospital-3; aggregated \(decryption attempt 1\); \d+\.\d s",
+        caplog.text,
+    )
     tags = MlflowClient(uri).get_run(tracker.run_id).data.tags
     assert tags["missing_hospitals"] == "round 2: hospital-3; round 3: hospital-3"
 
@@ -184,6 +220,10 @@ APP = "app sha256 ab12 refused: not in approved-apps.toml; approve it after revi
         f"<class 'flwr.clientapp.client_app.ClientAppException'>:<'\nException ClientAppException "
         f"occurred. Message: <class 'client.refusals.PolicyRefusal'>:<'{POLICY}'>'>",  # simulation
         POLICY,  # the launcher's own reply
+        "<class 'ray.exceptions.RayTaskError(ClientAppException)'>:<'ray::ClientAppActor.run() (pid=1) "
+        'File "ray_actor.py", line 65, in run raise ClientAppException(str(ex)) from ex '
+        "flwr.clientapp.client_app.ClientAppException: Exception ClientAppException occurred. "
+        f"Message: {POLICY}'>",  # simulation, the first error of a Ray actor: its traceback too
     ],
 )
 def test_the_hospitals_reason_is_read_without_flowers_wrapping(flower_reason: str) -> None:
@@ -215,3 +255,67 @@ def test_a_statistics_pass_every_hospital_refused_fails_with_the_refusal_line(
         f"feature statistics (moments) failed: 2 of 2 hospitals refused: node 11 ({POLICY}), node 22 ({APP})"
     )
     assert f"feature statistics (moments): node 11 failed: {POLICY}; left out" in caplog.text
+
+
+def test_a_restarted_hospital_is_named_and_the_run_goes_on_with_the_quorum_left(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Four hospitals, decryption sets of 3: hospital-4 restarts after round 1 and says so; every
+    later round aggregates without it, and the log and MLflow say why it is missing."""
+    from server.tracking import MlflowTracker
+
+    caplog.set_level(logging.INFO, logger="strategies")
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    results: list[FederationResult] = []
+    settings = replace(N_OF_N, threshold=2, min_nodes=4, round_timeout=300)  # no one is silent: load only
+    with MlflowTracker(uri, "fedquorum") as tracker:
+        simulate_n_of_n(
+            settings, restarted_after_round_1, 4, on_round=tracker.log_round, on_result=results.append
+        )
+    (result,) = results
+    assert [h["contributors"] for h in result.history] == [4, 3, 3]
+    assert [h.get("round_skipped") for h in result.history] == [None, None, None]
+    lost = f"hospital-4 ({p.KEYS_LOST})"
+    assert f"hospital-4 {p.KEYS_LOST}: it is left out of the rest of this run" in caplog.text
+    assert f"round 2: no update from {lost} (3 of 4 hospitals answered)" in caplog.text
+    assert "decryption set hospital-1, hospital-2, hospital-3; aggregated" in caplog.text
+    tags = MlflowClient(uri).get_run(tracker.run_id).data.tags
+    assert tags["missing_hospitals"] == f"round 2: {lost}; round 3: {lost}"
+
+
+def test_a_restarted_keyholder_of_an_n_of_n_committee_stops_the_run_keeping_its_checkpoint(
+    tmp_path: Path,
+) -> None:
+    """Round 2 is skipped at once; no later round can be decrypted, so the run stops after it,
+    with ``rounds_completed`` counting the one round that aggregated and the checkpoint of round 2."""
+    from server.tracking import MlflowTracker
+    from strategies.checkpoint import Checkpoint
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    stopped: list = []
+    with MlflowTracker(uri, "fedquorum") as tracker:
+        with pytest.raises(server_app.RunStoppedError):
+            simulate_n_of_n(
+                N_OF_N,
+                restarted_after_round_1,
+                on_round=tracker.log_round,
+                on_stop=lambda *stop: stopped.append(stop),
+                on_checkpoint=tracker.log_checkpoint,
+            )
+        ((reason, partial),) = stopped
+        tracker.log_stop(reason, partial, N_OF_N)
+    assert reason == (
+        f"RoundFailedError: after round 2: keyholder(s) hospital-3 ({p.KEYS_LOST}) missing: 2 of 3 "
+        "keyholders left, a decryption set needs 3; no later round can be decrypted, stopping the run "
+        "(resume it once the keyholders are back)"
+    )
+    assert [h.get("round_skipped") for h in partial.history] == [None, 1]
+    client = MlflowClient(uri)
+    assert client.get_run(tracker.run_id).data.tags["rounds_completed"] == "1"
+    saved = Checkpoint.load(
+        Path(client.download_artifacts(tracker.run_id, "checkpoint/checkpoint.npz", str(tmp_path)))
+    )
+    assert saved.round == 2  # resume=<id> goes on with round 3 ...
+    for kept, last in zip(saved.weights, partial.weights, strict=True):  # ... from the model of round 1
+        np.testing.assert_array_equal(kept, last)

@@ -118,31 +118,57 @@ def test_progress_is_read_only_once_the_server_app_run_exists(tmp_path: Path) ->
     from server.app import FLOWER_RUN_TAG
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    assert runner.progress_logged(uri, "fedquorum", 7, 3) == (0, {})
+    assert runner.progress_logged(uri, "fedquorum", 7, 3) == (0, {}, "")
     assert not (tmp_path / "mlflow.db").exists()  # the runner did not create the store
     client = mlflow.MlflowClient(uri)
     run = client.create_run(client.create_experiment("fedquorum"), tags={FLOWER_RUN_TAG: "7"})
+    assert runner.progress_logged(uri, "fedquorum", 7, 3) == (0, {}, "")
+    client.set_tag(run.info.run_id, "phase", "key set-up: query.deal")  # what the ServerApp does now
+    assert runner.progress_logged(uri, "fedquorum", 7, 3) == (0, {}, "key set-up: query.deal")
     for step, contributors in ((1, 3), (2, 2)):
         client.log_metric(run.info.run_id, "round_seconds", 0.5, step=step)
         client.log_metric(run.info.run_id, "contributors", contributors, step=step)
     client.log_metric(run.info.run_id, "bytes_up", 10.0, step=2)
-    assert runner.progress_logged(uri, "fedquorum", 7, 3) == (2, {"contributors": 2.0})
-    assert runner.progress_logged(uri, "fedquorum", 8, 3) == (0, {})  # another Flower run
+    client.set_tag(run.info.run_id, "phase", "round 3/3")
+    assert runner.progress_logged(uri, "fedquorum", 7, 3) == (2, {"contributors": 2.0}, "round 3/3")
+    assert runner.progress_logged(uri, "fedquorum", 8, 3) == (0, {}, "")  # another Flower run
 
 
-def test_a_stopped_deployment_run_is_reported_by_the_reason_the_server_app_recorded(tmp_path: Path) -> None:
-    """The runner's one line for a run that stopped (a refusal): the ServerApp's ``failure_reason``;
-    None for a run the ServerApp never recorded (or recorded no reason for: then the log tail)."""
+def test_a_stopped_deployment_run_keeps_its_config_and_is_reported_by_its_recorded_reason(
+    tmp_path: Path,
+) -> None:
+    """A failed run gets the Hydra config too (``resume=<id>`` needs it) and the runner's one line
+    is the ServerApp's ``failure_reason`` with the resume command; a run the ServerApp never
+    recorded (or recorded no reason for) gets the log tail."""
     import mlflow
 
     from server.app import FLOWER_RUN_TAG
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    assert runner.recorded_failure(uri, "fedquorum", 7) is None
+    log_path = tmp_path / "flower.log"
+    log_path.write_text("INFO fedquorum: set-up ...\nERROR fedquorum: run stopped: the last line\n")
+    cfg = deployment_cfg("num_rounds=4")
+    failed = "finished:failed"
+    with pytest.raises(
+        RuntimeError, match=r"(?s)ended with status 'finished:failed'.*run stopped: the last line"
+    ):
+        runner.attach_config(cfg, uri, "fedquorum", 7, failed, log_path)
+    assert not (tmp_path / "mlflow.db").exists()  # nothing recorded: the runner made no store
     client = mlflow.MlflowClient(uri)
-    experiment = client.create_experiment("fedquorum")
-    reason = "SetupFailedError: set-up failed: 2 of 2 hospitals refused: hospital-1 (policy), hospital-2 (x)"
-    client.create_run(experiment, tags={FLOWER_RUN_TAG: "7", "failure_reason": reason})
+    experiment = client.create_experiment("fedquorum", artifact_location=(tmp_path / "artifacts").as_uri())
+    reason = "RoundFailedError: round 3: keyholder(s) hospital-3 (restarted, lost this run's keys) missing"
+    run = client.create_run(experiment, tags={FLOWER_RUN_TAG: "7", "failure_reason": reason})
+    with pytest.raises(runner.RunFailedError) as stopped:
+        runner.attach_config(cfg, uri, "fedquorum", 7, failed, log_path)
+    assert str(stopped.value).startswith(f"Flower run 7 stopped: {reason} (ServerApp log: {log_path}; ")
+    assert (
+        f"resume with: python -m experiments.run resume={run.info.run_id} mlflow.tracking_uri={uri})"
+        in str(stopped.value)
+    )
+    config = client.download_artifacts(run.info.run_id, "config.yaml", str(tmp_path))
+    assert "num_rounds: 4" in Path(config).read_text()  # what resume=<id> composes from
     client.create_run(experiment, tags={FLOWER_RUN_TAG: "8"})
-    assert runner.recorded_failure(uri, "fedquorum", 7) == reason
-    assert runner.recorded_failure(uri, "fedquorum", 8) is None
+    with pytest.raises(RuntimeError, match="ended with status"):  # failed, no reason recorded
+        runner.attach_config(cfg, uri, "fedquorum", 8, failed, log_path)
+    done = runner.attach_config(cfg, uri, "fedquorum", 7, "finished:completed", log_path)
+    assert done.info.run_id == run.info.run_id
