@@ -364,10 +364,11 @@ class EncryptedFedAvg(FedAvg):
         setup = self.setup_transcript
         return tuple(setup.committee) if setup is not None else self.roster.quorum.committee
 
-    def keyholders_down(self, answered: set[int] | None = None) -> dict[int, str]:
+    def keyholders_down(self, replied: set[int] | None = None) -> dict[int, str]:
         """Committee members no decryption can count on now, with why: restarted (their keys are
-        gone for the run), offline at the SuperLink, or (``answered``: the nodes whose train
-        reply came this round) failed this round's train phase: timed out, crashed or refused."""
+        gone for the run), offline at the SuperLink, or (``replied``: the nodes that answered this
+        round's train phase at all) silent this round. A keyholder whose training failed or was
+        refused replied with an error: it is online and may still decrypt."""
         online = set(self.grid.get_node_ids()) if self.grid is not None else set(self.party_nodes.values())
         down = {}
         for keyholder in self.run_committee:
@@ -376,8 +377,8 @@ class EncryptedFedAvg(FedAvg):
                 down[keyholder] = p.KEYS_LOST
             elif node not in online:
                 down[keyholder] = "offline"
-            elif answered is not None and node not in answered:
-                down[keyholder] = "failed this round"
+            elif replied is not None and node not in replied:
+                down[keyholder] = "silent this round"
         return down
 
     def quorum_shortfall(self, down: dict[int, str]) -> str | None:
@@ -509,7 +510,7 @@ class EncryptedFedAvg(FedAvg):
         metrics["clip"] = self.round_clip
         try:
             result = self._decrypt(
-                "train", server_round, total.result, statements, self.ctx, self.round_answered
+                "train", server_round, total.result, statements, self.ctx, self.round_replied
             )
         except WeightScaleError as err:
             self.weight_scale = weight_scale_for(err.total_examples, self.ctx.params)
@@ -581,18 +582,18 @@ class EncryptedFedAvg(FedAvg):
         aggregate: EncryptedUpdate,
         statements: dict,
         encoding,
-        answered: set[int] | None = None,
+        replied: set[int] | None = None,
     ):
         """Up to ``max_attempts`` decryption attempts, each with a set chosen by elimination
         (``strategies.decryption_sets``); a ``Decryption``, or None when every attempt failed
         (each failure, and any suspect keyholder, is logged by name). Keyholders known to be down
-        (``keyholders_down``, with ``answered`` of a training round) are not asked: when those
+        (``keyholders_down``, with ``replied`` of a training round) are not asked: when those
         left cannot form a decryption set, no keyholder is asked and the round is skipped at once."""
         roster = self.roster
         sets = self.decryption_sets
         sets.begin()
         label = CiphertextLabel(roster.federation_id, self.setup_transcript.run_id, kind, round_id)
-        down = self.keyholders_down(answered)
+        down = self.keyholders_down(replied)
         available = set(self.setup_transcript.committee) - set(down)  # K': only they hold dealt shares
         relayed = {f"{p.CONTRIBUTION}-{party}": s for party, s in statements.items()}
         noise_bits = self.ctx.params.decryption_noise_bits(len(roster.quorum.committee), roster.max_attempts)

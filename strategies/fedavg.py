@@ -23,6 +23,7 @@ from models.pooled_metrics import EvaluationLayout, PooledEvaluation, add_sums
 from privacy.mechanism import plan_from_config
 from strategies.checkpoint import Checkpoint
 from strategies.messaging import (
+    NO_REPLY_CODES,
     Refusals,
     content_bytes,
     hospital_reason,
@@ -87,7 +88,8 @@ class FedAvg(Strategy):
         self.grid: Grid | None = None
         self.traffic = RoundTraffic()
         self.notes = RoundNotes()
-        self.round_answered: set[int] = set()  # of the current round: hospitals whose train reply came
+        self.round_answered: set[int] = set()  # of the current round: hospitals whose valid update came
+        self.round_replied: set[int] = set()  # of the current round: hospitals that replied at all (alive)
         self.feature_statistics: dict = {}
         self.result: FederationResult | None = None  # so far: what a run that stops still logs
         self.evaluation_layout = EvaluationLayout(settings.num_classes, settings.eval_bins)
@@ -210,9 +212,11 @@ class FedAvg(Strategy):
             return None, MetricRecord({"contributors": 0, "round_skipped": 1}), missing
         messages = list(self.configure_train(server_round, ArrayRecord(weights), ConfigRecord(), grid))
         self.traffic.bytes_down += sum(content_bytes(m.content) for m in messages)
-        self.round_answered = set()
+        self.round_answered, self.round_replied = set(), set()
         replies = noting_senders(
-            stream_replies(grid, messages, self.settings.round_timeout), self.round_answered
+            stream_replies(grid, messages, self.settings.round_timeout),
+            self.round_answered,
+            self.round_replied,
         )
         try:
             delta_record, metrics_record = self.aggregate_train(server_round, replies)
@@ -455,9 +459,15 @@ class FedAvg(Strategy):
         log.info("%s: %s", type(self).__name__, self.settings)
 
 
-def noting_senders(replies: Iterable[Message], answered: set[int]) -> Iterator[Message]:
-    """``replies`` unchanged, adding the sender of each one that is not an error to ``answered``."""
+def noting_senders(replies: Iterable[Message], answered: set[int], replied: set[int]) -> Iterator[Message]:
+    """``replies`` unchanged, adding each sender that is alive to ``replied`` and, if its reply is
+    not an error, to ``answered``. A hospital whose training failed or was refused replied (it is
+    online); the SuperLink's "node/message unavailable" errors stand in for a silent one."""
     for reply in replies:
+        if reply.has_error() and reply.error.code in NO_REPLY_CODES:
+            yield reply
+            continue
+        replied.add(int(reply.metadata.src_node_id))
         if not reply.has_error():
             answered.add(int(reply.metadata.src_node_id))
         yield reply

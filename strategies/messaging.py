@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
 
 from common.records import blob_array
@@ -16,6 +17,11 @@ from he import protocol as p
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 0.05
+# the SuperLink's own error replies for a node that is gone (no heartbeat) or a message that expired:
+# the hospital said nothing
+NO_REPLY_CODES = frozenset(
+    {ErrorCode.NODE_UNAVAILABLE, ErrorCode.MESSAGE_UNAVAILABLE, ErrorCode.REPLY_MESSAGE_UNAVAILABLE}
+)
 
 
 def make_content(

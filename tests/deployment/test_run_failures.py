@@ -13,8 +13,9 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from flwr.app import Context, Message
+from flwr.app import Context, Error, Message
 from flwr.clientapp import ClientApp
+from flwr.common.constant import ErrorCode
 from flwr.supercore.task_identity import TaskIdentity
 from mlflow.tracking import MlflowClient
 
@@ -118,9 +119,10 @@ def after_round_1(message: Message, context: Context) -> bool:
 
 
 def killed_after_round_1(message: Message, context: Context, call_next) -> Message:
-    """The last hospital answers nothing after round 1: training and decryption alike."""
+    """The last hospital answers nothing after round 1, training and decryption alike: the
+    reply is the SuperLink's own for a node whose heartbeat stopped."""
     if after_round_1(message, context):
-        raise RuntimeError("the last hospital is down")
+        return Message(Error(ErrorCode.NODE_UNAVAILABLE, "the last hospital is down"), reply_to=message)
     return call_next(message, context)
 
 
@@ -172,7 +174,7 @@ def test_n_of_n_run_survives_a_killed_hospital_and_names_it(
     assert "round 2: no update from hospital-3 (2 of 3 hospitals answered)" in caplog.text
     # the keyholder that failed the train phase is not waited for again: no keyholder is asked
     shortfall = (
-        "keyholder(s) hospital-3 (failed this round) missing: 2 of 3 keyholders left, "
+        "keyholder(s) hospital-3 (silent this round) missing: 2 of 3 keyholders left, "
         "a decryption set needs 3"
     )
     assert f"train round 2: {shortfall}; no keyholder asked" in caplog.text
