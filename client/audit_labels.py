@@ -71,7 +71,7 @@ CLEAR_ORDER = (
     TIMINGS_AND_FLAGS,
 )
 
-_GROUP = re.compile(r"^(train|statistics)-(-?\d+)-(\d+)$")  # strategies.encrypted_fedavg decryptions
+_GROUP = re.compile(r"^(train|statistics)-(-?\d+)-(\d+)$")  # strategies.reveal decryptions
 _PARTY_SUFFIX = re.compile(r"-\d+$")
 
 

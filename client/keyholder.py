@@ -82,7 +82,7 @@ class KeyHolder:
     def __post_init__(self) -> None:
         self.party = self.roster.party_of(self.name)
         self.ctx = _context(self.roster.preset)
-        self.ctx.params.check_federation(len(self.roster.committee), self.roster.max_attempts)
+        self.roster.require()
 
     @property
     def is_keyholder(self) -> bool:

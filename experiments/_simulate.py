@@ -40,7 +40,7 @@ from client import app as hospital
 from common.settings import RunSettings
 from he import params as heparams
 from he import protocol as p
-from strategies.fedavg import FederationResult
+from strategies.run_record import FederationResult
 
 VARIANT_SEPARATOR = ":"
 BACKEND = {"client_resources": {"num_cpus": 1}}
@@ -230,7 +230,7 @@ def simulate_many(
     from flwr.serverapp import ServerApp
     from flwr.simulation import run_simulation
 
-    from strategies.fedavg import wait_for_nodes
+    from strategies.participation import wait_for_nodes
 
     for settings in jobs:
         if settings.encrypted:

@@ -55,7 +55,8 @@ from common.settings import RunSettings
 from experiments._simulate import BACKEND, log_file, quiet_output, run_one
 from models.training import get_weights, set_weights, train
 from server.app import initial_weights
-from strategies.fedavg import wait_for_nodes, weighted_client_metrics
+from strategies.fedavg import weighted_client_metrics
+from strategies.participation import wait_for_nodes
 
 OUR_ARMS = {  # arm -> (strategy, HE preset) of RunSettings
     "fedavg": ("fedavg", "compact"),

@@ -38,7 +38,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from common.bundle import bundle_packages
 from experiments.bench_arms import ArmResult, BenchHospital, run_arm
-from strategies.fedavg import wait_for_nodes
+from strategies.participation import wait_for_nodes
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = bundle_packages()

@@ -21,7 +21,6 @@ from common.settings import RunSettings
 from experiments.run_config import ConfigError
 from experiments.run_report import PROGRESS_METRICS, RunFailedError, fmt
 from he.errors import RosterError
-from he.params import preset
 
 log = logging.getLogger(__name__)
 
@@ -97,18 +96,8 @@ def deployment_roster(cfg: DictConfig, settings: RunSettings, num_hospitals: int
             "hospitals; set federation.num_hospitals to match the roster"
         )
     if settings.encrypted:
-        if roster.preset != settings.he_preset:
-            raise ConfigError(
-                f"he.preset={settings.he_preset!r} but roster {path} pins preset {roster.preset!r}; "
-                f"set he.preset={roster.preset}"
-            )
-        if settings.threshold and settings.threshold != roster.threshold:
-            raise ConfigError(
-                f"he.threshold={settings.threshold} but roster {path} pins threshold {roster.threshold}; "
-                "set he.threshold=0 (the roster's) or to match it"
-            )
         try:
-            preset(roster.preset).check_federation(len(roster.committee), roster.max_attempts)
+            roster.require(settings.he_preset, settings.threshold)
         except ValueError as err:
             raise ConfigError(f"federation.roster {path}: {err}") from err
     log.info("roster %s: federation %r, fingerprint %s", path, roster.federation_id, roster.short_fingerprint)

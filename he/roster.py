@@ -28,6 +28,7 @@ from pathlib import Path
 
 from he.errors import RosterError
 from he.identity import PUBLIC_KEY_BYTES
+from he.params import preset as preset_params
 
 DEFAULT_COMMITTEE_SIZE = 16
 DEFAULT_MAX_ATTEMPTS = 3
@@ -147,6 +148,29 @@ class Roster:
         """Fewest keyholders a run's set-up may proceed with (``min_setup_keyholders``, by default
         ``ceil((|K| + t_K)/2)``: a set-up with fewer could never form a decryption set)."""
         return self.min_setup_keyholders or self.quorum.min_decryption_set
+
+    def require(self, he_preset: str | None = None, threshold: int = 0, num_rounds: int = 0) -> None:
+        """The one check that a run agrees with this roster, made by the server, the runner and
+        every keyholder: ``he_preset`` (if given) is the roster's, a nonzero ``threshold`` is its
+        threshold, the preset's noise flooding holds the committee and ``max_attempts``
+        (``InsecureParametersError`` otherwise) and ``num_rounds`` (if given) the rounds."""
+        if he_preset is not None and he_preset != self.preset:
+            raise RosterError(
+                f"he.preset={he_preset!r} but roster {self.federation_id!r} pins preset {self.preset!r}; "
+                f"set he.preset={self.preset}"
+            )
+        if threshold and threshold != self.threshold:
+            raise RosterError(
+                f"he.threshold={threshold} but roster {self.federation_id!r} pins threshold "
+                f"{self.threshold}; set he.threshold=0 (the roster's) or to match it"
+            )
+        params = preset_params(self.preset)
+        params.check_federation(len(self.committee), self.max_attempts)
+        if num_rounds > params.max_rounds:
+            raise RosterError(
+                f"num_rounds={num_rounds} exceeds the {params.max_rounds} rounds the {self.preset} "
+                "preset's noise flooding is sized for"
+            )
 
     def party_of(self, name: str) -> int:
         for index, hospital in enumerate(self.hospitals, start=1):

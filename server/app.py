@@ -19,8 +19,10 @@ from he.roster import Quorum
 from models.training import get_weights
 from server.model import initial_model
 from strategies.checkpoint import Checkpoint
-from strategies.encrypted_fedavg import EncryptedFedAvg, SetupFailedError
-from strategies.fedavg import FedAvg, FederationResult, RoundFailedError
+from strategies.encrypted_fedavg import EncryptedFedAvg
+from strategies.fedavg import FedAvg
+from strategies.run_record import FederationResult, RoundFailedError
+from strategies.setup_stages import SetupFailedError
 
 log = logging.getLogger(__name__)
 FLOWER_RUN_TAG = "flower_run_id"  # MLflow tag of a deployment run: the Flower run id

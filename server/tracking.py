@@ -22,7 +22,7 @@ from models.training import set_weights
 from server.evaluation_plots import confusion_table, save_calibration_curve, save_roc_curve
 from server.model import build_global_model, input_example, model_summary
 from strategies.checkpoint import Checkpoint
-from strategies.fedavg import FederationResult
+from strategies.run_record import FederationResult
 
 CURVE_METRICS = ("eval_loss", "eval_accuracy", "eval_auc")
 MAX_TAG = 5000  # MLflow's limit on a tag value

@@ -1,29 +1,22 @@
 """Encrypted FedAvg: the server adds ciphertexts and a quorum of keyholders decrypts only the sum.
 
-Set-up (once per run, three query phases, every message signed and checked against the
-roster): signed hellos (``hello``), each hospital deals its per-run secret to the keyholders
-that sent one, the run's committee K' (``deal``), each keyholder receives the sealed shares
-dealt to it (``dealings``). Keyholders without a valid hello are named and left out while K'
-keeps the roster's minimum (``Roster.setup_minimum``); below it the run stops, naming them.
+Set-up once per run (``strategies.setup_stages``: roster, signed hellos, dealing, dealings).
 Each round: ``train`` replies (``c0`` plus a signed digest) are verified and summed as they
-arrive (memory: one aggregate); then ``query.decrypt`` goes to a decryption set T of keyholders,
-which answer with masked shares; the masks cancel only in the sum over T. If a keyholder of T
-does not answer, or the combined shares fail the noise check, or the decoded aggregate fails a
-check against what the server knows (``strategies.plausibility``), a fresh attempt goes to another
-set (``strategies.decryption_sets``: by elimination, naming suspects), up to the roster's
-``max_attempts``; past that the round keeps the previous model and says why. The server never
-holds a secret.
+arrive (memory: one aggregate); then the sum is revealed (``strategies.reveal``): a decryption
+set T of keyholders answers ``query.decrypt`` with masked shares whose masks cancel only in the
+sum over T, retried with other sets by elimination up to the roster's ``max_attempts``; past
+that, or when too few keyholders are left (``strategies.reachability``), the round keeps the
+previous model and says why. The feature statistics and the final evaluation are revealed the
+same way. The server never holds a secret.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
@@ -33,41 +26,22 @@ from common.records import blobs_of
 from common.settings import RunSettings
 from he import protocol as p
 from he import transcript
-from he.ciphertext import CiphertextLabel, CiphertextSum, EncryptedUpdate
+from he.ciphertext import CiphertextSum, EncryptedUpdate
 from he.context import HEContext
-from he.decrypt import DecryptionRequest, DecryptionShare, combine, decrypt_sums, decrypt_update
-from he.encoding import UpdateLayout, WeightScaleError, decoding_error, weight_scale_for
+from he.encoding import UpdateLayout, WeightScaleError, weight_scale_for
 from he.errors import HEError
 from he.params import preset
-from he.roster import Roster, write_simulated_federation
+from he.roster import Roster
 from privacy.mechanism import plan_from_config
-from strategies import plausibility
 from strategies.decryption_sets import DecryptionSets
 from strategies.fedavg import FedAvg, FederationResult, RoundFailedError
-from strategies.messaging import (
-    Refusals,
-    content_bytes,
-    hospital_reason,
-    make_content,
-    metrics_of,
-    stream_replies,
-)
+from strategies.messaging import Refusals, content_bytes, hospital_reason, metrics_of, stream_replies
+from strategies.plausibility import AggregateChecks
+from strategies.reachability import Reachability, names, party_of
+from strategies.reveal import Decryption, Reveal, Skipped
+from strategies.setup_stages import KeySetup, load_roster
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Decryption:
-    """A decrypted aggregate and what it took."""
-
-    average: list[np.ndarray]
-    total_examples: int
-    seconds: float  # combining and decoding, on the server
-    client_seconds: float  # mean partial-decryption time of a keyholder
-    attempts: int
-    suspects: list[str]  # keyholders named by elimination (see strategies.decryption_sets)
-    keyholders: tuple[int, ...]  # the decryption set whose shares combined
-    sums: list[int]  # the exact sums section: the pooled evaluation (models.pooled_metrics)
 
 
 def next_clip(average: list[np.ndarray], margin: float, preset_clip: float) -> float:
@@ -76,19 +50,6 @@ def next_clip(average: list[np.ndarray], margin: float, preset_clip: float) -> f
     if margin <= 0 or largest <= 0:
         return preset_clip
     return float(min(preset_clip, 2.0 ** np.ceil(np.log2(margin * largest))))
-
-
-def software_of(blob: bytes) -> str:
-    """A hospital's self-reported versions, for the log only (bounded, never trusted)."""
-    try:
-        versions = json.loads(blob[:200])
-        return ", ".join(f"{k} {str(versions[k])[:20]}" for k in ("fedquorum", "flwr"))
-    except (ValueError, KeyError, TypeError):
-        return "unreported versions"
-
-
-class SetupFailedError(RuntimeError):
-    """Key set-up could not complete (too few keyholders online, or the roster is contradicted)."""
 
 
 class EncryptedFedAvg(FedAvg):
@@ -108,18 +69,17 @@ class EncryptedFedAvg(FedAvg):
         self.statistics_scale = self.statistics_ctx.params.default_weight_scale
         self.roster: Roster | None = None
         self.setup_transcript: transcript.SetupTranscript | None = None
-        self.party_nodes: dict[int, int] = {}
+        self.party_nodes: dict[int, int] = {}  # filled by the set-up's hellos
         self.dealers: set[int] = set()
         self._simulation_dir: str | None = None
         self.round_layout: UpdateLayout | None = None  # set by configure_train
         self.round_release = ""  # set by configure_train: the starting model's release key
         self.evaluation_release = ""  # set by configure_evaluate
-        self.decryption_sets: DecryptionSets | None = None  # set by setup, from the roster's quorum
-        self.known_totals = plausibility.KnownTotals()  # exact totals decrypted in this run
+        self.checks = AggregateChecks(self.evaluation_layout, settings.dp != "off")
         self.evaluation_update_layout: UpdateLayout | None = None  # set by configure_evaluate
-        self.software: dict[int, str] = {}  # party -> "fedquorum x, flwr y", from its hello reply
-        self.hello_refusals = Refusals()  # hospitals whose hello was an error reply, with their reason
         self.keys_lost: set[int] = set()  # parties whose node restarted after the set-up (p.KEYS_LOST)
+        self.reachability: Reachability | None = None  # set by setup
+        self.reveal: Reveal | None = None  # set by setup
 
     def start(self, grid: Grid, initial_weights, on_round=None) -> FederationResult:
         try:
@@ -157,77 +117,34 @@ class EncryptedFedAvg(FedAvg):
             p.WEIGHT_SCALE: self.weight_scale,
         }
 
-    # -- set-up ------------------------------------------------------------------------------
-    def load_roster(self, num_hospitals: int) -> Roster:
-        """The roster of ``settings.roster``; in simulation (none given), a fresh one per run."""
-        settings = self.settings
-        if settings.roster:
-            roster = Roster.load(settings.roster)
-        else:
-            self._simulation_dir = tempfile.mkdtemp(prefix="fedquorum-simulated-federation-")
-            roster = write_simulated_federation(
-                self._simulation_dir,
-                num_hospitals,
-                threshold=settings.threshold,
-                min_contributors=settings.min_train_nodes,
-                preset=settings.he_preset,
-            )
-        if roster.preset != settings.he_preset:
-            raise SetupFailedError(
-                f"he_preset {settings.he_preset!r} differs from the roster's {roster.preset!r}"
-            )
-        if settings.threshold and settings.threshold != roster.threshold:
-            raise SetupFailedError(
-                f"threshold {settings.threshold} differs from the roster's {roster.threshold}"
-            )
-        self.ctx.params.check_federation(len(roster.committee), roster.max_attempts)
-        if settings.num_rounds > self.ctx.params.max_rounds:
-            raise SetupFailedError(
-                f"num_rounds={settings.num_rounds} exceeds the {self.ctx.params.max_rounds} rounds "
-                f"the {roster.preset} preset's noise flooding is sized for"
-            )
-        return roster
-
+    # -- set-up: strategies.setup_stages -------------------------------------------------------
     def setup(self, grid: Grid) -> None:
         started = time.perf_counter()
-        self.roster = roster = self.load_roster(len(self.node_ids))
-        self.decryption_sets = DecryptionSets(roster.quorum.min_decryption_set, self.settings.seed)
-        hellos = self._collect_hellos(grid)
-        try:
-            self.setup_transcript = setup = transcript.verify_hellos(roster, int(grid.run.run_id), hellos)
-        except HEError as err:
-            if self.hello_refusals.reasons:  # the hospitals' own reasons first, then what is missing
-                summary = self.hello_refusals.summary("set-up", len(self.node_ids))
-                raise SetupFailedError(f"{summary}; {err}") from None
-            raise SetupFailedError(f"set-up: {err}") from None
-        self._report_absent_keyholders(setup, roster)
-        self.node_ids = [self.party_nodes[party] for party in self.setup_transcript.parties]
-        self.ctx = self.ctx.bound(self.setup_transcript.run_id)  # frames of this run only
-        self.statistics_ctx = self.statistics_ctx.bound(self.setup_transcript.run_id)
-        relayed = {f"{p.HELLO_BLOB}-{party}": hello for party, hello in hellos.items()}
-        deals = self._phase(grid, p.DEAL, hellos, lambda party: make_content({}, relayed))
-
-        def dealings_for(keyholder: int):
-            blobs = {}
-            for dealer, blob in deals.items():
-                share = blob.get(f"{p.SEALED_SHARE_PREFIX}{keyholder}")
-                if share is not None and p.DEALING in blob:
-                    blobs[f"{p.SEALED_SHARE_PREFIX}{dealer}"] = share
-                    blobs[f"{p.DEALING}-{dealer}"] = blob[p.DEALING]
-            return make_content({}, blobs)
-
-        acks = self._phase(grid, p.DEALINGS, setup.committee, dealings_for)
-        self.dealers = set(deals)
-        for keyholder, blob in acks.items():
-            complaints = set(json.loads(blob.get(p.COMPLAINTS, b"[]")))
-            for dealer in complaints & self.dealers:
-                log.warning(
-                    "keyholder %s refused the share dealt by %s; %s is left out of every aggregate",
-                    roster.hospital(keyholder).name,
-                    roster.hospital(dealer).name,
-                    roster.hospital(dealer).name,
-                )
-            self.dealers -= complaints
+        if not self.settings.roster:
+            self._simulation_dir = tempfile.mkdtemp(prefix="fedquorum-simulated-federation-")
+        self.roster = roster = load_roster(self.settings, len(self.node_ids), self._simulation_dir)
+        self.reachability = Reachability(roster, self.party_nodes, self.keys_lost, grid)
+        stages = KeySetup(
+            roster,
+            int(grid.run.run_id),
+            self.node_ids,
+            self.task_config(),  # holds the preset and the roster fingerprint hospitals compare
+            self.party_nodes,
+            self.exchange,
+            self.reply_name,
+            self.report_phase,
+        )
+        self.setup_transcript = setup = stages.run()
+        self.dealers = stages.dealers
+        self.run_tags |= stages.tags
+        self.node_ids = [self.party_nodes[party] for party in setup.parties]
+        self.ctx = self.ctx.bound(setup.run_id)  # frames of this run only
+        self.statistics_ctx = self.statistics_ctx.bound(setup.run_id)
+        self.reachability.committee = tuple(setup.committee)
+        sets = DecryptionSets(roster.quorum.min_decryption_set, self.settings.seed)
+        self.reveal = Reveal(
+            roster, setup.run_id, self.ctx, self.reachability, sets, self.checks, self.exchange
+        )
         log.info(
             "set-up for %d hospitals (committee %d of %d, threshold %d, roster %s) ready in %.1f s",
             len(setup.parties),
@@ -238,76 +155,20 @@ class EncryptedFedAvg(FedAvg):
             time.perf_counter() - started,
         )
 
-    def _report_absent_keyholders(self, setup: transcript.SetupTranscript, roster: Roster) -> None:
-        """Name, in one log line and the run tag ``setup_missing_keyholders``, the roster's
-        keyholders the set-up proceeds without (no valid hello: offline, or refused)."""
-        if not setup.absent:
-            return
-        missing = ", ".join(setup.absent)
-        log.warning(
-            "set-up proceeds without keyholder(s) %s (no valid hello): %d of %d keyholders take part, "
-            "the roster's minimum is %d",
-            missing,
-            len(setup.committee),
-            len(roster.committee),
-            roster.setup_minimum,
-        )
-        self.run_tags["setup_missing_keyholders"] = missing
-
-    def _collect_hellos(self, grid: Grid) -> dict[int, bytes]:
-        self.report_phase(f"key set-up: {p.HELLO}")
-        config = self.task_config()  # holds the preset and the roster fingerprint hospitals compare
-        messages = [
-            Message(content=make_content(config), message_type=p.HELLO, dst_node_id=node, group_id="setup")
-            for node in self.node_ids
-        ]
-        hellos: dict[int, bytes] = {}
-        for reply in stream_replies(grid, messages, self.settings.round_timeout):
+    def exchange(
+        self, messages: list[Message], what: str, refusals: Refusals | None = None
+    ) -> Iterator[Message]:
+        """Send ``messages``; yield the valid replies as they arrive. An error reply is logged as
+        ``what: <hospital> failed: <reason>`` (and added to ``refusals``); bytes are counted."""
+        self.traffic.bytes_down += sum(content_bytes(m.content) for m in messages)
+        for reply in stream_replies(self.grid, messages, self.settings.round_timeout):
             if (reason := self.failure_reason(reply)) is not None:
-                log.warning("hello: %s", reason)
-                self.hello_refusals.add(self.reply_name(reply), reply)
+                log.warning("%s: %s", what, reason)
+                if refusals is not None:
+                    refusals.add(self.reply_name(reply), reply)
                 continue
-            hello = blobs_of(reply).get(p.HELLO_BLOB, b"")
-            try:
-                party = transcript.hello_sender(self.roster, hello)
-            except HEError as err:
-                log.warning("hello of %s refused: %s", self.reply_name(reply), err)
-                continue
-            if party in hellos:
-                log.warning("a second hello claims to be %s; refused", self.roster.hospital(party).name)
-                continue
-            hellos[party] = hello
-            self.party_nodes[party] = reply.metadata.src_node_id
-            self.software[party] = software_of(blobs_of(reply).get(p.SOFTWARE, b""))
-        self._report_software()
-        return hellos
-
-    def _report_software(self) -> None:
-        """Log each hospital's fedquorum and Flower versions; warn when they differ."""
-        for party, software in sorted(self.software.items()):
-            log.info("%s runs %s", self.roster.hospital(party).name, software)
-        if len(set(self.software.values())) > 1:
-            log.warning("hospitals run different software versions: %s", sorted(set(self.software.values())))
-
-    def _phase(self, grid: Grid, message_type: str, parties, content_for) -> dict[int, dict[str, bytes]]:
-        """Send one set-up message to each of ``parties``; the replies of those that succeeded."""
-        self.report_phase(f"key set-up: {message_type}")
-        messages = [
-            Message(
-                content=content_for(party),
-                message_type=message_type,
-                dst_node_id=self.party_nodes[party],
-                group_id="setup",
-            )
-            for party in parties
-        ]
-        out = {}
-        for reply in stream_replies(grid, messages, self.settings.round_timeout):
-            if (reason := self.failure_reason(reply)) is not None:
-                log.warning("%s: %s", message_type, reason)
-                continue
-            out[self._party_of(reply)] = blobs_of(reply)
-        return dict(sorted(out.items()))
+            self.traffic.bytes_up += content_bytes(reply.content)
+            yield reply
 
     def strategy_state(self) -> dict[str, float]:
         return {"round_clip": self.round_clip, "weight_scale": self.weight_scale}
@@ -323,94 +184,32 @@ class EncryptedFedAvg(FedAvg):
                 return self.roster.hospital(party).name
         return None
 
-    def _party_of(self, reply: Message) -> int:
-        node = reply.metadata.src_node_id
-        return next(party for party, n in self.party_nodes.items() if n == node)
-
-    # -- who is left: hospitals that restarted, keyholders that failed ---------------------------
+    # -- who is left: strategies.reachability -------------------------------------------------
     def failure_reason(self, reply: Message) -> str | None:
         """FedAvg's, and a hospital that says it restarted (``p.KEYS_LOST``) is out for the run."""
         reason = super().failure_reason(reply)
         if reason is not None and (hospital_reason(reply) or "").startswith(p.KEYS_LOST):
-            self._lost_keys(reply.metadata.src_node_id)
+            node = reply.metadata.src_node_id
+            party = next((k for k, n in self.party_nodes.items() if n == node), None)
+            if party is not None:
+                self.reachability.lose_keys(party)
         return reason
-
-    def _lost_keys(self, node_id: int) -> None:
-        party = next((k for k, n in self.party_nodes.items() if n == node_id), None)
-        if party is None or party in self.keys_lost:
-            return
-        self.keys_lost.add(party)
-        quorum = self.roster.quorum
-        left = len(set(quorum.committee) - self.keys_lost)
-        log.warning(
-            "%s %s: it is left out of the rest of this run (%d of %d keyholders keep their keys, a "
-            "decryption set needs %d)",
-            self.roster.hospital(party).name,
-            p.KEYS_LOST,
-            left,
-            len(quorum.committee),
-            quorum.min_decryption_set,
-        )
 
     def missing_name(self, node_id: int) -> str:
         name = self.hospital_name(node_id)
         lost = any(self.party_nodes.get(k) == node_id for k in self.keys_lost)
         return f"{name} ({p.KEYS_LOST})" if lost else name
 
-    @property
-    def run_committee(self) -> tuple[int, ...]:
-        """K': the keyholders of this run's set-up (only they hold dealt shares), before it the
-        roster's committee."""
-        setup = self.setup_transcript
-        return tuple(setup.committee) if setup is not None else self.roster.quorum.committee
-
-    def keyholders_down(self, replied: set[int] | None = None) -> dict[int, str]:
-        """Committee members no decryption can count on now, with why: restarted (their keys are
-        gone for the run), offline at the SuperLink, or (``replied``: the nodes that answered this
-        round's train phase at all) silent this round. A keyholder whose training failed or was
-        refused replied with an error: it is online and may still decrypt."""
-        online = set(self.grid.get_node_ids()) if self.grid is not None else set(self.party_nodes.values())
-        down = {}
-        for keyholder in self.run_committee:
-            node = self.party_nodes.get(keyholder)
-            if keyholder in self.keys_lost:
-                down[keyholder] = p.KEYS_LOST
-            elif node not in online:
-                down[keyholder] = "offline"
-            elif replied is not None and node not in replied:
-                down[keyholder] = "silent this round"
-        return down
-
-    def quorum_shortfall(self, down: dict[int, str]) -> str | None:
-        """One line naming the missing keyholders if those left cannot form a decryption set."""
-        quorum = self.roster.quorum
-        left = len([k for k in self.run_committee if k in self.party_nodes and k not in down])
-        if left >= quorum.min_decryption_set:
-            return None
-        named = ", ".join(f"{self.roster.hospital(k).name} ({why})" for k, why in sorted(down.items()))
-        return (
-            f"keyholder(s) {named} missing: {left} of {len(quorum.committee)} keyholders left, a "
-            f"decryption set needs {quorum.min_decryption_set}"
-        )
-
     def quorum_gone(self) -> str | None:
-        """Restarted keyholders alone leave too few for any decryption set: their keys do not come
-        back within this run, so no later round can be decrypted (a resumed run sets up afresh)."""
-        shortfall = self.quorum_shortfall(dict.fromkeys(self.keys_lost, p.KEYS_LOST))
-        if shortfall is None:
-            return None
-        return (
-            f"{shortfall}; no later round can be decrypted, stopping the run (resume it once the "
-            "keyholders are back)"
-        )
+        return self.reachability.quorum_gone()
 
     def skip_reason(self, server_round: int) -> tuple[str, list[str]] | None:
         """Skip a round no decryption set can serve; stop the run if that will not change (the
         model and the last checkpoint stay as they are)."""
         if (gone := self.quorum_gone()) is not None:
             raise RoundFailedError(f"round {server_round}: {gone}")
-        down = self.keyholders_down()
-        if (reason := self.quorum_shortfall(down)) is None:
+        down = self.reachability.keyholders_down()
+        if (reason := self.reachability.quorum_shortfall(down)) is None:
             return None
         missing = [self.missing_name(self.party_nodes[k]) for k in sorted(down) if k in self.party_nodes]
         return reason, missing
@@ -430,7 +229,7 @@ class EncryptedFedAvg(FedAvg):
             if (reason := self.failure_reason(reply)) is not None:
                 log.warning("%s: %s; left out of the sum", what, reason)
                 continue
-            party = self._party_of(reply)
+            party = party_of(self.party_nodes, reply)
             self.traffic.bytes_up += content_bytes(reply.content)
             if kind == "statistics" and not metrics_of(reply).get("tabular"):
                 continue
@@ -490,7 +289,7 @@ class EncryptedFedAvg(FedAvg):
         if not statements:
             return None
         self._check_contributors(len(statements), f"feature statistics ({pass_name})")
-        result = self._decrypt("statistics", round_id, total.result, statements, self.statistics_ctx)
+        result = self._reveal("statistics", round_id, total.result, statements, self.statistics_ctx)
         if result is None:
             raise RoundFailedError(f"feature statistics ({pass_name}) could not be decrypted")
         average, total_examples = result.average, result.total_examples
@@ -505,11 +304,11 @@ class EncryptedFedAvg(FedAvg):
             "train", server_round, replies, self.round_layout, self.round_release, f"round {server_round}"
         )
         self._check_contributors(len(statements), f"round {server_round}")
-        self.notes.contributors = self._names(sorted(statements))
+        self.notes.contributors = names(self.roster, sorted(statements))
         metrics = {"contributors": len(statements)}
         metrics["clip"] = self.round_clip
         try:
-            result = self._decrypt(
+            result = self._reveal(
                 "train", server_round, total.result, statements, self.ctx, self.round_replied
             )
         except WeightScaleError as err:
@@ -522,7 +321,7 @@ class EncryptedFedAvg(FedAvg):
             metrics["round_skipped"] = 1
             return None, MetricRecord(metrics | self.pooled_metrics(None, client_metrics))
         metrics |= self.pooled_metrics(result.sums, client_metrics)
-        self.notes.decryption_set = self._names(result.keyholders)
+        self.notes.decryption_set = names(self.roster, result.keyholders)
         self.notes.outcome = f"aggregated (decryption attempt {result.attempts})"
         average, total_examples = result.average, result.total_examples
         metrics["decryption_attempts"] = result.attempts
@@ -559,7 +358,7 @@ class EncryptedFedAvg(FedAvg):
         except RoundFailedError as err:
             log.warning("%s", err)
             return None
-        result = self._decrypt("train", round_id, total.result, statements, self.ctx)
+        result = self._reveal("train", round_id, total.result, statements, self.ctx)
         if result is None:
             return None
         metrics = self.pooled_metrics(result.sums, client_metrics)
@@ -575,177 +374,12 @@ class EncryptedFedAvg(FedAvg):
             )
         self.ctx.params.check_contributors(count)
 
-    def _decrypt(
-        self,
-        kind: str,
-        round_id: int,
-        aggregate: EncryptedUpdate,
-        statements: dict,
-        encoding,
-        replied: set[int] | None = None,
-    ):
-        """Up to ``max_attempts`` decryption attempts, each with a set chosen by elimination
-        (``strategies.decryption_sets``); a ``Decryption``, or None when every attempt failed
-        (each failure, and any suspect keyholder, is logged by name). Keyholders known to be down
-        (``keyholders_down``, with ``replied`` of a training round) are not asked: when those
-        left cannot form a decryption set, no keyholder is asked and the round is skipped at once."""
-        roster = self.roster
-        sets = self.decryption_sets
-        sets.begin()
-        label = CiphertextLabel(roster.federation_id, self.setup_transcript.run_id, kind, round_id)
-        down = self.keyholders_down(replied)
-        available = set(self.setup_transcript.committee) - set(down)  # K': only they hold dealt shares
-        relayed = {f"{p.CONTRIBUTION}-{party}": s for party, s in statements.items()}
-        noise_bits = self.ctx.params.decryption_noise_bits(len(roster.quorum.committee), roster.max_attempts)
-        what = f"{kind} round {round_id}" if kind == "train" else f"feature statistics {round_id}"
-        if (shortfall := self.quorum_shortfall(down)) is not None:
-            log.warning("%s: %s; no keyholder asked, the round keeps the previous model", what, shortfall)
-            self.notes.outcome = f"skipped: {shortfall}"
+    def _reveal(
+        self, kind: str, round_id: int, aggregate: EncryptedUpdate, statements: dict, encoding, replied=None
+    ) -> Decryption | None:
+        """``Reveal.decrypt`` for every caller: a skip is noted in the round line and is None."""
+        result = self.reveal.decrypt(kind, round_id, aggregate, statements, encoding, replied)
+        if isinstance(result, Skipped):
+            self.notes.outcome = f"skipped: {result.reason}"
             return None
-        for attempt in range(1, roster.max_attempts + 1):
-            keyholders = sets.choose(available)
-            if keyholders is None:
-                log.warning(
-                    "%s: %d keyholders left, the quorum needs %d; the round keeps the previous model",
-                    what,
-                    len(available),
-                    sets.min_size,
-                )
-                self.notes.outcome = (
-                    f"skipped: {len(available)} keyholders left, a decryption set needs {sets.min_size}"
-                )
-                self._name_suspects(what)
-                return None
-            request = DecryptionRequest(label, attempt, tuple(statements), keyholders, len(aggregate.c0))
-            shares, client_seconds = self._collect_shares(
-                what, request, self._decrypt_messages(request, relayed)
-            )
-            if len(shares) < len(keyholders):
-                silent = set(keyholders) - {s.party for s in shares}
-                available -= silent
-                sets.silent(silent)
-                log.warning(
-                    "%s attempt %d: no valid share from %s; trying again without them",
-                    what,
-                    attempt,
-                    self._names(sorted(silent)),
-                )
-                continue
-            started = time.perf_counter()
-            try:
-                fields = combine(self.ctx, aggregate, shares, request, noise_bits)
-                average, total_examples, sums = self._decode_checked(
-                    kind, encoding, aggregate, fields, statements
-                )
-            except WeightScaleError:
-                sets.succeeded(keyholders)
-                self._name_suspects(what)
-                raise  # a plausible total beyond this scale: the caller rescales, no retry helps
-            except (
-                HEError
-            ) as err:  # the noise bound, or an invalid aggregate (a share altered on payload rows)
-                sets.failed(keyholders)
-                log.warning("%s attempt %d with %s failed: %s", what, attempt, self._names(keyholders), err)
-                continue
-            sets.succeeded(keyholders)
-            suspects = self._name_suspects(what)
-            seconds = time.perf_counter() - started
-            client = float(np.mean(client_seconds))
-            return Decryption(average, total_examples, seconds, client, attempt, suspects, keyholders, sums)
-        log.warning(
-            "%s: all %d decryption attempts failed; the round keeps the previous model", what, attempt
-        )
-        self.notes.outcome = f"skipped: all {attempt} decryption attempts failed"
-        self._name_suspects(what)
-        return None
-
-    def _decode_checked(self, kind: str, encoding, aggregate: EncryptedUpdate, fields, statements: dict):
-        """Decode, then check the aggregate against what the server knows without it
-        (``strategies.plausibility``); a weight-scale overflow is let through only with a
-        plausible total, so the server never takes a scale from an implausible one."""
-        contributors = set(statements)
-        unit_weights = kind == "train" and (not aggregate.layout.shapes or self.settings.dp != "off")
-        try:
-            average, total_examples = decrypt_update(encoding, aggregate, fields)
-        except WeightScaleError as err:
-            plausibility.check_total(err.total_examples, contributors, unit_weights, self.known_totals)
-            raise
-        plausibility.check_total(total_examples, contributors, unit_weights, self.known_totals)
-        sums = decrypt_sums(encoding, aggregate, fields)
-        if aggregate.layout.sums:
-            expected = 0 if unit_weights else total_examples
-            plausibility.check_evaluation(self.evaluation_layout, sums, expected)
-        if kind == "statistics":
-            error = decoding_error(encoding.params, aggregate.layout, len(contributors), total_examples)
-            plausibility.check_statistics(average, error)
-        if not unit_weights:
-            self.known_totals.record(contributors, total_examples)
-        return average, total_examples, sums
-
-    def _decrypt_messages(self, request: DecryptionRequest, relayed: dict) -> list[Message]:
-        label = request.label
-        config = {
-            p.KIND: label.kind,
-            p.ROUND: label.round_id,
-            p.ATTEMPT: request.attempt,
-            p.KEYHOLDERS: ",".join(map(str, request.keyholders)),
-        }
-        messages = [
-            Message(
-                content=make_content(config, relayed),
-                message_type=p.DECRYPT,
-                dst_node_id=self.party_nodes[k],
-                group_id=f"{label.kind}-{label.round_id}-{request.attempt}",
-            )
-            for k in request.keyholders
-        ]
-        self.traffic.bytes_down += sum(content_bytes(m.content) for m in messages)
-        return messages
-
-    def _name_suspects(self, what: str) -> list[str]:
-        """Name the keyholders elimination could not clear (one of them sent a bad share)."""
-        suspects = self._names(self.decryption_sets.finish())
-        if suspects:
-            log.warning(
-                "%s: SUSPECT keyholder(s) %s: in a decryption set whose shares failed their check and "
-                "in none that passed; one of them sent a tampered share (or was dealt an inconsistent one)",
-                what,
-                ", ".join(suspects),
-            )
-        return suspects
-
-    def _names(self, parties) -> list[str]:
-        return [self.roster.hospital(k).name for k in parties]
-
-    def _collect_shares(self, what: str, request: DecryptionRequest, messages: list[Message]):
-        shares, client_seconds = [], []
-        for reply in stream_replies(self.grid, messages, self.settings.round_timeout):
-            if (reason := self.failure_reason(reply)) is not None:
-                log.warning("%s decryption: %s", what, reason)
-                continue
-            party = self._party_of(reply)
-            self.traffic.bytes_up += content_bytes(reply.content)
-            try:
-                share = DecryptionShare.from_bytes(
-                    self.ctx, blobs_of(reply)[p.DECRYPTION_SHARE], f"party {party}"
-                )
-            except (HEError, KeyError) as err:
-                log.warning(
-                    "%s: decryption share of %s rejected: %s", what, self.roster.hospital(party).name, err
-                )
-                continue
-            expected = (request.num_ciphertexts, len(self.ctx.data_moduli), self.ctx.n)
-            claims = (share.party, share.round_id, share.attempt, share.polys.shape)
-            if claims != (party, request.label.round_id, request.attempt, expected):
-                log.warning(
-                    "%s: share of %s is for (party, round, attempt, shape) %s, expected %s; "
-                    "rejected, and the next attempt goes without it",
-                    what,
-                    self.roster.hospital(party).name,
-                    claims,
-                    (party, request.label.round_id, request.attempt, expected),
-                )
-                continue
-            shares.append(share)
-            client_seconds.append(float(metrics_of(reply).get("decrypt_seconds", 0.0)))
-        return shares, client_seconds
+        return result

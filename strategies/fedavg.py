@@ -1,16 +1,17 @@
 """Plaintext FedAvg over weight deltas: the baseline, and the round loop both strategies share.
 
-One round = ``train`` (hospitals evaluate the global model, train, reply) + aggregation; the
-encrypted strategy adds its decryption phase inside ``aggregate_train``. After the last round
-one ``evaluate`` phase scores the final model.
+``FedAvg.start`` is the loop: hospitals, set-up (``setup``), feature statistics
+(``strategies.feature_statistics``), then per round ``play_round`` (``train``: hospitals evaluate
+the global model, train, reply; aggregation, in which the encrypted strategy reveals the sum:
+``strategies.reveal``), the server step and the round's record (``strategies.run_record``);
+after the last round one ``evaluate`` phase scores the final model.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
@@ -22,16 +23,16 @@ from he import protocol as p
 from models.pooled_metrics import EvaluationLayout, PooledEvaluation, add_sums
 from privacy.mechanism import plan_from_config
 from strategies.checkpoint import Checkpoint
+from strategies.feature_statistics import FeatureStatistics
+from strategies.hospital_names import HospitalNames
 from strategies.messaging import (
-    NO_REPLY_CODES,
-    Refusals,
-    claimed_sender,
     content_bytes,
-    hospital_reason,
     make_content,
     metrics_of,
     stream_replies,
 )
+from strategies.participation import noting_senders, wait_for_nodes
+from strategies.run_record import FederationResult, RoundFailedError, RoundNotes, RoundTraffic, round_metrics
 from strategies.server_optimizer import ServerOptimizer
 
 log = logging.getLogger(__name__)
@@ -39,47 +40,7 @@ CLIENT_METRICS = ("train_loss", "eval_loss", "eval_accuracy", "eval_auc", "encry
 SITE_METRICS = ("train_loss", "eval_loss", "eval_accuracy", "eval_auc")  # a hospital's own, opt-in
 
 
-class RoundFailedError(RuntimeError):
-    """A round could not produce a new global model (too few valid contributions or shares)."""
-
-
-@dataclass
-class FederationResult:
-    """Final global weights and the per-round metric history (plain values)."""
-
-    weights: list[np.ndarray]
-    history: list[dict] = field(default_factory=list)
-    final_metrics: dict = field(default_factory=dict)
-    evaluation: PooledEvaluation | None = None  # the final model on the pooled test set (curves)
-    tags: dict[str, str] = field(default_factory=dict)  # run facts for MLflow tags (``run_tags``)
-
-
-@dataclass
-class RoundTraffic:
-    bytes_down: int = 0
-    bytes_up: int = 0
-    seconds: dict = field(default_factory=dict)
-
-
-@dataclass
-class RoundNotes:
-    """What a round's one log line says beyond its metrics: whose updates went into it, which
-    keyholders decrypted it, and what came of it (filled in by ``aggregate_train``)."""
-
-    contributors: list[str] = field(default_factory=list)
-    decryption_set: list[str] = field(default_factory=list)
-    outcome: str = ""
-
-    def line(self, server_round: int, num_rounds: int, aggregated: bool, seconds: float) -> str:
-        """``round 2/3: contributors a, b; decryption set a, b, c; aggregated ...; 4.2 s``."""
-        outcome = self.outcome or ("aggregated" if aggregated else "no aggregate, the previous model kept")
-        return (
-            f"round {server_round}/{num_rounds}: contributors {', '.join(self.contributors) or 'none'}; "
-            f"decryption set {', '.join(self.decryption_set) or 'none'}; {outcome}; {seconds:.1f} s"
-        )
-
-
-class FedAvg(Strategy):
+class FedAvg(HospitalNames, FeatureStatistics, Strategy):
     """Plaintext FedAvg of weight deltas, weighted by each hospital's training examples."""
 
     def __init__(self, settings: RunSettings) -> None:
@@ -108,14 +69,10 @@ class FedAvg(Strategy):
         initial_weights: list[np.ndarray],
         on_round: Callable[[int, dict], None] | None = None,
     ) -> FederationResult:
+        """The run: hospitals, set-up, feature statistics; then each round trains and reveals its
+        aggregate (``play_round``) and the server steps the model; then the final evaluation."""
         self.grid = grid
-        minimum = max(self.settings.min_nodes, self.settings.min_train_nodes)
-        self.report_phase(f"waiting for {minimum} hospitals")
-        self.node_ids = wait_for_nodes(grid, minimum, self.settings.round_timeout)
-        if len(self.node_ids) < self.settings.min_train_nodes:
-            raise RoundFailedError(
-                f"{len(self.node_ids)} hospitals connected, min_train_nodes={self.settings.min_train_nodes}"
-            )
+        self.connect(grid)
         self.report_phase("key set-up")
         self.setup(grid)
         self.report_phase("feature statistics")
@@ -123,9 +80,8 @@ class FedAvg(Strategy):
         result = self.result = FederationResult(
             [np.asarray(w, dtype=np.float32) for w in initial_weights], tags=dict(self.run_tags)
         )
-        first_round = self.restore(result)
         failed_in_a_row = 0
-        for server_round in range(first_round, self.settings.num_rounds + 1):
+        for server_round in range(self.restore(result), self.settings.num_rounds + 1):
             if self.over_privacy_budget(server_round, result.weights):
                 log.warning("round %d would spend more than dp_target_epsilon: the run stops", server_round)
                 break
@@ -134,43 +90,71 @@ class FedAvg(Strategy):
             self.report_phase(f"round {server_round}/{self.settings.num_rounds}")
             delta_record, metrics_record, missing = self.play_round(server_round, result.weights, grid)
             if delta_record is not None:
-                delta = [a.numpy() for a in delta_record.values()]
-                new = self.optimizer.step([w.astype(np.float64) for w in result.weights], delta)
-                result.weights = [w.astype(np.float32) for w in new]
-            metrics = dict(metrics_record or {})
-            metrics |= {"missing_hospitals": len(missing), "missing": ", ".join(missing)}
-            metrics["round_seconds"] = time.perf_counter() - started
-            participants = max(1, len(self.node_ids))
-            metrics["bytes_down"] = self.traffic.bytes_down / participants
-            metrics["bytes_up"] = self.traffic.bytes_up / participants
-            metrics |= self.traffic.seconds
-            metrics |= self.privacy_spent(server_round, result.weights)
-            result.history.append({"round": server_round, **metrics})
-            log.info(
-                "%s",
-                self.notes.line(
-                    server_round, self.settings.num_rounds, delta_record is not None, metrics["round_seconds"]
-                ),
+                result.weights = self.server_step(result.weights, delta_record)
+            seconds = time.perf_counter() - started
+            self.record_round(
+                server_round, delta_record is not None, metrics_record, missing, seconds, on_round
             )
-            if on_round:
-                on_round(server_round, metrics)
-            if self.on_checkpoint:
-                self.on_checkpoint(self.checkpoint(server_round))
-            if (gone := self.quorum_gone()) is not None:
-                raise RoundFailedError(f"after round {server_round}: {gone}")
             failed_in_a_row = failed_in_a_row + 1 if delta_record is None else 0
-            if failed_in_a_row and failed_in_a_row == self.settings.max_failed_rounds:
-                raise RoundFailedError(
-                    f"{failed_in_a_row} round(s) in a row without an aggregate "
-                    f"(max_failed_rounds={self.settings.max_failed_rounds}); stopping the run"
-                )
+            self.stop_if_hopeless(server_round, failed_in_a_row)
         self.report_phase("final evaluation")
+        self.evaluate_final(result)
+        return result
+
+    def connect(self, grid: Grid) -> None:
+        """Wait for the hospitals; too few for a round stops the run."""
+        minimum = max(self.settings.min_nodes, self.settings.min_train_nodes)
+        self.report_phase(f"waiting for {minimum} hospitals")
+        self.node_ids = wait_for_nodes(grid, minimum, self.settings.round_timeout)
+        if len(self.node_ids) < self.settings.min_train_nodes:
+            raise RoundFailedError(
+                f"{len(self.node_ids)} hospitals connected, min_train_nodes={self.settings.min_train_nodes}"
+            )
+
+    def server_step(self, weights: list[np.ndarray], delta_record: ArrayRecord) -> list[np.ndarray]:
+        """The server optimizer (``server_optimizer.py``) applied to the revealed average update."""
+        delta = [a.numpy() for a in delta_record.values()]
+        new = self.optimizer.step([w.astype(np.float64) for w in weights], delta)
+        return [w.astype(np.float32) for w in new]
+
+    def record_round(
+        self,
+        server_round: int,
+        aggregated: bool,
+        metrics_record: MetricRecord | None,
+        missing: list[str],
+        seconds: float,
+        on_round: Callable[[int, dict], None] | None,
+    ) -> None:
+        """The round's metrics into the history, its log line, ``on_round`` and the checkpoint."""
+        result = self.result
+        metrics = round_metrics(metrics_record or {}, missing, seconds, self.traffic, len(self.node_ids))
+        metrics |= self.privacy_spent(server_round, result.weights)
+        result.history.append({"round": server_round, **metrics})
+        log.info("%s", self.notes.line(server_round, self.settings.num_rounds, aggregated, seconds))
+        if on_round:
+            on_round(server_round, metrics)
+        if self.on_checkpoint:
+            self.on_checkpoint(self.checkpoint(server_round))
+
+    def stop_if_hopeless(self, server_round: int, failed_in_a_row: int) -> None:
+        """Stop the run when no later round can be decrypted or too many failed in a row."""
+        if (gone := self.quorum_gone()) is not None:
+            raise RoundFailedError(f"after round {server_round}: {gone}")
+        if failed_in_a_row and failed_in_a_row == self.settings.max_failed_rounds:
+            raise RoundFailedError(
+                f"{failed_in_a_row} round(s) in a row without an aggregate "
+                f"(max_failed_rounds={self.settings.max_failed_rounds}); stopping the run"
+            )
+
+    def evaluate_final(self, result: FederationResult) -> None:
+        """The final model on the pooled test set, and the privacy spent by the whole run."""
+        grid = self.grid
         messages = self.configure_evaluate(0, ArrayRecord(result.weights), ConfigRecord(), grid)
         final = self.aggregate_evaluate(0, stream_replies(grid, list(messages), self.settings.round_timeout))
         spent = self.privacy_spent(len(result.history), result.weights)
         result.final_metrics = dict(final or {}) | spent
         result.evaluation = self.final_evaluation
-        return result
 
     # -- checkpoints -----------------------------------------------------------------------------
     def resume(self, checkpoint: Checkpoint) -> None:
@@ -251,47 +235,6 @@ class FedAvg(Strategy):
     def setup(self, grid: Grid) -> None:
         """Per-run set-up before the first round; plaintext FedAvg needs none."""
 
-    def known_name(self, node_id: int) -> str | None:
-        """The roster name of the hospital on ``node_id`` once the run has matched it to the
-        roster (plaintext FedAvg has no roster: None)."""
-        return None
-
-    def hospital_name(self, node_id: int) -> str:
-        """A hospital as logs and MLflow name it: its roster name, else its node id."""
-        return self.known_name(node_id) or f"node {node_id}"
-
-    def reply_name(self, reply: Message) -> str:
-        """The sender of ``reply``: its roster name, else the name its error text gives (its own
-        claim, so marked as such), else its node id."""
-        node = reply.metadata.src_node_id
-        if (known := self.known_name(node)) is not None:
-            return known
-        claimed = claimed_sender(reply)
-        return f"{claimed} (node {node}, by its own account)" if claimed else f"node {node}"
-
-    def missing_name(self, node_id: int) -> str:
-        """A hospital as the dropout warning and the ``missing_hospitals`` tag name it."""
-        return self.hospital_name(node_id)
-
-    def failure_reason(self, reply: Message) -> str | None:
-        """``"<hospital> failed: <its reason>"`` for an error reply, else None."""
-        if (reason := hospital_reason(reply)) is not None:
-            return f"{self.reply_name(reply)} failed: {reason}"
-        return None
-
-    def report_missing(self, server_round: int, answered: set[int]) -> list[str]:
-        """Warn, by name, about the hospitals that sent no valid reply this round (dropouts)."""
-        missing = [self.missing_name(n) for n in self.node_ids if n not in answered]
-        if missing:
-            log.warning(
-                "round %d: no update from %s (%d of %d hospitals answered)",
-                server_round,
-                ", ".join(missing),
-                len(self.node_ids) - len(missing),
-                len(self.node_ids),
-            )
-        return missing
-
     def over_privacy_budget(self, server_round: int, weights: list[np.ndarray]) -> bool:
         """With both a noise multiplier and a target ε, whether ``server_round`` would take the
         run past the target (the run then stops; with the noise solved, the target is met at
@@ -315,67 +258,6 @@ class FedAvg(Strategy):
 
     def round_config(self, server_round: int) -> dict:
         return {**self.task_config(), p.ROUND: server_round, p.ENCRYPTED: self.settings.encrypted}
-
-    def collect_feature_statistics(self, grid: Grid) -> dict:
-        """Global per-feature mean and std for standardization, in two passes (empty for images).
-
-        Pass 1 averages each feature's mean and mean square; pass 2 the spread around the global
-        mean, scaled by the global root mean square (``client.task.feature_statistics``).
-        """
-        moments = self.average_statistics(grid, "moments", {})
-        if moments is None:
-            return {}
-        mean, mean_square = moments
-        scale = np.sqrt(np.clip(mean_square, 0.0, None))
-        scale = np.where(scale > 0, scale, 1.0)
-        location = {p.FEATURE_MEAN: [float(v) for v in mean], p.FEATURE_SCALE: [float(v) for v in scale]}
-        (spread,) = self.average_statistics(grid, "spread", location)
-        std = scale * np.sqrt(np.clip(spread, 0.0, None))
-        return {p.FEATURE_MEAN: location[p.FEATURE_MEAN], p.FEATURE_STD: [float(v) for v in std]}
-
-    def average_statistics(self, grid: Grid, pass_name: str, extra: dict) -> list[np.ndarray] | None:
-        """One statistics pass, averaged over hospitals by example count (here: in the clear)."""
-        values = [
-            (float(metrics_of(r)[p.NUM_EXAMPLES]), [a.numpy() for a in r.content[p.ARRAYS].values()])
-            for r in self.statistics_replies(grid, pass_name, extra)
-            if metrics_of(r).get("tabular")
-        ]
-        if not values:
-            return None
-        total = sum(n for n, _ in values)
-        return [sum(n * arrays[i] for n, arrays in values) / total for i in range(len(values[0][1]))]
-
-    def statistics_replies(self, grid: Grid, pass_name: str, extra: dict) -> list[Message]:
-        config = {
-            **self.task_config(),
-            **extra,
-            p.ENCRYPTED: self.settings.encrypted,
-            p.STATISTICS_PASS: pass_name,
-        }
-        messages = [
-            Message(
-                content=make_content({**config, p.PARTY: party}),
-                message_type=p.STATISTICS,
-                dst_node_id=node_id,
-                group_id="setup",
-            )
-            for party, node_id in enumerate(self.node_ids, start=1)
-        ]
-        replies, refusals = [], Refusals()
-        for reply in stream_replies(grid, messages, self.settings.round_timeout):
-            if (reason := self.failure_reason(reply)) is not None:
-                log.warning("feature statistics (%s): %s; left out", pass_name, reason)
-                refusals.add(self.reply_name(reply), reply)
-                continue
-            replies.append(reply)
-        if len(replies) < self.settings.min_train_nodes and refusals.reasons:
-            raise RoundFailedError(refusals.summary(f"feature statistics ({pass_name})", len(messages)))
-        if len(replies) < self.settings.min_train_nodes:
-            raise RoundFailedError(
-                f"feature statistics ({pass_name}): {len(replies)} hospitals replied, "
-                f"min_train_nodes={self.settings.min_train_nodes}"
-            )
-        return replies
 
     # -- Flower's Strategy interface ---------------------------------------------------------
     def configure_train(
@@ -472,34 +354,6 @@ class FedAvg(Strategy):
 
     def summary(self) -> None:
         log.info("%s: %s", type(self).__name__, self.settings)
-
-
-def noting_senders(replies: Iterable[Message], answered: set[int], replied: set[int]) -> Iterator[Message]:
-    """``replies`` unchanged, adding each sender that is alive to ``replied`` and, if its reply is
-    not an error, to ``answered``. A hospital whose training failed or was refused replied (it is
-    online); the SuperLink's "node/message unavailable" errors stand in for a silent one."""
-    for reply in replies:
-        if reply.has_error() and reply.error.code in NO_REPLY_CODES:
-            yield reply
-            continue
-        replied.add(int(reply.metadata.src_node_id))
-        if not reply.has_error():
-            answered.add(int(reply.metadata.src_node_id))
-        yield reply
-
-
-def wait_for_nodes(grid: Grid, minimum: int, timeout: float, settle: float = 1.0) -> list[int]:
-    """Node ids once at least ``minimum`` hospitals are connected and none joined for ``settle`` s."""
-    deadline = time.monotonic() + timeout
-    nodes, stable_since = [], time.monotonic()
-    while time.monotonic() < deadline:
-        current = sorted(grid.get_node_ids())
-        if current != nodes:
-            nodes, stable_since = current, time.monotonic()
-        elif len(nodes) >= minimum and time.monotonic() - stable_since >= settle:
-            break
-        time.sleep(0.1)
-    return nodes
 
 
 def evaluation_sums(reply: Message, total: list[int] | None) -> list[int] | None:

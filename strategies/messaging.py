@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
@@ -23,6 +23,10 @@ POLL_SECONDS = 0.05
 NO_REPLY_CODES = frozenset(
     {ErrorCode.NODE_UNAVAILABLE, ErrorCode.MESSAGE_UNAVAILABLE, ErrorCode.REPLY_MESSAGE_UNAVAILABLE}
 )
+# how the set-up and the reveal talk to hospitals (``EncryptedFedAvg.exchange``): send messages,
+# yield the valid replies; an error reply is logged as "<what>: <reason>" and, given ``Refusals``,
+# recorded there under the hospital's name
+Exchange = Callable[..., Iterable[Message]]
 
 
 def make_content(

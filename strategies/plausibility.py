@@ -16,6 +16,8 @@ from collections.abc import Set
 
 import numpy as np
 
+from he.decrypt import decrypt_sums, decrypt_update
+from he.encoding import WeightScaleError, decoding_error
 from he.errors import HEError
 from models.pooled_metrics import EvaluationLayout
 
@@ -109,3 +111,35 @@ def check_statistics(average: list[np.ndarray], error: float) -> None:
         raise ImplausibleAggregateError(
             f"decoded feature statistics give a negative variance for features {negative.tolist()[:10]}"
         )
+
+
+class AggregateChecks:
+    """Decoding with every check above, for one run: ``known_totals`` grows with each exact
+    total decrypted, so the checks of later decryptions get sharper."""
+
+    def __init__(self, evaluation_layout: EvaluationLayout, dp: bool) -> None:
+        self.evaluation_layout = evaluation_layout
+        self.dp = dp  # DP training: each contributor encodes weight 1
+        self.known_totals = KnownTotals()
+
+    def decode(self, kind: str, encoding, aggregate, fields, contributors: Set[int]):
+        """Decode, then check the aggregate against what the server knows without it; a
+        weight-scale overflow is let through only with a plausible total, so the server never
+        takes a scale from an implausible one. (average, total examples, exact sums)."""
+        unit_weights = kind == "train" and (not aggregate.layout.shapes or self.dp)
+        try:
+            average, total_examples = decrypt_update(encoding, aggregate, fields)
+        except WeightScaleError as err:
+            check_total(err.total_examples, contributors, unit_weights, self.known_totals)
+            raise
+        check_total(total_examples, contributors, unit_weights, self.known_totals)
+        sums = decrypt_sums(encoding, aggregate, fields)
+        if aggregate.layout.sums:
+            expected = 0 if unit_weights else total_examples
+            check_evaluation(self.evaluation_layout, sums, expected)
+        if kind == "statistics":
+            error = decoding_error(encoding.params, aggregate.layout, len(contributors), total_examples)
+            check_statistics(average, error)
+        if not unit_weights:
+            self.known_totals.record(contributors, total_examples)
+        return average, total_examples, sums

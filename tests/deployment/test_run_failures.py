@@ -23,9 +23,10 @@ from client import app as hospital_state
 from common.settings import RunSettings
 from he import protocol as p
 from server import app as server_app
-from strategies import fedavg, messaging
+from strategies import feature_statistics, messaging
 from strategies.encrypted_fedavg import EncryptedFedAvg
-from strategies.fedavg import FedAvg, FederationResult, RoundFailedError
+from strategies.fedavg import FedAvg
+from strategies.run_record import FederationResult, RoundFailedError
 
 REASON = "round 2: 2 decryption shares, 3 needed; stopping the run"
 
@@ -248,7 +249,7 @@ def test_a_statistics_pass_every_hospital_refused_fails_with_the_refusal_line(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     replies = [error_reply(11, POLICY), error_reply(22, f"[hospital-b] {APP}")]
-    monkeypatch.setattr(fedavg, "stream_replies", lambda grid, messages, timeout: iter(replies))
+    monkeypatch.setattr(feature_statistics, "stream_replies", lambda grid, messages, timeout: iter(replies))
     monkeypatch.setattr(TaskIdentity, "_run_id", 1)  # messages are built as inside a ServerApp
     monkeypatch.setattr(TaskIdentity, "_node_id", 1)
     monkeypatch.setattr(TaskIdentity, "_task_id", 1)

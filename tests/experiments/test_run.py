@@ -282,7 +282,7 @@ def test_tracker_tags_the_roster_threshold_logs_settings_once_and_shows_the_mode
     from he.roster import Quorum
     from server.app import initial_weights
     from server.tracking import MlflowTracker, threshold_tag
-    from strategies.fedavg import FederationResult
+    from strategies.run_record import FederationResult
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     settings = RunSettings(threshold=0)

@@ -10,8 +10,9 @@ import stat
 
 import pytest
 
-from he.errors import RosterError
+from he.errors import InsecureParametersError, RosterError
 from he.identity import SigningKey
+from he.params import preset
 from he.roster import (
     FORMAT,
     MAX_ROSTER_BYTES,
@@ -203,6 +204,23 @@ def test_the_set_up_minimum_defaults_to_the_quorum_bound_and_keeps_old_fingerpri
     larger = build(keys, committee=tuple(NAMES), threshold=2, min_setup_keyholders=5)
     assert larger.quorum.min_decryption_set == 4 and larger.setup_minimum == 5
     assert Roster.from_bytes(larger.to_bytes()) == larger
+
+
+def test_require_refuses_settings_the_roster_contradicts(roster):
+    """The one check the server, the runner and every keyholder make (``Roster.require``)."""
+    roster.require()  # compact holds a committee of 3 with 3 attempts
+    roster.require("compact", threshold=2, num_rounds=preset("compact").max_rounds)
+    roster.require("compact", threshold=0)  # 0: the roster's threshold
+    with pytest.raises(RosterError, match=r"he\.preset='precise' but roster 'fed-1' pins preset 'compact'"):
+        roster.require("precise")
+    with pytest.raises(RosterError, match=r"he\.threshold=3 but roster 'fed-1' pins threshold 2"):
+        roster.require("compact", threshold=3)
+    rounds = preset("compact").max_rounds + 1
+    with pytest.raises(RosterError, match=f"num_rounds={rounds} exceeds the {rounds - 1} rounds"):
+        roster.require("compact", num_rounds=rounds)
+    unknown = dataclasses.replace(roster, preset="tiny")  # its noise flooding cannot be checked
+    with pytest.raises(InsecureParametersError, match="unknown HE preset 'tiny'"):
+        unknown.require()
 
 
 @pytest.mark.parametrize("minimum", [-1, 1, 3, 6])

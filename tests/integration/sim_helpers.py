@@ -17,7 +17,7 @@ from common.settings import RunSettings
 from he import protocol as p
 from he.decrypt import DecryptionShare
 from server.app import RunStoppedError, make_server_app, run_federation
-from strategies.fedavg import FederationResult
+from strategies.run_record import FederationResult
 
 os.environ["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] = "1"
 BACKEND = {"client_resources": {"num_cpus": 1}}

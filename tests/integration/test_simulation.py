@@ -100,7 +100,7 @@ def test_a_keyholder_that_tampers_with_its_shares_is_named_and_cannot_move_the_m
     longer agree with each other). Every decryption it takes part in fails its check;
     elimination decrypts without it within the attempt budget and names it; the model and the
     pooled evaluation are the ones an honest federation computes."""
-    with caplog.at_level(logging.WARNING, logger="strategies.encrypted_fedavg"):
+    with caplog.at_level(logging.WARNING, logger="strategies"):
         result = simulate(RunSettings(strategy="encrypted_fedavg", threshold=2, **TAMPERED), cheating, 6)
     named = [r.getMessage() for r in caplog.records if "SUSPECT" in r.getMessage()]
     assert named, "hospital-1 was never in a decryption set (change the seed)"

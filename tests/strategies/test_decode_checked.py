@@ -23,10 +23,10 @@ def test_an_overflow_with_a_total_the_run_contradicts_is_a_fault_not_a_rescale()
     aggregate = SimpleNamespace(layout=encoded[0].layout, contributors=3)
     fields, statements = sum(e.fields for e in encoded), {1: b"", 2: b"", 3: b""}
     with pytest.raises(WeightScaleError):  # nothing known yet: a real rescale
-        strategy._decode_checked("statistics", ctx, aggregate, fields, statements)
-    strategy.known_totals.record({1, 2, 3, 4}, 2000)  # a superset decrypted before: at most 1999
+        strategy.checks.decode("statistics", ctx, aggregate, fields, set(statements))
+    strategy.checks.known_totals.record({1, 2, 3, 4}, 2000)  # a superset decrypted before: at most 1999
     with pytest.raises(
         ImplausibleAggregateError,
         match="total 3000 of 3 contributors; expected at most 1999",
     ):
-        strategy._decode_checked("statistics", ctx, aggregate, fields, statements)
+        strategy.checks.decode("statistics", ctx, aggregate, fields, set(statements))

@@ -15,7 +15,8 @@ from he import protocol as p
 from he.roster import write_simulated_federation
 from server.tracking import rounds_completed
 from strategies.encrypted_fedavg import EncryptedFedAvg
-from strategies.fedavg import RoundFailedError, RoundNotes
+from strategies.reachability import Reachability
+from strategies.run_record import RoundFailedError, RoundNotes
 
 NODES = {1: 11, 2: 22, 3: 33, 4: 44}  # party -> Flower node id, as the set-up leaves them
 
@@ -41,6 +42,9 @@ def strategy_after_setup(
     strategy.party_nodes = {k: NODES[k] for k in range(1, hospitals + 1)}
     strategy.node_ids = list(strategy.party_nodes.values())
     strategy.grid = OfflineGrid(online)
+    strategy.reachability = Reachability(
+        strategy.roster, strategy.party_nodes, strategy.keys_lost, strategy.grid
+    )
     return strategy
 
 
@@ -77,13 +81,13 @@ def test_a_keyholder_silent_in_the_train_phase_is_not_asked_to_decrypt(tmp_path:
     """Silent (no reply, not even an error) means likely gone: asking it would cost a timeout.
     A keyholder whose training failed or was refused replied, so it is still asked."""
     strategy = strategy_after_setup(tmp_path, 3, threshold=0, online=[11, 22, 33])
-    assert strategy.keyholders_down(replied={11, 33}) == {2: "silent this round"}
-    assert strategy.keyholders_down(replied={11, 22, 33}) == {}
-    assert strategy.quorum_shortfall({2: "silent this round"}) == (
+    assert strategy.reachability.keyholders_down(replied={11, 33}) == {2: "silent this round"}
+    assert strategy.reachability.keyholders_down(replied={11, 22, 33}) == {}
+    assert strategy.reachability.quorum_shortfall({2: "silent this round"}) == (
         "keyholder(s) hospital-2 (silent this round) missing: 2 of 3 keyholders left, "
         "a decryption set needs 3"
     )
-    assert strategy.quorum_shortfall({}) is None
+    assert strategy.reachability.quorum_shortfall({}) is None
 
 
 def test_a_restarted_keyholder_is_named_and_the_run_goes_on_while_a_quorum_remains(
@@ -98,7 +102,7 @@ def test_a_restarted_keyholder_is_named_and_the_run_goes_on_while_a_quorum_remai
         "their keys, a decryption set needs 3)"
     ) in caplog.text
     assert strategy.report_missing(2, {11, 22, 33}) == [f"hospital-4 ({p.KEYS_LOST})"]  # the MLflow tag
-    assert strategy.keyholders_down() == {4: p.KEYS_LOST}
+    assert strategy.reachability.keyholders_down() == {4: p.KEYS_LOST}
     assert strategy.skip_reason(3) is None  # hospitals 1-3 still decrypt
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from client.app import software_versions
-from strategies.encrypted_fedavg import software_of
+from strategies.setup_stages import software_of
 
 
 def test_a_hospital_reports_its_fedquorum_and_flower_versions():

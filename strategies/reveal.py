@@ -1,0 +1,209 @@
+"""Reveal an encrypted aggregate: the decryption round trip, with its retries, as one object.
+
+One call decrypts one aggregate (a training round, a statistics pass, the final evaluation):
+skip at once if the keyholders left cannot form a decryption set (``strategies.reachability``);
+else, up to the roster's ``max_attempts`` times, choose a decryption set T by elimination
+(``strategies.decryption_sets``), send it ``query.decrypt`` with the signed contributions of U,
+check each share's claims, combine (the masks cancel only over T; the noise bound is checked),
+decode with the plausibility checks (``strategies.plausibility``). A silent keyholder is left out
+of the next attempt; a failed set is remembered; the keyholders elimination cannot clear are
+named as suspects. The result is a ``Decryption`` or a ``Skipped`` with its reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from flwr.app import Message
+
+from common.records import blobs_of
+from he import protocol as p
+from he.ciphertext import CiphertextLabel, EncryptedUpdate
+from he.context import HEContext
+from he.decrypt import DecryptionRequest, DecryptionShare, combine
+from he.encoding import WeightScaleError
+from he.errors import HEError
+from he.roster import Roster
+from strategies.decryption_sets import DecryptionSets
+from strategies.messaging import Exchange, make_content, metrics_of
+from strategies.plausibility import AggregateChecks
+from strategies.reachability import Reachability, names, party_of
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Decryption:
+    """A decrypted aggregate and what it took."""
+
+    average: list[np.ndarray]
+    total_examples: int
+    seconds: float  # combining and decoding, on the server
+    client_seconds: float  # mean partial-decryption time of a keyholder
+    attempts: int
+    suspects: list[str]  # keyholders named by elimination (see strategies.decryption_sets)
+    keyholders: tuple[int, ...]  # the decryption set whose shares combined
+    sums: list[int]  # the exact sums section: the pooled evaluation (models.pooled_metrics)
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """No decryption: why, as the round line says it after ``skipped:``."""
+
+    reason: str
+
+
+class Reveal:
+    """The decryptions of one run, after its set-up (see module docstring)."""
+
+    def __init__(
+        self,
+        roster: Roster,
+        run_id: bytes,
+        ctx: HEContext,
+        reachability: Reachability,
+        sets: DecryptionSets,
+        checks: AggregateChecks,
+        exchange: Exchange,
+    ) -> None:
+        self.roster, self.run_id, self.ctx = roster, run_id, ctx
+        self.reachability, self.sets, self.checks, self.exchange = reachability, sets, checks, exchange
+        self.noise_bits = ctx.params.decryption_noise_bits(len(roster.quorum.committee), roster.max_attempts)
+
+    def decrypt(
+        self,
+        kind: str,
+        round_id: int,
+        aggregate: EncryptedUpdate,
+        statements: dict,
+        encoding: HEContext,
+        replied: set[int] | None = None,
+    ) -> Decryption | Skipped:
+        """Decrypt ``aggregate``, the sum of the contributions signed in ``statements``
+        (party -> statement); ``encoding`` decodes it; ``replied``: the nodes that answered a
+        training round at all (the others are not asked). A ``WeightScaleError`` with a
+        plausible total is raised on: the caller rescales, no retry helps."""
+        sets = self.sets
+        sets.begin()
+        label = CiphertextLabel(self.roster.federation_id, self.run_id, kind, round_id)
+        down = self.reachability.keyholders_down(replied)
+        available = set(self.reachability.committee) - set(down)  # K': only they hold dealt shares
+        relayed = {f"{p.CONTRIBUTION}-{party}": s for party, s in statements.items()}
+        what = f"{kind} round {round_id}" if kind == "train" else f"feature statistics {round_id}"
+        if (shortfall := self.reachability.quorum_shortfall(down)) is not None:
+            log.warning("%s: %s; no keyholder asked, the round keeps the previous model", what, shortfall)
+            return Skipped(shortfall)
+        for attempt in range(1, self.roster.max_attempts + 1):
+            keyholders = sets.choose(available)
+            if keyholders is None:
+                log.warning(
+                    "%s: %d keyholders left, the quorum needs %d; the round keeps the previous model",
+                    what,
+                    len(available),
+                    sets.min_size,
+                )
+                self._name_suspects(what)
+                return Skipped(f"{len(available)} keyholders left, a decryption set needs {sets.min_size}")
+            request = DecryptionRequest(label, attempt, tuple(statements), keyholders, len(aggregate.c0))
+            shares, client_seconds = self._collect_shares(what, request, relayed)
+            if len(shares) < len(keyholders):
+                silent = set(keyholders) - {s.party for s in shares}
+                available -= silent
+                sets.silent(silent)
+                log.warning(
+                    "%s attempt %d: no valid share from %s; trying again without them",
+                    what,
+                    attempt,
+                    names(self.roster, sorted(silent)),
+                )
+                continue
+            started = time.perf_counter()
+            try:
+                fields = combine(self.ctx, aggregate, shares, request, self.noise_bits)
+                average, total_examples, sums = self.checks.decode(
+                    kind, encoding, aggregate, fields, set(statements)
+                )
+            except WeightScaleError:
+                sets.succeeded(keyholders)
+                self._name_suspects(what)
+                raise  # a plausible total beyond this scale: the caller rescales, no retry helps
+            except HEError as err:
+                # the noise bound, or an invalid aggregate (a share altered on payload rows)
+                sets.failed(keyholders)
+                log.warning(
+                    "%s attempt %d with %s failed: %s", what, attempt, names(self.roster, keyholders), err
+                )
+                continue
+            sets.succeeded(keyholders)
+            suspects = self._name_suspects(what)
+            seconds = time.perf_counter() - started
+            client = float(np.mean(client_seconds))
+            return Decryption(average, total_examples, seconds, client, attempt, suspects, keyholders, sums)
+        log.warning(
+            "%s: all %d decryption attempts failed; the round keeps the previous model", what, attempt
+        )
+        self._name_suspects(what)
+        return Skipped(f"all {attempt} decryption attempts failed")
+
+    def _name_suspects(self, what: str) -> list[str]:
+        """Name the keyholders elimination could not clear (one of them sent a bad share)."""
+        suspects = names(self.roster, self.sets.finish())
+        if suspects:
+            log.warning(
+                "%s: SUSPECT keyholder(s) %s: in a decryption set whose shares failed their check and "
+                "in none that passed; one of them sent a tampered share (or was dealt an inconsistent one)",
+                what,
+                ", ".join(suspects),
+            )
+        return suspects
+
+    def _messages(self, request: DecryptionRequest, relayed: dict) -> list[Message]:
+        label = request.label
+        config = {
+            p.KIND: label.kind,
+            p.ROUND: label.round_id,
+            p.ATTEMPT: request.attempt,
+            p.KEYHOLDERS: ",".join(map(str, request.keyholders)),
+        }
+        return [
+            Message(
+                content=make_content(config, relayed),
+                message_type=p.DECRYPT,
+                dst_node_id=self.reachability.party_nodes[k],
+                group_id=f"{label.kind}-{label.round_id}-{request.attempt}",
+            )
+            for k in request.keyholders
+        ]
+
+    def _collect_shares(self, what: str, request: DecryptionRequest, relayed: dict):
+        """The valid shares of ``request``'s set and each keyholder's reported seconds."""
+        shares, client_seconds = [], []
+        for reply in self.exchange(self._messages(request, relayed), f"{what} decryption"):
+            party = party_of(self.reachability.party_nodes, reply)
+            try:
+                share = DecryptionShare.from_bytes(
+                    self.ctx, blobs_of(reply)[p.DECRYPTION_SHARE], f"party {party}"
+                )
+            except (HEError, KeyError) as err:
+                log.warning(
+                    "%s: decryption share of %s rejected: %s", what, self.roster.hospital(party).name, err
+                )
+                continue
+            expected = (request.num_ciphertexts, len(self.ctx.data_moduli), self.ctx.n)
+            claims = (share.party, share.round_id, share.attempt, share.polys.shape)
+            if claims != (party, request.label.round_id, request.attempt, expected):
+                log.warning(
+                    "%s: share of %s is for (party, round, attempt, shape) %s, expected %s; "
+                    "rejected, and the next attempt goes without it",
+                    what,
+                    self.roster.hospital(party).name,
+                    claims,
+                    (party, request.label.round_id, request.attempt, expected),
+                )
+                continue
+            shares.append(share)
+            client_seconds.append(float(metrics_of(reply).get("decrypt_seconds", 0.0)))
+        return shares, client_seconds
