@@ -20,10 +20,11 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m experiments.run $(ARGS)
 
-## Lint and run the whole test suite
+## Lint and run the whole test suite (two workers, a test file each: the end-to-end tests spend
+## most of their time waiting on Flower's processes; the 25 slowest tests are listed at the end)
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 --dist loadfile --durations=25 $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
