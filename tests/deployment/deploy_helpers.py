@@ -269,14 +269,16 @@ def daemon_args(
     state: Path,
     key: Path | None = None,
     signing_key: Path | None = None,
+    ca: Path | None = None,
 ) -> list[str]:
-    """``python -m client.daemon`` for hospital ``name`` of an ``init-pilot`` layout, on its CSV."""
+    """``python -m client.daemon`` for hospital ``name`` of an ``init-pilot`` layout, on its CSV
+    (``key``, ``signing_key``, ``ca``: another file than the hospital's own)."""
     return python(
         "client.daemon",
         "--superlink",
         f"127.0.0.1:{port}",
         "--root-certificates",
-        str(pilot / "hospitals" / name / "ca.crt"),
+        str(ca or pilot / "hospitals" / name / "ca.crt"),
         "--auth-key",
         str(key or pilot / "hospitals" / name / "node.key"),
         "--data",
