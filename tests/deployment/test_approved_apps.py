@@ -247,13 +247,14 @@ def test_check_only_connects_and_only_approved_apps_run(tmp_path: Path, procs: P
     assert "Traceback" not in refused.stderr
     (line,) = [ln for ln in refused.stderr.splitlines() if ln.startswith("error: ")]
     not_allowed = f"policy allowed_models={list(BUILT_IN_MODELS)} does not include model {NET!r}; refused"
-    # named by node id (set-up has not yet matched nodes to the roster), which hospital-1 logged
+    # set-up has not yet matched nodes to the roster: the hospital's own name, beside the node id it logged
     node = re.search(r"connected to SuperLink \S+ \(node id (\d+)\)", procs.log("hospital-1")).group(1)
-    assert f"set-up failed: 1 of {HOSPITALS} hospitals refused: node {node} ({not_allowed})" in line
+    refusal = f"hospital-1 (node {node}, by its own account) ({not_allowed})"
+    assert f"set-up failed: 1 of {HOSPITALS} hospitals refused: {refusal}" in line
     assert "missing keyholders: hospital-1" in line
     refused_id = int(re.search(r"submitted Flower run (\d+)", refused.stdout).group(1))
     (entry,) = audited(states[0], refused_id, "refused")
-    assert entry["message_type"] == "query.hello" and entry["reason"] == not_allowed
+    assert entry["message_type"] == "query.hello" and entry["reason"] == f"[hospital-1] {not_allowed}"
     assert not audited(states[1], refused_id, "refused")
     assert marker.exists()  # hospital-2 ran the approved app's code (its hello)
 
