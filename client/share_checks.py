@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from client.refusals import RefusedRequest
+from common.protocol import STATISTICS_PASS_ROUNDS, STATISTICS_ROUNDS
 from he import transcript
 from he.errors import HEError
-from he.protocol import STATISTICS_PASS_ROUNDS, STATISTICS_ROUNDS
 from he.roster import Roster
 
 
