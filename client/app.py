@@ -24,8 +24,8 @@ from client.ledger import ReleaseLedger
 from client.policy import policy_mod
 from client.privacy_budget import charge_round, distributed_spend, record_spend
 from client.refusals import KeysLost, RefusedRequest
+from common import protocol as p
 from common.records import blob_array, blobs_of
-from he import protocol as p
 from he.transcript import model_release, statistics_release
 from models.pooled_metrics import DEFAULT_BINS
 from privacy import hospital as dp_hospital

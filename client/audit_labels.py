@@ -2,7 +2,7 @@
 
 The audit log (``client.audit``) records protocol ids: message types such as ``query.deal``,
 group ids such as ``train-11-1`` (the decryption of round 11's pooled sum, attempt 1) and the
-statistics passes' negative round ids (``he.protocol.STATISTICS_PASS_ROUNDS``). A data
+statistics passes' negative round ids (``common.protocol.STATISTICS_PASS_ROUNDS``). A data
 protection officer needs "training round 3", "final evaluation" and "feature statistics:
 means" instead, and needs every item that left the site sorted into encrypted, protocol data
 the coordinator reads by design (signed statements, versions), and values in the clear. Both
@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from he import protocol as p
+from common import protocol as p
 
 # what the server asked for, by message type
 REQUESTS = {
@@ -31,7 +31,7 @@ REQUESTS = {
     p.EVALUATE: "test the final model",
 }
 SETUP_TYPES = (p.HELLO, p.DEAL, p.DEALINGS)
-PASS_WORDS = {"moments": "means", "spread": "spread"}  # he.protocol.STATISTICS_PASS_ROUNDS' keys
+PASS_WORDS = {"moments": "means", "spread": "spread"}  # common.protocol.STATISTICS_PASS_ROUNDS' keys
 
 # sent blobs (record ``blobs``) by name, without a trailing party number ("sealed-share-3"):
 # encrypted, or protocol data the coordinator can read by design (public keys, digests, versions)

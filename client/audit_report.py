@@ -18,7 +18,7 @@ from pathlib import Path
 
 from client import audit_labels as words
 from client.ledger import DP, ReleaseLedger
-from he import protocol as p
+from common import protocol as p
 from privacy.config import KEYS as DP_KEYS
 
 LEGEND = (  # (term, meaning), in the order the report uses them

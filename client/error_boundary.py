@@ -26,8 +26,8 @@ from flwr.clientapp.typing import ClientAppCallable
 
 from client.identity import IdentityError, own_name
 from client.refusals import RefusedRequest
+from common import protocol as p
 from common.sender_name import with_sender
-from he import protocol as p
 from he.errors import HEError
 
 log = logging.getLogger(__name__)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from common.protocol import ROSTER_FINGERPRINT, SIMULATED_FEDERATION
 from he.identity import SigningKey
-from he.protocol import ROSTER_FINGERPRINT, SIMULATED_FEDERATION
 from he.roster import (
     NODE_HOSPITAL,
     NODE_ROSTER,

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from client import share_checks
 from client.ledger import LedgerError, ReleaseLedger
 from client.refusals import RefusedRequest
 from he import channel, keygen, party, transcript
@@ -49,7 +50,6 @@ from he.errors import HEError
 from he.identity import SigningKey
 from he.keygen import SecretKeyShare
 from he.params import preset
-from he.protocol import STATISTICS_PASS_ROUNDS, STATISTICS_ROUNDS
 from he.roster import Roster
 
 log = logging.getLogger(__name__)
@@ -194,8 +194,8 @@ class KeyHolder:
 
         A retry of the last (kind, round) returns the stored bytes: never two ``c0`` under one ``c1``.
         """
-        self._check_round(kind, round_id)
-        self._check_release(kind, round_id, release)
+        share_checks.check_round(self.ctx.params.max_rounds, kind, round_id)
+        share_checks.check_release(kind, round_id, release)
         last = self.encrypted.get(kind)
         if last is not None and round_id == last:
             return self.secrets[f"sent:{kind}"], self.secrets[f"sent-statement:{kind}"], 0
@@ -233,48 +233,25 @@ class KeyHolder:
         keyholders: list[int],
         contributions: dict[int, bytes],
     ) -> bytes:
-        """This keyholder's masked share for one attempt, after every check (module docstring)."""
+        """This keyholder's masked share for one attempt, after every check (module docstring;
+        the request's own in ``client.share_checks``, the answers already given here)."""
         if not self.is_keyholder:
             raise RefusedRequest("this hospital is not a keyholder of the roster's committee")
-        try:
-            decryption_set = self.roster.quorum.check_decryption_set(keyholders, self.setup.committee)
-        except HEError as err:
-            raise RefusedRequest(str(err)) from None
-        if self.party not in decryption_set:
-            raise RefusedRequest(f"this keyholder (party {self.party}) is not in the decryption set")
-        self._check_round(kind, round_id)
-        if (
-            isinstance(attempt, bool)
-            or not isinstance(attempt, int)
-            or not 1 <= attempt <= self.roster.max_attempts
-        ):
-            raise RefusedRequest(f"attempt {attempt} is outside [1, {self.roster.max_attempts}] (roster)")
-        contributors = sorted(contributions)
-        if len(contributors) < self.roster.min_contributors:
-            raise RefusedRequest(
-                f"the aggregate has {len(contributors)} contributors, fewer than the roster's minimum "
-                f"{self.roster.min_contributors}; refusing to reveal it"
-            )
-        unknown = [c for c in contributors if c not in self.dealers]
-        if unknown:
-            raise RefusedRequest(f"contributors {unknown} dealt no valid share to this keyholder")
-        try:
-            signed = {
-                transcript.verify_contribution(self.roster, self.run_id, kind, round_id, c, statement)
-                for c, statement in contributions.items()
-            }
-        except HEError as err:
-            raise RefusedRequest(f"a contribution is not validly signed: {err}") from None
-        releases = {c.release for c in signed}
-        if len(releases) != 1:  # one starting model (or statistics pass) for all
-            raise RefusedRequest(f"contributors signed different release keys {sorted(releases)[:4]}")
-        release = releases.pop()
-        self._check_release(kind, round_id, release)
-        if len(signed) != 1:  # one layout (clip, weight scale) for all: no hospital weighted apart
-            raise RefusedRequest("contributors signed different layouts or ciphertext counts")
-        count = signed.pop().ciphertexts
+        checked = share_checks.check_decryption_request(
+            self.roster,
+            self.setup,
+            self.party,
+            self.dealers,
+            self.ctx.params.max_rounds,
+            kind,
+            round_id,
+            attempt,
+            keyholders,
+            contributions,
+        )
+        decryption_set, contributors = checked.decryption_set, checked.contributors
         label = self._label(kind, round_id)
-        request = DecryptionRequest(label, attempt, tuple(contributors), decryption_set, count)
+        request = DecryptionRequest(label, attempt, tuple(contributors), decryption_set, checked.ciphertexts)
         key = f"{kind}:{round_id}"
         record = self.decryptions.get(key)
         members = ",".join(map(str, decryption_set))
@@ -287,7 +264,7 @@ class KeyHolder:
             if record.attempts[attempt] != members or f"share:{key}:{attempt}" not in self.secrets:
                 raise RefusedRequest(f"attempt {attempt} of {kind} round {round_id} was already answered")
             return self.secrets[f"share:{key}:{attempt}"]
-        self._claim_release(release, contributors, kind, round_id)
+        self._claim_release(checked.release, contributors, kind, round_id)
         share = self._share(request)
         record = record or DecryptionRecord(request.contributors_hash)
         record.attempts[attempt] = members
@@ -383,29 +360,6 @@ class KeyHolder:
     @property
     def channel_keys(self) -> dict[int, bytes]:
         return self.setup.channel_keys
-
-    def _check_round(self, kind: str, round_id: int) -> None:
-        """Only the rounds the flooding was sized for (``HEParams.smudging_bits``): training rounds
-        1..max_rounds and the statistics passes' ids; more decryptions would exceed the budget."""
-        if kind == "train" and not 1 <= round_id <= self.ctx.params.max_rounds:
-            raise RefusedRequest(f"training round {round_id} is outside [1, {self.ctx.params.max_rounds}]")
-        if kind == "statistics" and round_id not in STATISTICS_ROUNDS:
-            raise RefusedRequest(f"statistics round {round_id} is not one of {list(STATISTICS_ROUNDS)}")
-
-    @staticmethod
-    def _check_release(kind: str, round_id: int, release: str) -> None:
-        """A training aggregate releases a model's statistics; a statistics aggregate one pass,
-        under its own round ids only (so no pass can be asked twice under two ids)."""
-        if kind == "train" and not release.startswith("model:"):
-            raise RefusedRequest(f"training round {round_id}: release key {release[:40]!r} names no model")
-        if kind == "statistics":
-            pass_name = release.removeprefix("statistics:")
-            allowed = STATISTICS_PASS_ROUNDS.get(pass_name) if release.startswith("statistics:") else None
-            if allowed is None or round_id not in allowed:
-                raise RefusedRequest(
-                    f"statistics pass {release[:40]!r} may not be released under round id {round_id} "
-                    f"(passes and their round ids: {STATISTICS_PASS_ROUNDS})"
-                )
 
     def _label(self, kind: str, round_id: int) -> CiphertextLabel:
         return CiphertextLabel(self.roster.federation_id, self.run_id, kind, round_id)

@@ -46,7 +46,7 @@ from flwr.app import Context, Message
 from flwr.clientapp.typing import ClientAppCallable
 
 from client.refusals import PolicyRefusal
-from he import protocol as p
+from common import protocol as p
 from he.roster import NODE_ROSTER, Roster
 from privacy.config import KEYS as DP_KEYS
 

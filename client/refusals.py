@@ -31,4 +31,4 @@ class PolicyRefusal(RefusedRequest):
 class KeysLost(RefusedRequest):
     """This hospital holds no key set-up for the run: its node restarted after the set-up (the
     run's keys live only in the SuperNode's memory), so it can neither encrypt nor decrypt for
-    this run. Its text starts with ``he.protocol.KEYS_LOST``, which the server reads."""
+    this run. Its text starts with ``common.protocol.KEYS_LOST``, which the server reads."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flwr.app import Array, Message
 
-from he import protocol as p
+from common import protocol as p
 
 
 def blob_array(data: bytes) -> Array:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-from he import protocol as p
+from common import protocol as p
 from models.registry import MODEL_NAMES, is_import_path, model_kwargs
 from privacy.config import KEYS as DP_KEYS
 from privacy.config import DpConfig

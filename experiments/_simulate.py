@@ -37,9 +37,9 @@ from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
 from client import app as hospital
+from common import protocol as p
 from common.settings import RunSettings
 from he import params as heparams
-from he import protocol as p
 from strategies.run_record import FederationResult
 
 VARIANT_SEPARATOR = ":"

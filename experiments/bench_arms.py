@@ -26,11 +26,13 @@ this harness computes from the hospitals' files (our arms compute them in their 
 
 Peak RSS is the kernel's high-water mark, reset before each arm. The result file is rewritten at
 every round, so a parent that stops a slow scenario still knows how far each arm got.
+
+This module runs the arms (their server side, one scenario); what is measured and how is
+``experiments.bench_metering``, the hospitals' app ``experiments.bench_hospitals``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -38,292 +40,25 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
-from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
 from client import task as local
 from client.data import feature_moments, mean_std_from_moments
 from common.settings import RunSettings
 from experiments._simulate import BACKEND, log_file, quiet_output, run_one
-from models.training import get_weights, set_weights, train
+from experiments.bench_hospitals import ARM_KEY, OUR_ARMS, STATS_KEY, WARM_UP, BenchHospital
+from experiments.bench_metering import ArmResult, MeteredGrid, peak_rss, reset_peak_rss
 from server.app import initial_weights
 from strategies.fedavg import weighted_client_metrics
 from strategies.participation import wait_for_nodes
 
-OUR_ARMS = {  # arm -> (strategy, HE preset) of RunSettings
-    "fedavg": ("fedavg", "compact"),
-    "compact": ("encrypted_fedavg", "compact"),
-    "precise": ("encrypted_fedavg", "precise"),
-}
 ARMS = ("flower_fedavg", "secaggplus", *OUR_ARMS)
-WARM_UP = "query.benchwarmup"  # also names the arm whose app answers next
-ARM_KEY = "bench-arm"
-STATS_KEY = "feature-stats"  # JSON {"feature-mean": [...], "feature-std": [...]} for the Flower arms
-
-
-# -- measurement ----------------------------------------------------------------------------------
-def value_bytes(value: object) -> int:
-    if isinstance(value, bytes | str):
-        return len(value)
-    if isinstance(value, list):
-        return sum(value_bytes(v) for v in value)
-    return 1 if isinstance(value, bool) else 8
-
-
-def content_bytes(content: RecordDict) -> int:
-    """A message's payload size: array bytes, and config/metric values (bytes, str, numbers)."""
-    size = 0
-    for record in content.values():
-        if isinstance(record, ArrayRecord):
-            size += sum(len(a.data) for a in record.values())
-        else:
-            size += sum(value_bytes(v) for v in record.values())
-    return size
-
-
-@dataclass
-class ArmResult:
-    """What one arm measured (written as JSON; a stopped arm leaves the rounds it reached)."""
-
-    arm: str
-    hospitals: int
-    num_rounds: int
-    started: float = field(default_factory=time.perf_counter)
-    round_starts: dict[int, float] = field(default_factory=dict)  # round -> s since measuring began
-    bytes_down: dict[int, int] = field(default_factory=dict)  # round (0: set-up) -> bytes, all hospitals
-    bytes_up: dict[int, int] = field(default_factory=dict)
-    final: dict = field(default_factory=dict)  # eval_accuracy, eval_auc
-    crypto: dict = field(default_factory=dict)  # our encrypted arms: median crypto seconds per round
-    server_peak_rss: int = 0
-    hospital_peak_rss: int = 0
-    seconds: float = float("nan")
-    error: str = ""
-    done: bool = False
-
-    @property
-    def round(self) -> int:
-        return max(self.round_starts, default=0)
-
-    def as_dict(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k != "started"}
-
-
-class BudgetExceededError(RuntimeError):
-    """The arm ran past its time budget (checked whenever it sends)."""
-
-
-class MeteredGrid(Grid):
-    """A Grid that sizes every message, marks the start of each round and enforces a budget.
-
-    A round starts with its first ``train`` message; its number is the message's group id
-    (our strategies, SecAgg+) or its config's ``server-round`` (Flower's FedAvg).
-    """
-
-    def __init__(self, inner: Grid, result: ArmResult, budget: float, on_round: Callable[[], None]) -> None:
-        self.inner, self.result, self.budget, self.on_round = inner, result, budget, on_round
-
-    @staticmethod
-    def round_of(message: Message) -> int | None:
-        meta = message.metadata
-        if meta.message_type != "train":
-            return None
-        if meta.group_id.isdigit():
-            return int(meta.group_id)
-        config = message.content.config_records.get("config")
-        return int(config["server-round"]) if config is not None and "server-round" in config else None
-
-    def _count_down(self, messages: list[Message]) -> None:
-        elapsed = time.perf_counter() - self.result.started
-        if elapsed > self.budget:
-            raise BudgetExceededError(
-                f"stopped after {elapsed:.0f} s (budget {self.budget:.0f} s) in round "
-                f"{self.result.round}/{self.result.num_rounds}"
-            )
-        for message in messages:
-            number = self.round_of(message)
-            if number is not None and number not in self.result.round_starts:
-                self.result.round_starts[number] = elapsed
-                self.on_round()
-            r = self.result.round
-            self.result.bytes_down[r] = self.result.bytes_down.get(r, 0) + content_bytes(message.content)
-
-    def _count_up(self, replies: list[Message]) -> None:
-        r = self.result.round
-        size = sum(content_bytes(m.content) for m in replies if m.has_content())
-        self.result.bytes_up[r] = self.result.bytes_up.get(r, 0) + size
-
-    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        messages = list(messages)
-        self._count_down(messages)
-        return self.inner.push_messages(messages)
-
-    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        replies = list(self.inner.pull_messages(message_ids))
-        self._count_up(replies)
-        return replies
-
-    def send_and_receive(
-        self, messages: Iterable[Message], *, timeout: float | None = None
-    ) -> Iterable[Message]:
-        messages = list(messages)
-        self._count_down(messages)
-        replies = list(self.inner.send_and_receive(messages, timeout=timeout))
-        self._count_up(replies)
-        return replies
-
-    def get_node_ids(self) -> Iterable[int]:
-        return self.inner.get_node_ids()
-
-    def create_message(self, *args, **kwargs) -> Message:
-        return self.inner.create_message(*args, **kwargs)
-
-    def set_run(self, run) -> None:
-        self.inner.set_run(run)
-
-    @property
-    def run(self):
-        return self.inner.run
-
-
-# -- peak memory: the kernel's high-water mark (VmHWM), reset before each arm ---------------------
-def ray_workers() -> list[int]:
-    """This process's Ray worker processes (descendants named ``ray::...``): the hospitals."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-    tree, frontier = set(), {os.getpid()}
-    while frontier:
-        frontier = {pid for pid, parent in parents.items() if parent in frontier} - tree
-        tree |= frontier
-    workers = []
-    for pid in tree:
-        try:
-            if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::"):
-                workers.append(pid)
-        except OSError:
-            continue
-    return workers
-
-
-def reset_peak_rss() -> None:
-    """Reset the peak RSS of this process and its Ray workers (``clear_refs`` 5, Linux >= 4.0)."""
-    for pid in [os.getpid(), *ray_workers()]:
-        with contextlib.suppress(OSError):
-            Path(f"/proc/{pid}/clear_refs").write_text("5")
-
-
-def vm_hwm(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
-def peak_rss() -> tuple[int, int]:
-    """(server, largest hospital worker) peak RSS in bytes since the last reset."""
-    return vm_hwm(os.getpid()), max((vm_hwm(pid) for pid in ray_workers()), default=0)
-
-
-# -- the hospitals of the Flower arms: our model, data and seeds ------------------------------------
-def task_of(config: dict) -> local.TaskConfig:
-    stats = json.loads(str(config.get(STATS_KEY) or "{}"))
-    return local.TaskConfig.from_config({**config, **stats})
-
-
-def local_fit(
-    config: dict, node_config: dict, weights: list[np.ndarray]
-) -> tuple[list[np.ndarray], int, dict]:
-    """Train the global model locally (the seeds of ``client.task.run_local_round``)."""
-    task = task_of(config)
-    data = local.hospital_data(task, node_config)
-    server_round = int(config["server-round"])
-    model = local.make_model(task, data.num_features, data.num_classes)
-    set_weights(model, weights)
-    loader, _ = data.loaders(task.batch_size, seed=task.seed + 1000 * server_round)
-    loss = train(model, loader, task.local_epochs, task.lr, task.seed + 7919 * server_round, task.optimizer)
-    return get_weights(model), len(data.y_train), {"train_loss": float(loss)}
-
-
-def local_evaluate(config: dict, node_config: dict, weights: list[np.ndarray]) -> dict:
-    task = task_of(config)
-    return local.evaluate_global(task, local.hospital_data(task, node_config), weights)
-
-
-flower_hospital = ClientApp()
-
-
-@flower_hospital.train()
-def _flower_train(message: Message, context: Context) -> Message:
-    config = dict(message.content["config"])
-    weights, count, metrics = local_fit(
-        config, dict(context.node_config), message.content["arrays"].to_numpy_ndarrays()
-    )
-    content = RecordDict(
-        {"arrays": ArrayRecord(weights), "metrics": MetricRecord({**metrics, "num-examples": count})}
-    )
-    return Message(content=content, reply_to=message)
-
-
-@flower_hospital.evaluate()
-def _flower_evaluate(message: Message, context: Context) -> Message:
-    config = dict(message.content["config"])
-    metrics = local_evaluate(config, dict(context.node_config), message.content["arrays"].to_numpy_ndarrays())
-    metrics["num-examples"] = metrics["eval_examples"]
-    return Message(content=RecordDict({"metrics": MetricRecord(metrics)}), reply_to=message)
-
-
-def secaggplus_hospital() -> ClientApp:
-    from flwr.client import NumPyClient
-    from flwr.client.mod import secaggplus_mod
-
-    class Hospital(NumPyClient):
-        def __init__(self, node_config: dict) -> None:
-            self.node_config = node_config
-
-        def fit(self, parameters, config):
-            return local_fit(dict(config), self.node_config, parameters)
-
-        def evaluate(self, parameters, config):
-            metrics = local_evaluate(dict(config), self.node_config, parameters)
-            return metrics["eval_loss"], metrics["eval_examples"], metrics
-
-    return ClientApp(
-        client_fn=lambda context: Hospital(dict(context.node_config)).to_client(), mods=[secaggplus_mod]
-    )
-
-
-class BenchHospital(ClientApp):
-    """Every arm's hospital app in one: the arm's warm-up message says which answers next."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        from client.app import app as ours
-
-        self.apps = {"flower_fedavg": flower_hospital, "secaggplus": secaggplus_hospital()}
-        self.apps |= dict.fromkeys(OUR_ARMS, ours)
-
-    def __call__(self, message: Message, context: Context) -> Message:
-        if message.metadata.message_type == WARM_UP:
-            config = dict(message.content["config"])
-            local.raw_hospital_data(task_of(config), dict(context.node_config))
-            context.state[ARM_KEY] = ConfigRecord({ARM_KEY: config[ARM_KEY]})
-            return Message(content=RecordDict(), reply_to=message)
-        return self.apps[str(context.state[ARM_KEY][ARM_KEY])](message, context)
 
 
 # -- the server side of each arm ------------------------------------------------------------------

@@ -37,12 +37,21 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from common.bundle import bundle_packages
-from experiments.bench_arms import ArmResult, BenchHospital, run_arm
+from experiments.bench_arms import run_arm
+from experiments.bench_hospitals import BenchHospital
+from experiments.bench_metering import ArmResult
 from strategies.participation import wait_for_nodes
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = bundle_packages()
-EXPERIMENT_FILES = ("__init__.py", "_simulate.py", "bench_arms.py", "bench_deploy.py")
+EXPERIMENT_FILES = (
+    "__init__.py",
+    "_simulate.py",
+    "bench_arms.py",
+    "bench_hospitals.py",
+    "bench_metering.py",
+    "bench_deploy.py",
+)
 
 # -- the bundle's apps (run by the SuperLink's ServerApp process and the SuperNodes' ClientApps) --
 app = ServerApp()

@@ -39,7 +39,7 @@ from he.errors import InsecureParametersError
 MIN_FLOODING_MARGIN_BITS = 40
 MAX_COMMITTEE = 32  # keyholders; larger federations name a committee in the roster
 MAX_ATTEMPTS = 16  # the roster's max_attempts is at most this
-STATISTICS_DECRYPTIONS = 3  # feature-statistics passes of a run (he.protocol.STATISTICS_ROUNDS)
+STATISTICS_DECRYPTIONS = 3  # feature-statistics passes of a run (common.protocol.STATISTICS_ROUNDS)
 MAX_EXAMPLES = 10_000_000  # training examples per hospital; counts travel exactly up to this
 ENCRYPTION_NOISE_BOUND = 19  # SEAL's clipped normal: |e| <= 6 * 3.2, truncated toward zero
 

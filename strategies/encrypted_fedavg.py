@@ -22,9 +22,9 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 
+from common import protocol as p
 from common.records import blobs_of
 from common.settings import RunSettings
-from he import protocol as p
 from he import transcript
 from he.ciphertext import CiphertextSum, EncryptedUpdate
 from he.context import HEContext

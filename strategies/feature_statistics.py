@@ -11,7 +11,7 @@ import numpy as np
 from flwr.app import Message
 from flwr.serverapp import Grid
 
-from he import protocol as p
+from common import protocol as p
 from strategies.messaging import Refusals, make_content, metrics_of, stream_replies
 from strategies.run_record import RoundFailedError
 

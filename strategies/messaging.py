@@ -12,9 +12,9 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
 
+from common import protocol as p
 from common.records import blob_array
 from common.sender_name import split_sender
-from he import protocol as p
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 0.05

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from flwr.app import Message
 from flwr.serverapp import Grid
 
-from he import protocol as p
+from common import protocol as p
 from he.roster import Roster
 
 log = logging.getLogger(__name__)

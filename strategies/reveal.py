@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 from flwr.app import Message
 
+from common import protocol as p
 from common.records import blobs_of
-from he import protocol as p
 from he.ciphertext import CiphertextLabel, EncryptedUpdate
 from he.context import HEContext
 from he.decrypt import DecryptionRequest, DecryptionShare, combine

@@ -20,9 +20,9 @@ from collections.abc import Callable
 
 from flwr.app import Message
 
+from common import protocol as p
 from common.records import blobs_of
 from common.settings import RunSettings
-from he import protocol as p
 from he import transcript
 from he.errors import HEError, RosterError
 from he.roster import Roster, write_simulated_federation

@@ -18,9 +18,9 @@ from flwr.app import ConfigRecord, Context, Message, Metadata, RecordDict
 from client import app as hospital
 from client.identity import IdentityError
 from client.refusals import RefusedRequest
+from common import protocol as p
 from common.records import blobs_of
 from common.settings import RunSettings
-from he import protocol as p
 from he.errors import HEError
 from he.roster import Roster, write_simulated_federation
 from strategies.messaging import make_content

@@ -39,7 +39,7 @@ from client.error_boundary import (
 )
 from client.refusals import RefusedRequest
 from client.task import TaskConfig
-from he import protocol as p
+from common import protocol as p
 
 SEED = 18
 LABELS = ("benign-qz7", "carcinoma-qz7")  # this hospital's label values

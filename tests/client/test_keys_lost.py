@@ -7,7 +7,7 @@ from flwr.app import Context, RecordDict
 
 from client import app as hospital
 from client.refusals import KeysLost, RefusedRequest
-from he import protocol as p
+from common import protocol as p
 
 
 def test_a_node_without_this_runs_keys_refuses_as_restarted() -> None:

@@ -25,8 +25,8 @@ from lying_coordinator import (
 
 from client import app as hospital
 from client.refusals import RefusedRequest
+from common import protocol as p
 from common.records import blobs_of
-from he import protocol as p
 from he.ciphertext import CiphertextLabel, CiphertextSum, EncryptedUpdate
 from he.decrypt import DecryptionRequest, DecryptionShare, combine, decrypt_update
 from he.encoding import UpdateLayout

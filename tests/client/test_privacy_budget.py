@@ -24,8 +24,8 @@ from client.audit_summary import read_entries
 from client.ledger import DP, ReleaseLedger
 from client.policy import NODE_POLICY, POLICY_FILE
 from client.refusals import PolicyRefusal, RefusedRequest
+from common import protocol as p
 from common.settings import RunSettings
-from he import protocol as p
 from privacy.config import KEYS as DP_KEYS
 from privacy.mechanism import plan_from_config
 from server.app import initial_weights

@@ -25,9 +25,9 @@ from client import task as local
 from client.audit import STATE_DIR_KEY
 from client.ledger import ReleaseConflict, ReleaseLedger
 from client.refusals import RefusedRequest
+from common import protocol as p
 from common.records import blobs_of
 from common.settings import RunSettings
-from he import protocol as p
 from he.roster import Roster
 from server.app import initial_weights
 

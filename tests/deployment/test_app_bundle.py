@@ -38,9 +38,13 @@ def test_fab_holds_only_the_app_code(tmp_path: Path) -> None:
     fab, _ = build_fab_from_files(collect_files(ROOT))
     names = [info.filename for info in zipfile.ZipFile(io.BytesIO(fab)).infolist()]
     assert len(fab) < FAB_MAX_SIZE / 10
-    assert {"server/app.py", "client/app.py", "client/audit.py", "he/protocol.py", "pyproject.toml"} <= set(
-        names
-    )
+    assert {
+        "server/app.py",
+        "client/app.py",
+        "client/audit.py",
+        "common/protocol.py",
+        "pyproject.toml",
+    } <= set(names)
     assert {"examples/tabular_net/model.py", "models/registry.py"} <= set(names)  # models by import path
     top = {name.split("/")[0] for name in names}
     app = {

@@ -15,7 +15,7 @@ from client.audit_summary import summarize
 from client.daemon import main as daemon_main
 from client.ledger import DP, ReleaseLedger
 from client.policy import POLICY_FILE
-from he import protocol as p
+from common import protocol as p
 
 RUN = "14599796495909030517"
 CIPHERTEXT = 860_945  # one compact-preset update, as a 10-round run's log shows

@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 from deploy_helpers import identity_args
 
-from client import daemon
+from client import daemon, daemon_checks, daemon_keys, daemon_start
 from client import node_check as check
 from client.approval import approved_hashes, fab_sha256
 from client.policy import NODE_POLICY
@@ -117,14 +117,14 @@ def test_keys_and_certificates(tmp_path: Path, pilot: pki.PilotLayout) -> None:
 
 
 def test_keygen_writes_0600_private_key_usable_by_flower(tmp_path: Path) -> None:
-    private, public = daemon.keygen(tmp_path / "keys")
+    private, public = daemon_keys.keygen(tmp_path / "keys")
     assert stat.S_IMODE(private.stat().st_mode) == 0o600
     assert check.check_auth_key(private) == private
     from flwr.cli.supernode.register import try_load_public_key
 
     assert try_load_public_key(public)  # what `flwr supernode register` accepts
     with pytest.raises(check.NodeCheckError, match="already exists"):
-        daemon.keygen(tmp_path / "keys")
+        daemon_keys.keygen(tmp_path / "keys")
 
 
 def secure_args(pilot: pki.PilotLayout, tmp_path: Path, data: Path) -> list[str]:
@@ -179,7 +179,7 @@ def test_daemon_builds_the_supernode_command(
     assert stat.S_IMODE((tmp_path / "state").stat().st_mode) == 0o700
     launcher = tmp_path / "state" / "bin" / "flwr-clientapp"  # the app approval check
     assert "-m client.launcher" in launcher.read_text() and launcher.stat().st_mode & 0o100
-    path = daemon.supernode_env(launcher.parent)["PATH"].split(os.pathsep)
+    path = daemon_start.supernode_env(launcher.parent)["PATH"].split(os.pathsep)
     assert path[:2] == [str(launcher.parent), str(Path(sys.executable).parent)]
 
 
@@ -480,7 +480,7 @@ def test_training_seed_goes_into_the_node_config_only_when_given(
 ) -> None:
     from client.task import TRAINING_SEED_KEY
 
-    assert daemon.TRAINING_SEED == TRAINING_SEED_KEY
+    assert daemon_checks.TRAINING_SEED == TRAINING_SEED_KEY
     data = write_csv(tmp_path / "cohort.csv")
     node_config = tmp_path / "state" / "node-config.toml"
     assert daemon.main([*secure_args(pilot, tmp_path, data), "--training-seed", "17", "--print-command"]) == 0

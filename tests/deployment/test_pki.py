@@ -13,7 +13,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_ssh_private_key
 
-from client import daemon
+from client import daemon_keys
 from he.identity import SigningKey
 from he.roster import Roster
 from server import coordinator, flower_cli, pki, registration, superlink
@@ -142,7 +142,7 @@ def test_coordinator_cli_init_and_commands(tmp_path: Path, capsys: pytest.Captur
 def test_roster_from_public_keys_the_hospitals_made(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     publics = {}
     for name in ("hug", "charite"):
-        _, _, publics[name] = daemon.signing_keygen(tmp_path / name)
+        _, _, publics[name] = daemon_keys.signing_keygen(tmp_path / name)
     capsys.readouterr()
     out = tmp_path / "roster.json"
     argv = ["roster", "--out", str(out), "--federation-id", "onco-2026"]

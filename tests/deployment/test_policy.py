@@ -20,8 +20,8 @@ from client.audit import AUDIT_FILE
 from client.audit_summary import read_entries, summarize
 from client.policy import NODE_POLICY, Policy, PolicyError
 from client.refusals import PolicyRefusal
+from common import protocol as p
 from common.settings import RunSettings
-from he import protocol as p
 from he.roster import NODE_HOSPITAL
 from models.registry import MODEL_NAMES, build_model
 from privacy.config import KEYS as DP_KEYS

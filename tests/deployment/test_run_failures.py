@@ -20,8 +20,8 @@ from flwr.supercore.task_identity import TaskIdentity
 from mlflow.tracking import MlflowClient
 
 from client import app as hospital_state
+from common import protocol as p
 from common.settings import RunSettings
-from he import protocol as p
 from server import app as server_app
 from strategies import feature_statistics, messaging
 from strategies.encrypted_fedavg import EncryptedFedAvg

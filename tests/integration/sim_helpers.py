@@ -13,8 +13,8 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.simulation import run_simulation
 
 from client import app as hospital
+from common import protocol as p
 from common.settings import RunSettings
-from he import protocol as p
 from he.decrypt import DecryptionShare
 from server.app import RunStoppedError, make_server_app, run_federation
 from strategies.run_record import FederationResult

@@ -20,8 +20,8 @@ from sim_helpers import HANDLERS, hospital_app, partition, simulate
 from sklearn.metrics import roc_auc_score
 
 from client import app as hospital
+from common import protocol as p
 from common.settings import RunSettings
-from he import protocol as p
 
 # what a reply may say in the clear: timings, and flags that are the same for every hospital
 OPERATIONAL = {"encrypt_seconds", "decrypt_seconds", "tabular", "ready"}

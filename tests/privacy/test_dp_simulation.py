@@ -16,8 +16,8 @@ sys.path.append(str(Path(__file__).parents[1] / "integration"))
 from sim_helpers import hospital_app, partition, simulate, stopped_runs
 
 from client import app as hospital
+from common import protocol as p
 from common.settings import RunSettings
-from he import protocol as p
 from privacy import sampler
 
 DP = {"dp": "distributed", "dp_clip_norm": 0.5, "dp_noise_multiplier": 0.8, "dp_min_contributors": 2}

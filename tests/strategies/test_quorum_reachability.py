@@ -10,8 +10,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from common import protocol as p
 from common.settings import RunSettings
-from he import protocol as p
 from he.roster import write_simulated_federation
 from server.tracking import rounds_completed
 from strategies.encrypted_fedavg import EncryptedFedAvg

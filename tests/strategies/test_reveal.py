@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 from flwr.supercore.task_identity import TaskIdentity
 
-from he import protocol as p
+from common import protocol as p
 from he.context import HEContext
 from he.params import preset
 from he.roster import write_simulated_federation
