@@ -24,6 +24,8 @@ from sklearn.datasets import load_breast_cancer
 from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, TensorDataset
 
+from client.targets import TASKS_WITH_VALUES, TargetColumns
+
 __all__ = [
     "PARTITIONINGS",
     "CsvQuality",
@@ -72,9 +74,12 @@ class HospitalData:
     num_features
         Number of features for tabular data, ``(C, H, W)`` for images.
     num_classes
-        Number of classes of the federation (a site may hold fewer).
+        Number of classes of the federation (a site may hold fewer); 1 for regression and survival.
     class_names
         Original label value of each class index (e.g. ``("malignant", "benign")``).
+    task
+        ``classification`` (labels as above), ``regression`` (float targets ``(N,)``) or
+        ``survival`` (float ``(N, 2)``: time, event).
     """
 
     x_train: np.ndarray
@@ -84,24 +89,27 @@ class HospitalData:
     num_features: int | tuple[int, ...]
     num_classes: int
     class_names: tuple[object, ...] = ()
+    task: str = "classification"
 
     def __post_init__(self) -> None:
-        if self.num_classes < 2:
-            raise ValueError(f"num_classes must be >= 2, got {self.num_classes}")
+        classification = self.task == "classification"
+        if self.num_classes < 2 if classification else self.num_classes != 1:
+            raise ValueError(f"num_classes must be >= 2 (1 for {TASKS_WITH_VALUES}), got {self.num_classes}")
         if self.class_names and len(self.class_names) != self.num_classes:
             raise ValueError(
                 f"class_names has {len(self.class_names)} entries, expected num_classes={self.num_classes}"
             )
         for split in ("train", "test"):
             x = np.array(getattr(self, f"x_{split}"), dtype=np.float32)
-            y = np.array(getattr(self, f"y_{split}"), dtype=np.int64)
+            y = np.array(getattr(self, f"y_{split}"), dtype=np.int64 if classification else np.float64)
             if x.shape[1:] != self.feature_shape:
                 raise ValueError(
                     f"x_{split} has per-example shape {x.shape[1:]}, expected {self.feature_shape}"
                 )
-            if y.shape != (len(x),):
-                raise ValueError(f"y_{split} has shape {y.shape}, expected ({len(x)},)")
-            if len(y) and (y.min() < 0 or y.max() >= self.num_classes):
+            target_shape = (len(x), 2) if self.task == "survival" else (len(x),)
+            if y.shape != target_shape:
+                raise ValueError(f"y_{split} has shape {y.shape}, expected {target_shape}")
+            if classification and len(y) and (y.min() < 0 or y.max() >= self.num_classes):
                 raise ValueError(
                     f"y_{split} has labels outside 0..{self.num_classes - 1}: min {y.min()}, max {y.max()}"
                 )
@@ -349,6 +357,7 @@ def load_csv(
     test_fraction: float = 0.2,
     seed: int = 0,
     classes: Sequence[object] | None = None,
+    targets: TargetColumns | None = None,
 ) -> HospitalData:
     """Load a hospital's own table from a CSV file.
 
@@ -369,6 +378,9 @@ def load_csv(
         Label values of the whole federation. Labels are mapped to ``0..K-1`` in sorted
         order of these values (or of the labels present if ``None``), so every hospital
         passing the same ``classes`` gets the same encoding even if it lacks some classes.
+    targets
+        The task and its target column(s) (``client.targets``); default: classification of
+        ``target_column``. Regression and survival split by event, without classes.
 
     Notes
     -----
@@ -382,16 +394,18 @@ def load_csv(
     _check_fraction(test_fraction)
     frame = _read_table(path)
     present = [str(c) for c in frame.columns]
-    features = [c for c in frame.columns if c != target_column]
+    targets = targets or TargetColumns(target=target_column)
+    target_columns = targets.columns
+    features = [c for c in frame.columns if c not in target_columns]
     if feature_columns is not None:
         features = list(feature_columns)
-        if target_column in features:
-            raise HospitalDataError(f"{path}: target column {target_column!r} is also a feature")
-    missing = [c for c in [target_column, *features] if c not in frame.columns]
+        if set(target_columns) & set(features):
+            raise HospitalDataError(f"{path}: target column(s) {target_columns} are also features")
+    missing = [c for c in [*target_columns, *features] if c not in frame.columns]
     if missing:
         raise HospitalDataError(f"{path}: missing column(s) {missing}; columns present: {present}")
     if not features:
-        raise HospitalDataError(f"{path}: no feature columns besides target {target_column!r}")
+        raise HospitalDataError(f"{path}: no feature columns besides target(s) {target_columns}")
     non_numeric = [c for c in features if not pd.api.types.is_numeric_dtype(frame[c])]
     if non_numeric:
         raise HospitalDataError(
@@ -399,17 +413,23 @@ def load_csv(
             "remove them from the file (every column except the target is a feature)"
         )
 
-    unlabeled = int(frame[target_column].isna().sum())
-    if unlabeled:
-        logger.warning("%s: dropped %d row(s) with missing target %r", path, unlabeled, target_column)
-        frame = frame[frame[target_column].notna()]
-    y, class_names = _encode_labels(frame[target_column], classes, path)
+    labeled = frame[target_columns].notna().all(axis=1)
+    if not labeled.all():
+        dropped = int((~labeled).sum())
+        logger.warning("%s: dropped %d row(s) with missing target %s", path, dropped, target_columns)
+        frame = frame[labeled]
+    if targets.task in TASKS_WITH_VALUES:
+        y, strata = targets.values(frame, path, HospitalDataError)
+        class_names: tuple[object, ...] = ()
+    else:
+        y, class_names = _encode_labels(frame[target_columns[0]], classes, path)
+        strata = y
     x = frame[features].to_numpy(dtype=np.float64)
     infinite = [c for c, bad in zip(features, np.isinf(x).any(axis=0), strict=True) if bad]
     if infinite:
         raise HospitalDataError(f"{path}: feature column(s) {infinite} contain infinite values")
 
-    train_idx, test_idx = _split_indices(y, test_fraction, seed)
+    train_idx, test_idx = _split_indices(strata, test_fraction, seed)
     x_train, x_test = x[train_idx], x[test_idx]
     nan_train, nan_test = np.isnan(x_train), np.isnan(x_test)
     if nan_train.any() or nan_test.any():
@@ -427,8 +447,9 @@ def load_csv(
         x_test=x_test,
         y_test=y[test_idx],
         num_features=len(features),
-        num_classes=len(class_names),
+        num_classes=len(class_names) or 1,
         class_names=class_names,
+        task=targets.task,
     )
 
 

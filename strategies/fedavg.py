@@ -19,7 +19,8 @@ from flwr.serverapp.strategy import Strategy
 
 from common.settings import RunSettings
 from he import protocol as p
-from models.pooled_metrics import EvaluationLayout, PooledEvaluation, add_sums
+from models.pooled_metrics import add_sums
+from models.tasks import get_task
 from privacy.mechanism import plan_from_config
 from strategies.checkpoint import Checkpoint
 from strategies.messaging import (
@@ -49,7 +50,7 @@ class FederationResult:
     weights: list[np.ndarray]
     history: list[dict] = field(default_factory=list)
     final_metrics: dict = field(default_factory=dict)
-    evaluation: PooledEvaluation | None = None  # the final model on the pooled test set (curves)
+    evaluation: object | None = None  # the task's pooled evaluation of the final model (curves)
     tags: dict[str, str] = field(default_factory=dict)  # run facts for MLflow tags (``run_tags``)
 
 
@@ -92,9 +93,10 @@ class FedAvg(Strategy):
         self.round_replied: set[int] = set()  # of the current round: hospitals that replied at all (alive)
         self.feature_statistics: dict = {}
         self.result: FederationResult | None = None  # so far: what a run that stops still logs
-        self.evaluation_layout = EvaluationLayout(settings.num_classes, settings.eval_bins)
-        self.last_evaluation: PooledEvaluation | None = None  # of the last pooled_metrics call
-        self.final_evaluation: PooledEvaluation | None = None  # set by aggregate_evaluate
+        self.task = get_task(settings.task)
+        self.evaluation_layout = self.task.layout(settings.evaluation_settings())
+        self.last_evaluation = None  # the task's pooled evaluation, of the last pooled_metrics call
+        self.final_evaluation = None  # set by aggregate_evaluate
         self.resume_from: Checkpoint | None = None  # set by resume()
         self.on_checkpoint: Callable[[Checkpoint], None] | None = None  # after every round
         self.run_tags: dict[str, str] = {}  # facts of this run for MLflow tags, e.g. set-up's
@@ -413,9 +415,7 @@ class FedAvg(Strategy):
         encryption time, and -- only if the run opted into per-hospital plaintext -- the sites'
         own metrics averaged as today's FedAvg does (``site_mean_*``)."""
         metrics = {}
-        self.last_evaluation = (
-            None if sums is None else PooledEvaluation.from_sums(self.evaluation_layout, sums)
-        )
+        self.last_evaluation = None if sums is None else self.task.from_sums(self.evaluation_layout, sums)
         if self.last_evaluation is not None:
             metrics |= self.last_evaluation.metrics()
         timings = [m["encrypt_seconds"] for m in client_metrics if "encrypt_seconds" in m]
