@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 TASKS_WITH_VALUES = ("regression", "survival")
+TASK_NAMES = ("classification", *TASKS_WITH_VALUES)  # models.tasks.TASK_NAMES, without torch
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class TargetColumns:
     def columns(self) -> list[str]:
         return [self.time, self.event] if self.task == "survival" else [self.target]
 
-    def values(self, frame: pd.DataFrame, path: Path, error: type[Exception]) -> tuple[np.ndarray, ...]:
+    def values(self, frame, path: Path, error: type[Exception]) -> tuple[np.ndarray, ...]:
         """(targets, strata of the train/test split) of a regression or survival table whose rows
         all have their target columns; a bad value raises ``error`` (the caller's data error)."""
         if self.task == "regression":
@@ -48,7 +48,10 @@ class TargetColumns:
         return np.column_stack([time, event]), event.astype(np.int64)
 
     @staticmethod
-    def _numeric(frame: pd.DataFrame, column: str, path: Path, error: type[Exception]) -> np.ndarray:
+    def _numeric(frame, column: str, path: Path, error: type[Exception]) -> np.ndarray:
+        """``column`` of the pandas ``frame`` as finite floats."""
+        import pandas as pd  # the daemon imports this module: pandas only when a table is read
+
         if not pd.api.types.is_numeric_dtype(frame[column]):
             raise error(f"{path}: column {column!r} is not numeric (expected numbers)")
         values = frame[column].to_numpy(dtype=np.float64)

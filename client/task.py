@@ -27,6 +27,7 @@ import torch
 from client.audit import STATE_DIR_KEY
 from client.data import (
     HospitalData,
+    HospitalDataError,
     load_breast_cancer_partition,
     load_csv,
     load_npz,
@@ -168,7 +169,7 @@ def target_columns(task: TaskConfig, node_config: dict) -> TargetColumns:
     asking for another is refused) and name its own columns (``target-column`` and so on)."""
     pinned = str(node_config.get("task", task.task))
     if pinned != task.task:
-        raise ValueError(f"this hospital's data are for task={pinned}; the run asks for task={task.task}")
+        raise HospitalDataError(f"this hospital's data are for task={pinned}; the run asks for {task.task}")
     return TargetColumns(
         task=task.task,
         target=str(node_config.get("target-column", task.target_column)),

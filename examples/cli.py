@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import runpy
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+
+import numpy as np
 
 DATA_DIR = Path("outputs") / "example-data"  # under the working directory, like Hydra's outputs
 
@@ -15,6 +17,20 @@ def data_dir(name: str) -> Path:
     directory = (DATA_DIR / name).absolute()
     directory.mkdir(parents=True, exist_ok=True)
     return directory
+
+
+def write_tables(
+    directory: Path, hospitals: int, seed: int, rows: tuple[int, int], table: Callable[..., object]
+) -> list[Path]:
+    """``hospital-<i>.csv`` in ``directory``: ``table(rng, rows, i)`` (a pandas DataFrame) for
+    ``rows`` drawn in the given range; the same files for a seed."""
+    rng = np.random.default_rng(seed)
+    paths = []
+    for index in range(hospitals):
+        path = directory / f"hospital-{index}.csv"
+        table(rng, int(rng.integers(rows[0], rows[1] + 1)), index).to_csv(path, index=False)
+        paths.append(path)
+    return paths
 
 
 def csv_overrides(paths: Sequence[Path], num_features: int) -> list[str]:

@@ -24,9 +24,17 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from models.sums import FIXED_POINT_BITS, MAX_TOTAL, SectionedLayout, fixed_point, from_fixed_point
+from models.sums import (
+    COUNTS,
+    FIXED_POINT_BITS,
+    MAX_TOTAL,
+    PooledSums,
+    SectionedLayout,
+    counts,
+    fixed_point,
+    from_fixed_point,
+)
 
-SCALARS = ("eval_examples", "hospitals", "loss", "train_examples", "train_loss", "clipped_values")
 TOTALS = ("y_positive", "y_negative", "y_squared", "squared_error", "absolute_error")
 LARGEST_TOTAL = MAX_TOTAL / (1 << FIXED_POINT_BITS)  # ~2^30
 EPS = 2.0**-52
@@ -43,7 +51,7 @@ class RegressionLayout(SectionedLayout):
 
     @property
     def sections(self) -> dict[str, tuple[int, ...]]:
-        return {name: () for name in (*SCALARS, *TOTALS)}
+        return {name: () for name in (*COUNTS, *TOTALS)}
 
     def local_sums(
         self,
@@ -77,31 +85,16 @@ class RegressionLayout(SectionedLayout):
                 "fixed-point sum; rescale the target (e.g. days instead of seconds)"
             )
         return self.join(
-            {
-                "eval_examples": len(y),
-                "hospitals": 1,
-                "loss": fixed_point(loss_total),
-                "train_examples": int(train_examples),
-                "train_loss": fixed_point(train_loss * train_examples),
-                "clipped_values": int(clipped_values),
-                **{name: fixed_point(value) for name, value in totals.items()},
-            }
+            counts(len(y), loss_total, train_examples, train_loss, clipped_values)
+            | {name: fixed_point(value) for name, value in totals.items()}
         )
 
     def pooled(self, sums) -> PooledRegression:
         return PooledRegression(self, self.split(sums))
 
 
-@dataclass(frozen=True)
-class PooledRegression:
+class PooledRegression(PooledSums):
     """The pooled test set's MSE, MAE and R², from the federation-wide sums only."""
-
-    layout: RegressionLayout
-    sums: dict
-
-    @property
-    def examples(self) -> int:
-        return int(self.sums["eval_examples"])
 
     def total(self, name: str) -> float:
         """A real total; NaN if it saturated (the federation's sum passed the largest one)."""
@@ -121,17 +114,12 @@ class PooledRegression:
         n = max(self.examples, 1)
         sse, sae = self.total("squared_error"), self.total("absolute_error")
         y_sum = self.total("y_positive") - self.total("y_negative")
-        out = {
-            "eval_examples": float(self.examples),
+        return self.count_metrics() | {
             "eval_loss": from_fixed_point(self.sums["loss"]) / n,
             "eval_mse": sse / n,
             "eval_mae": sae / n,
             "eval_r2": self._r2_from(sse, self.total("y_squared"), y_sum),
-            "clipped_values": float(int(self.sums["clipped_values"])),
         }
-        if int(self.sums["train_examples"]):
-            out["train_loss"] = from_fixed_point(self.sums["train_loss"]) / int(self.sums["train_examples"])
-        return out
 
     def bounds(self) -> dict[str, float]:
         """How far each metric can be from that of the concatenated predictions (module docstring):

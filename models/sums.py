@@ -9,12 +9,14 @@ integer and mean the same thing at every hospital.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
 FIXED_POINT_BITS = 32  # real-valued totals travel as integers of 2^-32
 MAX_TOTAL = (1 << 62) - 1  # he.encoding.SUM_BITS: a total above it is carried as the maximum
 ONE = float(1 << FIXED_POINT_BITS)
+COUNTS = ("eval_examples", "hospitals", "loss", "train_examples", "train_loss", "clipped_values")
 
 
 def fixed_point(value: float) -> int:
@@ -61,4 +63,37 @@ class SectionedLayout:
                 out.append(int(value))
         if any(v < 0 for v in out):
             raise ValueError("evaluation sums must be non-negative integers")
+        return out
+
+
+def counts(
+    examples: int, loss_total: float, train_examples: int, train_loss: float, clipped_values: int
+) -> dict[str, int]:
+    """The ``COUNTS`` of one hospital: it counts 1 among the hospitals; losses in fixed point."""
+    return {
+        "eval_examples": int(examples),
+        "hospitals": 1,
+        "loss": fixed_point(loss_total),
+        "train_examples": int(train_examples),
+        "train_loss": fixed_point(train_loss * train_examples),
+        "clipped_values": int(clipped_values),
+    }
+
+
+@dataclass(frozen=True)
+class PooledSums:
+    """Base of a task's pooled evaluation: the layout and its split federation-wide sums."""
+
+    layout: SectionedLayout
+    sums: dict
+
+    @property
+    def examples(self) -> int:
+        return int(self.sums["eval_examples"])
+
+    def count_metrics(self) -> dict[str, float]:
+        """``eval_examples``, ``clipped_values`` and (if hospitals trained) ``train_loss``."""
+        out = {"eval_examples": float(self.examples), "clipped_values": float(self.sums["clipped_values"])}
+        if int(self.sums["train_examples"]):
+            out["train_loss"] = from_fixed_point(self.sums["train_loss"]) / int(self.sums["train_examples"])
         return out

@@ -36,9 +36,8 @@ import numpy as np
 import torch
 
 from models.pooled_metrics import score_bins
-from models.sums import SectionedLayout, fixed_point, from_fixed_point
+from models.sums import COUNTS, PooledSums, SectionedLayout, counts, from_fixed_point
 
-SCALARS = ("eval_examples", "hospitals", "events", "loss", "train_examples", "train_loss", "clipped_values")
 MAX_HISTOGRAM = 200_000  # time bins x risk bins: each histogram is that many sums
 
 
@@ -93,7 +92,8 @@ class SurvivalLayout(SectionedLayout):
     @property
     def sections(self) -> dict[str, tuple[int, ...]]:
         shape = (self.time_bins, self.risk_bins)
-        return {**{name: () for name in SCALARS}, "events_histogram": shape, "subjects_histogram": shape}
+        scalars = {name: () for name in (*COUNTS, "events")}
+        return scalars | {"events_histogram": shape, "subjects_histogram": shape}
 
     def time_bin(self, time: np.ndarray) -> np.ndarray:
         return np.minimum((time / self.horizon * self.time_bins).astype(np.int64), self.time_bins - 1)
@@ -125,33 +125,16 @@ class SurvivalLayout(SectionedLayout):
         np.add.at(subjects, cells, 1)
         np.add.at(events, (cells[0][event], cells[1][event]), 1)
         return self.join(
-            {
-                "eval_examples": len(risk),
-                "hospitals": 1,
-                "events": int(event.sum()),
-                "loss": fixed_point(loss_total),
-                "train_examples": int(train_examples),
-                "train_loss": fixed_point(train_loss * train_examples),
-                "clipped_values": int(clipped_values),
-                "events_histogram": events,
-                "subjects_histogram": subjects,
-            }
+            counts(len(risk), loss_total, train_examples, train_loss, clipped_values)
+            | {"events": int(event.sum()), "events_histogram": events, "subjects_histogram": subjects}
         )
 
     def pooled(self, sums) -> PooledSurvival:
         return PooledSurvival(self, self.split(sums))
 
 
-@dataclass(frozen=True)
-class PooledSurvival:
+class PooledSurvival(PooledSums):
     """The pooled test set's concordance index and Cox loss, from the federation-wide sums only."""
-
-    layout: SurvivalLayout
-    sums: dict
-
-    @property
-    def examples(self) -> int:
-        return int(self.sums["eval_examples"])
 
     def c_index_and_bound(self) -> tuple[float, float]:
         """(Ĉ, bound) as in the module docstring; NaN without a surely comparable pair."""
@@ -171,14 +154,9 @@ class PooledSurvival:
     def metrics(self) -> dict[str, float]:
         c_index, bound = self.c_index_and_bound()
         events = int(self.sums["events"])
-        out = {
-            "eval_examples": float(self.examples),
+        return self.count_metrics() | {
             "eval_events": float(events),
             "eval_loss": from_fixed_point(self.sums["loss"]) / events if events else math.nan,
             "eval_c_index": c_index,
             "eval_c_index_bound": bound,
-            "clipped_values": float(int(self.sums["clipped_values"])),
         }
-        if int(self.sums["train_examples"]):
-            out["train_loss"] = from_fixed_point(self.sums["train_loss"]) / int(self.sums["train_examples"])
-        return out

@@ -36,7 +36,16 @@ from strategies.server_optimizer import ServerOptimizer
 
 log = logging.getLogger(__name__)
 CLIENT_METRICS = ("train_loss", "eval_loss", "eval_accuracy", "eval_auc", "encrypt_seconds")
-SITE_METRICS = ("train_loss", "eval_loss", "eval_accuracy", "eval_auc")  # a hospital's own, opt-in
+SITE_METRICS = (  # a hospital's own, opt-in (those of the run's task)
+    "train_loss",
+    "eval_loss",
+    "eval_accuracy",
+    "eval_auc",
+    "eval_mse",
+    "eval_mae",
+    "eval_r2",
+    "eval_c_index",
+)
 
 
 class RoundFailedError(RuntimeError):
@@ -499,7 +508,7 @@ def evaluation_sums(reply: Message, total: list[int] | None) -> list[int] | None
 def weighted_client_metrics(metrics: list[dict]) -> dict:
     """Average client metrics weighted by their evaluation examples; NaN AUCs are skipped."""
     out = {}
-    for key in (*CLIENT_METRICS, "eval_loss", "eval_accuracy", "eval_auc"):
+    for key in dict.fromkeys((*CLIENT_METRICS, *SITE_METRICS)):
         pairs = [(m[key], m.get("eval_examples", 1)) for m in metrics if key in m and np.isfinite(m[key])]
         if pairs:
             values, weights = zip(*pairs, strict=True)

@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from examples.cli import write_tables
+
 FEATURES = ("age", "comorbidities", "emergency", "creatinine", "hemoglobin")
 TARGET = "length_of_stay"
 
@@ -42,11 +44,7 @@ def admissions(rng: np.random.Generator, rows: int, older: float) -> pd.DataFram
 
 
 def write_hospitals(directory: Path, hospitals: int = 3, seed: int = 0) -> list[Path]:
-    """``hospital-<i>.csv`` in ``directory`` (400-700 patients each); the same files for a seed."""
-    rng = np.random.default_rng(seed)
-    paths = []
-    for index in range(hospitals):
-        path = directory / f"hospital-{index}.csv"
-        admissions(rng, int(rng.integers(400, 701)), older=8.0 * index - 8.0).to_csv(path, index=False)
-        paths.append(path)
-    return paths
+    """``hospital-<i>.csv`` in ``directory`` (400-700 patients each, older at later hospitals)."""
+    return write_tables(
+        directory, hospitals, seed, (400, 700), lambda rng, rows, i: admissions(rng, rows, 8.0 * i - 8.0)
+    )

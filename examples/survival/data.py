@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from examples.cli import write_tables
+
 FEATURES = ("age", "stage", "biomarker", "treated")
 STUDY_MONTHS = 60.0  # administrative censoring: no follow-up time exceeds it (the time horizon)
 
@@ -32,11 +34,7 @@ def cohort(rng: np.random.Generator, rows: int, stage_shift: float) -> pd.DataFr
 
 
 def write_hospitals(directory: Path, hospitals: int = 3, seed: int = 0) -> list[Path]:
-    """``hospital-<i>.csv`` in ``directory`` (300-600 patients each); the same files for a seed."""
-    rng = np.random.default_rng(seed)
-    paths = []
-    for index in range(hospitals):
-        path = directory / f"hospital-{index}.csv"
-        cohort(rng, int(rng.integers(300, 601)), stage_shift=0.4 * index - 0.4).to_csv(path, index=False)
-        paths.append(path)
-    return paths
+    """``hospital-<i>.csv`` in ``directory`` (300-600 patients each, later stages at later hospitals)."""
+    return write_tables(
+        directory, hospitals, seed, (300, 600), lambda rng, rows, i: cohort(rng, rows, 0.4 * i - 0.4)
+    )
