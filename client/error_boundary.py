@@ -24,8 +24,9 @@ from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import ClientAppCallable
 
-from client.identity import IdentityError
+from client.identity import IdentityError, own_name
 from client.refusals import RefusedRequest
+from common.sender_name import with_sender
 from he import protocol as p
 from he.errors import HEError
 
@@ -110,14 +111,18 @@ def safe_error(message: Message, error: Exception) -> RequestError:
 
 def error_boundary_mod(message: Message, context: Context, call_next: ClientAppCallable) -> Message:
     """Flower client mod: any exception but a refusal leaves as a :class:`RequestError` whose text
-    names only the request; the original goes to the hospital's log."""
+    names only the request; the original goes to the hospital's log. Either text starts with
+    the hospital's name (``common.sender_name``)."""
+    name = own_name(context.node_config)
     try:
         return call_next(message, context)
-    except (RefusedRequest, RequestError):
+    except (RefusedRequest, RequestError) as refusal:
+        refusal.args = (with_sender(name, str(refusal)),)
         raise
     except Exception as error:
         safe = safe_error(message, error)
         log.warning("%s answered with %s: %s", message.metadata.message_type, safe, error, exc_info=True)
+        safe.args = (with_sender(name, str(safe)),)
         raise safe from None
 
 

@@ -25,6 +25,16 @@ class IdentityError(RuntimeError):
     """The hospital has no usable roster or signing key, or the server runs another roster."""
 
 
+def own_name(node_config: dict) -> str | None:
+    """The name this hospital goes by (a daemon's ``--hospital``, a simulated hospital's roster
+    name), read from the node config alone, so that even a refusal before any check names it."""
+    if NODE_HOSPITAL in node_config:
+        return str(node_config[NODE_HOSPITAL])
+    if "partition-id" in node_config:
+        return simulated_hospital_name(int(node_config["partition-id"]))
+    return None
+
+
 def hospital_identity(node_config: dict, config: dict) -> tuple[Roster, str, Path]:
     """This hospital's roster, name and signing-key path; refuses a server running another roster
     and a key that is not the roster's key for this hospital."""

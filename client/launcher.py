@@ -30,7 +30,9 @@ from flwr.supernode.runtime import run_clientapp as runtime
 
 from client.approval import app_dir_mismatch, app_refusal, fab_sha256
 from client.audit import STATE_DIR_KEY, record_refusal
+from client.identity import own_name
 from client.policy import NODE_POLICY, Policy
+from common.sender_name import with_sender
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,7 @@ def checked_pull_task_input(client):
         state_dir = Path(str(node_config[STATE_DIR_KEY]))
         reason = app_refusal(fab.content, Policy.load(str(node_config[NODE_POLICY])), state_dir)
         if reason is not None:
+            reason = with_sender(own_name(node_config), reason)
             record_refusal(message, context, reason)
             error = Error(code=ErrorCode.LOAD_CLIENT_APP_EXCEPTION, reason=reason)
             runtime.push_message(client, Message(error, reply_to=message), context)

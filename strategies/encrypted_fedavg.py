@@ -265,13 +265,13 @@ class EncryptedFedAvg(FedAvg):
         for reply in stream_replies(grid, messages, self.settings.round_timeout):
             if (reason := self.failure_reason(reply)) is not None:
                 log.warning("hello: %s", reason)
-                self.hello_refusals.add(self.hospital_name(reply.metadata.src_node_id), reply)
+                self.hello_refusals.add(self.reply_name(reply), reply)
                 continue
             hello = blobs_of(reply).get(p.HELLO_BLOB, b"")
             try:
                 party = transcript.hello_sender(self.roster, hello)
             except HEError as err:
-                log.warning("hello of %s refused: %s", self.hospital_name(reply.metadata.src_node_id), err)
+                log.warning("hello of %s refused: %s", self.reply_name(reply), err)
                 continue
             if party in hellos:
                 log.warning("a second hello claims to be %s; refused", self.roster.hospital(party).name)
@@ -316,12 +316,12 @@ class EncryptedFedAvg(FedAvg):
         self.round_clip = float(state.get("round_clip", self.round_clip))
         self.weight_scale = int(state.get("weight_scale", self.weight_scale))
 
-    def hospital_name(self, node_id: int) -> str:
-        """Its roster name once set-up has matched its node to the roster, else its node id."""
+    def known_name(self, node_id: int) -> str | None:
+        """Its roster name once its signed hello has matched its node to the roster."""
         for party, node in self.party_nodes.items():
             if node == node_id:
                 return self.roster.hospital(party).name
-        return super().hospital_name(node_id)
+        return None
 
     def _party_of(self, reply: Message) -> int:
         node = reply.metadata.src_node_id

@@ -26,6 +26,7 @@ from strategies.checkpoint import Checkpoint
 from strategies.messaging import (
     NO_REPLY_CODES,
     Refusals,
+    claimed_sender,
     content_bytes,
     hospital_reason,
     make_content,
@@ -261,9 +262,23 @@ class FedAvg(Strategy):
     def setup(self, grid: Grid) -> None:
         """Per-run set-up before the first round; plaintext FedAvg needs none."""
 
+    def known_name(self, node_id: int) -> str | None:
+        """The roster name of the hospital on ``node_id`` once the run has matched it to the
+        roster (plaintext FedAvg has no roster: None)."""
+        return None
+
     def hospital_name(self, node_id: int) -> str:
-        """A hospital as logs and MLflow name it (plaintext FedAvg has no roster: its node id)."""
-        return f"node {node_id}"
+        """A hospital as logs and MLflow name it: its roster name, else its node id."""
+        return self.known_name(node_id) or f"node {node_id}"
+
+    def reply_name(self, reply: Message) -> str:
+        """The sender of ``reply``: its roster name, else the name its error text gives (its own
+        claim, so marked as such), else its node id."""
+        node = reply.metadata.src_node_id
+        if (known := self.known_name(node)) is not None:
+            return known
+        claimed = claimed_sender(reply)
+        return f"{claimed} (node {node}, by its own account)" if claimed else f"node {node}"
 
     def missing_name(self, node_id: int) -> str:
         """A hospital as the dropout warning and the ``missing_hospitals`` tag name it."""
@@ -272,7 +287,7 @@ class FedAvg(Strategy):
     def failure_reason(self, reply: Message) -> str | None:
         """``"<hospital> failed: <its reason>"`` for an error reply, else None."""
         if (reason := hospital_reason(reply)) is not None:
-            return f"{self.hospital_name(reply.metadata.src_node_id)} failed: {reason}"
+            return f"{self.reply_name(reply)} failed: {reason}"
         return None
 
     def report_missing(self, server_round: int, answered: set[int]) -> list[str]:
@@ -361,7 +376,7 @@ class FedAvg(Strategy):
         for reply in stream_replies(grid, messages, self.settings.round_timeout):
             if (reason := self.failure_reason(reply)) is not None:
                 log.warning("feature statistics (%s): %s; left out", pass_name, reason)
-                refusals.add(self.hospital_name(reply.metadata.src_node_id), reply)
+                refusals.add(self.reply_name(reply), reply)
                 continue
             replies.append(reply)
         if len(replies) < self.settings.min_train_nodes and refusals.reasons:

@@ -13,6 +13,7 @@ from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
 
 from common.records import blob_array
+from common.sender_name import split_sender
 from he import protocol as p
 
 log = logging.getLogger(__name__)
@@ -68,15 +69,27 @@ FLOWER_EXCEPTION = re.compile(r"^<class '[\w.()]+'>:<'(?P<message>.*)'>$", re.DO
 CLIENT_APP_WRAPPER = re.compile(r"^.*Exception ClientAppException occurred\. Message:\s*", re.DOTALL)
 
 
-def hospital_reason(reply: Message) -> str | None:
-    """The hospital's own words in an error reply (its policy key, the app hash it refused),
-    without Flower's wrapping; None for a successful reply."""
+def error_text(reply: Message) -> str | None:
+    """The text of an error reply without Flower's wrapping; None for a successful reply."""
     if not reply.has_error():
         return None
     reason = str(reply.error.reason).strip()
     while (match := FLOWER_EXCEPTION.match(reason)) is not None:
         reason = CLIENT_APP_WRAPPER.sub("", match["message"]).strip()
     return " ".join(reason.split()) or f"error code {reply.error.code}"
+
+
+def hospital_reason(reply: Message) -> str | None:
+    """The hospital's own words in an error reply (its policy key, the app hash it refused),
+    without Flower's wrapping and the name it gives itself; None for a successful reply."""
+    text = error_text(reply)
+    return None if text is None else split_sender(text)[1]
+
+
+def claimed_sender(reply: Message) -> str | None:
+    """The name a hospital gives itself in an error reply (``common.sender_name``), unverified."""
+    text = error_text(reply)
+    return None if text is None else split_sender(text)[0]
 
 
 class Refusals:

@@ -17,6 +17,7 @@ import dataclasses
 import json
 import logging
 import math
+import re
 import time
 from collections import Counter
 
@@ -249,6 +250,9 @@ def test_ten_thousand_malformed_messages_get_typed_replies_that_leak_nothing(hos
     print(f"{sum(MESSAGES.values())} messages in {seconds:.1f} s: {dict(outcomes)}")
 
 
+SENT_BY = "[hospital-1] "  # every error text a hospital sends names it (common.sender_name)
+
+
 def test_a_label_mismatch_reaches_the_coordinator_generic_and_the_hospital_log_in_full(
     hospital_one, tmp_path, caplog
 ):
@@ -257,10 +261,13 @@ def test_a_label_mismatch_reaches_the_coordinator_generic_and_the_hospital_log_i
     audited = {**node_config, "state-dir": str(tmp_path)}
     with caplog.at_level(logging.WARNING, "client.error_boundary"), pytest.raises(DataMismatch) as refused:
         hospital.app(message_of(p.HELLO, config, {}, None), context_of(audited, state))
-    assert str(refused.value) == f"{p.HELLO}: {DATA_MISMATCH}"
+    assert str(refused.value) == f"{SENT_BY}{p.HELLO}: {DATA_MISMATCH}"
     assert data_path in caplog.text and LABELS[1] in caplog.text  # the detail stays at the hospital
     (entry,) = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
-    assert entry["outcome"] == "error" and entry["reason"] == f"DataMismatch: {p.HELLO}: {DATA_MISMATCH}"
+    assert (
+        entry["outcome"] == "error"
+        and entry["reason"] == f"DataMismatch: {SENT_BY}{p.HELLO}: {DATA_MISMATCH}"
+    )
 
 
 def test_a_malformed_request_is_named_by_its_key_and_expected_form(hospital_one):
@@ -269,7 +276,7 @@ def test_a_malformed_request_is_named_by_its_key_and_expected_form(hospital_one)
     with pytest.raises(InvalidRequest) as invalid:
         hospital.app(message_of(p.STATISTICS, config, {}, None), context_of(node_config, state))
     assert str(invalid.value) == (
-        f"{p.STATISTICS}: the request is malformed (KeyError about '{p.STATISTICS_PASS}'); "
+        f"{SENT_BY}{p.STATISTICS}: the request is malformed (KeyError about '{p.STATISTICS_PASS}'); "
         f"expected {EXPECTED_FORM[p.STATISTICS]}; see the hospital's log"
     )
 
@@ -277,7 +284,7 @@ def test_a_malformed_request_is_named_by_its_key_and_expected_form(hospital_one)
 def test_a_refusal_keeps_its_reason_through_the_app(hospital_one):
     node_config, state, honest, _ = hospital_one
     config, blobs, _ = honest[p.DECRYPT]
-    with pytest.raises(RefusedRequest, match=r"^attempt 99 is outside \[1, "):
+    with pytest.raises(RefusedRequest, match=rf"^{re.escape(SENT_BY)}attempt 99 is outside \[1, "):
         hospital.app(
             message_of(p.DECRYPT, {**config, p.ATTEMPT: 99}, blobs, None), context_of(node_config, state)
         )
@@ -297,5 +304,5 @@ def test_untyped_errors_are_wrapped_and_arrays_are_read(hospital_one):
     """A model of the wrong shape reaches the handler (not only the parsers) and is an invalid request."""
     node_config, state, honest, _ = hospital_one
     config, _, _ = honest[p.TRAIN]
-    with pytest.raises(InvalidRequest, match=rf"^{p.TRAIN}: the request is malformed \("):
+    with pytest.raises(InvalidRequest, match=rf"^{re.escape(SENT_BY)}{p.TRAIN}: the request is malformed \("):
         hospital.app(message_of(p.TRAIN, config, {}, [np.zeros(3)]), context_of(node_config, state))

@@ -230,6 +230,9 @@ APP = "app sha256 ab12 refused: not in approved-apps.toml; approve it after revi
 )
 def test_the_hospitals_reason_is_read_without_flowers_wrapping(flower_reason: str) -> None:
     assert messaging.hospital_reason(error_reply(3, flower_reason)) == POLICY
+    named = error_reply(3, flower_reason.replace(POLICY, f"[hospital-c] {POLICY}"))
+    assert messaging.hospital_reason(named) == POLICY  # the name it gives itself is read apart
+    assert messaging.claimed_sender(named) == "hospital-c"
 
 
 def test_refusals_are_one_line_naming_each_hospital_and_its_reason() -> None:
@@ -244,7 +247,7 @@ def test_refusals_are_one_line_naming_each_hospital_and_its_reason() -> None:
 def test_a_statistics_pass_every_hospital_refused_fails_with_the_refusal_line(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    replies = [error_reply(11, POLICY), error_reply(22, APP)]
+    replies = [error_reply(11, POLICY), error_reply(22, f"[hospital-b] {APP}")]
     monkeypatch.setattr(fedavg, "stream_replies", lambda grid, messages, timeout: iter(replies))
     monkeypatch.setattr(TaskIdentity, "_run_id", 1)  # messages are built as inside a ServerApp
     monkeypatch.setattr(TaskIdentity, "_node_id", 1)
@@ -254,7 +257,8 @@ def test_a_statistics_pass_every_hospital_refused_fails_with_the_refusal_line(
     with pytest.raises(RoundFailedError) as failed:
         strategy.statistics_replies(None, "moments", {})
     assert str(failed.value) == (
-        f"feature statistics (moments) failed: 2 of 2 hospitals refused: node 11 ({POLICY}), node 22 ({APP})"
+        "feature statistics (moments) failed: 2 of 2 hospitals refused: "
+        f"hospital-b (node 22, by its own account) ({APP}), node 11 ({POLICY})"
     )
     assert f"feature statistics (moments): node 11 failed: {POLICY}; left out" in caplog.text
 

@@ -9,7 +9,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from common.settings import RunSettings
-from experiments import run as runner
+from experiments import run_deployment as runner
+from experiments.run_config import ConfigError, is_deployment, to_settings
+from experiments.run_report import RunFailedError
 from he.roster import write_simulated_federation
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -22,32 +24,32 @@ def deployment_cfg(*overrides: str):
 
 def test_deployment_config_composes_and_validates() -> None:
     cfg = deployment_cfg("federation.num_hospitals=3", "he.threshold=2")
-    assert runner.is_deployment(cfg)
-    settings, n = runner.to_settings(cfg)
+    assert is_deployment(cfg)
+    settings, n = to_settings(cfg)
     assert n == 3 and settings.threshold == 2
     # in deployment the roster pins the threshold: checked against it (test_roster_is_required_...)
     # CSV data are fine in deployment: each hospital's daemon points at its own file
     cfg = deployment_cfg("dataset=csv", "dataset.num_features=8", "dataset.num_classes=2")
-    assert runner.to_settings(cfg)[0].dataset == "csv"
+    assert to_settings(cfg)[0].dataset == "csv"
     assert settings.round_timeout == 600  # a Hydra key (strategy.round_timeout), for both strategies
     for strategy in ("encrypted_fedavg", "fedavg"):
         cfg = deployment_cfg(
             f"strategy={strategy}", "strategy.round_timeout=45", "strategy.max_failed_rounds=2"
         )
-        assert (runner.to_settings(cfg)[0].round_timeout, runner.to_settings(cfg)[0].max_failed_rounds) == (
+        assert (to_settings(cfg)[0].round_timeout, to_settings(cfg)[0].max_failed_rounds) == (
             45,
             2,
         )
     cfg = deployment_cfg(
         "dataset=csv", "dataset.num_features=8", "dataset.num_classes=2", "dataset.classes=[b,a]"
     )
-    assert runner.to_settings(cfg)[0].task_config()["classes"] == "b,a"  # what hospitals number labels by
+    assert to_settings(cfg)[0].task_config()["classes"] == "b,a"  # what hospitals number labels by
 
 
 def test_flwr_home_needs_the_ca_unless_insecure(tmp_path: Path) -> None:
-    with pytest.raises(runner.ConfigError, match=r"federation\.root_certificates is required"):
+    with pytest.raises(ConfigError, match=r"federation\.root_certificates is required"):
         runner.write_flwr_home(deployment_cfg(), tmp_path / "a")
-    with pytest.raises(runner.ConfigError, match=r"nope\.crt does not exist"):
+    with pytest.raises(ConfigError, match=r"nope\.crt does not exist"):
         runner.write_flwr_home(
             deployment_cfg(f"federation.root_certificates={tmp_path / 'nope.crt'}"), tmp_path
         )
@@ -87,21 +89,21 @@ def test_roster_is_required_checked_and_passed_as_an_absolute_path(tmp_path: Pat
 
     def roster(*overrides: str):
         cfg = deployment_cfg("federation.num_hospitals=3", *overrides)
-        settings, n = runner.to_settings(cfg)
+        settings, n = to_settings(cfg)
         return runner.deployment_roster(cfg, settings, n)
 
-    with pytest.raises(runner.ConfigError, match=r"federation\.roster is required in deployment"):
+    with pytest.raises(ConfigError, match=r"federation\.roster is required in deployment"):
         roster()
-    with pytest.raises(runner.ConfigError, match=r"federation\.roster=.*nope\.json does not exist"):
+    with pytest.raises(ConfigError, match=r"federation\.roster=.*nope\.json does not exist"):
         roster("federation.roster=nope.json")
     (tmp_path / "bad.json").write_text("{}")
-    with pytest.raises(runner.ConfigError, match=r"federation\.roster: roster .*bad\.json: expected format"):
+    with pytest.raises(ConfigError, match=r"federation\.roster: roster .*bad\.json: expected format"):
         roster("federation.roster=bad.json")
-    with pytest.raises(runner.ConfigError, match=r"federation\.num_hospitals=4 but roster .* names 3"):
+    with pytest.raises(ConfigError, match=r"federation\.num_hospitals=4 but roster .* names 3"):
         roster("federation.roster=fed/roster.json", "federation.num_hospitals=4")
-    with pytest.raises(runner.ConfigError, match=r"he\.preset='precise' but roster .* pins preset 'compact'"):
+    with pytest.raises(ConfigError, match=r"he\.preset='precise' but roster .* pins preset 'compact'"):
         roster("federation.roster=fed/roster.json", "he=precise")
-    with pytest.raises(runner.ConfigError, match=r"he\.threshold=2 but roster .* pins threshold 3"):
+    with pytest.raises(ConfigError, match=r"he\.threshold=2 but roster .* pins threshold 3"):
         roster("federation.roster=fed/roster.json", "he.threshold=2")
     assert roster("federation.roster=fed/roster.json", "he.threshold=3").is_absolute()
     path = roster("federation.roster=fed/roster.json")  # relative to the runner's cwd
@@ -158,7 +160,7 @@ def test_a_stopped_deployment_run_keeps_its_config_and_is_reported_by_its_record
     experiment = client.create_experiment("fedquorum", artifact_location=(tmp_path / "artifacts").as_uri())
     reason = "RoundFailedError: round 3: keyholder(s) hospital-3 (restarted, lost this run's keys) missing"
     run = client.create_run(experiment, tags={FLOWER_RUN_TAG: "7", "failure_reason": reason})
-    with pytest.raises(runner.RunFailedError) as stopped:
+    with pytest.raises(RunFailedError) as stopped:
         runner.attach_config(cfg, uri, "fedquorum", 7, failed, log_path)
     assert str(stopped.value).startswith(f"Flower run 7 stopped: {reason} (ServerApp log: {log_path}; ")
     assert (

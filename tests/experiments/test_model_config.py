@@ -12,7 +12,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from common.settings import RunSettings
-from experiments.run import ConfigError, to_settings
+from experiments.run_config import ConfigError, to_settings
 from models.registry import build_model
 from models.training import get_weights
 from server.app import initial_weights

@@ -11,7 +11,7 @@ from test_model_config import settings_of
 from common.settings import RunSettings
 from examples.regression.__main__ import overrides as regression_overrides
 from examples.survival.__main__ import overrides as survival_overrides
-from experiments.run import ConfigError
+from experiments.run_config import ConfigError
 
 
 def test_the_examples_overrides_make_encrypted_runs_of_their_tasks(tmp_path, monkeypatch):

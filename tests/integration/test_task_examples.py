@@ -14,7 +14,7 @@ from sim_helpers import WEIGHT_TOLERANCE, simulate
 from client import app as hospital
 from examples.regression.__main__ import overrides as regression_overrides
 from examples.survival.__main__ import overrides as survival_overrides
-from experiments.run import to_settings
+from experiments.run_config import to_settings
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 

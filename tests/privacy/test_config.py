@@ -8,7 +8,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from common.settings import RunSettings
-from experiments.run import ConfigError, to_settings
+from experiments.run_config import ConfigError, to_settings
 from privacy.config import DpConfig
 
 CONF = str(Path(__file__).parents[2] / "conf")

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from client.task import TaskConfig
 from common.settings import RunSettings
-from experiments.run import to_settings
+from experiments.run_config import to_settings
 from models.training import get_weights, train
 from privacy.config import KEYS, DpConfig, RecordDpConfig, RecordDpConfigError
 from privacy.dpsgd import (
