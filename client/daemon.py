@@ -28,7 +28,8 @@ the hospital's ``flwr-clientapp`` (``client.launcher``: only approved app code r
 ``<state-dir>/bin`` and runs ``flower-supernode`` with the right flags as its child, that directory
 first on its ``PATH`` (``client.supernode_supervisor``: it logs "connected to SuperLink ..." once
 the node is activated, retries an activation refused while the previous node is still registered,
-and passes SIGTERM on); the ClientApp reads ``data-path``, ``target-column``, ``state-dir``,
+and passes SIGTERM on); the ClientApp reads ``data-path``, ``task`` (a run asking for another
+task is refused), ``target-column`` (``time-column``, ``event-column``), ``state-dir``,
 ``policy`` and the absolute paths ``roster`` and ``signing-key`` plus the name ``hospital``
 (``he.roster.NODE_*``) from the node config (``<state-dir>/node-config.toml``) and appends its audit log to
 ``<state-dir>/audit.jsonl``. Without ``--hospital`` the name is the roster entry whose key is
@@ -72,6 +73,7 @@ from client.daemon_start import (
 from client.daemon_status import status_main
 from client.policy import POLICY_FILE
 from client.supernode_supervisor import supervise
+from client.targets import TASK_NAMES
 
 log = logging.getLogger("fedquorum.daemon")
 
@@ -91,6 +93,9 @@ CONFIG_KEYS = {
     "auth-key",
     "data",
     "target-column",
+    "task",
+    "time-column",
+    "event-column",
     "num-features",
     "num-classes",
     "classes",
@@ -130,7 +135,14 @@ def parser() -> argparse.ArgumentParser:
         "--hospital", help="this hospital's name in the roster (default: the entry with the signing key)"
     )
     ap.add_argument("--data", help="the hospital's data: CSV with a header row, or MedMNIST-style .npz")
-    ap.add_argument("--target-column", default="target", help="label column of the CSV (default: target)")
+    ap.add_argument(
+        "--task", default="classification", choices=TASK_NAMES, help="what the data are for (pinned)"
+    )
+    ap.add_argument(
+        "--target-column", default="target", help="label (or regression target) column of the CSV"
+    )
+    ap.add_argument("--time-column", default="time", help="survival: follow-up time column of the CSV")
+    ap.add_argument("--event-column", default="event", help="survival: event column (1 event, 0 censored)")
     ap.add_argument("--num-features", type=int, help="expected number of feature columns")
     ap.add_argument("--num-classes", type=int, help="expected number of classes")
     ap.add_argument(

@@ -11,6 +11,7 @@ from pathlib import Path
 from client import approval
 from client import node_check as check
 from client.policy import NODE_POLICY, POLICY_FILE, Policy, PolicyError
+from client.targets import TargetColumns
 from he.roster import NODE_HOSPITAL, NODE_ROSTER, NODE_SIGNING_KEY
 
 log = logging.getLogger("fedquorum.daemon")
@@ -99,12 +100,16 @@ def validate(args: argparse.Namespace) -> tuple[dict, list[str]]:
         values[TRAINING_SEED] = args.training_seed
     if args.data:
         classes = [c for c in (args.classes or "").split(",") if c]
+        targets = TargetColumns(args.task, args.target_column, args.time_column, args.event_column)
         summary = check.check_data(
-            args.data, args.target_column, args.num_features, args.num_classes, classes
+            args.data, args.target_column, args.num_features, args.num_classes, classes, targets
         )
         values |= {
             "data-path": str(Path(args.data).expanduser().absolute()),
             "target-column": args.target_column,
+            "task": args.task,  # pinned: a run asking this hospital's data for another task is refused
+            "time-column": args.time_column,
+            "event-column": args.event_column,
         }
     elif args.partition_id is not None and args.num_partitions is not None:
         summary = check.check_partition(args.partition_id, args.num_partitions)

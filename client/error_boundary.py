@@ -48,8 +48,8 @@ EXPECTED_FORM = {
     p.EVALUATE: "arrays: the final model; config: server-round and the run's task settings",
 }
 DATA_MISMATCH = (
-    "this hospital's data does not match the run's dataset settings (dataset.classes / target "
-    "column / features); see the hospital's log"
+    "this hospital's data does not match the run's dataset settings (task / dataset.classes / "
+    "target columns / features); see the hospital's log"
 )
 
 

@@ -18,6 +18,7 @@ from importlib.metadata import PackageNotFoundError, requires, version
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from client.targets import TargetColumns
 from he.errors import RosterError
 from he.identity import SigningKey
 from he.roster import Roster
@@ -59,10 +60,12 @@ def check_data(
     num_features: int | None = None,
     num_classes: int | None = None,
     classes: list[str] | None = None,
+    targets: TargetColumns | None = None,
 ) -> DataSummary:
     """Load the hospital's CSV or ``.npz`` with the ClientApp's own loaders; check its schema.
 
-    ``classes``: the federation's label values (``--classes``); text labels need them."""
+    ``classes``: the federation's label values (``--classes``); text labels need them.
+    ``targets``: the task and its target column(s) (default: classification of ``target_column``)."""
     from client.data import csv_quality, load_csv, load_npz, require_named_classes  # torch/pandas only here
 
     path = Path(path).expanduser()
@@ -73,8 +76,11 @@ def check_data(
     suffix = path.suffix.lower()
     quality = None
     try:
+        targets = targets or TargetColumns(target=target_column)
         if suffix == ".npz":
             data = load_npz(path)
+        elif suffix == ".csv" and targets.task != "classification":
+            data = load_csv(path, target_column, targets=targets)
         elif suffix == ".csv":
             data = load_csv(path, target_column, classes=classes or None)
             if not classes:
@@ -89,7 +95,7 @@ def check_data(
     if num_features is not None and data.num_features != num_features:
         raise NodeCheckError(
             f"data file {path} has {data.num_features} feature columns, expected {num_features} "
-            f"(every column except the target {target_column!r} is a feature)"
+            f"(every column except the target column(s) {targets.columns} is a feature)"
         )
     if num_classes is not None and data.num_classes != num_classes:
         raise NodeCheckError(

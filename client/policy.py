@@ -25,6 +25,7 @@ file means all the defaults::
     max_local_epochs = 100            # local epochs per round
     max_rounds = 1000                 # training rounds of a run (its server round and dp-rounds)
     max_eval_bins = 100               # score bins of the pooled evaluation histograms (run default)
+    max_time_bins = 100               # survival: time bins of the pooled concordance histograms
     # differential privacy, when a run trains with it (the hospital computes the epsilon itself)
     min_dp_noise_multiplier = 0.5     # noise per round, in units of the clip norm
     max_dp_delta = 1e-5               # the delta every epsilon below is computed at
@@ -53,7 +54,8 @@ from privacy.config import KEYS as DP_KEYS
 POLICY_FILE = "policy.toml"
 NODE_POLICY = "policy"  # node-config key: absolute path of the policy file (written by the daemon)
 BUILT_IN_MODELS = ("logreg", "mlp", "cnn", "resnet18")  # models.registry.MODEL_NAMES (no torch here)
-LOCAL_EPOCHS = "local-epochs"  # client.task.TaskConfig's config key
+LOCAL_EPOCHS = "local-epochs"  # client.task.TaskConfig's config keys
+TIME_BINS = "time-bins"
 MODEL = "model"  # a preset name or an import path (models.registry); matched as a whole string
 MODEL_MESSAGES = (p.TRAIN, p.EVALUATE)  # the messages that carry the global model
 
@@ -65,7 +67,7 @@ BOOL_KEYS = (
     "allow_per_hospital_plaintext",
 )
 NAME_LIST_KEYS = ("allowed_presets", "allowed_models")
-LIMIT_KEYS = ("max_model_parameters", "max_local_epochs", "max_rounds", "max_eval_bins")
+LIMIT_KEYS = ("max_model_parameters", "max_local_epochs", "max_rounds", "max_eval_bins", "max_time_bins")
 EPSILON_KEYS = ("max_epsilon_per_run", "lifetime_epsilon")
 
 
@@ -88,6 +90,7 @@ class Policy:
     max_local_epochs: int = 100
     max_rounds: int = 1000
     max_eval_bins: int = 100
+    max_time_bins: int = 100
     min_dp_noise_multiplier: float = 0.5
     max_dp_delta: float = 1e-5
     max_epsilon_per_run: float = 10.0
@@ -167,6 +170,7 @@ class Policy:
         for key, limit, what in (
             (LOCAL_EPOCHS, "max_local_epochs", "local epochs per round"),
             (p.EVAL_BINS, "max_eval_bins", "evaluation histogram bins"),
+            (TIME_BINS, "max_time_bins", "survival time bins"),
             (p.ROUND, "max_rounds", "as its training round number"),
             (DP_KEYS["num_rounds"], "max_rounds", "DP-accounted rounds"),
         ):

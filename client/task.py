@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 
@@ -27,15 +27,17 @@ import torch
 from client.audit import STATE_DIR_KEY
 from client.data import (
     HospitalData,
+    HospitalDataError,
     load_breast_cancer_partition,
     load_csv,
     load_npz,
     require_named_classes,
     standardize,
 )
-from models.pooled_metrics import EvaluationLayout, local_sums
+from client.targets import TargetColumns
 from models.registry import build_model, model_kwargs
-from models.training import get_weights, predict, roc_auc, set_weights, train
+from models.tasks import EvaluationSettings, get_task
+from models.training import get_weights, roc_auc, set_weights, train
 from privacy.config import RecordDpConfig
 
 log = logging.getLogger(__name__)
@@ -64,6 +66,11 @@ class TaskConfig:
     feature_mean: tuple[float, ...] = ()
     feature_std: tuple[float, ...] = ()
     record_dp: RecordDpConfig | None = None  # dp=record: train with DP-SGD
+    task: str = "classification"  # models.tasks
+    time_column: str = "time"
+    event_column: str = "event"
+    time_bins: int = 20
+    time_horizon: float = 0.0
 
     @classmethod
     def from_config(cls, config: dict) -> TaskConfig:
@@ -85,6 +92,11 @@ class TaskConfig:
             feature_mean=tuple(float(v) for v in config.get("feature-mean", [])),
             feature_std=tuple(float(v) for v in config.get("feature-std", [])),
             record_dp=RecordDpConfig.from_config(config),
+            task=str(config.get("task", "classification")),
+            time_column=str(config.get("time-column", "time")),
+            event_column=str(config.get("event-column", "event")),
+            time_bins=int(config.get("time-bins", 20)),
+            time_horizon=float(config.get("time-horizon", 0.0)),
         )
 
     @property
@@ -152,24 +164,34 @@ def kept_split_seed(state_dir: Path) -> int:
     return int(text)
 
 
+def target_columns(task: TaskConfig, node_config: dict) -> TargetColumns:
+    """The run's task and target columns; a hospital's node config may pin ``task`` (a run
+    asking for another is refused) and name its own columns (``target-column`` and so on)."""
+    pinned = str(node_config.get("task", task.task))
+    if pinned != task.task:
+        raise HospitalDataError(f"this hospital's data are for task={pinned}; the run asks for {task.task}")
+    return TargetColumns(
+        task=task.task,
+        target=str(node_config.get("target-column", task.target_column)),
+        time=str(node_config.get("time-column", task.time_column)),
+        event=str(node_config.get("event-column", task.event_column)),
+    )
+
+
 def load_hospital_data(task: TaskConfig, node_config: dict) -> HospitalData:
     """The hospital's raw data set, chosen by its node configuration (see module docstring)."""
     split_seed = hospital_randomness(task, node_config).split_seed
+    targets = target_columns(task, node_config)
     if "data-path" in node_config:
-        return _load_file(
-            str(node_config["data-path"]),
-            str(node_config.get("target-column", task.target_column)),
-            split_seed,
-            task.classes,
-        )
+        return _load_file(str(node_config["data-path"]), targets, split_seed, task.classes)
     if task.data_paths:
         partition = int(node_config["partition-id"])
         if partition >= len(task.data_paths):
             raise ValueError(
                 f"simulated hospital {partition} has no file: data-paths lists {len(task.data_paths)}"
             )
-        return _load_file(task.data_paths[partition], task.target_column, split_seed, task.classes)
-    if task.dataset == "breast_cancer":
+        return _load_file(task.data_paths[partition], targets, split_seed, task.classes)
+    if task.dataset == "breast_cancer" and task.task == "classification":
         return load_breast_cancer_partition(
             int(node_config["partition-id"]),
             int(node_config["num-partitions"]),
@@ -178,13 +200,17 @@ def load_hospital_data(task: TaskConfig, node_config: dict) -> HospitalData:
             seed=task.seed,
             split_seed=split_seed,
         )
-    raise ValueError(f"dataset {task.dataset!r} needs a 'data-path' in the node config of every hospital")
+    raise ValueError(
+        f"dataset {task.dataset!r} (task={task.task}) needs a 'data-path' in every hospital's node config"
+    )
 
 
-def _load_file(path: str, target_column: str, seed: int, classes: tuple[str, ...]) -> HospitalData:
+def _load_file(path: str, targets: TargetColumns, seed: int, classes: tuple[str, ...]) -> HospitalData:
     if path.endswith(".npz"):
+        if targets.task != "classification":
+            raise ValueError(f"{path}: an image archive (.npz) holds class labels, not task={targets.task}")
         return load_npz(path)
-    data = load_csv(path, target_column, seed=seed, classes=classes or None)
+    data = load_csv(path, targets.target, seed=seed, classes=classes or None, targets=targets)
     if not classes:
         require_named_classes(data, path, "dataset.classes=[...]")
     return data
@@ -248,42 +274,63 @@ def make_model(task: TaskConfig, num_features, num_outputs: int) -> torch.nn.Mod
     return build_model(task.model, num_features, num_outputs, **kwargs)
 
 
+def task_model(task: TaskConfig, data: HospitalData) -> torch.nn.Module:
+    """``make_model`` with the outputs the run's task needs (classes, or one value)."""
+    return make_model(task, data.num_features, get_task(task.task).num_outputs(data.num_classes))
+
+
 @dataclass(frozen=True)
 class LocalEvaluation:
     """The global model on this hospital's test split: its own metrics (they stay here unless
-    the run opts into per-hospital plaintext) and the predictions behind the pooled sums."""
+    the run opts into per-hospital plaintext) and the predictions behind the pooled sums
+    (``models.tasks``: class probabilities, predicted values or risks)."""
 
-    labels: np.ndarray
-    probabilities: np.ndarray
+    targets: np.ndarray
+    predictions: np.ndarray
     loss_total: float
+    settings: EvaluationSettings = field(default_factory=EvaluationSettings)
+    task: str = "classification"
 
     @property
     def metrics(self) -> dict:
-        n = len(self.labels)
+        if self.task != "classification":  # its own sums, pooled over itself alone
+            return get_task(self.task).from_sums(self._layout(), self.sums()).metrics()
+        n = len(self.targets)
         return {
             "eval_loss": self.loss_total / n,
-            "eval_accuracy": float(np.mean(self.probabilities.argmax(axis=1) == self.labels)),
-            "eval_auc": roc_auc(self.labels, self.probabilities),
+            "eval_accuracy": float(np.mean(self.predictions.argmax(axis=1) == self.targets)),
+            "eval_auc": roc_auc(self.targets, self.predictions),
             "eval_examples": n,
         }
 
+    def _layout(self, bins: int | None = None):
+        settings = replace(self.settings, bins=bins or self.settings.bins)
+        if self.task == "classification":
+            settings = replace(settings, num_classes=self.predictions.shape[1])
+        return get_task(self.task).layout(settings)
+
     def sums(
-        self, bins: int, train_examples: int = 0, train_loss: float = 0.0, clipped: int = 0
+        self, bins: int | None = None, train_examples: int = 0, train_loss: float = 0.0, clipped: int = 0
     ) -> list[int]:
-        """This hospital's part of the pooled evaluation (``models.pooled_metrics``)."""
-        layout = EvaluationLayout(self.probabilities.shape[1], bins)
-        return local_sums(
-            layout, self.labels, self.probabilities, self.loss_total, train_examples, train_loss, clipped
-        )
+        """This hospital's part of the pooled evaluation (``models.tasks``)."""
+        counts = (train_examples, train_loss, clipped)
+        learning, layout = get_task(self.task), self._layout(bins)
+        return learning.local_sums(layout, self.targets, self.predictions, self.loss_total, *counts)
+
+
+def local_evaluation(task: TaskConfig, model: torch.nn.Module, loader) -> LocalEvaluation:
+    """``model`` on ``loader`` as the run's task evaluates it (the model unchanged)."""
+    settings = EvaluationSettings(time_bins=task.time_bins, horizon=task.time_horizon)
+    return LocalEvaluation(*get_task(task.task).predict(model, loader), settings=settings, task=task.task)
 
 
 def evaluate_local(
     task: TaskConfig, data: HospitalData, weights: list[np.ndarray], seed: int
 ) -> LocalEvaluation:
-    model = make_model(task, data.num_features, data.num_classes)
+    model = task_model(task, data)
     set_weights(model, weights)
     _, test_loader = data.loaders(task.batch_size, seed=seed)
-    return LocalEvaluation(*predict(model, test_loader))
+    return local_evaluation(task, model, test_loader)
 
 
 def run_local_round(
@@ -295,11 +342,14 @@ def run_local_round(
 ) -> tuple[list[np.ndarray], float, LocalEvaluation]:
     """Evaluate the global model, train locally; return the weight delta, the training loss and
     the evaluation of the global model it started from."""
-    model = make_model(task, data.num_features, data.num_classes)
+    learning = get_task(task.task)
+    if task.record_dp is not None:
+        learning.check_record_dp()
+    model = task_model(task, data)
     set_weights(model, global_weights)
     shuffle_seed, training_seed = randomness.round_seeds(server_round)
     train_loader, test_loader = data.loaders(task.batch_size, seed=shuffle_seed)
-    before = LocalEvaluation(*predict(model, test_loader))  # predict leaves the model as it was
+    before = local_evaluation(task, model, test_loader)  # leaves the model as it was
     loss = train(
         model,
         train_loader,
@@ -308,6 +358,7 @@ def run_local_round(
         seed=training_seed,
         optimizer=task.optimizer,
         dp=task.record_dp,
+        loss=learning.loss,
     )
     delta = [new - old for new, old in zip(get_weights(model), global_weights, strict=True)]
     return delta, float(loss), before

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, fields
 
 from common import protocol as p
 from models.registry import MODEL_NAMES, is_import_path, model_kwargs
+from models.tasks import EvaluationSettings, get_task
 from privacy.config import KEYS as DP_KEYS
 from privacy.config import DpConfig
 
@@ -65,7 +66,17 @@ class RunSettings:
         simulation: a roster and signing keys for the simulated hospitals are made per run.
     eval_bins : int (default: 100)
         Score bins of the evaluation histograms hospitals send inside the ciphertext (pooled
-        ROC AUC is exact up to the bound ``eval_auc_bound``, which shrinks with more bins).
+        ROC AUC is exact up to the bound ``eval_auc_bound``, which shrinks with more bins); for
+        survival, the risk bins of the concordance histograms.
+    task : str (default: "classification")
+        ``classification``, ``regression`` or ``survival`` (``models.tasks``): the loss, the
+        model's outputs and the pooled metrics. A hospital may pin it in its node config.
+    time_column, event_column : str (default: "time", "event")
+        Survival CSV data: the follow-up time and the event indicator (1 event, 0 censored);
+        ``target_column`` is the target of classification and regression.
+    time_bins, time_horizon : int, float (default: 20, 0.0)
+        Survival: the time bins of the pooled concordance histograms, equal bins over
+        [0, ``time_horizon``) (later times share the last); the horizon is required.
     per_hospital_plaintext : bool (default: False)
         Also send each hospital's own test metrics in the clear (today's FedAvg habit). Off:
         they stay at the hospital, and only pooled sums leave it, encrypted.
@@ -122,6 +133,11 @@ class RunSettings:
     dp_target_epsilon: float = 0.0
     dp_delta: float = 1e-5
     dp_min_contributors: int = 2
+    task: str = "classification"
+    time_column: str = "time"
+    event_column: str = "event"
+    time_bins: int = 20
+    time_horizon: float = 0.0
 
     def __post_init__(self) -> None:
         if self.num_rounds < 1:
@@ -145,6 +161,17 @@ class RunSettings:
             )
         model_kwargs(self.model, self.hidden, self.model_args)  # refuses model-args that are not JSON
         DpConfig.from_config(self.dp_config())  # refuses invalid DP settings now, not in round 1
+        task = get_task(self.task)
+        task.layout(self.evaluation_settings())  # refuses survival without a horizon, bins out of range
+        if self.dp == "record":
+            task.check_record_dp()
+
+    def evaluation_settings(self) -> EvaluationSettings:
+        return EvaluationSettings(self.num_classes, self.eval_bins, self.time_bins, self.time_horizon)
+
+    @property
+    def num_outputs(self) -> int:
+        return get_task(self.task).num_outputs(self.num_classes)
 
     @property
     def encrypted(self) -> bool:
@@ -169,6 +196,11 @@ class RunSettings:
             "classes": self.classes,
             p.EVAL_BINS: self.eval_bins,
             p.PER_HOSPITAL_PLAINTEXT: self.per_hospital_plaintext,
+            "task": self.task,
+            "time-column": self.time_column,
+            "event-column": self.event_column,
+            "time-bins": self.time_bins,
+            "time-horizon": self.time_horizon,
         } | self.dp_config()
 
     def dp_config(self) -> dict:

@@ -105,7 +105,7 @@ def to_settings(cfg: DictConfig) -> tuple[RunSettings, int]:
             server_lr=float(cfg.strategy.server_lr),
             dataset=str(cfg.dataset.name),
             num_features=int(cfg.dataset.num_features),
-            num_classes=int(cfg.dataset.num_classes),
+            **task_settings(cfg),
             **model,
             image_channels=int(cfg.dataset.get("image_channels", 1)),
             image_size=int(cfg.dataset.get("image_size", 28)),
@@ -123,6 +123,8 @@ def to_settings(cfg: DictConfig) -> tuple[RunSettings, int]:
             max_failed_rounds=int(cfg.strategy.max_failed_rounds),
             classes=",".join(str(c) for c in cfg.dataset.get("classes") or []),
             eval_bins=int(cfg.evaluation.bins),
+            time_bins=int(cfg.evaluation.get("time_bins", 20)),
+            time_horizon=float(cfg.evaluation.get("time_horizon") or 0.0),
             per_hospital_plaintext=bool(cfg.evaluation.per_hospital_plaintext),
             **dp_settings(cfg),
         )
@@ -130,6 +132,22 @@ def to_settings(cfg: DictConfig) -> tuple[RunSettings, int]:
         raise ConfigError(str(err)) from err
     check_model(settings)
     return settings, num_hospitals
+
+
+def task_settings(cfg: DictConfig) -> dict:
+    """The dataset's task and target columns as ``RunSettings`` fields; only classification
+    needs ``dataset.num_classes``."""
+    task = str(cfg.dataset.get("task", "classification"))
+    columns = {
+        "task": task,
+        "time_column": str(cfg.dataset.get("time_column", "time")),
+        "event_column": str(cfg.dataset.get("event_column", "event")),
+    }
+    if task != "classification":
+        return columns
+    if OmegaConf.is_missing(cfg.dataset, "num_classes"):
+        raise ConfigError(f"dataset={cfg.dataset.name} with task=classification needs dataset.num_classes")
+    return columns | {"num_classes": int(cfg.dataset.num_classes)}
 
 
 MODEL_CONFIG_KEYS = ("_target_", "name", "weights")  # conf/model keys that are not model arguments

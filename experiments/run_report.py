@@ -14,4 +14,11 @@ def fmt(value: object) -> str:
     return f"{value:.4f}" if isinstance(value, float) and math.isfinite(value) else str(value)
 
 
-PROGRESS_METRICS = ("contributors", "eval_loss", "eval_accuracy", "eval_auc")  # shown beside the bar
+PROGRESS_METRICS = (  # shown beside the bar, those the task has
+    "contributors",
+    "eval_loss",
+    "eval_accuracy",
+    "eval_auc",
+    "eval_r2",
+    "eval_c_index",
+)

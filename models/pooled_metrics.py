@@ -24,15 +24,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-FIXED_POINT_BITS = 32  # loss and confidence totals travel as integers of 2^-32
-MAX_TOTAL = (1 << 62) - 1  # he.encoding.SUM_BITS: a total above it is carried as the maximum
+from models.sums import FIXED_POINT_BITS, SectionedLayout, fixed_point
+
 DEFAULT_BINS = 100
 MAX_CLASSES = 256  # the confusion matrix alone is then 65,536 sums
 SCALARS = ("eval_examples", "correct", "loss", "train_examples", "train_loss", "clipped_values")
 
 
 @dataclass(frozen=True)
-class EvaluationLayout:
+class EvaluationLayout(SectionedLayout):
     """The order of the integer sums for ``num_classes`` classes and ``bins`` score bins."""
 
     num_classes: int
@@ -57,26 +57,6 @@ class EvaluationLayout:
             "calibration_correct": (b,),
             "calibration_confidence": (b,),  # fixed point
         }
-
-    @property
-    def size(self) -> int:
-        return sum(math.prod(shape) for shape in self.sections.values())
-
-    def split(self, sums) -> dict[str, np.ndarray]:
-        """The named sections of a sum vector (object arrays of Python ints: sums can exceed int64)."""
-        if len(sums) != self.size:
-            raise ValueError(f"evaluation sums: expected {self.size} values, got {len(sums)}")
-        values = np.array([int(v) for v in sums], dtype=object)
-        out, start = {}, 0
-        for name, shape in self.sections.items():
-            size = math.prod(shape)
-            out[name] = values[start : start + size].reshape(shape) if shape else values[start]
-            start += size
-        return out
-
-
-def fixed_point(value: float) -> int:
-    return min(MAX_TOTAL, max(0, round(value * (1 << FIXED_POINT_BITS))))
 
 
 def score_bins(scores: np.ndarray, bins: int) -> np.ndarray:

@@ -1,7 +1,7 @@
 """Models for tabular hospital data (e.g. breast cancer features, a site's own CSV table).
 
-Both models output raw logits of shape ``(batch, num_classes)`` so that every model in the
-project is trained with the same cross-entropy loss and evaluated with the same softmax.
+Both models output raw values of shape ``(batch, num_classes)``: class logits, or with
+``num_classes=1`` the one value of a regression or the risk of a survival task (``models.tasks``).
 They hold only float parameters (no batch-norm counters), so every ``state_dict`` entry can
 be encoded and aggregated homomorphically.
 """
@@ -17,8 +17,8 @@ from torch import nn
 def _check_sizes(num_features: int, num_classes: int) -> None:
     if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features < 1:
         raise ValueError(f"num_features must be a positive int, got {num_features!r}")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-        raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes (outputs) must be an int >= 1, got {num_classes!r}")
 
 
 class LogisticRegression(nn.Module):

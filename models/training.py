@@ -8,8 +8,9 @@ replayed exactly without touching the caller's global random state; with record-
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -21,6 +22,11 @@ from privacy.config import RecordDpConfig
 from privacy.dpsgd import DpSgdPlan
 
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")
+Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (outputs, targets) -> mean loss
+
+
+def cross_entropy(outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return nn.functional.cross_entropy(outputs, labels.long())
 
 
 def get_weights(model: nn.Module) -> list[np.ndarray]:
@@ -74,8 +80,9 @@ def train(
     optimizer: str = "sgd",
     momentum: float = 0.0,
     dp: RecordDpConfig | None = None,
+    loss: Loss = cross_entropy,
 ) -> float:
-    """Train ``model`` in place with cross-entropy and return the last epoch's mean loss.
+    """Train ``model`` in place with ``loss`` (cross-entropy) and return the last epoch's mean loss.
 
     The run is a function of ``seed``: torch's global generator is seeded inside a forked
     RNG scope (dropout, samplers without a generator), and a loader that owns a
@@ -89,7 +96,8 @@ def train(
     model
         Module mapping a batch of inputs to logits ``(batch, num_classes)``.
     loader
-        Yields ``(inputs, labels)`` with integer class labels of shape ``(batch,)``.
+        Yields ``(inputs, targets)``: integer class labels of shape ``(batch,)`` for
+        cross-entropy, whatever ``loss`` takes otherwise.
     epochs
         Number of passes over ``loader`` (>= 1).
     lr
@@ -104,6 +112,8 @@ def train(
         Record-level DP: train with DP-SGD over Poisson batches of expected size
         ``loader.batch_size`` (``privacy.dpsgd``); a run over its ε budget is refused
         (``PrivacyBudgetExceeded``) before the first step.
+    loss
+        ``(outputs, targets) -> mean loss`` of a batch (``models.tasks``).
 
     Returns
     -------
@@ -121,7 +131,6 @@ def train(
     if dp is not None:
         plan = DpSgdPlan.for_hospital(dp, len(loader.dataset), loader.batch_size, epochs)
         trained, opt, loader = plan.make_private(model, opt, loader)
-    criterion = nn.CrossEntropyLoss()
     was_training = model.training
     model.train()
     try:
@@ -133,11 +142,11 @@ def train(
                 total, count = 0.0, 0
                 for inputs, labels in loader:
                     opt.zero_grad()
-                    loss = criterion(trained(inputs), labels.long())
-                    loss.backward()
+                    batch_loss = loss(trained(inputs), labels)
+                    batch_loss.backward()
                     opt.step()
                     if len(labels):  # a Poisson batch may be empty (its step still adds noise)
-                        total += loss.item() * len(labels)
+                        total += batch_loss.item() * len(labels)
                         count += len(labels)
                 if count == 0:
                     raise ValueError("loader yielded no examples to train on")
@@ -164,25 +173,44 @@ def roc_auc(labels: np.ndarray, probs: np.ndarray) -> float:
     return float(np.mean(per_class))
 
 
+@contextlib.contextmanager
+def _evaluating(model: nn.Module) -> Iterator[None]:
+    """``model`` in eval mode without gradients, restored to its mode afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was_training)
+
+
 def predict(model: nn.Module, loader: DataLoader) -> tuple[np.ndarray, np.ndarray, float]:
     """Labels, softmax probabilities (float64) and the summed cross-entropy over ``loader``,
     without changing ``model``."""
-    was_training = model.training
-    model.eval()
     all_labels, all_probs, total_loss = [], [], 0.0
-    try:
-        with torch.no_grad():
-            for inputs, labels in loader:
-                logits = model(inputs)
-                labels = labels.long()
-                total_loss += nn.functional.cross_entropy(logits, labels, reduction="sum").item()
-                all_probs.append(torch.softmax(logits.double(), dim=1).numpy())
-                all_labels.append(labels.numpy())
-    finally:
-        model.train(was_training)
+    with _evaluating(model):
+        for inputs, labels in loader:
+            logits = model(inputs)
+            labels = labels.long()
+            total_loss += nn.functional.cross_entropy(logits, labels, reduction="sum").item()
+            all_probs.append(torch.softmax(logits.double(), dim=1).numpy())
+            all_labels.append(labels.numpy())
     if not all_labels or sum(len(y) for y in all_labels) == 0:
         raise ValueError("loader yielded no examples to evaluate on")
     return np.concatenate(all_labels), np.concatenate(all_probs), total_loss
+
+
+def predict_outputs(model: nn.Module, loader: DataLoader) -> tuple[torch.Tensor, torch.Tensor]:
+    """All targets and raw outputs over ``loader`` (float64), without changing ``model``."""
+    targets, outputs = [], []
+    with _evaluating(model):
+        for inputs, batch_targets in loader:
+            outputs.append(model(inputs).double())
+            targets.append(batch_targets.double())
+    if not targets or sum(len(t) for t in targets) == 0:
+        raise ValueError("loader yielded no examples to evaluate on")
+    return torch.cat(targets), torch.cat(outputs)
 
 
 def evaluate(model: nn.Module, loader: DataLoader) -> dict[str, float | int]:

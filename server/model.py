@@ -24,7 +24,7 @@ def build_global_model(settings: RunSettings) -> torch.nn.Module:
     """The run's model, untrained (``initial_model`` adds the seed and pretrained weights)."""
     shape = model_input_shape(settings)
     kwargs = model_kwargs(settings.model, settings.hidden, settings.model_args)
-    return build_model(settings.model, shape if len(shape) > 1 else shape[0], settings.num_classes, **kwargs)
+    return build_model(settings.model, shape if len(shape) > 1 else shape[0], settings.num_outputs, **kwargs)
 
 
 def initial_model(settings: RunSettings) -> torch.nn.Module:

@@ -18,13 +18,18 @@ import numpy as np
 
 from common.settings import RunSettings
 from he.roster import Quorum
+from models.pooled_metrics import PooledEvaluation
 from models.training import set_weights
 from server.evaluation_plots import confusion_table, save_calibration_curve, save_roc_curve
 from server.model import build_global_model, input_example, model_summary
 from strategies.checkpoint import Checkpoint
 from strategies.run_record import FederationResult
 
-CURVE_METRICS = ("eval_loss", "eval_accuracy", "eval_auc")
+CURVE_METRICS = {  # the learning curves' panels, by task
+    "classification": ("eval_loss", "eval_accuracy", "eval_auc"),
+    "regression": ("eval_loss", "eval_mae", "eval_r2"),
+    "survival": ("eval_loss", "eval_c_index"),
+}
 MAX_TAG = 5000  # MLflow's limit on a tag value
 
 
@@ -150,8 +155,8 @@ class MlflowTracker:
         mlflow.log_params(flat)
 
     def log_model_params(self, settings: RunSettings) -> None:
-        """The model's class (import path) and the number of values it sends per round."""
-        mlflow.log_params(model_summary(build_global_model(settings), settings))
+        """The model's class (import path), the number of values it sends per round and the task."""
+        mlflow.log_params(model_summary(build_global_model(settings), settings) | {"task": settings.task})
 
     def log_round(self, server_round: int, metrics: dict) -> None:
         """The round's metrics; hospitals that sent no update (``missing``) join the tag
@@ -222,9 +227,9 @@ class MlflowTracker:
             mlflow.log_metrics(final)
         with tempfile.TemporaryDirectory() as tmp:
             curve = Path(tmp) / "learning_curve.png"
-            self._plot_curve(result.history, curve)
+            self._plot_curve(result.history, curve, CURVE_METRICS[settings.task])
             mlflow.log_artifact(str(curve))
-            if result.evaluation is not None:
+            if isinstance(result.evaluation, PooledEvaluation):  # classification's curves and table
                 for name, save in (
                     ("roc_curve.png", save_roc_curve),
                     ("calibration_curve.png", save_calibration_curve),
@@ -256,14 +261,14 @@ class MlflowTracker:
             mlflow.log_artifacts(str(Path(tmp) / "model"), "model")
 
     @staticmethod
-    def _plot_curve(history: list[dict], path: Path) -> None:
+    def _plot_curve(history: list[dict], path: Path, metrics: tuple[str, ...]) -> None:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        fig, axes = plt.subplots(1, len(CURVE_METRICS), figsize=(4 * len(CURVE_METRICS), 3.2))
-        for ax, key in zip(axes, CURVE_METRICS, strict=True):
+        fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.2))
+        for ax, key in zip(axes, metrics, strict=True):
             points = [(h["round"], h[key]) for h in history if key in h and math.isfinite(float(h[key]))]
             if points:
                 xs, ys = zip(*points, strict=True)

@@ -20,7 +20,8 @@ from flwr.serverapp.strategy import Strategy
 
 from common import protocol as p
 from common.settings import RunSettings
-from models.pooled_metrics import EvaluationLayout, PooledEvaluation, add_sums
+from models.pooled_metrics import add_sums
+from models.tasks import get_task
 from privacy.mechanism import plan_from_config
 from strategies.checkpoint import Checkpoint
 from strategies.feature_statistics import FeatureStatistics
@@ -37,7 +38,16 @@ from strategies.server_optimizer import ServerOptimizer
 
 log = logging.getLogger(__name__)
 CLIENT_METRICS = ("train_loss", "eval_loss", "eval_accuracy", "eval_auc", "encrypt_seconds")
-SITE_METRICS = ("train_loss", "eval_loss", "eval_accuracy", "eval_auc")  # a hospital's own, opt-in
+SITE_METRICS = (  # a hospital's own, opt-in (those of the run's task)
+    "train_loss",
+    "eval_loss",
+    "eval_accuracy",
+    "eval_auc",
+    "eval_mse",
+    "eval_mae",
+    "eval_r2",
+    "eval_c_index",
+)
 
 
 class FedAvg(HospitalNames, FeatureStatistics, Strategy):
@@ -54,9 +64,10 @@ class FedAvg(HospitalNames, FeatureStatistics, Strategy):
         self.round_replied: set[int] = set()  # of the current round: hospitals that replied at all (alive)
         self.feature_statistics: dict = {}
         self.result: FederationResult | None = None  # so far: what a run that stops still logs
-        self.evaluation_layout = EvaluationLayout(settings.num_classes, settings.eval_bins)
-        self.last_evaluation: PooledEvaluation | None = None  # of the last pooled_metrics call
-        self.final_evaluation: PooledEvaluation | None = None  # set by aggregate_evaluate
+        self.task = get_task(settings.task)
+        self.evaluation_layout = self.task.layout(settings.evaluation_settings())
+        self.last_evaluation = None  # the task's pooled evaluation, of the last pooled_metrics call
+        self.final_evaluation = None  # set by aggregate_evaluate
         self.resume_from: Checkpoint | None = None  # set by resume()
         self.on_checkpoint: Callable[[Checkpoint], None] | None = None  # after every round
         self.run_tags: dict[str, str] = {}  # facts of this run for MLflow tags, e.g. set-up's
@@ -310,9 +321,7 @@ class FedAvg(HospitalNames, FeatureStatistics, Strategy):
         encryption time, and -- only if the run opted into per-hospital plaintext -- the sites'
         own metrics averaged as today's FedAvg does (``site_mean_*``)."""
         metrics = {}
-        self.last_evaluation = (
-            None if sums is None else PooledEvaluation.from_sums(self.evaluation_layout, sums)
-        )
+        self.last_evaluation = None if sums is None else self.task.from_sums(self.evaluation_layout, sums)
         if self.last_evaluation is not None:
             metrics |= self.last_evaluation.metrics()
         timings = [m["encrypt_seconds"] for m in client_metrics if "encrypt_seconds" in m]
@@ -368,7 +377,7 @@ def evaluation_sums(reply: Message, total: list[int] | None) -> list[int] | None
 def weighted_client_metrics(metrics: list[dict]) -> dict:
     """Average client metrics weighted by their evaluation examples; NaN AUCs are skipped."""
     out = {}
-    for key in (*CLIENT_METRICS, "eval_loss", "eval_accuracy", "eval_auc"):
+    for key in dict.fromkeys((*CLIENT_METRICS, *SITE_METRICS)):
         pairs = [(m[key], m.get("eval_examples", 1)) for m in metrics if key in m and np.isfinite(m[key])]
         if pairs:
             values, weights = zip(*pairs, strict=True)

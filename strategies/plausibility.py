@@ -20,6 +20,9 @@ from he.decrypt import decrypt_sums, decrypt_update
 from he.encoding import WeightScaleError, decoding_error
 from he.errors import HEError
 from models.pooled_metrics import EvaluationLayout
+from models.regression import RegressionLayout
+from models.sums import from_fixed_point
+from models.survival import SurvivalLayout
 
 
 class ImplausibleAggregateError(HEError):
@@ -65,15 +68,26 @@ def check_total(total: int, contributors: Set[int], unit_weights: bool, known: K
         known.check(contributors, total)
 
 
-def check_evaluation(layout: EvaluationLayout, sums: list[int], train_examples: int) -> None:
-    """Pooled evaluation sums (``models.pooled_metrics``) that agree with each other: every
-    example is counted once in the confusion matrix, once per class in the score histograms and
-    once in the calibration bins; correct predictions are the confusion matrix's diagonal.
-    ``train_examples``: the training count the sums must carry (the decoded total, or 0)."""
+def check_evaluation(layout, sums: list[int], train_examples: int) -> None:
+    """Pooled evaluation sums (``models.tasks``) that agree with each other (the facts of the
+    layout's task); ``train_examples``: the training count the sums must carry (the decoded
+    total, or 0)."""
     s = layout.split(sums)
+    facts = FACTS[type(layout)](layout, s)
+    facts[f"the training count is {train_examples}"] = int(s["train_examples"]) == train_examples
+    broken = [fact for fact, holds in facts.items() if not holds]
+    if broken:
+        raise ImplausibleAggregateError(
+            f"decoded evaluation sums ({int(s['eval_examples'])} examples) break: {'; '.join(broken)}"
+        )
+
+
+def classification_facts(layout: EvaluationLayout, s: dict) -> dict[str, bool]:
+    """Every example is counted once in the confusion matrix, once per class in the score
+    histograms and once in the calibration bins; correct predictions are its diagonal."""
     examples, correct = int(s["eval_examples"]), int(s["correct"])
     confusion, positives, negatives = s["confusion"], s["positives"], s["negatives"]
-    facts = {
+    return {
         "correct <= examples": correct <= examples,
         "the confusion matrix sums to the examples": confusion.sum() == examples,
         "its diagonal sums to the correct count": np.trace(confusion) == correct,
@@ -86,13 +100,43 @@ def check_evaluation(layout: EvaluationLayout, sums: list[int], train_examples: 
         "the calibration bins count the examples": s["calibration_count"].sum() == examples,
         "their correct counts sum to the correct count": s["calibration_correct"].sum() == correct,
         "no bin is more correct than it is full": all(s["calibration_correct"] <= s["calibration_count"]),
-        f"the training count is {train_examples}": int(s["train_examples"]) == train_examples,
     }
-    broken = [fact for fact, holds in facts.items() if not holds]
-    if broken:
-        raise ImplausibleAggregateError(
-            f"decoded evaluation sums ({examples} examples, {correct} correct) break: {'; '.join(broken)}"
-        )
+
+
+def regression_facts(layout: RegressionLayout, s: dict) -> dict[str, bool]:
+    """By Cauchy-Schwarz (Σ|y-ŷ|)² <= n·Σ(y-ŷ)² and (Σ|y|)² <= n·Σy², up to fixed-point rounding."""
+    n, hospitals = int(s["eval_examples"]), int(s["hospitals"])
+
+    def cauchy_schwarz(linear: float, square: float) -> bool:
+        rounding = 2.0**-31 * hospitals * (n + linear + hospitals)  # each total within H·2^-33
+        return linear * linear <= n * square + 1e-9 * (linear * linear + n * square) + rounding
+
+    y_abs = from_fixed_point(int(s["y_positive"]) + int(s["y_negative"]))
+    return {
+        "at least one hospital": hospitals >= 1,
+        "(Σ|y-ŷ|)² <= n·Σ(y-ŷ)²": cauchy_schwarz(
+            from_fixed_point(s["absolute_error"]), from_fixed_point(s["squared_error"])
+        ),
+        "(Σ|y|)² <= n·Σy²": cauchy_schwarz(y_abs, from_fixed_point(s["y_squared"])),
+    }
+
+
+def survival_facts(layout: SurvivalLayout, s: dict) -> dict[str, bool]:
+    """Every example is in one histogram cell, every event too, and no cell has more events than
+    subjects."""
+    events, subjects = s["events_histogram"], s["subjects_histogram"]
+    return {
+        "the subject histogram counts the examples": subjects.sum() == int(s["eval_examples"]),
+        "the event histogram counts the events": events.sum() == int(s["events"]),
+        "no cell has more events than subjects": bool(np.all(events <= subjects)),
+    }
+
+
+FACTS = {
+    EvaluationLayout: classification_facts,
+    RegressionLayout: regression_facts,
+    SurvivalLayout: survival_facts,
+}
 
 
 def check_statistics(average: list[np.ndarray], error: float) -> None:

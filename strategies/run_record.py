@@ -7,8 +7,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from models.pooled_metrics import PooledEvaluation
-
 
 class RoundFailedError(RuntimeError):
     """A round could not produce a new global model (too few valid contributions or shares)."""
@@ -21,7 +19,7 @@ class FederationResult:
     weights: list[np.ndarray]
     history: list[dict] = field(default_factory=list)
     final_metrics: dict = field(default_factory=dict)
-    evaluation: PooledEvaluation | None = None  # the final model on the pooled test set (curves)
+    evaluation: object | None = None  # the task's pooled evaluation of the final model (curves)
     tags: dict[str, str] = field(default_factory=dict)  # run facts for MLflow tags (``run_tags``)
 
 

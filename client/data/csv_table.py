@@ -13,6 +13,7 @@ import pandas as pd
 
 from client.data.hospital import HospitalData, HospitalDataError, MissingHospitalData
 from client.data.split import check_fraction, split_indices
+from client.targets import TASKS_WITH_VALUES, TargetColumns
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +90,7 @@ def load_csv(
     test_fraction: float = 0.2,
     seed: int = 0,
     classes: Sequence[object] | None = None,
+    targets: TargetColumns | None = None,
 ) -> HospitalData:
     """Load a hospital's own table from a CSV file.
 
@@ -109,6 +111,9 @@ def load_csv(
         Label values of the whole federation. Labels are mapped to ``0..K-1`` in sorted
         order of these values (or of the labels present if ``None``), so every hospital
         passing the same ``classes`` gets the same encoding even if it lacks some classes.
+    targets
+        The task and its target column(s) (``client.targets``); default: classification of
+        ``target_column``. Regression and survival split by event, without classes.
 
     Notes
     -----
@@ -122,16 +127,18 @@ def load_csv(
     check_fraction(test_fraction)
     frame = read_table(path)
     present = [str(c) for c in frame.columns]
-    features = [c for c in frame.columns if c != target_column]
+    targets = targets or TargetColumns(target=target_column)
+    target_columns = targets.columns
+    features = [c for c in frame.columns if c not in target_columns]
     if feature_columns is not None:
         features = list(feature_columns)
-        if target_column in features:
-            raise HospitalDataError(f"{path}: target column {target_column!r} is also a feature")
-    missing = [c for c in [target_column, *features] if c not in frame.columns]
+        if set(target_columns) & set(features):
+            raise HospitalDataError(f"{path}: target column(s) {target_columns} are also features")
+    missing = [c for c in [*target_columns, *features] if c not in frame.columns]
     if missing:
         raise HospitalDataError(f"{path}: missing column(s) {missing}; columns present: {present}")
     if not features:
-        raise HospitalDataError(f"{path}: no feature columns besides target {target_column!r}")
+        raise HospitalDataError(f"{path}: no feature columns besides target(s) {target_columns}")
     non_numeric = [c for c in features if not pd.api.types.is_numeric_dtype(frame[c])]
     if non_numeric:
         raise HospitalDataError(
@@ -139,17 +146,23 @@ def load_csv(
             "remove them from the file (every column except the target is a feature)"
         )
 
-    unlabeled = int(frame[target_column].isna().sum())
-    if unlabeled:
-        logger.warning("%s: dropped %d row(s) with missing target %r", path, unlabeled, target_column)
-        frame = frame[frame[target_column].notna()]
-    y, class_names = _encode_labels(frame[target_column], classes, path)
+    labeled = frame[target_columns].notna().all(axis=1)
+    if not labeled.all():
+        dropped = int((~labeled).sum())
+        logger.warning("%s: dropped %d row(s) with missing target %s", path, dropped, target_columns)
+        frame = frame[labeled]
+    if targets.task in TASKS_WITH_VALUES:
+        y, strata = targets.values(frame, path, HospitalDataError)
+        class_names: tuple[object, ...] = ()
+    else:
+        y, class_names = _encode_labels(frame[target_columns[0]], classes, path)
+        strata = y
     x = frame[features].to_numpy(dtype=np.float64)
     infinite = [c for c, bad in zip(features, np.isinf(x).any(axis=0), strict=True) if bad]
     if infinite:
         raise HospitalDataError(f"{path}: feature column(s) {infinite} contain infinite values")
 
-    train_idx, test_idx = split_indices(y, test_fraction, seed)
+    train_idx, test_idx = split_indices(strata, test_fraction, seed)
     x_train, x_test = x[train_idx], x[test_idx]
     nan_train, nan_test = np.isnan(x_train), np.isnan(x_test)
     if nan_train.any() or nan_test.any():
@@ -167,6 +180,7 @@ def load_csv(
         x_test=x_test,
         y_test=y[test_idx],
         num_features=len(features),
-        num_classes=len(class_names),
+        num_classes=len(class_names) or 1,
         class_names=class_names,
+        task=targets.task,
     )

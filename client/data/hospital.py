@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from client.targets import TASKS_WITH_VALUES
+
 
 class HospitalDataError(ValueError):
     """This hospital's file does not fit the run's dataset settings (``classes``, target column,
@@ -34,9 +36,12 @@ class HospitalData:
     num_features
         Number of features for tabular data, ``(C, H, W)`` for images.
     num_classes
-        Number of classes of the federation (a site may hold fewer).
+        Number of classes of the federation (a site may hold fewer); 1 for regression and survival.
     class_names
         Original label value of each class index (e.g. ``("malignant", "benign")``).
+    task
+        ``classification`` (labels as above), ``regression`` (float targets ``(N,)``) or
+        ``survival`` (float ``(N, 2)``: time, event).
     """
 
     x_train: np.ndarray
@@ -46,24 +51,27 @@ class HospitalData:
     num_features: int | tuple[int, ...]
     num_classes: int
     class_names: tuple[object, ...] = ()
+    task: str = "classification"
 
     def __post_init__(self) -> None:
-        if self.num_classes < 2:
-            raise ValueError(f"num_classes must be >= 2, got {self.num_classes}")
+        classification = self.task == "classification"
+        if self.num_classes < 2 if classification else self.num_classes != 1:
+            raise ValueError(f"num_classes must be >= 2 (1 for {TASKS_WITH_VALUES}), got {self.num_classes}")
         if self.class_names and len(self.class_names) != self.num_classes:
             raise ValueError(
                 f"class_names has {len(self.class_names)} entries, expected num_classes={self.num_classes}"
             )
         for split in ("train", "test"):
             x = np.array(getattr(self, f"x_{split}"), dtype=np.float32)
-            y = np.array(getattr(self, f"y_{split}"), dtype=np.int64)
+            y = np.array(getattr(self, f"y_{split}"), dtype=np.int64 if classification else np.float64)
             if x.shape[1:] != self.feature_shape:
                 raise ValueError(
                     f"x_{split} has per-example shape {x.shape[1:]}, expected {self.feature_shape}"
                 )
-            if y.shape != (len(x),):
-                raise ValueError(f"y_{split} has shape {y.shape}, expected ({len(x)},)")
-            if len(y) and (y.min() < 0 or y.max() >= self.num_classes):
+            target_shape = (len(x), 2) if self.task == "survival" else (len(x),)
+            if y.shape != target_shape:
+                raise ValueError(f"y_{split} has shape {y.shape}, expected {target_shape}")
+            if classification and len(y) and (y.min() < 0 or y.max() >= self.num_classes):
                 raise ValueError(
                     f"y_{split} has labels outside 0..{self.num_classes - 1}: min {y.min()}, max {y.max()}"
                 )

@@ -263,10 +263,10 @@ def test_check_only_connects_and_only_approved_apps_run(tmp_path: Path, procs: P
     allow_model(states[0])
     plaintext = submit(home, app, pilot, " strategy='fedavg'")
     done = engineer_runs("out")
-    for state in states:  # the approved app refused the plaintext run at its first message
+    for i, state in enumerate(states):  # the approved app refused the plaintext run at its first message
         (entry,) = audited(state, plaintext, "refused")
         assert entry["message_type"] == "query.statistics"
-        assert entry["reason"].startswith("policy require_encrypted=true")
+        assert entry["reason"].startswith(f"[hospital-{i + 1}] policy require_encrypted=true")
     logs = "".join(
         f"\n--- hospital-{i + 1}:\n" + procs.log(f"hospital-{i + 1}")[-2000:] for i in range(HOSPITALS)
     )

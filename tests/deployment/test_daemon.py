@@ -171,6 +171,9 @@ def test_daemon_builds_the_supernode_command(
         "state-dir": str(tmp_path / "state"),
         "data-path": str(data),
         "target-column": "outcome",
+        "task": "classification",  # pinned: a run for another task is refused
+        "time-column": "time",
+        "event-column": "event",
         NODE_ROSTER: str(pilot.hospital_dir("hospital-1") / "roster.json"),
         NODE_SIGNING_KEY: str(pilot.signing_key("hospital-1")),
         NODE_HOSPITAL: "hospital-1",

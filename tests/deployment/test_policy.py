@@ -151,6 +151,7 @@ def mlp_weights(hidden: int) -> list[np.ndarray]:
         ({"hidden": 4096}, 4096, "policy max_model_parameters=100000: the model this run sends has 135170"),
         ({"local-epochs": "99999999"}, 32, "policy max_local_epochs=100: this run asks for 99999999 local"),
         ({p.EVAL_BINS: 10_000}, 32, "policy max_eval_bins=100: this run asks for 10000 evaluation"),
+        ({"time-bins": 1000}, 32, "policy max_time_bins=100: this run asks for 1000 survival time bins"),
         ({p.ROUND: 1001}, 32, "policy max_rounds=1000: this run asks for 1001 as its training round"),
         ({DP_KEYS["num_rounds"]: 5000}, 32, "policy max_rounds=1000: this run asks for 5000 DP-accounted"),
         (

@@ -77,7 +77,7 @@ def test_invalid_models_fail_before_any_process_starts(overrides: list[str], rea
     assert reason in str(err.value)
 
 
-def test_mlflow_records_the_model_class_and_its_parameter_count(tmp_path: Path) -> None:
+def test_mlflow_records_the_model_class_its_parameter_count_and_the_task(tmp_path: Path) -> None:
     from mlflow.tracking import MlflowClient
 
     from server.tracking import MlflowTracker
@@ -90,8 +90,9 @@ def test_mlflow_records_the_model_class_and_its_parameter_count(tmp_path: Path) 
             30 * 8 + 8 + 2 * (2 * 8 + 2 * 72) + 2 * 8 + 18,
         ),
         (RunSettings(), "models.tabular.MLP", 30 * 32 + 32 + 32 * 2 + 2),
+        (RunSettings(task="regression", num_features=5), "models.tabular.MLP", 5 * 32 + 32 + 32 + 1),
     ):
         with MlflowTracker(uri, "fedquorum") as tracker:
             tracker.log_model_params(settings)
         params = MlflowClient(uri).get_run(tracker.run_id).data.params
-        assert params == {"model_class": model_class, "model_parameters": str(count)}
+        assert params == {"model_class": model_class, "model_parameters": str(count), "task": settings.task}

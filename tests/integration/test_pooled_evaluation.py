@@ -43,7 +43,7 @@ def recording_hospitals(directory: Path) -> ClientApp:
                 weights = [a.numpy() for a in message.content[p.ARRAYS].values()]
                 own = local.evaluate_local(task, data, weights, task.seed)
                 np.savez(
-                    directory / f"own-{partition(context)}.npz", labels=own.labels, probs=own.probabilities
+                    directory / f"own-{partition(context)}.npz", labels=own.targets, probs=own.predictions
                 )
             return reply
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from flwr.app import ArrayRecord
 from sim_helpers import (
+    WEIGHT_TOLERANCE,
     asked_to_decrypt,
     hospital_app,
     offline_at_set_up,
@@ -24,10 +25,6 @@ from common.settings import RunSettings
 from he.encoding import UpdateEncoder, weight_scale_for
 from he.params import preset
 from server.app import initial_weights
-
-# Quantization step of the precise preset (2^-53 relative) accumulates over 3 rounds of SGD:
-# weights agree far below float32 resolution of what training changes.
-WEIGHT_TOLERANCE = 1e-5
 
 
 @pytest.mark.slow

@@ -94,7 +94,7 @@ def test_models_have_only_float_state() -> None:
     "make",
     [
         lambda: LogisticRegression(0),
-        lambda: LogisticRegression(3, num_classes=1),
+        lambda: LogisticRegression(3, num_classes=0),
         lambda: MLP(3, hidden=(0,)),
         lambda: MLP(3, dropout=1.0),
         lambda: SmallCNN(0, 2),

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from models.pooled_metrics import EvaluationLayout, add_sums, local_sums
+from models.tasks import EvaluationSettings, get_task
 from strategies.plausibility import (
     ImplausibleAggregateError,
     KnownTotals,
@@ -119,3 +120,36 @@ def test_a_shifted_feature_mean_or_a_negative_spread_is_caught() -> None:
         check_statistics([mean, square], 1e-3)
     with pytest.raises(ImplausibleAggregateError, match=r"features \[1\]"):
         check_statistics([np.array([0.5, -0.01])], 1e-3)
+
+
+def task_sums(task_name: str, layout, seed: int = 0) -> list[int]:
+    """Two hospitals' honest regression or survival sums."""
+    rng = np.random.default_rng(seed)
+    task, sums = get_task(task_name), [0] * layout.size
+    for n in (40, 57):
+        y = rng.exponential(3.0, n)
+        if task_name == "survival":
+            y = np.column_stack([y, rng.integers(0, 2, n)])
+        sums = add_sums(sums, task.local_sums(layout, y, rng.normal(size=n), 4.0))
+    return sums
+
+
+@pytest.mark.parametrize(
+    ("task_name", "section", "delta", "at", "broken"),
+    [
+        ("regression", "absolute_error", 1 << 40, 0, r"\(Σ\|y-ŷ\|\)² <= n·Σ\(y-ŷ\)²"),
+        ("regression", "y_positive", 1 << 42, 0, r"\(Σ\|y\|\)² <= n·Σy²"),
+        ("regression", "hospitals", -2, 0, "at least one hospital"),
+        ("survival", "events", 1, 0, "the event histogram counts the events"),
+        ("survival", "subjects_histogram", 1, 7, "the subject histogram counts the examples"),
+        ("survival", "events_histogram", 50, 0, "no cell has more events than subjects"),
+    ],
+)
+def test_honest_regression_and_survival_sums_pass_and_tampered_ones_are_caught(
+    task_name, section, delta, at, broken
+) -> None:
+    layout = get_task(task_name).layout(EvaluationSettings(bins=10, time_bins=4, horizon=10.0))
+    sums = task_sums(task_name, layout)
+    check_evaluation(layout, sums, 0)
+    with pytest.raises(ImplausibleAggregateError, match=broken):
+        check_evaluation(layout, shifted(layout, sums, section, delta, at), 0)

@@ -1,0 +1,1 @@
+"""A regression federation: length of hospital stay (days) from admission data, 3 hospitals."""
