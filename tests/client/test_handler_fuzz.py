@@ -37,6 +37,7 @@ from client.error_boundary import (
     InvalidRequest,
     RequestError,
 )
+from client.policy import NODE_POLICY
 from client.refusals import RefusedRequest
 from client.task import TaskConfig
 from common import protocol as p
@@ -108,7 +109,16 @@ def hospital_one(federation, tmp_path_factory):
     server, hellos, train_config, weights, replies = federation
     path = tmp_path_factory.mktemp(DATA_DIR) / "patients.csv"
     write_csv(path, np.random.default_rng(SEED), server.settings.num_features)
-    node_config = {"partition-id": 0, "num-partitions": len(PARTIES), "data-path": str(path)}
+    # the default policy, as every daemon runs with: its limits (e.g. max_local_epochs) stop a
+    # fuzzed request from asking for 2^62 epochs of training
+    policy = path.with_name("policy.toml")
+    policy.write_text("")
+    node_config = {
+        "partition-id": 0,
+        "num-partitions": len(PARTIES),
+        "data-path": str(path),
+        NODE_POLICY: str(policy),
+    }
     task = {**server.config, "classes": ",".join(LABELS), "target-column": "diagnosis"}
     params = hospital.load_keyholder(server.contexts[1]).ctx.params
     honest = {
