@@ -65,7 +65,7 @@ def test_pooled_regression_metrics_are_those_of_the_pooled_predictions_within_th
             continue
         assert abs(metrics[name] - value) <= bounds[name], (name, metrics[name], value, bounds[name])
     assert bounds["eval_mse"] <= len(sizes) * 2**-32 / len(y) + 1e-15 * exact["eval_mse"]
-    if sst > 1e8 * resolution:
+    if sst > 1e8 * resolution and math.fsum(y * y) < LARGEST_TOTAL:  # past it the pooled Σy² saturates
         assert bounds["eval_r2"] < 1e-6
 
 
