@@ -37,11 +37,11 @@ STATE = "fedquorum"
 PRESET_KEY = "preset"  # read by experiments._simulate to register preset variants
 
 
-def local_task():
-    """``client.task``, imported on first use: in deployment every message starts a fresh
-    ClientApp process, and torch plus the data stack cost ~5 s to import, which key-setup and
-    decryption messages do not need."""
-    return importlib.import_module("client.task")
+def hospital_side(module: str):
+    """``client.local_data`` or ``client.local_training``, imported on first use: in deployment
+    every message starts a fresh ClientApp process, and the data stack (~1 s) and torch (~3 s
+    more) are not needed by the key set-up and decryption messages (docs/architecture.md)."""
+    return importlib.import_module(module)
 
 
 # the policy check and the error boundary run inside the audit mod: each refusal or error is an audit line
@@ -154,7 +154,7 @@ def hello(message: Message, context: Context) -> Message:
     config = config_of(message)
     roster, name, key_path = hospital_identity(dict(context.node_config), config)
     holder = KeyHolder(roster, name, int(context.run_id), str(key_path))
-    local = local_task()
+    local = hospital_side("client.local_data")
     local.raw_hospital_data(local.TaskConfig.from_config(config), dict(context.node_config))  # fail early
     signed = holder.hello()
     store_keyholder(context, holder)
@@ -197,7 +197,7 @@ def dealings(message: Message, context: Context) -> Message:
 @app.train()
 def train(message: Message, context: Context) -> Message:
     config = config_of(message)
-    local = local_task()
+    local, training = hospital_side("client.local_data"), hospital_side("client.local_training")
     task = local.TaskConfig.from_config(config)
     data = local.hospital_data(task, dict(context.node_config))
     server_round = config_int(config, p.ROUND)
@@ -207,7 +207,7 @@ def train(message: Message, context: Context) -> Message:
     if record_dp:  # DP-SGD: the hospital's policy and budget decide before it trains
         charge_round(record_dp, context, server_round)
     randomness = local.hospital_randomness(task, dict(context.node_config))
-    delta, train_loss, evaluation = local.run_local_round(
+    delta, train_loss, evaluation = training.run_local_round(
         task, data, global_weights, server_round, randomness
     )
     own = {"train_loss": train_loss, **evaluation.metrics}
@@ -267,9 +267,9 @@ def own_metrics(context: Context, config: dict, what: str, metrics: dict) -> dic
 
 @app.query("statistics")
 def statistics(message: Message, context: Context) -> Message:
-    """One pass of feature statistics for the federation's standardization (see client.task)."""
+    """One pass of feature statistics for the federation's standardization (see client.local_data)."""
     config = config_of(message)
-    local = local_task()
+    local = hospital_side("client.local_data")
     data = local.raw_hospital_data(local.TaskConfig.from_config(config), dict(context.node_config))
     if not local.is_tabular(data):
         return reply(message, metrics={"tabular": 0})
@@ -324,11 +324,11 @@ def evaluate(message: Message, context: Context) -> Message:
     """The final model on this hospital's test split: its evaluation sums, encrypted like an
     update (kind ``train``, the round after the last) unless the run is plaintext."""
     config = config_of(message)
-    local = local_task()
+    local, training = hospital_side("client.local_data"), hospital_side("client.local_training")
     task = local.TaskConfig.from_config(config)
     data = local.hospital_data(task, dict(context.node_config))
     weights = [a.numpy() for a in message.content[p.ARRAYS].values()]
-    evaluation = local.evaluate_local(task, data, weights, task.seed)
+    evaluation = training.evaluate_local(task, data, weights, task.seed)
     shared = own_metrics(context, config, "final evaluation", evaluation.metrics)
     sums = evaluation.sums(evaluation_bins(config))
     if not bool(config.get(p.ENCRYPTED, True)):

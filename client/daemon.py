@@ -37,7 +37,7 @@ the signing key's public half.
 
 ``--insecure`` (no TLS, no node authentication) is for a trial on one machine only, and says so.
 ``--training-seed N`` puts ``training-seed`` in the node config: reproducible training at this
-hospital's discretion; leave it unset so a coordinator's re-run is not a copy (``client.task``).
+hospital's discretion; leave it unset so a coordinator's re-run is not a copy (``client.local_data``).
 ``status`` prints what the hospital's own files in the state dir say (policy, approved apps, the
 last audit lines, the release ledger); the daemon itself keeps no log file there. ``audit`` prints
 the audit log per run for the data protection officer, in plain words (``client.audit_summary``),

@@ -16,7 +16,7 @@ from he.roster import NODE_HOSPITAL, NODE_ROSTER, NODE_SIGNING_KEY
 
 log = logging.getLogger("fedquorum.daemon")
 
-TRAINING_SEED = "training-seed"  # client.task.TRAINING_SEED_KEY (not imported: no torch here)
+TRAINING_SEED = "training-seed"  # client.local_data.TRAINING_SEED_KEY
 
 
 def check_identity(args: argparse.Namespace, warnings: list[str]) -> dict:

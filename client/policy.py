@@ -54,7 +54,7 @@ from privacy.config import KEYS as DP_KEYS
 POLICY_FILE = "policy.toml"
 NODE_POLICY = "policy"  # node-config key: absolute path of the policy file (written by the daemon)
 BUILT_IN_MODELS = ("logreg", "mlp", "cnn", "resnet18")  # models.registry.MODEL_NAMES (no torch here)
-LOCAL_EPOCHS = "local-epochs"  # client.task.TaskConfig's config keys
+LOCAL_EPOCHS = "local-epochs"  # client.local_data.TaskConfig's config keys
 TIME_BINS = "time-bins"
 MODEL = "model"  # a preset name or an import path (models.registry); matched as a whole string
 MODEL_MESSAGES = (p.TRAIN, p.EVALUATE)  # the messages that carry the global model
@@ -185,7 +185,7 @@ class Policy:
 
 
 def _config_integer(value) -> int | None:
-    """A run-config value as ``client.task`` would read it (``int(value)``), or None."""
+    """A run-config value as ``client.local_data`` would read it (``int(value)``), or None."""
     if isinstance(value, bool):
         return None
     try:

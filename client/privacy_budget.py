@@ -32,7 +32,7 @@ from client.policy import Policy, node_policy
 from client.refusals import PolicyRefusal, RefusedRequest
 from privacy.config import KEYS as DP_KEYS
 from privacy.config import DpConfig
-from privacy.dpsgd import PrivacyBudgetExceeded, plan_from_round_config
+from privacy.dpsgd_budget import PrivacyBudgetExceeded, plan_from_round_config
 from privacy.mechanism import DdgPlan
 
 RUN_STATE = "dp-budget"  # run-state record: the DP settings this run started with, its last round

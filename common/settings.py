@@ -178,7 +178,7 @@ class RunSettings:
         return self.strategy == "encrypted_fedavg"
 
     def task_config(self) -> dict:
-        """The keys ``client.task.TaskConfig`` reads (Flower config keys use dashes)."""
+        """The keys ``client.local_data.TaskConfig`` reads (Flower config keys use dashes)."""
         return {
             "dataset": self.dataset,
             "model": self.model,

@@ -15,7 +15,7 @@ simulation whose hospitals answer with every arm's ClientApp (``BenchHospital``)
 
    - ``flower_fedavg``: ``flwr.serverapp.strategy.FedAvg`` (train + evaluate phases) with the
      ClientApp below, which trains our models on our data loaders with the seeds of
-     ``client.task.run_local_round``;
+     ``client.local_training.run_local_round``;
    - ``secaggplus``: Flower's legacy ``DefaultWorkflow(SecAggPlusWorkflow)`` with the legacy
      ``FedAvg`` and a ``NumPyClient`` behind ``secaggplus_mod`` (four train stages, then an
      evaluate phase per round);
@@ -48,7 +48,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
-from client import task as local
+from client import local_data as local
 from client.data import feature_moments, mean_std_from_moments
 from common.settings import RunSettings
 from experiments._simulate import BACKEND, log_file, quiet_output, run_one

@@ -48,11 +48,11 @@ from pathlib import Path
 
 import numpy as np
 
-from client.task import TaskConfig, load_hospital_data
+from client.local_data import TaskConfig, load_hospital_data
 from common.settings import RunSettings
 from experiments._simulate import Run, log_file, progress, simulate_many
 from privacy.config import RecordDpConfig
-from privacy.dpsgd import DpSgdPlan, noise_multiplier_for, sampling
+from privacy.dpsgd_budget import DpSgdPlan, noise_multiplier_for, sampling
 
 DELTA = 1e-5
 

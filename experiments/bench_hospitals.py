@@ -1,6 +1,6 @@
 """The hospitals of the head-to-head benchmark: one ClientApp answering for every arm
 (``BenchHospital``), with the Flower arms' hospitals training our models on our data loaders with
-the seeds of ``client.task.run_local_round``, so the arms differ only in the protocol."""
+the seeds of ``client.local_training.run_local_round``, so the arms differ only in the protocol."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from client import task as local
+from client import local_data as local
+from client import local_training as training
 from models.training import get_weights, set_weights, train
 
 OUR_ARMS = {  # arm -> (strategy, HE preset) of RunSettings
@@ -31,11 +32,11 @@ def task_of(config: dict) -> local.TaskConfig:
 def local_fit(
     config: dict, node_config: dict, weights: list[np.ndarray]
 ) -> tuple[list[np.ndarray], int, dict]:
-    """Train the global model locally (the seeds of ``client.task.run_local_round``)."""
+    """Train the global model locally (the seeds of ``client.local_training.run_local_round``)."""
     task = task_of(config)
     data = local.hospital_data(task, node_config)
     server_round = int(config["server-round"])
-    model = local.make_model(task, data.num_features, data.num_classes)
+    model = training.make_model(task, data.num_features, data.num_classes)
     set_weights(model, weights)
     loader, _ = data.loaders(task.batch_size, seed=task.seed + 1000 * server_round)
     loss = train(model, loader, task.local_epochs, task.lr, task.seed + 7919 * server_round, task.optimizer)
@@ -44,7 +45,7 @@ def local_fit(
 
 def local_evaluate(config: dict, node_config: dict, weights: list[np.ndarray]) -> dict:
     task = task_of(config)
-    return local.evaluate_global(task, local.hospital_data(task, node_config), weights)
+    return training.evaluate_global(task, local.hospital_data(task, node_config), weights)
 
 
 flower_hospital = ClientApp()

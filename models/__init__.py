@@ -1,18 +1,6 @@
-"""Torch models and local training utilities; no Flower or crypto dependencies."""
+"""Torch models, tasks and local training utilities; no Flower or crypto dependencies.
 
-from models.cnn import SmallCNN
-from models.registry import MODEL_NAMES, build_model
-from models.tabular import MLP, LogisticRegression
-from models.training import evaluate, get_weights, set_weights, train
-
-__all__ = [
-    "MLP",
-    "MODEL_NAMES",
-    "LogisticRegression",
-    "SmallCNN",
-    "build_model",
-    "evaluate",
-    "get_weights",
-    "set_weights",
-    "train",
-]
+Import from the submodules (``models.training``, ``models.registry``, ``models.tabular`` ...):
+the package itself imports nothing, so a hospital's key set-up and decryption messages, which
+read only ``models.pooled_metrics`` and ``models.sums``, do not import torch.
+"""

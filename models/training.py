@@ -19,7 +19,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from privacy.config import RecordDpConfig
-from privacy.dpsgd import DpSgdPlan
+from privacy.dpsgd import make_private
+from privacy.dpsgd_budget import DpSgdPlan
 
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (outputs, targets) -> mean loss
@@ -130,7 +131,7 @@ def train(
     trained = model
     if dp is not None:
         plan = DpSgdPlan.for_hospital(dp, len(loader.dataset), loader.batch_size, epochs)
-        trained, opt, loader = plan.make_private(model, opt, loader)
+        trained, opt, loader = make_private(plan, model, opt, loader)
     was_training = model.training
     model.train()
     try:

@@ -6,137 +6,44 @@ Every local step samples a Poisson batch (each record independently, with probab
 of standard deviation ``noise_multiplier * clip_norm`` to the batch's sum. The guarantee needs
 no other hospital and no aggregate: it holds for an update isolated by a difference attack.
 
-The hospital accounts its own ε with ``dp-accounting``'s RDP accountant over every local step
-of every round of the run (a Poisson-subsampled Gaussian per step), and refuses to train when
-the run would exceed ``target_epsilon``. The batch sampling and the noise must be secret from
-the coordinator, which knows the run's seed, so both come from generators seeded by the OS
-CSPRNG (not torch's seeded global generator). Like Opacus without ``secure_mode``, the noise
-is floating point from a Mersenne-Twister stream: docs/privacy.md says what that leaves open.
+The hospital accounts its own ε over every local step of every round of the run, and refuses
+to train when the run would exceed ``target_epsilon`` (``privacy.dpsgd_budget``, torch-free).
+The batch sampling and the noise must be secret from the coordinator, which knows the run's
+seed, so both come from generators seeded by the OS CSPRNG (not torch's seeded global
+generator). Like Opacus without ``secure_mode``, the noise is floating point from a
+Mersenne-Twister stream: docs/privacy.md says what that leaves open.
 """
 
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
 
-import dp_accounting
 import torch
-from dp_accounting.rdp import RdpAccountant
 from opacus import GradSampleModule
 from opacus.data_loader import DPDataLoader
 from opacus.optimizers import DPOptimizer
 from torch import nn
 from torch.utils.data import DataLoader
 
-from privacy import accounting
-from privacy.config import RecordDpConfig
-
-BATCH_SIZE_KEY = "batch-size"  # the round config keys client.task.TaskConfig reads
-LOCAL_EPOCHS_KEY = "local-epochs"
+from privacy.dpsgd_budget import DpSgdPlan
 
 
-class PrivacyBudgetExceeded(RuntimeError):
-    """The run's record-level ε at this hospital would exceed ``dp.target_epsilon``."""
-
-
-@dataclass(frozen=True)
-class DpSgdPlan:
-    """One hospital's DP-SGD for a run: its sampling, clip, noise and accounting."""
-
-    dp: RecordDpConfig
-    sample_rate: float  # expected batch size / number of records
-    steps_per_round: int
-
-    @classmethod
-    def for_hospital(cls, dp: RecordDpConfig, num_examples: int, batch_size: int, local_epochs: int):
-        """The plan of a hospital with ``num_examples`` training records; refuses
-        (``PrivacyBudgetExceeded``) a run whose ε over ``dp.rounds`` would exceed the target."""
-        plan = cls(dp, *sampling(num_examples, batch_size, local_epochs))
-        plan.require_budget()
-        return plan
-
-    def event(self, rounds: int) -> dp_accounting.DpEvent:
-        """All local steps of ``rounds`` rounds."""
-        step = step_event(self.sample_rate, self.dp.noise_multiplier)
-        return dp_accounting.SelfComposedDpEvent(step, rounds * self.steps_per_round)
-
-    def epsilon(self, rounds: int) -> float:
-        """This hospital's ε after ``rounds`` rounds, at ``dp.delta``."""
-        if rounds == 0:
-            return 0.0
-        accountant = RdpAccountant()
-        accountant.compose(self.event(rounds))
-        return float(accountant.get_epsilon(self.dp.delta))
-
-    def require_budget(self) -> None:
-        """Refuse a run whose ε over all its rounds would exceed the target (when one is set)."""
-        if not self.dp.target_epsilon:
-            return
-        spent = self.epsilon(self.dp.rounds)
-        if spent > self.dp.target_epsilon:
-            raise PrivacyBudgetExceeded(
-                f"DP-SGD over {self.dp.rounds} rounds of {self.steps_per_round} steps (sample rate "
-                f"{self.sample_rate:.4g}, noise multiplier {self.dp.noise_multiplier:g}) spends ε = "
-                f"{spent:.3f} at δ = {self.dp.delta:g}, above dp.target_epsilon = "
-                f"{self.dp.target_epsilon:g}; refusing to train"
-            )
-
-    def make_private(
-        self, model: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader
-    ) -> tuple[GradSampleModule, DPOptimizer, DataLoader]:
-        """Wrap training in DP-SGD: per-example gradients, clipped and noised at each step, over
-        Poisson batches of ``loader``'s data set; sampling and noise from the OS CSPRNG."""
-        private_loader = DPDataLoader(
-            loader.dataset, sample_rate=self.sample_rate, generator=secret_generator()
-        )
-        private_optimizer = DPOptimizer(
-            optimizer,
-            noise_multiplier=self.dp.noise_multiplier,
-            max_grad_norm=self.dp.clip_norm,
-            expected_batch_size=max(1, round(self.sample_rate * len(loader.dataset))),
-            generator=secret_generator(),
-        )
-        return GradSampleModule(model), private_optimizer, private_loader
-
-
-def sampling(num_examples: int, batch_size: int, local_epochs: int) -> tuple[float, int]:
-    """``(sample_rate, steps_per_round)`` of a hospital's Poisson batches of expected size
-    ``batch_size`` over ``local_epochs`` passes, its steps counted as Opacus's sampler does."""
-    if num_examples < 1 or batch_size < 1 or local_epochs < 1:
-        raise ValueError(
-            "DP-SGD needs num_examples, batch_size and local_epochs >= 1, got "
-            f"{num_examples}, {batch_size}, {local_epochs}"
-        )
-    sample_rate = min(1.0, batch_size / num_examples)
-    return sample_rate, local_epochs * int(1 / sample_rate)
-
-
-def step_event(sample_rate: float, noise_multiplier: float) -> dp_accounting.DpEvent:
-    """One DP-SGD step: the Gaussian mechanism on a Poisson-subsampled batch."""
-    return dp_accounting.PoissonSampledDpEvent(sample_rate, dp_accounting.GaussianDpEvent(noise_multiplier))
-
-
-def noise_multiplier_for(
-    target_epsilon: float, delta: float, rounds: int, sample_rate: float, steps_per_round: int
-) -> float:
-    """The smallest noise multiplier with which a hospital of this sampling spends at most
-    ``target_epsilon`` over ``rounds`` rounds (to choose ``dp.noise_multiplier`` for the
-    federation's smallest hospital, whose ε is the largest)."""
-    return accounting.calibrate(
-        lambda z: step_event(sample_rate, z), rounds * steps_per_round, target_epsilon, delta
+def make_private(
+    plan: DpSgdPlan, model: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader
+) -> tuple[GradSampleModule, DPOptimizer, DataLoader]:
+    """Wrap training in DP-SGD: per-example gradients, clipped and noised at each step, over
+    Poisson batches of ``loader``'s data set; sampling and noise from the OS CSPRNG."""
+    private_loader = DPDataLoader(loader.dataset, sample_rate=plan.sample_rate, generator=secret_generator())
+    private_optimizer = DPOptimizer(
+        optimizer,
+        noise_multiplier=plan.dp.noise_multiplier,
+        max_grad_norm=plan.dp.clip_norm,
+        expected_batch_size=max(1, round(plan.sample_rate * len(loader.dataset))),
+        generator=secret_generator(),
     )
+    return GradSampleModule(model), private_optimizer, private_loader
 
 
 def secret_generator() -> torch.Generator:
     """A torch generator the coordinator cannot predict (seeded from ``secrets``)."""
     return torch.Generator().manual_seed(secrets.randbits(63))
-
-
-def plan_from_round_config(config: dict, num_examples: int) -> DpSgdPlan | None:
-    """The DP-SGD plan of a hospital with ``num_examples`` training records, from the round's
-    config (the DP keys, ``batch-size`` and ``local-epochs``); None unless the run is ``dp=record``.
-    The hospital accounts its ε from it (``plan.epsilon(rounds)``) before it trains."""
-    dp = RecordDpConfig.from_config(config)
-    if dp is None:
-        return None
-    return DpSgdPlan(dp, *sampling(num_examples, int(config[BATCH_SIZE_KEY]), int(config[LOCAL_EPOCHS_KEY])))

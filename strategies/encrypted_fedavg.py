@@ -274,7 +274,7 @@ class EncryptedFedAvg(FedAvg):
     def _statistics_pass(self, grid: Grid, pass_name: str, round_id: int, extra: dict):
         scale = {p.ROUND: round_id, p.WEIGHT_SCALE: self.statistics_scale}
         replies = self.statistics_replies(grid, pass_name, {**extra, **scale})
-        features = self.settings.num_features  # client.task.feature_statistics: per-feature arrays
+        features = self.settings.num_features  # client.local_data.feature_statistics: per-feature arrays
         shapes = [np.zeros(features)] * (2 if pass_name == "moments" else 1)
         params = self.statistics_ctx.params
         layout = UpdateLayout.of(shapes, params.clip, self.statistics_scale)

@@ -25,7 +25,7 @@ class FeatureStatistics:
         """Global per-feature mean and std for standardization, in two passes (empty for images).
 
         Pass 1 averages each feature's mean and mean square; pass 2 the spread around the global
-        mean, scaled by the global root mean square (``client.task.feature_statistics``).
+        mean, scaled by the global root mean square (``client.local_data.feature_statistics``).
         """
         moments = self.average_statistics(grid, "moments", {})
         if moments is None:

@@ -5,6 +5,8 @@ alone, and what both sides share lives in ``common/``, which imports neither sid
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -55,3 +57,15 @@ def test_a_package_imports_nothing_its_rules_forbid(package: str, forbidden: set
 def test_only_experiments_import_hydra() -> None:
     for package in set(PACKAGES) - {"experiments"}:
         assert violations(package, {"hydra", "omegaconf"}) == []
+
+
+def test_the_hospital_app_starts_without_the_training_stack() -> None:
+    """In deployment every message starts a fresh ClientApp process; key set-up and decryption
+    messages must not pay for importing torch, Opacus or scikit-learn (seconds per message)."""
+    probe = (
+        "import sys, client.app; print(sorted(m for m in ('torch', 'opacus', 'sklearn') if m in sys.modules))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert loaded == "[]", f"importing client.app loads {loaded}"

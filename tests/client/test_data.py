@@ -24,7 +24,8 @@ from client.data import (
     standardize,
     zero_looks_missing,
 )
-from models import LogisticRegression, evaluate, train
+from models.tabular import LogisticRegression
+from models.training import evaluate, train
 
 CANCER_X, CANCER_Y = load_breast_cancer(return_X_y=True)
 N = len(CANCER_Y)

@@ -37,9 +37,9 @@ from client.error_boundary import (
     InvalidRequest,
     RequestError,
 )
+from client.local_data import TaskConfig
 from client.policy import NODE_POLICY
 from client.refusals import RefusedRequest
-from client.task import TaskConfig
 from common import protocol as p
 
 SEED = 18

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from lying_coordinator import PARTIES, Coordinator, contributions, decrypt_config, federation_of
 
-from client import task as local
+from client import local_data as local
 from client.audit import STATE_DIR_KEY
 from client.ledger import ReleaseConflict, ReleaseLedger
 from client.refusals import RefusedRequest

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 
 from client.data import HospitalDataError, load_csv
+from client.local_data import TaskConfig, load_hospital_data
 from client.node_check import NodeCheckError, check_data
 from client.targets import TASK_NAMES, TargetColumns
-from client.task import TaskConfig, load_hospital_data
 from models.tasks import TASK_NAMES as MODEL_TASKS
 
 SURVIVAL = TargetColumns("survival", time="months", event="relapse")

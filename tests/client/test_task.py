@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from client.data import load_breast_cancer_partition
-from client.task import TaskConfig, feature_statistics, hospital_data, raw_hospital_data
+from client.local_data import TaskConfig, feature_statistics, hospital_data, raw_hospital_data
 
 NODE = {"partition-id": 0, "num-partitions": 3}
 

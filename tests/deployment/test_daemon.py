@@ -356,7 +356,7 @@ def labelled_csv(path: Path, labels: list) -> Path:
 
 
 def test_text_labels_need_the_federations_classes_and_are_numbered_by_them(tmp_path: Path) -> None:
-    from client.task import TaskConfig, load_hospital_data
+    from client.local_data import TaskConfig, load_hospital_data
 
     text = labelled_csv(tmp_path / "text.csv", ["benign", "malignant"] * 10)
     numbers = labelled_csv(tmp_path / "numbers.csv", [0, 1] * 10)
@@ -481,7 +481,7 @@ def test_the_data_check_reports_missing_values_zero_codes_and_labels_to_the_cons
 def test_training_seed_goes_into_the_node_config_only_when_given(
     tmp_path: Path, pilot: pki.PilotLayout, capsys: pytest.CaptureFixture
 ) -> None:
-    from client.task import TRAINING_SEED_KEY
+    from client.local_data import TRAINING_SEED_KEY
 
     assert daemon_checks.TRAINING_SEED == TRAINING_SEED_KEY
     data = write_csv(tmp_path / "cohort.csv")

@@ -13,12 +13,13 @@ from opacus.accountants import RDPAccountant
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from client.task import TaskConfig
+from client.local_data import TaskConfig
 from common.settings import RunSettings
 from experiments.run_config import to_settings
 from models.training import get_weights, train
 from privacy.config import KEYS, DpConfig, RecordDpConfig, RecordDpConfigError
-from privacy.dpsgd import (
+from privacy.dpsgd import make_private
+from privacy.dpsgd_budget import (
     DpSgdPlan,
     PrivacyBudgetExceeded,
     noise_multiplier_for,
@@ -40,7 +41,7 @@ def test_each_examples_gradient_is_clipped_to_clip_norm() -> None:
     model = nn.Linear(5, 2)
     loader = loader_of(torch.full((10, 5), 100.0))
     plan = DpSgdPlan.for_hospital(DP, 10, 8, 1)
-    private, optimizer, _ = plan.make_private(model, torch.optim.SGD(model.parameters(), lr=1.0), loader)
+    private, optimizer, _ = make_private(plan, model, torch.optim.SGD(model.parameters(), lr=1.0), loader)
     for batch in (1, 3):
         optimizer.zero_grad()
         inputs, labels = loader.dataset[:batch]
@@ -60,7 +61,7 @@ def test_noise_has_std_noise_multiplier_times_clip_over_expected_batch() -> None
     before = np.concatenate([w.ravel() for w in get_weights(model)])
     loader = loader_of(torch.zeros(100, 500), batch_size=10)
     plan = DpSgdPlan.for_hospital(dp, 100, 10, 1)
-    private, optimizer, _ = plan.make_private(model, torch.optim.SGD(model.parameters(), lr=1.0), loader)
+    private, optimizer, _ = make_private(plan, model, torch.optim.SGD(model.parameters(), lr=1.0), loader)
     inputs, _ = loader.dataset[:10]
     (0.0 * private(inputs).sum()).backward()
     optimizer.step()
