@@ -38,7 +38,6 @@ from flwr.serverapp import Grid, ServerApp
 
 from common.bundle import bundle_packages
 from experiments.bench_arms import run_arm
-from experiments.bench_hospitals import BenchHospital
 from experiments.bench_metering import ArmResult
 from strategies.participation import wait_for_nodes
 
@@ -53,9 +52,8 @@ EXPERIMENT_FILES = (
     "bench_deploy.py",
 )
 
-# -- the bundle's apps (run by the SuperLink's ServerApp process and the SuperNodes' ClientApps) --
-app = ServerApp()
-hospital = BenchHospital()
+# -- the bundle's ServerApp (run by the SuperLink's ServerApp process) --
+app = ServerApp()  # its ClientApp is experiments.bench_hospitals:hospital, which imports no torch
 
 
 @app.main()
@@ -113,7 +111,7 @@ def write_bundle(directory: Path) -> Path:
         f"fab-include = [{include}]\n\n"
         "[tool.flwr.app.components]\n"
         'serverapp = "experiments.bench_deploy:app"\n'
-        'clientapp = "experiments.bench_deploy:hospital"\n\n'
+        'clientapp = "experiments.bench_hospitals:hospital"\n\n'
         "[tool.flwr.app.config]\n"
         'bench-spec = ""\n'
         'bench-result = ""\n'

@@ -11,8 +11,6 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 from flwr.clientapp import ClientApp
 
 from client import local_data as local
-from client import local_training as training
-from models.training import get_weights, set_weights, train
 
 OUR_ARMS = {  # arm -> (strategy, HE preset) of RunSettings
     "fedavg": ("fedavg", "compact"),
@@ -33,6 +31,9 @@ def local_fit(
     config: dict, node_config: dict, weights: list[np.ndarray]
 ) -> tuple[list[np.ndarray], int, dict]:
     """Train the global model locally (the seeds of ``client.local_training.run_local_round``)."""
+    from client import local_training as training  # torch: on use, as client.app imports it
+    from models.training import get_weights, set_weights, train
+
     task = task_of(config)
     data = local.hospital_data(task, node_config)
     server_round = int(config["server-round"])
@@ -44,6 +45,8 @@ def local_fit(
 
 
 def local_evaluate(config: dict, node_config: dict, weights: list[np.ndarray]) -> dict:
+    from client import local_training as training
+
     task = task_of(config)
     return training.evaluate_global(task, local.hospital_data(task, node_config), weights)
 
@@ -108,3 +111,6 @@ class BenchHospital(ClientApp):
             context.state[ARM_KEY] = ConfigRecord({ARM_KEY: config[ARM_KEY]})
             return Message(content=RecordDict(), reply_to=message)
         return self.apps[str(context.state[ARM_KEY][ARM_KEY])](message, context)
+
+
+hospital = BenchHospital()  # the deployment scenario's ClientApp (``experiments.bench_deploy``)

@@ -74,7 +74,7 @@ def test_deployment_bundle_names_the_bench_apps(tmp_path: Path) -> None:
     components = project["tool"]["flwr"]["app"]["components"]
     assert components == {
         "serverapp": "experiments.bench_deploy:app",
-        "clientapp": "experiments.bench_deploy:hospital",
+        "clientapp": "experiments.bench_hospitals:hospital",
     }
     assert set(project["tool"]["flwr"]["app"]["config"]) == {"bench-spec", "bench-result"}
     for package in (*bench_deploy.PACKAGES, "experiments"):
