@@ -38,6 +38,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from common.bundle import bundle_packages
 from experiments.bench_arms import run_arm
+from experiments.bench_hospitals import OUR_ARMS
 from experiments.bench_metering import ArmResult
 from strategies.participation import wait_for_nodes
 
@@ -130,6 +131,17 @@ def node_config(pilot: Path, name: str, partition: int, hospitals: int) -> str:
     )
 
 
+def pilot_preset(arms: list[str]) -> str:
+    """The HE preset the pilot's roster pins: that of the scenario's encrypted arms (one roster,
+    so one preset per scenario; plaintext arms ignore it)."""
+    presets = {OUR_ARMS[arm][1] for arm in arms if OUR_ARMS.get(arm, ("",))[0] == "encrypted_fedavg"}
+    if len(presets) > 1:
+        raise ValueError(
+            f"a deployment scenario pins one HE preset in its roster; its arms ask for {sorted(presets)}"
+        )
+    return presets.pop() if presets else "compact"
+
+
 def run_scenario(spec: dict, work: Path, limit: float) -> tuple[dict, str]:
     """Start the pilot, run every arm of ``spec`` in one Flower run, stop everything by PID.
 
@@ -147,7 +159,17 @@ def run_scenario(spec: dict, work: Path, limit: float) -> tuple[dict, str]:
     pilot = root / "pilot"
     python = [sys.executable, "-m"]
     made = subprocess.run(
-        [*python, "server.coordinator", "init-pilot", "--hospitals", str(hospitals), "--out", str(pilot)],
+        [
+            *python,
+            "server.coordinator",
+            "init-pilot",
+            "--hospitals",
+            str(hospitals),
+            "--preset",
+            pilot_preset(spec["arms"]),
+            "--out",
+            str(pilot),
+        ],
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,

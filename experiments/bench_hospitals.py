@@ -16,6 +16,7 @@ OUR_ARMS = {  # arm -> (strategy, HE preset) of RunSettings
     "fedavg": ("fedavg", "compact"),
     "compact": ("encrypted_fedavg", "compact"),
     "precise": ("encrypted_fedavg", "precise"),
+    "small": ("encrypted_fedavg", "small"),  # the small ring, for models that fit one ciphertext
 }
 WARM_UP = "query.benchwarmup"  # also names the arm whose app answers next
 ARM_KEY = "bench-arm"

@@ -40,6 +40,7 @@ LABELS = {
     "secaggplus": "Flower SecAgg+",
     "compact": "fedquorum compact",
     "precise": "fedquorum precise",
+    "small": "fedquorum small",
 }
 NAN = float("nan")
 

@@ -57,9 +57,18 @@ def test_deployment_scenario_is_in_the_full_benchmark_only() -> None:
     quick = OmegaConf.load(REPO_ROOT / "conf" / "bench" / "quick.yaml")
     deployed = [s for s in full.scenarios if s.get("engine") == "deployment"]
     assert [s.name for s in deployed] == ["deploy-5"]
-    assert set(deployed[0].arms) == {"flower_fedavg", "secaggplus", "compact"}
+    assert set(deployed[0].arms) == {"flower_fedavg", "secaggplus", "small"}
     assert deployed[0].hospitals == 5 and deployed[0].data == "breast_cancer"
     assert not [s for s in quick.scenarios if s.get("engine", "simulation") != "simulation"]
+
+
+def test_a_deployment_scenario_pins_the_preset_of_its_encrypted_arm() -> None:
+    from experiments.bench_deploy import pilot_preset
+
+    assert pilot_preset(["flower_fedavg", "small", "secaggplus"]) == "small"
+    assert pilot_preset(["flower_fedavg", "fedavg"]) == "compact"  # no encrypted arm: the default
+    with pytest.raises(ValueError, match=r"one HE preset.*\['compact', 'small'\]"):
+        pilot_preset(["compact", "small"])
 
 
 def test_deployment_bundle_names_the_bench_apps(tmp_path: Path) -> None:
