@@ -16,7 +16,7 @@ A scenario with ``engine: deployment`` (``deploy-5`` in ``conf/bench/full.yaml``
    the simulation) and whose ClientApp is ``BenchHospital`` (every arm's hospital in one); the
    ServerApp writes the result file the simulation's scenario process writes.
 
-Every process is started and stopped by PID through ``tests/deployment/deploy_helpers.Processes``
+Every process is started and stopped by PID through ``experiments.local_pilot.Processes``
 (SIGTERM, then SIGKILL; Flower's children recorded by PID and killed by PID if they linger).
 
 Hospital peak RSS is not measured here: each message runs in a fresh ``flwr-clientapp`` process
@@ -25,7 +25,6 @@ whose high-water mark dies with it (the column says ``–``).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -40,6 +39,8 @@ from common.bundle import bundle_packages
 from experiments.bench_arms import run_arm
 from experiments.bench_hospitals import OUR_ARMS
 from experiments.bench_metering import ArmResult
+from experiments.local_pilot import Processes, free_port, wait_for_run, wait_until
+from server.flower_cli import executable, flower_env, flwr, json_output
 from strategies.participation import wait_for_nodes
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -75,16 +76,6 @@ def main(grid: Grid, context: Context) -> None:
 
 
 # -- the driver (in the benchmark's process) --------------------------------------------------------
-def helpers():
-    """``tests/deployment/deploy_helpers``: processes started and stopped by PID."""
-    path = REPO_ROOT / "tests" / "deployment" / "deploy_helpers.py"
-    module_spec = importlib.util.spec_from_file_location("deploy_helpers", path)
-    module = importlib.util.module_from_spec(module_spec)
-    sys.modules.setdefault("deploy_helpers", module)
-    module_spec.loader.exec_module(module)
-    return module
-
-
 def write_bundle(directory: Path) -> Path:
     """An app directory: the project's code, and a pyproject naming this module's apps."""
     if directory.exists():
@@ -147,7 +138,6 @@ def run_scenario(spec: dict, work: Path, limit: float) -> tuple[dict, str]:
 
     Returns the arms' results (as ``experiments.bench_arms`` writes them) and a note (empty if the
     run finished within ``limit`` seconds)."""
-    dh = helpers()
     label = str(spec["label"])
     root = work / label
     if root.exists():
@@ -155,7 +145,7 @@ def run_scenario(spec: dict, work: Path, limit: float) -> tuple[dict, str]:
     (root / "logs").mkdir(parents=True)
     hospitals = int(spec["hospitals"])
     coordinator_home = root / "flwr-coordinator"
-    env = dh.flower_env(coordinator_home)  # FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1
+    env = flower_env(coordinator_home)  # FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1
     pilot = root / "pilot"
     python = [sys.executable, "-m"]
     made = subprocess.run(
@@ -185,16 +175,16 @@ def run_scenario(spec: dict, work: Path, limit: float) -> tuple[dict, str]:
     spec_path, out_path = root / "spec.json", root / "result.json"
     spec_path.write_text(json.dumps(spec))
 
-    procs = dh.Processes(root / "logs")
+    procs = Processes(root / "logs")
     note = ""
     try:
-        port = dh.free_port()
+        port = free_port()
         link = procs.start(
             "superlink",
             [*python, "server.coordinator", "superlink", "--pilot", str(pilot), "--port", str(port)],
             env,
         )
-        dh.wait_until(
+        wait_until(
             lambda: "ready with" in procs.log("superlink") or link.poll() is not None,
             300,
             "the SuperLink to start and register the hospitals",
@@ -204,11 +194,11 @@ def run_scenario(spec: dict, work: Path, limit: float) -> tuple[dict, str]:
         started = time.perf_counter()
         for partition, name in enumerate(layout.hospital_names()):
             folder = pilot / "hospitals" / name
-            node_env = dh.flower_env(root / f"flwr-{name}") | {"OMP_NUM_THREADS": "1"}
+            node_env = flower_env(root / f"flwr-{name}") | {"OMP_NUM_THREADS": "1"}
             procs.start(
                 name,
                 [
-                    str(dh.BIN / "flower-supernode"),
+                    executable("flower-supernode"),
                     "--superlink",
                     f"127.0.0.1:{port}",
                     "--root-certificates",
@@ -218,13 +208,13 @@ def run_scenario(spec: dict, work: Path, limit: float) -> tuple[dict, str]:
                     "--node-config",
                     node_config(pilot, name, partition, hospitals),
                     "--port",
-                    str(dh.free_port()),
+                    str(free_port()),
                 ],
                 node_env,
             )
         bundle = write_bundle(root / "app")
         home = pki.private_dir(layout.superlink_dir / "flwr")  # the coordinator's CLI config
-        submitted = dh.flwr(
+        submitted = flwr(
             home,
             "run",
             str(bundle),
@@ -234,21 +224,21 @@ def run_scenario(spec: dict, work: Path, limit: float) -> tuple[dict, str]:
             "--format",
             "json",
         )
-        run = dh.json_of(submitted)
+        run = json_output(submitted, "flwr run")
         if not run.get("success") or "run-id" not in run:
             return {}, f"flwr run failed: {json.dumps(run)[:300]}"
         run_id = int(run["run-id"])
         print(f"bench:   deployment: Flower run {run_id}, logs in {root / 'logs'}", flush=True)
         try:
-            status = dh.wait_for_run(
+            status = wait_for_run(
                 home, "pilot", run_id, timeout=max(60.0, limit - (time.perf_counter() - started))
             )
             if status != "finished:completed":
                 note = f"the Flower run ended {status}"
         except TimeoutError:
-            dh.flwr(home, "stop", str(run_id), "pilot")
+            flwr(home, "stop", str(run_id), "pilot")
             note = f"scenario stopped after {limit:.0f} s"
-        logs = dh.flwr(home, "log", str(run_id), "pilot", "--show")
+        logs = flwr(home, "log", str(run_id), "pilot", "--show")
         (root / "logs" / "serverapp.log").write_text(logs.stdout + logs.stderr)
     except Exception as err:  # the table says why the scenario did not run
         note = f"{type(err).__name__}: {err}"[:300]

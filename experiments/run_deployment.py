@@ -7,9 +7,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
-import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -21,11 +18,11 @@ from common.settings import RunSettings
 from experiments.run_config import ConfigError
 from experiments.run_report import PROGRESS_METRICS, RunFailedError, fmt
 from he.errors import RosterError
+from server.flower_cli import CONNECTION, flwr, json_output, run_status, write_cli_config
 
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-CONNECTION = "fedquorum"  # name of the SuperLink connection in the runner's FLWR_HOME
 
 
 def absolute_tracking_uri(uri: str) -> str:
@@ -45,13 +42,10 @@ def toml_value(value: object) -> str:
 
 
 def write_flwr_home(cfg: DictConfig, home: Path) -> Path:
-    """A private flwr CLI config with one connection: the configured SuperLink."""
+    """A private flwr CLI config with one connection (``CONNECTION``): the configured SuperLink."""
     fed = cfg.federation
-    lines = ["[superlink]", f'default = "{CONNECTION}"', "", f"[superlink.{CONNECTION}]"]
-    lines.append(f"address = {toml_value(str(fed.superlink))}")
-    if bool(fed.insecure):
-        lines.append("insecure = true")
-    else:
+    ca = None
+    if not bool(fed.insecure):
         if not fed.get("root_certificates"):
             raise ConfigError(
                 "federation.root_certificates is required (the SuperLink's CA certificate, PEM) "
@@ -60,9 +54,8 @@ def write_flwr_home(cfg: DictConfig, home: Path) -> Path:
         ca = Path(str(fed.root_certificates)).expanduser().resolve()
         if not ca.is_file():
             raise ConfigError(f"federation.root_certificates={ca} does not exist (expected a PEM file)")
-        lines.append(f"root-certificates = {toml_value(str(ca))}")
     home.mkdir(parents=True, exist_ok=True)
-    (home / "config.toml").write_text("\n".join(lines) + "\n")
+    write_cli_config(home, str(fed.superlink), ca)
     return home
 
 
@@ -104,24 +97,6 @@ def deployment_roster(cfg: DictConfig, settings: RunSettings, num_hospitals: int
     return path
 
 
-def flwr_cli(home: Path, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess:
-    exe = shutil.which("flwr", path=str(Path(sys.executable).parent)) or shutil.which("flwr")
-    if exe is None:
-        raise RuntimeError("the flwr CLI is not installed in this environment")
-    env = os.environ | {"FLWR_HOME": str(home), "FLWR_DISABLE_UPDATE_CHECK": "1", "NO_COLOR": "1"}
-    return subprocess.run([exe, *args], capture_output=True, text=True, env=env, timeout=timeout)
-
-
-def json_output(done: subprocess.CompletedProcess, what: str) -> dict:
-    text = done.stdout
-    try:
-        return json.loads(text[text.index("{") : text.rindex("}") + 1])
-    except ValueError as err:
-        raise RuntimeError(
-            f"{what} gave no JSON (exit {done.returncode}): {(done.stdout + done.stderr)[-2000:]}"
-        ) from err
-
-
 def submit(cfg: DictConfig, settings: RunSettings, home: Path, out_dir: Path) -> int:
     """``flwr run`` the app with the settings as run config; return the Flower run id."""
     app_dir = Path(str(cfg.federation.get("app_dir") or REPO_ROOT)).resolve()
@@ -129,7 +104,7 @@ def submit(cfg: DictConfig, settings: RunSettings, home: Path, out_dir: Path) ->
     run_config.write_text(
         "".join(f"{key} = {toml_value(value)}\n" for key, value in settings.to_run_config().items())
     )
-    done = flwr_cli(
+    done = flwr(
         home,
         "run",
         str(app_dir),
@@ -144,12 +119,6 @@ def submit(cfg: DictConfig, settings: RunSettings, home: Path, out_dir: Path) ->
     if not result.get("success") or "run-id" not in result:
         raise RuntimeError(f"flwr run failed to submit to {cfg.federation.superlink}: {result}")
     return int(result["run-id"])
-
-
-def run_status(home: Path, run_id: int) -> str:
-    done = flwr_cli(home, "list", CONNECTION, "--run-id", str(run_id), "--format", "json")
-    runs = json_output(done, "flwr list").get("runs") or []
-    return str(runs[0]["status"]) if runs else "unknown"
 
 
 def find_mlflow_run(tracking_uri: str, experiment: str, flower_run_id: int):
@@ -284,7 +253,7 @@ def run_deployment(cfg: DictConfig, settings: RunSettings, num_hospitals: int) -
     deadline, status = time.monotonic() + timeout, "pending"
     try:
         while time.monotonic() < deadline:
-            status = run_status(home, run_id)
+            status = run_status(home, CONNECTION, run_id)
             rounds, latest, phase = progress_logged(tracking_uri, experiment, run_id, settings.num_rounds)
             if phase:
                 bar.set_description(phase, refresh=False)
@@ -295,16 +264,16 @@ def run_deployment(cfg: DictConfig, settings: RunSettings, num_hospitals: int) -
                 break
             time.sleep(poll)
         else:
-            flwr_cli(home, "stop", str(run_id), CONNECTION)
+            flwr(home, "stop", str(run_id), CONNECTION)
             raise TimeoutError(
                 f"Flower run {run_id} still {status!r} after federation.timeout={timeout:.0f} s; stopped it"
             )
     except KeyboardInterrupt:
-        flwr_cli(home, "stop", str(run_id), CONNECTION)
+        flwr(home, "stop", str(run_id), CONNECTION)
         raise
     finally:
         bar.close()
-        logs = flwr_cli(home, "log", str(run_id), CONNECTION, "--show")
+        logs = flwr(home, "log", str(run_id), CONNECTION, "--show")
         log_path.write_text(logs.stdout + logs.stderr)
     mlrun = attach_config(cfg, tracking_uri, experiment, run_id, status, log_path)
     final = {k[len("final_") :]: v for k, v in mlrun.data.metrics.items() if k.startswith("final_")}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -48,10 +49,39 @@ def write_cli_config(home: Path, address: str, ca_cert: Path | None) -> Path:
 
 def flower_env(home: Path) -> dict[str, str]:
     """The environment of a Flower executable: the coordinator's FLWR_HOME, no dependency
-    installation at run time, no update check, no colour codes in the output we parse."""
+    installation at run time, no update check or telemetry, no colour codes in the output we
+    parse, and this environment's executables first (the processes Flower starts are the pinned
+    ones)."""
     return os.environ | {
         "FLWR_HOME": str(home),
         "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
         "FLWR_DISABLE_UPDATE_CHECK": "1",
+        "FLWR_TELEMETRY_ENABLED": "0",
         "NO_COLOR": "1",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
+
+
+def flwr(home: Path, *args: str, timeout: float = 300.0) -> subprocess.CompletedProcess:
+    """The ``flwr`` CLI with the config in ``home`` (its output captured, as text)."""
+    return subprocess.run(
+        [executable("flwr"), *args], capture_output=True, text=True, env=flower_env(home), timeout=timeout
+    )
+
+
+def json_output(done: subprocess.CompletedProcess, what: str) -> dict:
+    """The JSON object a ``flwr ... --format json`` printed; a clear error with its output if none."""
+    text = done.stdout
+    try:
+        return json.loads(text[text.index("{") : text.rindex("}") + 1])
+    except ValueError as err:
+        raise RuntimeError(
+            f"{what} gave no JSON (exit {done.returncode}): {(done.stdout + done.stderr)[-2000:]}"
+        ) from err
+
+
+def run_status(home: Path, connection: str, run_id: int) -> str:
+    """The Flower run's status as ``flwr list`` reports it (``unknown`` if it lists none)."""
+    done = flwr(home, "list", connection, "--run-id", str(run_id), "--format", "json")
+    runs = json_output(done, "flwr list").get("runs") or []
+    return str(runs[0]["status"]) if runs else "unknown"
