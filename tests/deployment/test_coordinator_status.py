@@ -3,6 +3,7 @@ table would read "no hospitals registered"), and the pilot's CLI config is never
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -41,3 +42,11 @@ def test_status_without_an_address_says_where_it_looks(tmp_path: Path, capsys: p
     assert "no SuperLink address: pass --superlink HOST:PORT" in err
     assert str(pilot_home(tmp_path) / "config.toml") in err
     assert not (pilot_home(tmp_path) / "config.toml").exists()
+
+
+def test_a_flwr_answer_without_json_is_an_error_naming_the_command_and_its_output() -> None:
+    done = subprocess.CompletedProcess(["flwr", "list"], 1, stdout="Usage: flwr list", stderr="no such run")
+    with pytest.raises(RuntimeError, match=r"flwr list gave no JSON \(exit 1\): Usage: flwr listno such run"):
+        flower_cli.json_output(done, "flwr list")
+    ok = subprocess.CompletedProcess(["flwr", "run"], 0, stdout='log line\n{"success": true, "run-id": 7}\n')
+    assert flower_cli.json_output(ok, "flwr run") == {"success": True, "run-id": 7}
