@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
+from typing import Self
 
 MODES = ("off", "distributed", "record")
 KEYS = {  # RunSettings field -> Flower config key the hospitals read
@@ -42,7 +43,7 @@ class SharedDpSettings:
     delta: float
 
     @classmethod
-    def read(cls, config: dict):
+    def read(cls, config: dict) -> Self:
         """An instance of ``cls`` with every field read from ``config`` (``CONFIG_FIELDS``)."""
         values = {}
         for field in fields(cls):
