@@ -19,18 +19,23 @@ log = logging.getLogger("fedquorum.daemon")
 TRAINING_SEED = "training-seed"  # client.local_data.TRAINING_SEED_KEY
 
 
+def require_options(args: argparse.Namespace, purposes: dict[str, str], unless: str = "") -> None:
+    """Stop at the first of ``purposes`` (option -> what it is) not given, saying what it is for."""
+    for name, purpose in purposes.items():
+        if not getattr(args, name):
+            raise check.NodeCheckError(f"--{name.replace('_', '-')} is required ({purpose}){unless}")
+
+
 def check_identity(args: argparse.Namespace, warnings: list[str]) -> dict:
     """The roster and signing-key checks; the node-config values that point the ClientApp at them."""
-    if not args.roster:
-        raise check.NodeCheckError(
-            "--roster is required (the federation's roster.json, whose fingerprint you compared "
-            "with the coordinator's)"
-        )
-    if not args.signing_key:
-        raise check.NodeCheckError(
-            "--signing-key is required (this hospital's Ed25519 signing key, PEM, mode 600; "
-            "make one with `python -m client.daemon signing-keygen`)"
-        )
+    require_options(
+        args,
+        {
+            "roster": "the federation's roster.json, whose fingerprint you compared with the coordinator's",
+            "signing_key": "this hospital's Ed25519 signing key, PEM, mode 600; "
+            "make one with `python -m client.daemon signing-keygen`",
+        },
+    )
     roster_path, roster = check.check_roster(args.roster)
     if roster_path.stat().st_mode & 0o022:
         warnings.append(f"roster {roster_path} is writable by others; it must not change: chmod 644")
@@ -78,20 +83,17 @@ def validate(args: argparse.Namespace) -> tuple[dict, list[str]]:
             f"--superlink must be HOST:PORT of the federation's SuperLink, got {args.superlink!r}"
         )
     if not args.insecure:
-        if not args.root_certificates:
-            raise check.NodeCheckError(
-                "--root-certificates is required (the federation's CA certificate, PEM), "
-                "unless --insecure is given for a local trial"
-            )
-        if not args.auth_key:
-            raise check.NodeCheckError(
-                "--auth-key is required (this hospital's node authentication private key), "
-                "unless --insecure is given for a local trial"
-            )
+        require_options(
+            args,
+            {
+                "root_certificates": "the federation's CA certificate, PEM",
+                "auth_key": "this hospital's node authentication private key",
+            },
+            unless=", unless --insecure is given for a local trial",
+        )
         args.root_certificates = check.check_root_certificate(args.root_certificates)
         args.auth_key = check.check_auth_key(args.auth_key)
-    if not args.state_dir:
-        raise check.NodeCheckError("--state-dir is required (where the audit log and node config live)")
+    require_options(args, {"state_dir": "where the audit log and node config live"})
     identity = check_identity(args, warnings)
     state_dir = check.check_state_dir(args.state_dir)
     policy = check_policy(args, state_dir, warnings)

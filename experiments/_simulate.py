@@ -39,6 +39,7 @@ from flwr.clientapp import ClientApp
 from client import app as hospital
 from common import protocol as p
 from common.settings import RunSettings
+from experiments.redirect_output import redirect_output
 from he import params as heparams
 from strategies.run_record import FederationResult
 
@@ -139,34 +140,8 @@ def quiet_output(log_path: Path | None) -> Iterator[TextIO]:
     if log_path is None:
         yield sys.stderr
         return
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved_out, saved_err = os.dup(1), os.dup(2)
-    terminal = os.fdopen(os.dup(saved_err), "w", buffering=1)
-    flwr_logger = logging.getLogger("flwr")
-    saved_handlers, saved_propagate = list(flwr_logger.handlers), flwr_logger.propagate
-    handler = logging.FileHandler(log_path)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    saved_root = list(root.handlers)
-    with open(log_path, "a") as sink:
-        os.dup2(sink.fileno(), 1)
-        os.dup2(sink.fileno(), 2)
-        flwr_logger.handlers, flwr_logger.propagate = [handler], False
-        root.handlers = [handler]
-        try:
-            yield terminal
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            flwr_logger.handlers, flwr_logger.propagate = saved_handlers, saved_propagate
-            root.handlers = saved_root
-            handler.close()
-            os.dup2(saved_out, 1)
-            os.dup2(saved_err, 2)
-            os.close(saved_out)
-            os.close(saved_err)
-            terminal.close()
+    with redirect_output(log_path, root_logging=True) as terminal:
+        yield terminal
 
 
 sim_terminal: list[TextIO] = [sys.stderr]  # where progress lines go while fds 1/2 are redirected

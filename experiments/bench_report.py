@@ -13,6 +13,8 @@ import math
 import statistics
 from pathlib import Path
 
+from experiments.markdown_table import table_head
+
 COLUMNS = (
     "scenario",
     "hospitals",
@@ -117,12 +119,24 @@ def fmt(value: object, digits: int = 2) -> str:
 
 
 def markdown(rows: list[dict]) -> str:
-    header = (
-        "| scenario | arm | s / round | × Flower | set-up s | up kB | down kB | up × float32 "
-        "| up × Flower | server MB | hospital MB | hospital × Flower | accuracy | AUC | crypto share "
-        "| status |"
+    lines = table_head(
+        "scenario",
+        "arm",
+        "s / round",
+        "× Flower",
+        "set-up s",
+        "up kB",
+        "down kB",
+        "up × float32",
+        "up × Flower",
+        "server MB",
+        "hospital MB",
+        "hospital × Flower",
+        "accuracy",
+        "AUC",
+        "crypto share",
+        "status",
     )
-    lines = [header, "|" + "---|" * 16]
     for r in rows:
         cells = [
             f"{r['scenario']} ({r['hospitals']} h, {r['parameters']:,} p)",

@@ -27,6 +27,7 @@ import time
 
 from common.settings import RunSettings
 from experiments._simulate import Run, ensure_preset, log_file, progress, simulate_many
+from experiments.markdown_table import table_head
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -63,12 +64,20 @@ def label(run: Run) -> str:
 
 
 def table(runs: list[Run]) -> str:
-    header = (
-        "| run | s / round | × plaintext | key set-up s | before round 1 s | up kB / client / round "
-        "| down kB / client / round | encrypt s | aggregate s | decrypt s (server / client) "
-        "| accuracy | AUC |"
+    lines = table_head(
+        "run",
+        "s / round",
+        "× plaintext",
+        "key set-up s",
+        "before round 1 s",
+        "up kB / client / round",
+        "down kB / client / round",
+        "encrypt s",
+        "aggregate s",
+        "decrypt s (server / client)",
+        "accuracy",
+        "AUC",
     )
-    lines = [header, "|" + "---|" * 12]
     plain = next((r for r in runs if r.ok and not r.settings.encrypted), None)
     base = median_after_first(plain, "round_seconds") if plain else float("nan")
     for run in runs:

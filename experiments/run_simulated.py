@@ -4,49 +4,15 @@
 from __future__ import annotations
 
 import contextlib
-import logging
-import os
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from common.settings import RunSettings
+from experiments.redirect_output import redirect_output
 from experiments.run_config import simulated_quorum
 from experiments.run_report import PROGRESS_METRICS, RunFailedError, fmt
-
-
-@contextlib.contextmanager
-def output_to(log_path: Path) -> Iterator[object]:
-    """Send fds 1/2 (Flower, Ray and its worker processes) to ``log_path``; yield the real stderr."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved_out, saved_err = os.dup(1), os.dup(2)
-    terminal = os.fdopen(os.dup(saved_err), "w", buffering=1)
-    flwr_logger = logging.getLogger("flwr")
-    saved_handlers = list(flwr_logger.handlers)
-    file_handler = logging.FileHandler(log_path)
-    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    with open(log_path, "a") as sink:
-        os.dup2(sink.fileno(), 1)
-        os.dup2(sink.fileno(), 2)
-        flwr_logger.handlers = [file_handler]
-        saved_propagate, flwr_logger.propagate = flwr_logger.propagate, False
-        try:
-            yield terminal
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            flwr_logger.handlers = saved_handlers
-            flwr_logger.propagate = saved_propagate
-            file_handler.close()
-            os.dup2(saved_out, 1)
-            os.dup2(saved_err, 2)
-            os.close(saved_out)
-            os.close(saved_err)
-            terminal.close()
 
 
 def run_name(cfg: DictConfig) -> str:
@@ -75,7 +41,7 @@ def run_simulated(cfg: DictConfig, settings: RunSettings, num_hospitals: int) ->
     stopped: list = []  # (reason, result so far) of a federation that stopped early
 
     with (
-        output_to(log_path) as terminal,
+        redirect_output(log_path, root_logging=False) as terminal,
         MlflowTracker(
             cfg.mlflow.tracking_uri,
             cfg.mlflow.experiment_name,

@@ -28,9 +28,8 @@ from models.sums import (
     COUNTS,
     FIXED_POINT_BITS,
     MAX_TOTAL,
+    CountedLayout,
     PooledSums,
-    SectionedLayout,
-    counts,
     fixed_point,
     from_fixed_point,
 )
@@ -46,23 +45,15 @@ def mse_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class RegressionLayout(SectionedLayout):
+class RegressionLayout(CountedLayout):
     """The sums of a regression evaluation: counts, then the five fixed-point totals."""
 
     @property
     def sections(self) -> dict[str, tuple[int, ...]]:
         return {name: () for name in (*COUNTS, *TOTALS)}
 
-    def local_sums(
-        self,
-        targets: np.ndarray,
-        predictions: np.ndarray,
-        loss_total: float,
-        train_examples: int = 0,
-        train_loss: float = 0.0,
-        clipped_values: int = 0,
-    ) -> list[int]:
-        """One hospital's evaluation sums (its own test split only)."""
+    def task_sums(self, targets: np.ndarray, predictions: np.ndarray) -> tuple[int, dict[str, object]]:
+        """The five totals, in fixed point; refused where one would saturate."""
         y = np.asarray(targets, dtype=np.float64).reshape(-1)
         y_hat = np.asarray(predictions, dtype=np.float64).reshape(-1)
         if y.shape != y_hat.shape or not np.all(np.isfinite(y)) or not np.all(np.isfinite(y_hat)):
@@ -84,10 +75,7 @@ class RegressionLayout(SectionedLayout):
                 f"regression evaluation: the totals {too_large} exceed {LARGEST_TOTAL:.3g}, the largest "
                 "fixed-point sum; rescale the target (e.g. days instead of seconds)"
             )
-        return self.join(
-            counts(len(y), loss_total, train_examples, train_loss, clipped_values)
-            | {name: fixed_point(value) for name, value in totals.items()}
-        )
+        return len(y), {name: fixed_point(value) for name, value in totals.items()}
 
     def pooled(self, sums) -> PooledRegression:
         return PooledRegression(self, self.split(sums))

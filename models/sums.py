@@ -80,6 +80,28 @@ def counts(
     }
 
 
+class CountedLayout(SectionedLayout):
+    """Mixin of the layouts that begin with ``COUNTS``: one ``local_sums`` for every such task,
+    which adds the counts to the sections ``task_sums`` makes of the task's own targets."""
+
+    def task_sums(self, targets: np.ndarray, predictions: np.ndarray) -> tuple[int, dict[str, object]]:
+        """(evaluated examples, the task's own sections) of one hospital's test split."""
+        raise NotImplementedError
+
+    def local_sums(
+        self,
+        targets: np.ndarray,
+        predictions: np.ndarray,
+        loss_total: float,
+        train_examples: int = 0,
+        train_loss: float = 0.0,
+        clipped_values: int = 0,
+    ) -> list[int]:
+        """One hospital's evaluation sums (its own test split only)."""
+        examples, sections = self.task_sums(targets, predictions)
+        return self.join(counts(examples, loss_total, train_examples, train_loss, clipped_values) | sections)
+
+
 @dataclass(frozen=True)
 class PooledSums:
     """Base of a task's pooled evaluation: the layout and its split federation-wide sums."""

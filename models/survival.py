@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from models.pooled_metrics import score_bins
-from models.sums import COUNTS, PooledSums, SectionedLayout, counts, from_fixed_point
+from models.sums import COUNTS, CountedLayout, PooledSums, from_fixed_point
 
 MAX_HISTOGRAM = 200_000  # time bins x risk bins: each histogram is that many sums
 
@@ -71,7 +71,7 @@ def harrell_c(time: np.ndarray, event: np.ndarray, risk: np.ndarray, block: int 
 
 
 @dataclass(frozen=True)
-class SurvivalLayout(SectionedLayout):
+class SurvivalLayout(CountedLayout):
     """The sums of a survival evaluation: counts, then the two (time bin x risk bin) histograms."""
 
     time_bins: int
@@ -101,16 +101,8 @@ class SurvivalLayout(SectionedLayout):
     def risk_bin(self, risk: np.ndarray) -> np.ndarray:
         return score_bins(1.0 / (1.0 + np.exp(-np.clip(risk, -700.0, 700.0))), self.risk_bins)
 
-    def local_sums(
-        self,
-        targets: np.ndarray,
-        predictions: np.ndarray,
-        loss_total: float,
-        train_examples: int = 0,
-        train_loss: float = 0.0,
-        clipped_values: int = 0,
-    ) -> list[int]:
-        """One hospital's evaluation sums; ``targets`` (n, 2) hold (time, event), ``predictions`` η."""
+    def task_sums(self, targets: np.ndarray, predictions: np.ndarray) -> tuple[int, dict[str, object]]:
+        """The two histograms; ``targets`` (n, 2) hold (time, event), ``predictions`` η."""
         targets = np.asarray(targets, dtype=np.float64)
         risk = np.asarray(predictions, dtype=np.float64).reshape(-1)
         if targets.shape != (len(risk), 2) or not np.all(np.isfinite(risk)) or np.any(targets[:, 0] < 0):
@@ -124,10 +116,11 @@ class SurvivalLayout(SectionedLayout):
         events = np.zeros_like(subjects)
         np.add.at(subjects, cells, 1)
         np.add.at(events, (cells[0][event], cells[1][event]), 1)
-        return self.join(
-            counts(len(risk), loss_total, train_examples, train_loss, clipped_values)
-            | {"events": int(event.sum()), "events_histogram": events, "subjects_histogram": subjects}
-        )
+        return len(risk), {
+            "events": int(event.sum()),
+            "events_histogram": events,
+            "subjects_histogram": subjects,
+        }
 
     def pooled(self, sums) -> PooledSurvival:
         return PooledSurvival(self, self.split(sums))

@@ -7,7 +7,8 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Self
 
 MODES = ("off", "distributed", "record")
 KEYS = {  # RunSettings field -> Flower config key the hospitals read
@@ -21,10 +22,38 @@ KEYS = {  # RunSettings field -> Flower config key the hospitals read
     "he_preset": "dp-preset",  # the integer geometry's preset (plaintext DP runs use it too)
 }
 PRESET_KEY = KEYS["he_preset"]
+CONFIG_FIELDS = {  # dataclass field -> (KEYS entry it is sent under, its type)
+    "clip_norm": ("dp_clip_norm", float),
+    "noise_multiplier": ("dp_noise_multiplier", float),
+    "target_epsilon": ("dp_target_epsilon", float),
+    "delta": ("dp_delta", float),
+    "min_contributors": ("dp_min_contributors", int),
+    "rounds": ("num_rounds", int),
+}
 
 
 @dataclass(frozen=True)
-class DpConfig:
+class SharedDpSettings:
+    """The settings both DP modes have (each mode's docstring says what they mean there), and
+    one reader of a mode's fields from a round config."""
+
+    clip_norm: float
+    noise_multiplier: float
+    target_epsilon: float
+    delta: float
+
+    @classmethod
+    def read(cls, config: dict) -> Self:
+        """An instance of ``cls`` with every field read from ``config`` (``CONFIG_FIELDS``)."""
+        values = {}
+        for field in fields(cls):
+            key, kind = CONFIG_FIELDS[field.name]
+            values[field.name] = kind(config[KEYS[key]])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class DpConfig(SharedDpSettings):
     """Distributed DP of a run (``docs/privacy.md``).
 
     Parameters
@@ -45,10 +74,6 @@ class DpConfig:
         Training rounds the budget covers (the run's ``num_rounds``).
     """
 
-    clip_norm: float
-    noise_multiplier: float
-    target_epsilon: float
-    delta: float
     min_contributors: int
     rounds: int
 
@@ -70,16 +95,7 @@ class DpConfig:
         mode = mode_of(config)
         if mode == "record":
             RecordDpConfig.from_config(config)
-        if mode != "distributed":
-            return None
-        return cls(
-            clip_norm=float(config[KEYS["dp_clip_norm"]]),
-            noise_multiplier=float(config[KEYS["dp_noise_multiplier"]]),
-            target_epsilon=float(config[KEYS["dp_target_epsilon"]]),
-            delta=float(config[KEYS["dp_delta"]]),
-            min_contributors=int(config[KEYS["dp_min_contributors"]]),
-            rounds=int(config[KEYS["num_rounds"]]),
-        )
+        return cls.read(config) if mode == "distributed" else None
 
 
 def mode_of(config: dict) -> str:
@@ -102,7 +118,7 @@ class RecordDpConfigError(ValueError):
 
 
 @dataclass(frozen=True)
-class RecordDpConfig:
+class RecordDpConfig(SharedDpSettings):
     """Record-level DP of a run: every hospital trains with DP-SGD (``privacy.dpsgd``).
 
     Parameters
@@ -122,10 +138,6 @@ class RecordDpConfig:
         Training rounds the guarantee covers (the run's ``num_rounds``).
     """
 
-    clip_norm: float
-    noise_multiplier: float
-    target_epsilon: float
-    delta: float
     rounds: int
 
     def __post_init__(self) -> None:
@@ -144,12 +156,4 @@ class RecordDpConfig:
     @classmethod
     def from_config(cls, config: dict) -> RecordDpConfig | None:
         """The run's record-level DP settings from a round config; None unless ``dp=record``."""
-        if mode_of(config) != "record":
-            return None
-        return cls(
-            clip_norm=float(config[KEYS["dp_clip_norm"]]),
-            noise_multiplier=float(config[KEYS["dp_noise_multiplier"]]),
-            target_epsilon=float(config[KEYS["dp_target_epsilon"]]),
-            delta=float(config[KEYS["dp_delta"]]),
-            rounds=int(config[KEYS["num_rounds"]]),
-        )
+        return cls.read(config) if mode_of(config) == "record" else None

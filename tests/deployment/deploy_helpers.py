@@ -246,6 +246,24 @@ def python(*args: str) -> list[str]:
     return [sys.executable, "-m", *args]
 
 
+def run_captured(
+    args: list[str], env: dict | None = None, cwd: Path = ROOT, timeout: float = 300
+) -> subprocess.CompletedProcess:
+    """``args`` run to the end, output kept as text (for the assertions and their messages)."""
+    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def init_pilot(pilot: Path, env: dict, hospitals: int) -> subprocess.CompletedProcess:
+    """``init-pilot``: PKI, signing keys and roster of ``hospitals`` in ``pilot``; it must succeed."""
+    made = run_captured(
+        python("server.coordinator", "init-pilot", "--hospitals", str(hospitals), "--out", str(pilot)),
+        env,
+        timeout=120,
+    )
+    assert made.returncode == 0, made.stderr
+    return made
+
+
 def hospital_csvs(folder: Path, hospitals: int) -> list[Path]:
     """The breast-cancer table split across the hospitals, one CSV file each (as a site would have)."""
     import numpy as np

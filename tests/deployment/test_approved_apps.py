@@ -46,6 +46,7 @@ from deploy_helpers import (
     mlflow_run_of,
     python,
     read_audit,
+    run_captured,
     start_superlink,
     wait_until,
 )
@@ -59,10 +60,6 @@ APP_PACKAGES = bundle_packages()
 NET = "examples.tabular_net.TabularNet"  # the engineer's model, by import path
 NET_ARGS = {"blocks": 1, "width": 16}
 NET_OVERRIDES = ("model=custom", f"model._target_={NET}", *(f"+model.{k}={v}" for k, v in NET_ARGS.items()))
-
-
-def run(args: list[str], env: dict, cwd: Path = ROOT, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def started(args: list[str], env: dict) -> subprocess.Popen:
@@ -175,7 +172,7 @@ def test_check_only_connects_and_only_approved_apps_run(tmp_path: Path, procs: P
     )
 
     # the coordinator sees them by name
-    status = run(
+    status = run_captured(
         python("server.coordinator", "status", "--pilot", str(pilot), "--superlink", f"127.0.0.1:{port}"),
         env,
         timeout=120,
@@ -203,7 +200,7 @@ def test_check_only_connects_and_only_approved_apps_run(tmp_path: Path, procs: P
     # the engineer builds the exact bundle and sends it; each hospital reviews it, then approves it
     outbox = tmp_path / "outbox"
     outbox.mkdir()
-    built = run([str(BIN / "flwr"), "build", "--app", str(app)], env, cwd=outbox)
+    built = run_captured([str(BIN / "flwr"), "build", "--app", str(app)], env, cwd=outbox)
     assert built.returncode == 0, built.stdout + built.stderr
     (fab,) = outbox.glob("*.fab")
     sha = hashlib.sha256(fab.read_bytes()).hexdigest()
@@ -215,7 +212,7 @@ def test_check_only_connects_and_only_approved_apps_run(tmp_path: Path, procs: P
         assert "Files changed (2): client/app.py, pyproject.toml" in shown.stdout
         assert f"  model = '{NET}'   (installed: 'mlp')" in shown.stdout
         assert f"  model = '{NET}': code from examples/tabular_net/__init__.py, as installed" in shown.stdout
-        approved = run(
+        approved = run_captured(
             python("client.daemon", "approve", str(fab), "--state-dir", str(state), "--note", "reviewed"),
             env,
             timeout=120,
@@ -239,7 +236,7 @@ def test_check_only_connects_and_only_approved_apps_run(tmp_path: Path, procs: P
         command = engineer_command(
             pilot, port, db, HOSPITALS, f"federation.app_dir={app}", *NET_OVERRIDES, "num_rounds=2"
         )
-        return run([*command, f"hydra.run.dir={tmp_path / out}"], env, timeout=RUN_TIMEOUT)
+        return run_captured([*command, f"hydra.run.dir={tmp_path / out}"], env, timeout=RUN_TIMEOUT)
 
     # hospital-1's policy does not list the model: it refuses, and the engineer reads who and why
     refused = engineer_runs("out-refused")

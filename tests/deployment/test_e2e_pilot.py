@@ -21,16 +21,17 @@ from pathlib import Path
 
 import pytest
 from deploy_helpers import (
-    ROOT,
     RUN_TIMEOUT,
     Processes,
     daemon_args,
     engineer_command,
     flower_env,
     hospital_csvs,
+    init_pilot,
     mlflow_run_of,
     python,
     read_audit,
+    run_captured,
     start_superlink,
     wait_until,
 )
@@ -48,20 +49,10 @@ def received_message_ids(log: str) -> list[str]:
 def test_secure_pilot_with_registered_hospitals(tmp_path: Path, procs: Processes) -> None:
     env = flower_env(tmp_path / "flwr-home")
     pilot = tmp_path / "pilot"
-    made = subprocess.run(
-        python("server.coordinator", "init-pilot", "--hospitals", str(HOSPITALS), "--out", str(pilot)),
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert made.returncode == 0, made.stderr
+    made = init_pilot(pilot, env, HOSPITALS)
     fingerprint = re.search(r"roster fingerprint: ([0-9a-f-]+)", made.stdout).group(1)
     intruder = tmp_path / "intruder"
-    made = subprocess.run(
-        python("client.daemon", "keygen", "--out", str(intruder)), cwd=ROOT, capture_output=True, text=True
-    )
+    made = run_captured(python("client.daemon", "keygen", "--out", str(intruder)))
     assert made.returncode == 0, made.stderr
     csvs = hospital_csvs(tmp_path, HOSPITALS)
 
@@ -69,18 +60,13 @@ def test_secure_pilot_with_registered_hospitals(tmp_path: Path, procs: Processes
     assert link.poll() is None, procs.log("superlink")
 
     # a hospital whose data file is missing does not start, and says why
-    missing = subprocess.run(
-        daemon_args(pilot, "hospital-1", port, tmp_path / "missing.csv", tmp_path / "state-x"),
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    missing = run_captured(
+        daemon_args(pilot, "hospital-1", port, tmp_path / "missing.csv", tmp_path / "state-x"), env
     )
     assert missing.returncode == 2
     assert "not starting: data file" in missing.stderr and "missing.csv does not exist" in missing.stderr
     # nor does one holding another hospital's signing key
-    swapped = subprocess.run(
+    swapped = run_captured(
         daemon_args(
             pilot,
             "hospital-1",
@@ -89,11 +75,7 @@ def test_secure_pilot_with_registered_hospitals(tmp_path: Path, procs: Processes
             tmp_path / "state-y",
             signing_key=pilot / "hospitals" / "hospital-2" / "signing.key",
         ),
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+        env,
     )
     assert swapped.returncode == 2
     assert "hospital-2/signing.key" in swapped.stderr and "does not match the key roster" in swapped.stderr
@@ -111,13 +93,8 @@ def test_secure_pilot_with_registered_hospitals(tmp_path: Path, procs: Processes
     db = tmp_path / "mlflow.db"
 
     def engineer_runs(*overrides: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            engineer_command(pilot, port, db, HOSPITALS, "num_rounds=2", *overrides),
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=RUN_TIMEOUT,
+        return run_captured(
+            engineer_command(pilot, port, db, HOSPITALS, "num_rounds=2", *overrides), env, timeout=RUN_TIMEOUT
         )
 
     run = engineer_runs(f"hydra.run.dir={tmp_path / 'out'}")

@@ -16,20 +16,20 @@ import os
 import re
 import signal
 import sqlite3
-import subprocess
 from pathlib import Path
 
 import pytest
 from deploy_helpers import (
-    ROOT,
     RUN_TIMEOUT,
     Processes,
     daemon_args,
     engineer_command,
     flower_env,
     hospital_csvs,
+    init_pilot,
     mlflow_run_of,
     python,
+    run_captured,
     start_superlink,
     wait_until,
 )
@@ -62,15 +62,7 @@ def test_a_run_that_lost_its_critical_keyholder_resumes_from_its_checkpoint(
 
     env = flower_env(tmp_path / "flwr-home")
     pilot, db = tmp_path / "pilot", tmp_path / "mlflow.db"
-    made = subprocess.run(
-        python("server.coordinator", "init-pilot", "--hospitals", str(HOSPITALS), "--out", str(pilot)),
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert made.returncode == 0, made.stderr
+    init_pilot(pilot, env, HOSPITALS)
     _, port = start_superlink(procs, pilot, env, HOSPITALS)
     csvs = hospital_csvs(tmp_path, HOSPITALS)
     states = [tmp_path / f"state-{i + 1}" for i in range(HOSPITALS)]
@@ -138,17 +130,14 @@ def test_a_run_that_lost_its_critical_keyholder_resumes_from_its_checkpoint(
     wait_until(
         lambda: "connected to SuperLink" in procs.log("hospital-3-restarted"), 300, "hospital-3 to reconnect"
     )
-    resumed = subprocess.run(
+    resumed = run_captured(
         python(
             "experiments.run",
             f"resume={failed.info.run_id}",
             f"mlflow.tracking_uri=sqlite:///{db}",
             f"hydra.run.dir={tmp_path / 'out-resumed'}",
         ),
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
+        env,
         timeout=RUN_TIMEOUT,
     )
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-5000:]

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,21 @@ def run(args: list[str], timeout: float = 600) -> subprocess.CompletedProcess:
     )
 
 
+def run_ok(db: Path, out_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
+    """A run of ``overrides`` tracked in ``db``, Hydra's output in ``out_dir``; it must succeed."""
+    done = run([*overrides, f"mlflow.tracking_uri=sqlite:///{db}", f"hydra.run.dir={out_dir}"])
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def hospital_files(folder: Path, count: int, suffix: str, write: Callable[[Path, int], None]) -> str:
+    """``count`` hospital files that ``write(path, seed)`` fills; the override that names them."""
+    paths = [folder / f"hospital{k}.{suffix}" for k in range(count)]
+    for k, path in enumerate(paths):
+        write(path, k)
+    return f"dataset.paths=[{','.join(str(p) for p in paths)}]"
+
+
 def client_for(db: Path):
     from mlflow.tracking import MlflowClient
 
@@ -43,16 +59,7 @@ def runs_of(db: Path):
 
 def test_single_run_is_tracked(tmp_path: Path) -> None:
     db = tmp_path / "mlflow.db"
-    done = run(
-        [
-            "num_rounds=2",
-            "federation.num_hospitals=3",
-            "he=compact",
-            f"mlflow.tracking_uri=sqlite:///{db}",
-            f"hydra.run.dir={tmp_path / 'out'}",
-        ]
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = run_ok(db, tmp_path / "out", "num_rounds=2", "federation.num_hospitals=3", "he=compact")
     assert "mlflow ui --backend-store-uri" in done.stdout
     assert (tmp_path / "out" / "flower.log").is_file()
 
@@ -161,25 +168,19 @@ def write_hospital_csv(path: Path, seed: int, rows: int = 60) -> None:
 
 
 def test_csv_per_simulated_hospital_trains_end_to_end(tmp_path: Path) -> None:
-    paths = [tmp_path / f"hospital{k}.csv" for k in range(3)]
-    for k, path in enumerate(paths):
-        write_hospital_csv(path, k)
     db = tmp_path / "mlflow.db"
-    done = run(
-        [
-            "dataset=csv",
-            f"dataset.paths=[{','.join(str(p) for p in paths)}]",
-            "dataset.target_column=outcome",
-            "dataset.num_features=2",
-            "dataset.num_classes=2",
-            "federation.num_hospitals=3",
-            "num_rounds=3",
-            "progress=false",
-            f"mlflow.tracking_uri=sqlite:///{db}",
-            f"hydra.run.dir={tmp_path / 'out'}",
-        ]
+    run_ok(
+        db,
+        tmp_path / "out",
+        "dataset=csv",
+        hospital_files(tmp_path, 3, "csv", write_hospital_csv),
+        "dataset.target_column=outcome",
+        "dataset.num_features=2",
+        "dataset.num_classes=2",
+        "federation.num_hospitals=3",
+        "num_rounds=3",
+        "progress=false",
     )
-    assert done.returncode == 0, done.stderr[-3000:]
     _, runs = runs_of(db)
     assert len(runs) == 1
     assert runs[0].data.metrics["final_eval_accuracy"] > 0.7
@@ -208,24 +209,18 @@ def write_hospital_npz(path: Path, seed: int, per_split: int = 40) -> None:
 
 
 def test_npz_images_with_the_cnn_train_end_to_end(tmp_path: Path) -> None:
-    paths = [tmp_path / f"hospital{k}.npz" for k in range(2)]
-    for k, path in enumerate(paths):
-        write_hospital_npz(path, k)
     db = tmp_path / "mlflow.db"
-    done = run(
-        [
-            "dataset=npz",
-            "model=cnn",
-            f"dataset.paths=[{','.join(str(p) for p in paths)}]",
-            "dataset.num_classes=2",
-            "federation.num_hospitals=2",
-            "num_rounds=2",
-            "progress=false",
-            f"mlflow.tracking_uri=sqlite:///{db}",
-            f"hydra.run.dir={tmp_path / 'out'}",
-        ]
+    run_ok(
+        db,
+        tmp_path / "out",
+        "dataset=npz",
+        "model=cnn",
+        hospital_files(tmp_path, 2, "npz", write_hospital_npz),
+        "dataset.num_classes=2",
+        "federation.num_hospitals=2",
+        "num_rounds=2",
+        "progress=false",
     )
-    assert done.returncode == 0, done.stderr[-3000:]
     _, runs = runs_of(db)
     assert runs[0].data.metrics["final_eval_accuracy"] > 0.8
 
@@ -240,22 +235,14 @@ def test_resume_continues_a_run_to_the_model_of_an_uninterrupted_one(tmp_path: P
     with a fresh key set-up: its final model equals that of a 3-round run with the same seeds
     (``precise`` rounds to nearest, so the encrypted rounds are deterministic)."""
     db = tmp_path / "mlflow.db"
-    common = ["he=precise", "federation.num_hospitals=3", "seed=2", f"mlflow.tracking_uri=sqlite:///{db}"]
     for rounds, out in ((3, "whole"), (1, "stopped")):
-        done = run([*common, f"num_rounds={rounds}", f"hydra.run.dir={tmp_path / out}"])
-        assert done.returncode == 0, done.stderr[-3000:]
+        run_ok(
+            db, tmp_path / out, "he=precise", "federation.num_hospitals=3", "seed=2", f"num_rounds={rounds}"
+        )
     client, runs = runs_of(db)
     by_rounds = {r.data.params["num_rounds"]: r for r in runs}
     stopped = by_rounds["1"].info.run_id
-    resumed = run(
-        [
-            f"resume={stopped}",
-            "num_rounds=3",
-            f"mlflow.tracking_uri=sqlite:///{db}",
-            f"hydra.run.dir={tmp_path / 'r'}",
-        ]
-    )
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    run_ok(db, tmp_path / "r", f"resume={stopped}", "num_rounds=3")
     client, runs = runs_of(db)
     (continued,) = [r for r in runs if r.data.tags.get("resumed_from") == stopped]
     assert continued.data.params["he.preset"] == "precise"  # the stopped run's own config

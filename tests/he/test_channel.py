@@ -48,29 +48,24 @@ def test_public_bytes_is_32_raw_bytes(pair):
     assert alice.public_bytes() != bob.public_bytes()
 
 
-def test_third_party_cannot_open(pair):
+@pytest.mark.parametrize(
+    ("sealer", "opener", "claimed_sender"),
+    [
+        pytest.param("alice", "eve", "alice", id="third_party_cannot_open"),
+        pytest.param("alice", "bob", "mallory", id="wrong_claimed_sender_cannot_open"),
+        # The server seals under its own key but the recipient trusts alice's genuine key.
+        pytest.param("server", "bob", "alice", id="server_forgery_with_own_key_is_rejected"),
+    ],
+)
+def test_a_share_opens_only_between_its_sender_and_recipient(pair, sealer, opener, claimed_sender):
+    """A share alice seals for bob; each case puts an outsider's key in one of the three roles."""
     alice, bob = pair
-    eve = ChannelKeyPair.generate()
-    sealed = seal(alice, bob.public_bytes(), b"share", CTX)
+    keys = {"alice": alice, "bob": bob} | {
+        name: ChannelKeyPair.generate() for name in ("eve", "mallory", "server")
+    }
+    sealed = seal(keys[sealer], bob.public_bytes(), b"share", CTX)
     with pytest.raises(CiphertextError):
-        open_sealed(eve, alice.public_bytes(), sealed, CTX)
-
-
-def test_wrong_claimed_sender_cannot_open(pair):
-    alice, bob = pair
-    mallory = ChannelKeyPair.generate()
-    sealed = seal(alice, bob.public_bytes(), b"share", CTX)
-    with pytest.raises(CiphertextError):
-        open_sealed(bob, mallory.public_bytes(), sealed, CTX)
-
-
-def test_server_forgery_with_own_key_is_rejected(pair):
-    # The server seals under its own key but the recipient trusts alice's genuine key.
-    alice, bob = pair
-    server = ChannelKeyPair.generate()
-    forged = seal(server, bob.public_bytes(), b"forged share", CTX)
-    with pytest.raises(CiphertextError):
-        open_sealed(bob, alice.public_bytes(), forged, CTX)
+        open_sealed(keys[opener], keys[claimed_sender].public_bytes(), sealed, CTX)
 
 
 @pytest.mark.parametrize(
