@@ -10,13 +10,13 @@ from pathlib import Path
 
 from client import approval
 from client import node_check as check
+from client.local_data import TRAINING_SEED_KEY
 from client.policy import NODE_POLICY, POLICY_FILE, Policy, PolicyError
 from client.targets import TargetColumns
 from he.roster import NODE_HOSPITAL, NODE_ROSTER, NODE_SIGNING_KEY
 
 log = logging.getLogger("fedquorum.daemon")
 
-TRAINING_SEED = "training-seed"  # client.local_data.TRAINING_SEED_KEY
 
 
 def require_options(args: argparse.Namespace, purposes: dict[str, str], unless: str = "") -> None:
@@ -99,7 +99,7 @@ def validate(args: argparse.Namespace) -> tuple[dict, list[str]]:
     policy = check_policy(args, state_dir, warnings)
     values: dict = {"state-dir": str(state_dir), **identity, NODE_POLICY: str(policy)}
     if args.training_seed is not None:
-        values[TRAINING_SEED] = args.training_seed
+        values[TRAINING_SEED_KEY] = args.training_seed
     if args.data:
         classes = [c for c in (args.classes or "").split(",") if c]
         targets = TargetColumns(args.task, args.target_column, args.time_column, args.event_column)

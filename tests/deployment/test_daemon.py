@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 from deploy_helpers import identity_args
 
-from client import daemon, daemon_checks, daemon_keys, daemon_start
+from client import daemon, daemon_keys, daemon_start
 from client import node_check as check
 from client.approval import approved_hashes, fab_sha256
 from client.policy import NODE_POLICY
@@ -483,7 +483,6 @@ def test_training_seed_goes_into_the_node_config_only_when_given(
 ) -> None:
     from client.local_data import TRAINING_SEED_KEY
 
-    assert daemon_checks.TRAINING_SEED == TRAINING_SEED_KEY
     data = write_csv(tmp_path / "cohort.csv")
     node_config = tmp_path / "state" / "node-config.toml"
     assert daemon.main([*secure_args(pilot, tmp_path, data), "--training-seed", "17", "--print-command"]) == 0
