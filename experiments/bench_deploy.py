@@ -39,7 +39,7 @@ from common.bundle import bundle_packages
 from experiments.bench_arms import run_arm
 from experiments.bench_hospitals import OUR_ARMS
 from experiments.bench_metering import ArmResult
-from experiments.local_pilot import Processes, free_port, wait_for_run, wait_until
+from experiments.local_pilot import Processes, free_port, start_superlink, wait_for_run
 from server.flower_cli import executable, flower_env, flwr, json_output
 from strategies.participation import wait_for_nodes
 
@@ -178,17 +178,7 @@ def run_scenario(spec: dict, work: Path, limit: float) -> tuple[dict, str]:
     procs = Processes(root / "logs")
     note = ""
     try:
-        port = free_port()
-        link = procs.start(
-            "superlink",
-            [*python, "server.coordinator", "superlink", "--pilot", str(pilot), "--port", str(port)],
-            env,
-        )
-        wait_until(
-            lambda: "ready with" in procs.log("superlink") or link.poll() is not None,
-            300,
-            "the SuperLink to start and register the hospitals",
-        )
+        link, port = start_superlink(procs, pilot, env, hospitals)
         if link.poll() is not None:
             return {}, f"the SuperLink exited: {procs.log('superlink')[-300:]}"
         started = time.perf_counter()

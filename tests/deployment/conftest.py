@@ -6,7 +6,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from deploy_helpers import Processes
+
+from experiments.local_pilot import Processes
 
 
 @pytest.fixture

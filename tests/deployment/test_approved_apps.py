@@ -34,26 +34,20 @@ from subprocess import PIPE
 from deploy_helpers import (
     BIN,
     ROOT,
-    RUN_TIMEOUT,
-    Processes,
     daemon_args,
     engineer_command,
-    flower_env,
-    flwr,
-    free_port,
     hospital_csvs,
-    json_of,
     mlflow_run_of,
     python,
     read_audit,
     run_captured,
-    start_superlink,
-    wait_until,
 )
 
 from client.approval import approved_hashes
 from client.policy import BUILT_IN_MODELS
 from common.bundle import bundle_packages
+from experiments.local_pilot import RUN_TIMEOUT, Processes, free_port, start_superlink, wait_until
+from server.flower_cli import flower_env, flwr, json_output
 
 HOSPITALS = 2
 APP_PACKAGES = bundle_packages()
@@ -111,7 +105,9 @@ def submit(home: Path, app: Path, pilot: Path, extra: str = "") -> int:
 
 def fab_hash(home: Path, run_id: int) -> str:
     """The SHA-256 of the bundle the SuperLink holds for a run (``flwr list``)."""
-    (listed,) = json_of(flwr(home, "list", "pilot", "--run-id", str(run_id), "--format", "json"))["runs"]
+    (listed,) = json_output(
+        flwr(home, "list", "pilot", "--run-id", str(run_id), "--format", "json"), "flwr list"
+    )["runs"]
     return str(listed["fab-hash"])
 
 

@@ -13,12 +13,13 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from deploy_helpers import BIN, ROOT, flower_env
+from deploy_helpers import BIN, ROOT
 from flwr.cli.build import build_fab_from_files
 
 from client.approval import app_files, approved_hashes, bundle_of, fab_sha256
 from client.daemon import main as daemon
 from client.review import file_diff
+from server.flower_cli import flower_env
 
 ADDED = "client/site_model.py"
 CHANGED = "client/app.py"

@@ -7,8 +7,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from deploy_helpers import free_port
 
+from experiments.local_pilot import free_port
 from server import coordinator, flower_cli, pki
 
 

@@ -20,19 +20,17 @@ from pathlib import Path
 
 import pytest
 from deploy_helpers import (
-    RUN_TIMEOUT,
-    Processes,
     daemon_args,
     engineer_command,
-    flower_env,
     hospital_csvs,
     init_pilot,
     mlflow_run_of,
     python,
     run_captured,
-    start_superlink,
-    wait_until,
 )
+
+from experiments.local_pilot import RUN_TIMEOUT, Processes, start_superlink, wait_until
+from server.flower_cli import flower_env
 
 pytestmark = pytest.mark.slow
 HOSPITALS = 3
