@@ -18,7 +18,6 @@ from he.roster import NODE_HOSPITAL, NODE_ROSTER, NODE_SIGNING_KEY
 log = logging.getLogger("fedquorum.daemon")
 
 
-
 def require_options(args: argparse.Namespace, purposes: dict[str, str], unless: str = "") -> None:
     """Stop at the first of ``purposes`` (option -> what it is) not given, saying what it is for."""
     for name, purpose in purposes.items():

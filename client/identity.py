@@ -3,7 +3,7 @@
 Deployment: the daemon (``client.daemon``) writes the node-config keys ``roster``,
 ``signing-key`` and ``hospital`` (paths on the hospital's machine). Simulation only (the node
 config has Flower's ``partition-id`` and no roster): the run's simulated federation directory
-(``he.roster.write_simulated_federation``), named in the task config, holds both.
+(``common.simulated_federation.write_simulated_federation``), named in the task config, holds both.
 """
 
 from __future__ import annotations
@@ -11,14 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from common.protocol import ROSTER_FINGERPRINT, SIMULATED_FEDERATION
+from common.simulated_federation import simulated_hospital_name
 from he.identity import SigningKey
-from he.roster import (
-    NODE_HOSPITAL,
-    NODE_ROSTER,
-    NODE_SIGNING_KEY,
-    Roster,
-    simulated_hospital_name,
-)
+from he.roster import NODE_HOSPITAL, NODE_ROSTER, NODE_SIGNING_KEY, Roster
 
 
 class IdentityError(RuntimeError):

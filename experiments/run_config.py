@@ -21,8 +21,8 @@ class ConfigError(ValueError):
 
 
 def simulated_quorum(num_hospitals: int, threshold: int) -> Quorum:
-    """The committee and threshold of the roster a simulation makes
-    (``he.roster.write_simulated_federation``): the first 16 hospitals, ``threshold`` of them (0: all)."""
+    """The committee and threshold of the roster a simulation makes (``common.simulated_federation``):
+    the first 16 hospitals, ``threshold`` of them (0: all)."""
     committee = tuple(range(1, min(num_hospitals, DEFAULT_COMMITTEE_SIZE) + 1))
     return Quorum(committee, threshold or len(committee))
 

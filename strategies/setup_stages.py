@@ -23,9 +23,10 @@ from flwr.app import Message
 from common import protocol as p
 from common.records import blobs_of
 from common.settings import RunSettings
+from common.simulated_federation import write_simulated_federation
 from he import transcript
 from he.errors import HEError, RosterError
-from he.roster import Roster, write_simulated_federation
+from he.roster import Roster
 from strategies.messaging import Exchange, Refusals, make_content
 from strategies.reachability import party_of
 

@@ -21,8 +21,9 @@ from client.refusals import RefusedRequest
 from common import protocol as p
 from common.records import blobs_of
 from common.settings import RunSettings
+from common.simulated_federation import write_simulated_federation
 from he.errors import HEError
-from he.roster import Roster, write_simulated_federation
+from he.roster import Roster
 from strategies.messaging import make_content
 
 HOSPITALS, THRESHOLD, MIN_CONTRIBUTORS = 4, 3, 3  # 3-of-4: a decryption set needs all four

@@ -23,13 +23,14 @@ import pytest
 
 from client.keyholder import KeyHolder
 from client.refusals import RefusedRequest
+from common.simulated_federation import simulated_hospital_name, write_simulated_federation
 from he.ciphertext import CiphertextLabel, CiphertextSum, EncryptedUpdate
 from he.decrypt import DecryptionRequest, DecryptionShare, combine, decrypt_update
 from he.encoding import UpdateEncoder
 from he.errors import RosterError
 from he.identity import SigningKey
 from he.modarith import addmod
-from he.roster import Quorum, Roster, simulated_hospital_name, write_simulated_federation
+from he.roster import Quorum, Roster
 from he.transcript import model_release, sign_hello
 
 HOSPITALS, COMMITTEE, THRESHOLD, MIN_CONTRIBUTORS = 6, 5, 3, 3

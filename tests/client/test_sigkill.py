@@ -23,7 +23,7 @@ CHILD = r"""
 import sys
 import numpy as np
 from client.keyholder import KeyHolder
-from he.roster import simulated_hospital_name, write_simulated_federation
+from common.simulated_federation import simulated_hospital_name, write_simulated_federation
 from he.transcript import model_release
 
 directory = sys.argv[1]

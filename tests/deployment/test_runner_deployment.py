@@ -9,10 +9,10 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from common.settings import RunSettings
+from common.simulated_federation import write_simulated_federation
 from experiments import run_deployment as runner
 from experiments.run_config import ConfigError, is_deployment, to_settings
 from experiments.run_report import RunFailedError
-from he.roster import write_simulated_federation
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 

@@ -32,6 +32,7 @@ from conftest import TEST_PARAMS, Federation, build_federation, random_updates
 
 from client.keyholder import KeyHolder
 from client.refusals import RefusedRequest
+from common.simulated_federation import simulated_hospital_name, write_simulated_federation
 from he.ciphertext import CiphertextLabel, CiphertextSum, EncryptedUpdate, SecretKeyEncryptor, seeded_c1
 from he.context import HEContext
 from he.decrypt import (
@@ -46,7 +47,7 @@ from he.encoding import UpdateEncoder
 from he.errors import RosterError, ShareMismatchError
 from he.modarith import addmod, mul_scalar, mulmod, negmod, submod
 from he.params import ENCRYPTION_NOISE_BOUND
-from he.roster import Quorum, Roster, simulated_hospital_name, write_simulated_federation
+from he.roster import Quorum, Roster
 from he.threshold import lagrange_coefficient, lagrange_residues
 from he.transcript import model_release
 

@@ -10,18 +10,11 @@ import stat
 
 import pytest
 
+from common.simulated_federation import simulated_hospital_name, write_simulated_federation
 from he.errors import InsecureParametersError, RosterError
 from he.identity import SigningKey
 from he.params import preset
-from he.roster import (
-    FORMAT,
-    MAX_ROSTER_BYTES,
-    Hospital,
-    Quorum,
-    Roster,
-    simulated_hospital_name,
-    write_simulated_federation,
-)
+from he.roster import FORMAT, MAX_ROSTER_BYTES, Hospital, Quorum, Roster
 
 NAMES = ["alpha", "beta", "gamma", "delta", "epsilon"]
 

@@ -12,7 +12,7 @@ import pytest
 
 from common import protocol as p
 from common.settings import RunSettings
-from he.roster import write_simulated_federation
+from common.simulated_federation import write_simulated_federation
 from server.tracking import rounds_completed
 from strategies.encrypted_fedavg import EncryptedFedAvg
 from strategies.reachability import Reachability

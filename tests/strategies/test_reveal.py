@@ -9,9 +9,9 @@ import pytest
 from flwr.supercore.task_identity import TaskIdentity
 
 from common import protocol as p
+from common.simulated_federation import write_simulated_federation
 from he.context import HEContext
 from he.params import preset
-from he.roster import write_simulated_federation
 from models.pooled_metrics import EvaluationLayout
 from strategies.decryption_sets import DecryptionSets
 from strategies.plausibility import AggregateChecks
