@@ -69,3 +69,47 @@ def test_the_hospital_app_starts_without_the_training_stack() -> None:
         [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout.strip()
     assert loaded == "[]", f"importing client.app loads {loaded}"
+
+
+def module_graph() -> dict[str, set[str]]:
+    """Module -> the project modules it imports (``from a import b`` counts ``a.b`` when that is
+    a module, else ``a``)."""
+    modules = {
+        ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        for package in PACKAGES
+        for path in (ROOT / package).rglob("*.py")
+    }
+    graph: dict[str, set[str]] = {}
+    for package in PACKAGES:
+        for path in (ROOT / package).rglob("*.py"):
+            module = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+            targets: set[str] = set()
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if isinstance(node, ast.Import):
+                    targets |= {alias.name for alias in node.names}
+                elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                    submodules = {f"{node.module}.{alias.name}" for alias in node.names}
+                    targets |= (submodules & modules) or {node.module}
+            graph[module] = (targets & modules) - {module}
+    return graph
+
+
+def test_no_module_imports_itself_back_through_others() -> None:
+    """No import cycle between project modules: each module can be read (and loaded) before the
+    ones that use it."""
+    graph = module_graph()
+    done: set[str] = set()
+
+    def cycle_from(module: str, path: list[str]) -> list[str] | None:
+        if module in path:
+            return [*path[path.index(module) :], module]
+        if module in done:
+            return None
+        for target in sorted(graph.get(module, ())):
+            if found := cycle_from(target, [*path, module]):
+                return found
+        done.add(module)
+        return None
+
+    for module in sorted(graph):
+        assert (found := cycle_from(module, [])) is None, " -> ".join(found)
