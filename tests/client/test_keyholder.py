@@ -10,7 +10,6 @@ so no test sees another's requests.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import random
@@ -18,6 +17,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import he_federation
 import numpy as np
 import pytest
 
@@ -435,28 +435,16 @@ def test_rounds_outside_the_flooding_budget_refused(federation):
 
 
 # -- K = 32 at the he level ------------------------------------------------------------------------
-def he_test_fixtures():
-    """``tests/he/conftest.py`` (TEST_PARAMS, build_federation), loaded under its own name."""
-    name = "fedquorum_he_test_fixtures"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / "he" / "conftest.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
 def test_random_decryption_sets_of_a_32_member_committee_decrypt_exactly():
     """K = 32 (the most a committee may have), t_K = 16, so T needs 24: four random decryption
     sets of random sizes give the exact sum of the contributors' fields. Only the five
     contributors deal (to all 32 keyholders), which keeps the test fast."""
-    fixtures = he_test_fixtures()
-    ctx = fixtures.context(fixtures.TEST_PARAMS.name)
-    fed = fixtures.build_federation(ctx, 5, threshold=16, committee_size=32)
+    ctx = he_federation.context(he_federation.TEST_PARAMS.name)
+    fed = he_federation.build_federation(ctx, 5, threshold=16, committee_size=32)
     assert fed.quorum.committee == tuple(range(1, 33)) and fed.quorum.min_decryption_set == 24
     rng = random.Random(32)
     contributors = fed.parties
-    updates, counts = fixtures.random_updates(ctx.params, 5, (500, 3), seed=32)
+    updates, counts = he_federation.random_updates(ctx.params, 5, (500, 3), seed=32)
     aggregate = fed.encrypt_all(updates, counts, contributors)
     encoder = UpdateEncoder(ctx.params, ctx.num_payload)
     want = None

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TEST_PARAMS, Federation, build_federation, random_updates
+from he_federation import TEST_PARAMS, Federation, build_federation, random_updates
 
 from client.keyholder import KeyHolder
 from client.refusals import RefusedRequest

@@ -14,7 +14,7 @@ import struct
 
 import numpy as np
 import pytest
-from conftest import TEST_PARAMS, build_federation, context
+from he_federation import TEST_PARAMS, build_federation, context
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

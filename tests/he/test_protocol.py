@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import (
+from he_federation import (
     TEST_PARAMS,
     average_tolerance,
     build_federation,

@@ -14,7 +14,7 @@ import re
 import numpy as np
 import pytest
 import tenseal.sealapi as seal
-from conftest import MAX_ATTEMPTS, TEST_PARAMS, context, random_updates
+from he_federation import MAX_ATTEMPTS, TEST_PARAMS, context, random_updates
 
 from he import keygen, wire
 from he.ciphertext import KINDS, CiphertextLabel, CiphertextSum, EncryptedUpdate, SecretKeyEncryptor
