@@ -10,12 +10,13 @@ production, at a quarter of the ring size.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from he import channel, keygen
+from he import channel, keygen, wire
 from he.ciphertext import CiphertextLabel, CiphertextSum, EncryptedUpdate, SecretKeyEncryptor, seeded_c1
 from he.context import HEContext
 from he.decrypt import (
@@ -47,6 +48,11 @@ TEST_PARAMS = HEParams(
     insecure_for_tests=True,
 )
 MAX_ATTEMPTS = 3
+
+
+def params(**changes) -> HEParams:
+    """``TEST_PARAMS`` with ``changes`` (checked as any preset is)."""
+    return dataclasses.replace(TEST_PARAMS, **changes)
 
 
 @dataclass
@@ -204,3 +210,10 @@ def average_tolerance(params: HEParams, counts: list[int], weight_scale: int | N
 def context(name: str) -> HEContext:
     """One HEContext per parameter set for the whole session (they hold no key material)."""
     return HEContext(TEST_PARAMS if name == TEST_PARAMS.name else PRESETS[name])
+
+
+def _set_last_residue(blob: bytes, value: int) -> bytes:
+    """Set the frame's last residue (values past the 60-bit wire width saturate to 2^60-1)."""
+    pair = wire.unpack_residues(blob[-15:], 2)
+    pair[1] = min(value, (1 << wire.RESIDUE_BITS) - 1)
+    return blob[:-15] + wire.pack_residues(pair)
