@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 import numpy as np
 
@@ -29,7 +31,7 @@ from he.decrypt import (
 )
 from he.encoding import UpdateLayout
 from he.keygen import SecretKeyShare
-from he.modarith import addmod
+from he.modarith import addmod, mulmod
 from he.params import PRESETS, HEParams
 from he.roster import Quorum
 from he.threshold import sum_shares
@@ -48,6 +50,8 @@ TEST_PARAMS = HEParams(
     insecure_for_tests=True,
 )
 MAX_ATTEMPTS = 3
+# The attack tests' update: one ciphertext under TEST_PARAMS (8192 values per ciphertext)
+ATTACK_SIZES = (300, 41)
 
 
 def params(**changes) -> HEParams:
@@ -217,3 +221,36 @@ def _set_last_residue(blob: bytes, value: int) -> bytes:
     pair = wire.unpack_residues(blob[-15:], 2)
     pair[1] = min(value, (1 << wire.RESIDUE_BITS) - 1)
     return blob[:-15] + wire.pack_residues(pair)
+
+
+# -- exact integer views of NTT-form residues ------------------------------------------------------
+def crt(rows: list[list[int]], moduli: list[int]) -> list[int]:
+    """The integers modulo ``prod(moduli)`` with residues ``rows[i]`` modulo ``moduli[i]``."""
+    product = math.prod(moduli)
+    weights = [(product // q) * pow(product // q, -1, q) for q in moduli]
+    return [
+        sum(w * r for w, r in zip(weights, column, strict=True)) % product
+        for column in zip(*rows, strict=True)
+    ]
+
+
+def signed_coefficients(ctx, poly: np.ndarray, rows: str = "noise") -> list[int]:
+    """The coefficients of an NTT-form polynomial ``[L, N]`` as signed Python integers, read off
+    the noise primes (``rows="noise"``) or off every data prime (``rows="all"``)."""
+    start = ctx.num_payload if rows == "noise" else 0
+    moduli = [int(q) for q in ctx.data_moduli.tolist()[start:]]
+    coefficients = ctx.intt(poly[None])[0, start:]
+    product = math.prod(moduli)
+    values = crt([row.tolist() for row in coefficients], moduli)
+    return [v - product if v > product // 2 else v for v in values]
+
+
+def residues_of(value: Fraction | int, moduli: np.ndarray) -> np.ndarray:
+    """A rational number modulo each prime, as a ``[L, 1]`` column."""
+    value = Fraction(value)
+    column = [value.numerator * pow(value.denominator, -1, int(q)) % int(q) for q in moduli.tolist()]
+    return np.array(column, dtype=np.uint64).reshape(-1, 1)
+
+
+def times(poly: np.ndarray, value: Fraction | int, moduli: np.ndarray) -> np.ndarray:
+    return mulmod(poly, np.broadcast_to(residues_of(value, moduli), poly.shape), moduli)

@@ -181,7 +181,7 @@ def test_shares_not_exactly_from_the_decryption_set_refused(federation5, decrypt
 def test_share_altered_on_a_noise_prime_refused_by_the_noise_bound(federation5, decryption_round):
     """+1 on one NTT residue of a noise prime changes every noise coefficient on that prime.
     (A change confined to the payload primes is not caught: shares carry no integrity proof,
-    see docs/security.md and test_attacks.test_tampered_shares.)"""
+    see docs/security.md and test_attacks_coordinator.test_tampered_shares.)"""
     fed = federation5
     aggregate, request, shares = decryption_round
     polys = shares[2].polys.copy()
