@@ -6,6 +6,11 @@ SEAL's 128-bit bound for N=4096 (109 bits), so it sets ``insecure_for_tests=True
 real bit budget of the ``precise`` preset (60-bit primes, 2 noise primes, 54-bit values, 32
 contributors), so the packing, noise reading and flooding arithmetic are exercised exactly as in
 production, at a quarter of the ring size.
+
+Below the federation, each in one place, the helpers that more than one ``tests/he`` file needs:
+``params`` (``TEST_PARAMS`` with changes), ``_set_last_residue`` (a frame with its last residue
+rewritten), ``ATTACK_SIZES``, and exact integer views of residues (``crt``,
+``signed_coefficients``, ``residues_of``, ``times``, ``centered``, ``crt_centered``).
 """
 
 from __future__ import annotations
@@ -254,3 +259,22 @@ def residues_of(value: Fraction | int, moduli: np.ndarray) -> np.ndarray:
 
 def times(poly: np.ndarray, value: Fraction | int, moduli: np.ndarray) -> np.ndarray:
     return mulmod(poly, np.broadcast_to(residues_of(value, moduli), poly.shape), moduli)
+
+
+def centered(residues: np.ndarray, q: int) -> np.ndarray:
+    """Residues mod q lifted to (-q/2, q/2] as int64 (q < 2^61)."""
+    r = residues.astype(np.int64)
+    return np.where(r > q // 2, r - np.int64(q), r)
+
+
+def crt_centered(rows: list[np.ndarray], moduli: list[int]) -> np.ndarray:
+    """The integers (Python ints, object array) in (-Q/2, Q/2] with the given residues."""
+    product = 1
+    for q in moduli:
+        product *= q
+    value = np.zeros(rows[0].shape, dtype=object)
+    for row, q in zip(rows, moduli, strict=True):
+        rest = product // q
+        value = value + row.astype(object) * (rest * pow(rest, -1, q))
+    value = value % product
+    return np.where(value > product // 2, value - product, value)
