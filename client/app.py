@@ -125,12 +125,14 @@ def party_number(text: str, what: str) -> int:
     return int(text)
 
 
-def party_keys(blobs: dict[str, bytes], prefix: str) -> dict[int, bytes]:
-    return {
-        party_number(name[len(prefix) :], f"blob {name[:60]!r}"): value
-        for name, value in blobs.items()
-        if name.startswith(prefix)
-    }
+def party_keys(blobs: dict[str, bytes], name: str) -> dict[int, bytes]:
+    """The blobs named ``p.per_party(name, party)``, by party number (refused unless a number)."""
+    found = {}
+    for blob_name, value in blobs.items():
+        party = p.party_of_blob(blob_name, name)
+        if party is not None:
+            found[party_number(party, f"blob {blob_name[:60]!r}")] = value
+    return found
 
 
 def config_int(config: dict, key: str) -> int:
@@ -177,9 +179,9 @@ def software_versions() -> bytes:
 @app.query("deal")
 def deal(message: Message, context: Context) -> Message:
     holder = load_keyholder(context)
-    sealed, statement = holder.deal(party_keys(blobs_of(message), p.HELLO_BLOB + "-"))
+    sealed, statement = holder.deal(party_keys(blobs_of(message), p.HELLO_BLOB))
     store_keyholder(context, holder)
-    out = {p.DEALING: statement} | {f"{p.SEALED_SHARE_PREFIX}{k}": b for k, b in sealed.items()}
+    out = {p.DEALING: statement} | {p.per_party(p.SEALED_SHARE, k): b for k, b in sealed.items()}
     return reply(message, out)
 
 
@@ -187,9 +189,7 @@ def deal(message: Message, context: Context) -> Message:
 def dealings(message: Message, context: Context) -> Message:
     holder = load_keyholder(context)
     blobs = blobs_of(message)
-    failed = holder.receive_dealings(
-        party_keys(blobs, p.SEALED_SHARE_PREFIX), party_keys(blobs, p.DEALING + "-")
-    )
+    failed = holder.receive_dealings(party_keys(blobs, p.SEALED_SHARE), party_keys(blobs, p.DEALING))
     store_keyholder(context, holder)
     return reply(message, {p.COMPLAINTS: json.dumps(failed).encode()}, metrics={"ready": 1})
 
@@ -304,7 +304,7 @@ def decrypt(message: Message, context: Context) -> Message:
     keyholders = [
         party_number(x, "config 'keyholders'") for x in str(config.get(p.KEYHOLDERS, "")).split(",")
     ]
-    contributions = party_keys(blobs_of(message), p.CONTRIBUTION + "-")
+    contributions = party_keys(blobs_of(message), p.CONTRIBUTION)
     start = time.perf_counter()
     share = holder.partial_decrypt(
         str(config.get(p.KIND)),

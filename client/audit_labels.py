@@ -38,7 +38,7 @@ PASS_WORDS = {"moments": "means", "spread": "spread"}  # common.protocol.STATIST
 ENCRYPTED, PROTOCOL, UNRECOGNISED = "encrypted", "protocol", "unrecognised"
 BLOB_KINDS = {
     p.UPDATE: (ENCRYPTED, "ciphertext"),
-    p.SEALED_SHARE_PREFIX.rstrip("-"): (ENCRYPTED, "sealed key share"),
+    p.SEALED_SHARE: (ENCRYPTED, "sealed key share"),
     p.DECRYPTION_SHARE: (ENCRYPTED, "decryption share"),
     p.HELLO_BLOB: (PROTOCOL, "signed statement"),
     p.CONTRIBUTION: (PROTOCOL, "signed statement"),

@@ -38,10 +38,24 @@ UPDATE = "update"  # encrypted update (c0 only)
 CONTRIBUTION = "contribution"  # signed contribution statement; "contribution-<party>" relayed
 HELLO_BLOB = "hello"  # signed hello; "hello-<party>" relayed
 DEALING = "dealing"  # signed dealing statement; "dealing-<dealer>" relayed
-SEALED_SHARE_PREFIX = "sealed-share-"  # + keyholder (deal reply) or dealer (dealings message)
+SEALED_SHARE = "sealed-share"  # "sealed-share-<keyholder>" in a deal reply, "-<dealer>" relayed
 COMPLAINTS = "complaints"  # keyholder: JSON list of dealers whose share failed
 DECRYPTION_SHARE = "decryption-share"
 SOFTWARE = "software"  # hello reply: JSON {"fedquorum": version, "flwr": version}, for operators
+
+
+def per_party(name: str, party: int) -> str:
+    """The blob name of ``name`` for one party (a relayed statement, a sealed share): both sides
+    build it here; the hospital reads the party number back and refuses anything else."""
+    return f"{name}-{party}"
+
+
+def party_of_blob(blob_name: str, name: str) -> str | None:
+    """The party part of a ``per_party(name, ...)`` blob name, as unchecked text; None for a blob
+    of another name."""
+    prefix = f"{name}-"
+    return blob_name[len(prefix) :] if blob_name.startswith(prefix) else None
+
 
 # Config keys
 ROUND = "server-round"

@@ -91,7 +91,7 @@ class Reveal:
         label = CiphertextLabel(self.roster.federation_id, self.run_id, kind, round_id)
         down = self.reachability.keyholders_down(replied)
         available = set(self.reachability.committee) - set(down)  # K': only they hold dealt shares
-        relayed = {f"{p.CONTRIBUTION}-{party}": s for party, s in statements.items()}
+        relayed = {p.per_party(p.CONTRIBUTION, party): s for party, s in statements.items()}
         what = f"{kind} round {round_id}" if kind == "train" else f"feature statistics {round_id}"
         if (shortfall := self.reachability.quorum_shortfall(down)) is not None:
             log.warning("%s: %s; no keyholder asked, the round keeps the previous model", what, shortfall)

@@ -103,7 +103,7 @@ class KeySetup:
 
     def deal(self) -> None:
         """``query.deal``: every hello relayed to every hospital that sent one."""
-        relayed = {f"{p.HELLO_BLOB}-{party}": hello for party, hello in self.hellos.items()}
+        relayed = {p.per_party(p.HELLO_BLOB, party): hello for party, hello in self.hellos.items()}
         self.deals = self._phase(p.DEAL, self.hellos, lambda party: make_content({}, relayed))
 
     def dealings(self) -> None:
@@ -113,10 +113,10 @@ class KeySetup:
         def dealings_for(keyholder: int):
             blobs = {}
             for dealer, blob in self.deals.items():
-                share = blob.get(f"{p.SEALED_SHARE_PREFIX}{keyholder}")
+                share = blob.get(p.per_party(p.SEALED_SHARE, keyholder))
                 if share is not None and p.DEALING in blob:
-                    blobs[f"{p.SEALED_SHARE_PREFIX}{dealer}"] = share
-                    blobs[f"{p.DEALING}-{dealer}"] = blob[p.DEALING]
+                    blobs[p.per_party(p.SEALED_SHARE, dealer)] = share
+                    blobs[p.per_party(p.DEALING, dealer)] = blob[p.DEALING]
             return make_content({}, blobs)
 
         acks = self._phase(p.DEALINGS, self.transcript.committee, dealings_for)

@@ -130,8 +130,10 @@ class Coordinator:
         }
         deals = {q: blobs_of(self.send(q, p.DEAL, blobs=shown[q])) for q in PARTIES}
         for k in PARTIES:
-            dealers = [d for d in PARTIES if f"{p.SEALED_SHARE_PREFIX}{k}" in deals[d]]  # all but k
-            dealt = {f"{p.SEALED_SHARE_PREFIX}{d}": deals[d][f"{p.SEALED_SHARE_PREFIX}{k}"] for d in dealers}
+            dealers = [d for d in PARTIES if p.per_party(p.SEALED_SHARE, k) in deals[d]]  # all but k
+            dealt = {
+                p.per_party(p.SEALED_SHARE, d): deals[d][p.per_party(p.SEALED_SHARE, k)] for d in dealers
+            }
             statements = {f"{p.DEALING}-{d}": deals[d][p.DEALING] for d in dealers}
             complaints = blobs_of(self.send(k, p.DEALINGS, blobs=dealt | statements))[p.COMPLAINTS]
             self.complaints[k] = json.loads(complaints)

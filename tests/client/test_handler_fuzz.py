@@ -124,7 +124,7 @@ def hospital_one(federation, tmp_path_factory):
     honest = {
         p.HELLO: (task, {}, None),
         p.DEAL: (task, {f"{p.HELLO_BLOB}-{q}": h for q, h in hellos.items()}, None),
-        p.DEALINGS: (task, {f"{p.SEALED_SHARE_PREFIX}2": b"\x01" * 64, f"{p.DEALING}-2": b"{}"}, None),
+        p.DEALINGS: (task, {p.per_party(p.SEALED_SHARE, 2): b"\x01" * 64, f"{p.DEALING}-2": b"{}"}, None),
         p.STATISTICS: (
             {**task, p.STATISTICS_PASS: "moments", p.ROUND: -2, p.WEIGHT_SCALE: params.default_weight_scale},
             {},

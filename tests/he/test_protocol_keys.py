@@ -254,8 +254,8 @@ def test_secret_sum_detector_flags_sums(snippet):
 
 
 def test_secret_sum_detector_finds_the_test_oracle():
-    """The detector catches the one place that forms s_U on purpose: conftest's oracle."""
-    source = (Path(__file__).parent / "conftest.py").read_text()
+    """The detector catches the one place that forms s_U on purpose: he_federation's oracle."""
+    source = (Path(__file__).parents[1] / "he_federation.py").read_text()
     hits = secret_sums(source)
     oracle_lines = [
         i for i, line in enumerate(source.splitlines(), 1) if "addmod(total, self.secrets" in line
