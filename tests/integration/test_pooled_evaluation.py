@@ -37,11 +37,12 @@ def recording_hospitals(directory: Path) -> ClientApp:
                 out.write(json.dumps(entry) + "\n")
             if message_type == "evaluate":  # the hospital's own view, for the test only
                 config = hospital.config_of(message)
-                local = hospital.local_task()
+                local = hospital.hospital_side("client.local_data")
+                training = hospital.hospital_side("client.local_training")
                 task = local.TaskConfig.from_config(config)
                 data = local.hospital_data(task, dict(context.node_config))
                 weights = [a.numpy() for a in message.content[p.ARRAYS].values()]
-                own = local.evaluate_local(task, data, weights, task.seed)
+                own = training.evaluate_local(task, data, weights, task.seed)
                 np.savez(
                     directory / f"own-{partition(context)}.npz", labels=own.targets, probs=own.predictions
                 )
