@@ -185,13 +185,21 @@ def deal(message: Message, context: Context) -> Message:
     return reply(message, out)
 
 
-@app.query("dealings")
-def dealings(message: Message, context: Context) -> Message:
+def accept_dealings(message: Message, context: Context) -> dict[str, bytes]:
+    """The dealings a message relays (each dealer's sealed share and signed DEALING statement),
+    checked and kept by ``KeyHolder.receive_dealings`` and stored before any reply leaves; the
+    reply's COMPLAINTS blob (the dealers whose share failed). Both the ``query.dealings`` handler
+    and the first ``query.statistics`` message (``p.WITH_DEALINGS``) accept dealings here."""
     holder = load_keyholder(context)
     blobs = blobs_of(message)
     failed = holder.receive_dealings(party_keys(blobs, p.SEALED_SHARE), party_keys(blobs, p.DEALING))
     store_keyholder(context, holder)
-    return reply(message, {p.COMPLAINTS: json.dumps(failed).encode()}, metrics={"ready": 1})
+    return {p.COMPLAINTS: json.dumps(failed).encode()}
+
+
+@app.query("dealings")
+def dealings(message: Message, context: Context) -> Message:
+    return reply(message, accept_dealings(message, context), metrics={"ready": 1})
 
 
 @app.train()
@@ -267,19 +275,26 @@ def own_metrics(context: Context, config: dict, what: str, metrics: dict) -> dic
 
 @app.query("statistics")
 def statistics(message: Message, context: Context) -> Message:
-    """One pass of feature statistics for the federation's standardization (see client.local_data)."""
+    """One pass of feature statistics for the federation's standardization (see client.local_data).
+
+    The run's first statistics message also relays this keyholder's dealings (``p.WITH_DEALINGS``):
+    accepted first, exactly as ``query.dealings`` accepts them, and the reply carries the complaints."""
     config = config_of(message)
+    with_dealings = config.get(p.WITH_DEALINGS, False)
+    if not isinstance(with_dealings, bool):
+        raise RefusedRequest(f"config {p.WITH_DEALINGS!r}: expected a bool, got {str(with_dealings)[:40]!r}")
+    complaints = accept_dealings(message, context) if with_dealings else {}
     local = hospital_side("client.local_data")
     data = local.raw_hospital_data(local.TaskConfig.from_config(config), dict(context.node_config))
     if not local.is_tabular(data):
-        return reply(message, metrics={"tabular": 0})
+        return reply(message, complaints, metrics={"tabular": 0})
     pass_name = str(config[p.STATISTICS_PASS])
     values = local.feature_statistics(
         data, pass_name, config.get(p.FEATURE_MEAN), config.get(p.FEATURE_SCALE)
     )
     count = len(data.y_train)
     if not bool(config.get(p.ENCRYPTED, True)):
-        return reply(message, arrays=values, metrics={p.NUM_EXAMPLES: count, "tabular": 1})
+        return reply(message, complaints, arrays=values, metrics={p.NUM_EXAMPLES: count, "tabular": 1})
     holder = load_keyholder(context)
     scale = config_int(config, p.WEIGHT_SCALE) if p.WEIGHT_SCALE in config else None
     blob, statement, clipped = holder.encrypt(
@@ -294,7 +309,7 @@ def statistics(message: Message, context: Context) -> Message:
     if clipped:
         log.warning("%d feature statistics exceed 2^20 and were clipped: rescale those features", clipped)
     store_keyholder(context, holder)
-    return reply(message, {p.UPDATE: blob, p.CONTRIBUTION: statement}, metrics={"tabular": 1})
+    return reply(message, complaints | {p.UPDATE: blob, p.CONTRIBUTION: statement}, metrics={"tabular": 1})
 
 
 @app.query("decrypt")

@@ -40,7 +40,8 @@ EXPECTED_FORM = {
     p.DEAL: "blobs hello-<party> of the roster's hospitals",
     p.DEALINGS: "blobs sealed-share-<dealer> and dealing-<dealer>",
     p.STATISTICS: "config: statistics-pass ('moments' or 'spread'), server-round, weight-scale, "
-    "and for 'spread' feature-mean and feature-scale lists of one number per feature",
+    "and for 'spread' feature-mean and feature-scale lists of one number per feature; the first "
+    "with with-dealings and the blobs of query.dealings",
     p.TRAIN: "arrays: the global model; config: server-round, clip, weight-scale, party, "
     "feature-mean and feature-std, and the run's task settings",
     p.DECRYPT: "config: kind, server-round, attempt, keyholders (comma-separated party numbers); "

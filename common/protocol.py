@@ -1,14 +1,16 @@
 """Message types and record keys shared by the hospital (``client``) and the server.
 
 Plain strings only (no Flower import), so neither side imports the other. One round is two
-message phases, ``train`` and ``query.decrypt``; set-up is three key phases (hello, deal, dealings) plus the
-feature statistics (two ``query.statistics`` passes, each decrypted once) once per run.
+message phases, ``train`` and ``query.decrypt``; set-up is two key phases (hello, deal) plus the
+feature statistics (two ``query.statistics`` passes, each decrypted once) once per run: the first
+statistics message relays each keyholder's dealings (``WITH_DEALINGS``) and its reply carries the
+complaints. A run without a statistics pass relays them in a third key phase, ``query.dealings``.
 """
 
 # Message types (Flower categories: train / evaluate / query.<action>)
 HELLO = "query.hello"  # hospital: signed hello (CRS contribution + channel public key)
 DEAL = "query.deal"  # hospital: verify the hellos, deal its per-run secret to the committee
-DEALINGS = "query.dealings"  # keyholder: receive the sealed shares dealt to it
+DEALINGS = "query.dealings"  # keyholder: receive the sealed shares dealt to it (no statistics pass)
 STATISTICS = "query.statistics"  # hospital: (encrypted) feature moments, two passes per run
 TRAIN = "train"  # hospital: evaluate global model, train, return (encrypted) update
 DECRYPT = "query.decrypt"  # keyholder: masked partial decryption of the round's aggregate
@@ -73,6 +75,7 @@ PER_HOSPITAL_PLAINTEXT = "per-hospital-plaintext"  # opt-in: per-hospital metric
 FEATURE_MEAN = "feature-mean"
 FEATURE_STD = "feature-std"
 ROSTER_FINGERPRINT = "roster-fingerprint"  # the roster the server runs; hospitals compare
+WITH_DEALINGS = "with-dealings"  # True: this statistics message also relays the keyholder's dealings
 SIMULATED_FEDERATION = "simulated-federation"  # simulation only: directory of roster and keys
 
 # How a hospital whose node restarted after the set-up begins its refusal (run state lives in the

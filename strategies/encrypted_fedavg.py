@@ -80,6 +80,7 @@ class EncryptedFedAvg(FedAvg):
         self.keys_lost: set[int] = set()  # parties whose node restarted after the set-up (p.KEYS_LOST)
         self.reachability: Reachability | None = None  # set by setup
         self.reveal: Reveal | None = None  # set by setup
+        self.key_setup: KeySetup | None = None  # set by setup; relays the dealings with the statistics
 
     def start(self, grid: Grid, initial_weights, on_round=None) -> FederationResult:
         try:
@@ -134,7 +135,8 @@ class EncryptedFedAvg(FedAvg):
             self.reply_name,
             self.report_phase,
         )
-        self.setup_transcript = setup = stages.run()
+        self.key_setup = stages
+        self.setup_transcript = setup = stages.run(dealings_ride_on_statistics=True)
         self.dealers = stages.dealers
         self.run_tags |= stages.tags
         self.node_ids = [self.party_nodes[party] for party in setup.parties]
@@ -254,6 +256,15 @@ class EncryptedFedAvg(FedAvg):
             client_metrics.append(metrics_of(reply))
         return total, statements, client_metrics, seconds
 
+    def collect_feature_statistics(self, grid: Grid) -> dict:
+        """The passes (the first relays the dealings); had none been sent, the dealings go out in
+        a ``query.dealings`` phase of their own before round 1."""
+        statistics = super().collect_feature_statistics(grid)
+        if self.key_setup is not None and self.key_setup.dealings_pending:
+            self.key_setup.dealings()
+            self.dealers = self.key_setup.dealers
+        return statistics
+
     def average_statistics(self, grid: Grid, pass_name: str, extra: dict) -> list[np.ndarray] | None:
         """One statistics pass: sum the hospitals' encrypted values, decrypt only the sum.
 
@@ -273,7 +284,12 @@ class EncryptedFedAvg(FedAvg):
 
     def _statistics_pass(self, grid: Grid, pass_name: str, round_id: int, extra: dict):
         scale = {p.ROUND: round_id, p.WEIGHT_SCALE: self.statistics_scale}
-        replies = self.statistics_replies(grid, pass_name, {**extra, **scale})
+        stages = self.key_setup
+        relay = stages.dealings_content if stages is not None and stages.dealings_pending else None
+        replies = self.statistics_replies(grid, pass_name, {**extra, **scale}, relay)
+        if relay is not None:  # the complaints first: a complained-about dealer contributes nothing
+            stages.statistics_complaints(replies)
+            self.dealers = stages.dealers
         features = self.settings.num_features  # client.local_data.feature_statistics: per-feature arrays
         shapes = [np.zeros(features)] * (2 if pass_name == "moments" else 1)
         params = self.statistics_ctx.params

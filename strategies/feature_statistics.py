@@ -6,6 +6,7 @@ only the sum."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import numpy as np
 from flwr.app import Message
@@ -50,22 +51,28 @@ class FeatureStatistics:
         total = sum(n for n, _ in values)
         return [sum(n * arrays[i] for n, arrays in values) / total for i in range(len(values[0][1]))]
 
-    def statistics_replies(self, grid: Grid, pass_name: str, extra: dict) -> list[Message]:
+    def statistics_replies(
+        self, grid: Grid, pass_name: str, extra: dict, relay: Callable[[int], tuple[dict, dict]] | None = None
+    ) -> list[Message]:
+        """The valid replies of one pass; ``relay`` (by node id: config and blobs) adds what else
+        the message carries (the encrypted run's first pass: each keyholder's dealings)."""
         config = {
             **self.task_config(),
             **extra,
             p.ENCRYPTED: self.settings.encrypted,
             p.STATISTICS_PASS: pass_name,
         }
-        messages = [
-            Message(
-                content=make_content({**config, p.PARTY: party}),
-                message_type=p.STATISTICS,
-                dst_node_id=node_id,
-                group_id="setup",
+        messages = []
+        for party, node_id in enumerate(self.node_ids, start=1):
+            more, blobs = relay(node_id) if relay else ({}, {})
+            messages.append(
+                Message(
+                    content=make_content({**config, **more, p.PARTY: party}, blobs),
+                    message_type=p.STATISTICS,
+                    dst_node_id=node_id,
+                    group_id="setup",
+                )
             )
-            for party, node_id in enumerate(self.node_ids, start=1)
-        ]
         replies, refusals = [], Refusals()
         for reply in stream_replies(grid, messages, self.settings.round_timeout):
             if (reason := self.failure_reason(reply)) is not None:

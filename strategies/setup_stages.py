@@ -8,8 +8,15 @@
    out while K' keeps the roster's minimum (``Roster.setup_minimum``); below it the run stops,
    naming them;
 3. ``query.deal``: every hello relayed; each hospital deals its per-run secret to K';
-4. ``query.dealings``: each keyholder receives the sealed shares dealt to it and names the
-   dealers whose share failed; those are left out of every aggregate.
+4. the dealings relay: each keyholder receives the sealed shares dealt to it (with the dealers'
+   signed DEALING statements) and names the dealers whose share failed (``complaints``); those
+   are left out of every aggregate. A keyholder needs its shares only for its first decryption
+   share, so the relay rides on the run's first ``query.statistics`` message
+   (``dealings_content``, ``p.WITH_DEALINGS``; its reply carries the complaints, read before that
+   pass is summed): the set-up costs two message phases (hello, deal) before the statistics.
+   A run that sends no statistics message first relays them in a phase of their own,
+   ``query.dealings`` (``dealings``), before its first round. A keyholder whose reply is an
+   error names no dealer either way: its complaints are unknown, every dealer stays.
 """
 
 from __future__ import annotations
@@ -60,13 +67,18 @@ class KeySetup:
         self.transcript: transcript.SetupTranscript | None = None
         self.deals: dict[int, dict[str, bytes]] = {}
         self.dealers: set[int] = set()  # hospitals whose secret every keyholder accepted
+        self.dealings_pending = False  # dealt, but not yet relayed to the keyholders
         self.tags: dict[str, str] = {}  # for the run's MLflow tags
 
-    def run(self) -> transcript.SetupTranscript:
-        """The stages after the roster, in order."""
+    def run(self, dealings_ride_on_statistics: bool = False) -> transcript.SetupTranscript:
+        """The stages after the roster, in order; with ``dealings_ride_on_statistics`` the
+        dealings relay is left to the first statistics message (``dealings_pending``)."""
         self.hello()
         self.deal()
-        self.dealings()
+        self.dealers = set(self.deals)  # until complaints remove some
+        self.dealings_pending = True
+        if not dealings_ride_on_statistics:
+            self.dealings()
         return self.transcript
 
     def hello(self) -> None:
@@ -107,22 +119,46 @@ class KeySetup:
         self.deals = self._phase(p.DEAL, self.hellos, lambda party: make_content({}, relayed))
 
     def dealings(self) -> None:
-        """``query.dealings``: each keyholder of K' gets the shares dealt to it; complaints
-        remove a dealer."""
+        """``query.dealings``, the relay in a phase of its own (a run without statistics): each
+        keyholder of K' gets the shares dealt to it; complaints remove a dealer."""
 
-        def dealings_for(keyholder: int):
-            blobs = {}
-            for dealer, blob in self.deals.items():
-                share = blob.get(p.per_party(p.SEALED_SHARE, keyholder))
-                if share is not None and p.DEALING in blob:
-                    blobs[p.per_party(p.SEALED_SHARE, dealer)] = share
-                    blobs[p.per_party(p.DEALING, dealer)] = blob[p.DEALING]
-            return make_content({}, blobs)
+        def relayed(keyholder: int):
+            return make_content({}, self.dealings_for(keyholder))
 
-        acks = self._phase(p.DEALINGS, self.transcript.committee, dealings_for)
-        self.dealers = set(self.deals)
+        self.complaints(self._phase(p.DEALINGS, self.transcript.committee, relayed))
+
+    def dealings_for(self, keyholder: int) -> dict[str, bytes]:
+        """The blobs relayed to ``keyholder``: each dealer's sealed share for it and its signed
+        DEALING statement."""
+        blobs = {}
+        for dealer, blob in self.deals.items():
+            share = blob.get(p.per_party(p.SEALED_SHARE, keyholder))
+            if share is not None and p.DEALING in blob:
+                blobs[p.per_party(p.SEALED_SHARE, dealer)] = share
+                blobs[p.per_party(p.DEALING, dealer)] = blob[p.DEALING]
+        return blobs
+
+    def dealings_content(self, node_id: int) -> tuple[dict, dict[str, bytes]]:
+        """For the first statistics message to ``node_id``: the config flag and the dealings of a
+        keyholder of K' (nothing for any other hospital)."""
+        party = next((k for k, n in self.party_nodes.items() if n == node_id), None)
+        if party not in self.transcript.committee:
+            return {}, {}
+        return {p.WITH_DEALINGS: True}, self.dealings_for(party)
+
+    def statistics_complaints(self, replies: list[Message]) -> None:
+        """The complaints in the valid replies to the statistics message that relayed the
+        dealings (``dealings_content``)."""
+        self.complaints({party_of(self.party_nodes, reply): blobs_of(reply) for reply in replies})
+
+    def complaints(self, acks: dict[int, dict[str, bytes]]) -> None:
+        """Remove from ``dealers`` every dealer a keyholder of K' complained about (``acks``: the
+        blobs of each keyholder's valid reply to the dealings relay, by party). Read once."""
+        self.dealings_pending = False
         name = self.roster.hospital
-        for keyholder, blob in acks.items():
+        for keyholder, blob in sorted(acks.items()):
+            if keyholder not in self.transcript.committee:
+                continue  # sent no dealings: nothing to complain about
             complaints = set(json.loads(blob.get(p.COMPLAINTS, b"[]")))
             for dealer in complaints & self.dealers:
                 log.warning(

@@ -69,6 +69,7 @@ class Coordinator:
         self.flower_run = flower_run
         self.after_hello: dict[int, dict] = {}  # each hospital's stored state right after its hello
         self.complaints: dict[int, list[int]] = {}  # each keyholder's failed dealers, from set_up
+        self.statistics_replies: dict[int, dict[str, bytes]] = {}  # set_up's, when it relays in them
         self.config = {
             **settings.task_config(),
             p.PRESET: settings.he_preset,
@@ -114,10 +115,18 @@ class Coordinator:
     def state(self, party: int) -> dict:
         return copy.deepcopy(dict(self.contexts[party].state[hospital.STATE]))
 
-    def set_up(self, withheld: dict[int, tuple[int, ...]] | None = None) -> dict[int, bytes]:
+    def set_up(
+        self,
+        withheld: dict[int, tuple[int, ...]] | None = None,
+        relay: str = p.DEALINGS,
+        tamper: tuple[int, int] | None = None,
+    ) -> dict[int, bytes]:
         """The key set-up (hello, deal, dealings); returns the signed hellos. Honest unless
         ``withheld`` names, by hospital, the hellos left out of the set-up shown to it (a lie
-        about who takes part); each keyholder's failed dealers are then in ``complaints``."""
+        about who takes part); each keyholder's failed dealers are then in ``complaints``.
+        ``relay``: the dealings in a ``query.dealings`` message of their own, or inside the first
+        ``query.statistics`` message (the strategy's way); ``tamper`` = (dealer, keyholder): one
+        byte of the share that dealer sealed for that keyholder is flipped on the way."""
         hellos = {q: blobs_of(self.send(q, p.HELLO))[p.HELLO_BLOB] for q in PARTIES}
         self.after_hello = {q: self.state(q) for q in PARTIES}
         shown = {
@@ -135,10 +144,27 @@ class Coordinator:
                 p.per_party(p.SEALED_SHARE, d): deals[d][p.per_party(p.SEALED_SHARE, k)] for d in dealers
             }
             statements = {f"{p.DEALING}-{d}": deals[d][p.DEALING] for d in dealers}
-            complaints = blobs_of(self.send(k, p.DEALINGS, blobs=dealt | statements))[p.COMPLAINTS]
+            if tamper is not None and tamper[1] == k:
+                share = bytearray(dealt[p.per_party(p.SEALED_SHARE, tamper[0])])
+                share[-1] ^= 1
+                dealt[p.per_party(p.SEALED_SHARE, tamper[0])] = bytes(share)
+            if relay == p.STATISTICS:
+                config = {**self.statistics_config("moments"), p.WITH_DEALINGS: True}
+                self.statistics_replies[k] = blobs_of(self.send(k, p.STATISTICS, config, dealt | statements))
+                complaints = self.statistics_replies[k][p.COMPLAINTS]
+            else:
+                complaints = blobs_of(self.send(k, p.DEALINGS, blobs=dealt | statements))[p.COMPLAINTS]
             self.complaints[k] = json.loads(complaints)
-        assert withheld or not any(self.complaints.values())
+        assert withheld or tamper or not any(self.complaints.values())
         return hellos
+
+    def statistics_config(self, pass_name: str) -> dict:
+        params = hospital.load_keyholder(self.contexts[1]).frame_context(statistics=True).params
+        return {
+            p.STATISTICS_PASS: pass_name,
+            p.ROUND: p.STATISTICS_PASSES[pass_name],
+            p.WEIGHT_SCALE: params.default_weight_scale,
+        }
 
     def train_config(self, round_id: int) -> dict:
         params = hospital.load_keyholder(self.contexts[1]).ctx.params

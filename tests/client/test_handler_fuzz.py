@@ -8,7 +8,8 @@ wrong message types), against a fresh copy of the hospital's set-up state. Every
 be typed (a ``RefusedRequest`` or a ``client.error_boundary.RequestError``), and no error text,
 as Flower would send it, may hold the hospital's data path, a label value the request did not
 name, a data value or secret bytes of its state. (Set-up messages meet a hospital that has already
-dealt: a full deal costs ~0.1 s, so they test the parsing and the refusal of a second set-up.)
+dealt: a full deal costs ~0.1 s, so they test the parsing and the refusal of a second set-up; so
+do statistics messages that relay dealings, as the strategy's first one does.)
 """
 
 from __future__ import annotations
@@ -47,12 +48,14 @@ LABELS = ("benign-qz7", "carcinoma-qz7")  # this hospital's label values
 MARKED_VALUE = "73519.25"  # a feature value of this hospital's data
 DATA_DIR = "hospital-data-qz7"
 ROWS = 40
+WITH_DEALINGS = f"{p.STATISTICS} with dealings"  # the first statistics message relays the dealings
 MESSAGES = {  # per message type: the cheap handlers fail early, train and evaluate compute more
     p.HELLO: 1800,
     p.DEAL: 1800,
     p.DEALINGS: 1500,
     p.DECRYPT: 1900,
     p.STATISTICS: 1000,
+    WITH_DEALINGS: 500,
     p.TRAIN: 500,
     p.EVALUATE: 500,
     "wrong type": 1000,
@@ -128,6 +131,12 @@ def hospital_one(federation, tmp_path_factory):
         p.STATISTICS: (
             {**task, p.STATISTICS_PASS: "moments", p.ROUND: -2, p.WEIGHT_SCALE: params.default_weight_scale},
             {},
+            None,
+        ),
+        WITH_DEALINGS: (
+            {**task, p.STATISTICS_PASS: "moments", p.ROUND: -2, p.WEIGHT_SCALE: params.default_weight_scale}
+            | {p.WITH_DEALINGS: True},
+            {p.per_party(p.SEALED_SHARE, 2): b"\x01" * 64, f"{p.DEALING}-2": b"{}"},
             None,
         ),
         p.TRAIN: ({**task, **train_config, p.ROUND: 3, p.PARTY: 1}, {}, weights),
@@ -236,7 +245,7 @@ def test_ten_thousand_malformed_messages_get_typed_replies_that_leak_nothing(hos
                 message_type = mutator.pick(WRONG_TYPES)
                 config, blobs, arrays = honest[mutator.pick(sorted(honest))]
             else:
-                message_type = kind
+                message_type = p.STATISTICS if kind == WITH_DEALINGS else kind
                 config, blobs, arrays = mutator.request(honest[kind])
             try:
                 hospital.app(message_of(message_type, config, blobs, arrays), context_of(node_config, state))

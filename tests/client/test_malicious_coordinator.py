@@ -223,3 +223,38 @@ def test_a_smaller_committee_shown_to_one_hospital_splits_it_from_the_run(tmp_pa
         server.send(2, p.DECRYPT, decrypt_config((1, 2, 3)), contributions(replies, (1, 2, 3)))
     with pytest.raises(RefusedRequest, match=r"contributors \[2, 3\] dealt no valid share"):
         server.send(1, p.DECRYPT, decrypt_config((1, 2, 3)), contributions(replies, (1, 2, 3)))
+
+
+def test_dealings_inside_a_statistics_message_are_verified_and_a_bad_share_complained_about(tmp_path):
+    """The strategy relays the dealings inside the first ``query.statistics`` message: each is
+    checked against its dealer's signed DEALING statement as ``query.dealings`` checks it. A share
+    altered on the way is named in the reply's complaints (beside the encrypted statistics), that
+    dealer is refused as a contributor, and the dealings are not accepted a second time."""
+    settings, roster = federation_of(tmp_path)
+    server = Coordinator(tmp_path, settings, roster, FLOWER_RUN)
+    server.set_up(relay=p.STATISTICS, tamper=(2, 1))
+    assert server.complaints == {1: [2], 2: [], 3: [], 4: []}
+    assert all(p.UPDATE in blobs and p.CONTRIBUTION in blobs for blobs in server.statistics_replies.values())
+    holders = {q: hospital.load_keyholder(server.contexts[q]) for q in PARTIES}
+    assert sorted(holders[1].dealers) == [1, 3, 4] and sorted(holders[2].dealers) == list(PARTIES)
+    replies = server.train(1, initial_weights(settings))
+    with pytest.raises(RefusedRequest, match=r"contributors \[2\] dealt no valid share"):
+        server.send(1, p.DECRYPT, decrypt_config(), contributions(replies))
+    again = {**server.statistics_config("moments"), p.WITH_DEALINGS: True}
+    with pytest.raises(RefusedRequest, match="already received the dealings"):
+        server.send(3, p.STATISTICS, again)
+
+
+def test_a_keyholder_asked_to_decrypt_before_any_dealings_refuses_by_name(tmp_path):
+    """Dealings relayed to no keyholder (neither a ``query.dealings`` message nor a statistics
+    message with them): every decryption request is refused, naming the contributors it holds no
+    share from (its own too: it is kept when the dealings arrive)."""
+    settings, roster = federation_of(tmp_path)
+    server = Coordinator(tmp_path, settings, roster, FLOWER_RUN)
+    hellos = {q: blobs_of(server.send(q, p.HELLO))[p.HELLO_BLOB] for q in PARTIES}
+    shown = {f"{p.HELLO_BLOB}-{h}": hello for h, hello in hellos.items()}
+    for q in PARTIES:
+        server.send(q, p.DEAL, blobs=shown)
+    replies = server.train(1, initial_weights(settings))
+    with pytest.raises(RefusedRequest, match=r"contributors \[1, 2, 3, 4\] dealt no valid share"):
+        server.send(1, p.DECRYPT, decrypt_config(), contributions(replies))

@@ -7,8 +7,11 @@ import re
 
 import numpy as np
 import pytest
-from flwr.app import ArrayRecord
+from flwr.app import ArrayRecord, Context, Message
+from flwr.serverapp import Grid, ServerApp
+from flwr.simulation import run_simulation
 from sim_helpers import (
+    BACKEND,
     WEIGHT_TOLERANCE,
     asked_to_decrypt,
     hospital_app,
@@ -21,10 +24,12 @@ from sim_helpers import (
 )
 
 from client import app as hospital
+from common import protocol as p
+from common.records import blobs_of
 from common.settings import RunSettings
 from he.encoding import UpdateEncoder, weight_scale_for
 from he.params import preset
-from server.app import initial_weights
+from server.app import initial_weights, run_federation
 
 
 @pytest.mark.slow
@@ -207,3 +212,95 @@ def test_set_up_with_too_few_keyholders_online_stops_naming_them_and_the_minimum
         "; set-up has 2 of the 4 keyholders, fewer than the roster's minimum 3; "
         "missing keyholders: hospital-3, hospital-4"
     )
+
+
+class MessageTypes(Grid):
+    """A Grid that notes the type of every message the strategy sends, in order."""
+
+    def __init__(self, inner: Grid) -> None:
+        self.inner, self.sent = inner, []
+
+    def push_messages(self, messages):
+        messages = list(messages)
+        self.sent += [m.metadata.message_type for m in messages]
+        return self.inner.push_messages(messages)
+
+    def pull_messages(self, message_ids):
+        return self.inner.pull_messages(message_ids)
+
+    def send_and_receive(self, messages, *, timeout=None):
+        messages = list(messages)
+        self.sent += [m.metadata.message_type for m in messages]
+        return self.inner.send_and_receive(messages, timeout=timeout)
+
+    def get_node_ids(self):
+        return self.inner.get_node_ids()
+
+    def create_message(self, *args, **kwargs) -> Message:
+        return self.inner.create_message(*args, **kwargs)
+
+    def set_run(self, run) -> None:
+        self.inner.set_run(run)
+
+    @property
+    def run(self):
+        return self.inner.run
+
+
+def phases_before_round_one(settings: RunSettings, client_app, num_hospitals: int) -> list[str]:
+    """The message phases (runs of one message type) a federation sends before its first ``train``."""
+    sent: list[str] = []
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        recording = MessageTypes(grid)
+        run_federation(recording, settings)
+        sent.extend(recording.sent)
+
+    run_simulation(app, client_app, num_supernodes=num_hospitals, backend_config=BACKEND)
+    before = sent[: sent.index(p.TRAIN)]
+    return [t for i, t in enumerate(before) if i == 0 or before[i - 1] != t]
+
+
+def test_an_encrypted_tabular_run_sets_up_in_two_phases_before_the_statistics() -> None:
+    """Issue 22: the dealings ride on the first statistics message, so before round 1 the run
+    sends hello, deal, then the two statistics passes with their decryptions, nothing else."""
+    settings = RunSettings(strategy="encrypted_fedavg", threshold=2, num_rounds=1, min_train_nodes=2)
+    assert phases_before_round_one(settings, hospital.app, 3) == [
+        p.HELLO,
+        p.DEAL,
+        p.STATISTICS,
+        p.DECRYPT,
+        p.STATISTICS,
+        p.DECRYPT,
+    ]
+
+
+def deals_a_bad_share_to_hospital_one(message, context):
+    """Hospital-3 (partition 2) deals honestly, then one byte of its share sealed for
+    hospital-1 is flipped on the way: hospital-1 complains about it."""
+    reply = hospital.deal(message, context)
+    if partition(context) != 2:
+        return reply
+    blobs = blobs_of(reply)
+    name = p.per_party(p.SEALED_SHARE, 1)
+    blobs[name] = blobs[name][:-1] + bytes([blobs[name][-1] ^ 1])
+    return hospital.reply(message, blobs)
+
+
+def test_a_dealer_complained_about_in_the_statistics_replies_is_left_out_before_the_sum(caplog) -> None:
+    """2-of-3: hospital-1 complains, in its first statistics reply, about hospital-3's share.
+    The server reads the complaint before it sums that pass, so hospital-3's statistics never
+    enter an aggregate hospital-1 would refuse to decrypt; the run goes on with the other two."""
+    settings = RunSettings(strategy="encrypted_fedavg", threshold=2, num_rounds=1, min_train_nodes=2)
+    app = hospital_app({p.DEAL: deals_a_bad_share_to_hospital_one})
+    with caplog.at_level(logging.WARNING, logger="strategies"):
+        result = simulate(settings, app, 3)
+    messages = [r.getMessage() for r in caplog.records]
+    assert [m for m in messages if "refused the share" in m] == [
+        "keyholder hospital-1 refused the share dealt by hospital-3; "
+        "hospital-3 is left out of every aggregate"
+    ]
+    assert not [m for m in messages if "dealt no valid share" in m]
+    assert [h["contributors"] for h in result.history] == [2]
