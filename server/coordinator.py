@@ -154,13 +154,13 @@ def add_roster_options(p: argparse.ArgumentParser) -> None:
 
 def cmd_register(args: argparse.Namespace) -> int:
     layout = pki.PilotLayout(Path(args.pilot).expanduser().absolute())
+    if args.name and len(args.public_keys or ()) > 1:
+        raise pki.PKIError("--name applies to a single public key")
     home = flwr_home(layout)
     write_cli_config(home, args.superlink, layout.superlink_ca)
     keys = [(args.name or Path(p).stem, Path(p)) for p in args.public_keys] if args.public_keys else []
     if not keys:
         keys = pilot_node_keys(layout)
-    if args.name and len(args.public_keys) > 1:
-        raise SystemExit("error: --name applies to a single public key")
     try:
         for name, result in register_keys(home, keys, args.timeout).items():
             print(f"{name}: {result}")
@@ -254,7 +254,10 @@ def parser() -> argparse.ArgumentParser:
         "status", aliases=["list"], help="the registered hospitals by name: online or offline, since when"
     )
     p.add_argument("--pilot", type=Path, required=True)
-    p.add_argument("--superlink", help="HOST:PORT (default: the address `superlink` last served)")
+    p.add_argument(
+        "--superlink",
+        help="HOST:PORT (default: the pilot's CLI config, written by `superlink` and `register`)",
+    )
     p.set_defaults(func=cmd_status)
     return ap
 

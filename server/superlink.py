@@ -46,7 +46,8 @@ def wait_for_port(address: str, timeout: float, alive=lambda: True) -> None:
 
 def superlink_command(args: argparse.Namespace, layout: pki.PilotLayout) -> list[str]:
     """The ``flower-superlink`` command line: TLS with the pilot's certificates and SuperNode
-    authentication, unless ``--insecure``; a missing certificate stops here, naming it."""
+    authentication, unless ``--insecure``; a missing certificate stops here, naming it
+    (``PKIError``: the command exits 2, which the systemd unit does not restart on)."""
     cmd = [executable("flower-superlink"), "--host", args.host, "--port", str(args.port)]
     cmd += ["--database", str(args.database or layout.superlink_dir / "state.db")]
     cmd += ["--disable-runtime-dependency-installation"]
@@ -58,7 +59,7 @@ def superlink_command(args: argparse.Namespace, layout: pki.PilotLayout) -> list
         (layout.server_key, "SuperLink private key"),
     ):
         if not path.is_file():
-            raise SystemExit(f"error: {what} {path} is missing; run `init-pilot --out {layout.root}` first")
+            raise pki.PKIError(f"{what} {path} is missing; run `init-pilot --out {layout.root}` first")
     return [
         *cmd,
         "--ssl-ca-certfile",
@@ -74,13 +75,13 @@ def superlink_command(args: argparse.Namespace, layout: pki.PilotLayout) -> list
 def run(args: argparse.Namespace) -> int:
     """Start the SuperLink of ``args.pilot`` and register its hospitals; its exit code."""
     layout = pki.PilotLayout(Path(args.pilot).expanduser().absolute())
+    cmd = superlink_command(args, layout)  # before anything is written: a mistyped --pilot stays empty
     pki.private_dir(layout.superlink_dir)
     home = flwr_home(layout)
     address = client_address(args.host, args.port)
     if args.insecure:
         log.warning(INSECURE_WARNING)
     write_cli_config(home, address, None if args.insecure else layout.superlink_ca)
-    cmd = superlink_command(args, layout)
     log.info("starting: %s", " ".join(cmd))
     child = subprocess.Popen(cmd, env=flower_env(home), preexec_fn=die_with_parent)
 

@@ -139,6 +139,31 @@ def test_coordinator_cli_init_and_commands(tmp_path: Path, capsys: pytest.Captur
     assert flower_cli.client_address("0.0.0.0", 9093) == "127.0.0.1:9093"
 
 
+def test_a_superlink_without_its_certificates_exits_2_naming_them_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Exit 2 is what the systemd unit does not restart on (``RestartPreventExitStatus=2``): a
+    missing file is not fixed by restarting; a mistyped ``--pilot`` gets no directories."""
+    mistyped = tmp_path / "pilto"
+    assert coordinator.main(["superlink", "--pilot", str(mistyped), "--port", "19998"]) == 2
+    err = capsys.readouterr().err
+    assert f"error: CA certificate {mistyped}" in err and "run `init-pilot --out" in err
+    assert not mistyped.exists()
+
+
+def test_register_name_with_several_keys_exits_2_before_writing(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "pilot"
+    assert coordinator.main(["init-pilot", "--hospitals", "2", "--out", str(out)]) == 0
+    layout = pki.PilotLayout(out)
+    keys = [str(p) for p in sorted(layout.hospitals_dir.rglob("node.pub"))]
+    argv = ["register", "--pilot", str(out), "--name", "x", *keys]
+    assert coordinator.main(argv) == 2
+    assert "--name applies to a single public key" in capsys.readouterr().err
+    assert not (flower_cli.flwr_home(layout) / "config.toml").exists()
+
+
 def test_roster_from_public_keys_the_hospitals_made(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     publics = {}
     for name in ("hug", "charite"):
