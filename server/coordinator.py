@@ -4,7 +4,7 @@
     python -m server.coordinator roster --out roster.json --federation-id onco-2026 \\
         --hospital charite=<hex> --hospital hug=<hex> --hospital karolinska=<hex>
     python -m server.coordinator superlink --pilot pilot --host 0.0.0.0 --port 9093
-    python -m server.coordinator register --pilot pilot --superlink 127.0.0.1:9093 hospital-4.pub
+    python -m server.coordinator register --pilot pilot hospital-4.pub
     python -m server.coordinator status --pilot pilot --superlink 127.0.0.1:9093   # (or: list)
 
 ``init-pilot`` writes a CA, the SuperLink's TLS certificate (SANs: 127.0.0.1, localhost and each
@@ -45,6 +45,8 @@ from server.registration import (
     pilot_node_keys,
     register_keys,
 )
+
+DEFAULT_SUPERLINK = "127.0.0.1:9093"  # the `superlink` command's default address, seen locally
 
 
 def check_preset(name: str, num_hospitals: int) -> None:
@@ -157,7 +159,8 @@ def cmd_register(args: argparse.Namespace) -> int:
     if args.name and len(args.public_keys or ()) > 1:
         raise pki.PKIError("--name applies to a single public key")
     home = flwr_home(layout)
-    write_cli_config(home, args.superlink, layout.superlink_ca)
+    if args.superlink or configured_address(home) is None:  # else the config `superlink` wrote stays
+        write_cli_config(home, args.superlink or DEFAULT_SUPERLINK, layout.superlink_ca)
     keys = [(args.name or Path(p).stem, Path(p)) for p in args.public_keys] if args.public_keys else []
     if not keys:
         keys = pilot_node_keys(layout)
@@ -244,7 +247,11 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("register", help="register hospital public keys with a running SuperLink")
     p.add_argument("--pilot", type=Path, required=True)
-    p.add_argument("--superlink", default="127.0.0.1:9093", help="host:port of the SuperLink")
+    p.add_argument(
+        "--superlink",
+        help=f"HOST:PORT of the SuperLink (default: the pilot's CLI config, else {DEFAULT_SUPERLINK}); "
+        "given, it is written to that config",
+    )
     p.add_argument("--name", help="name of the hospital (one key only)")
     p.add_argument("--timeout", type=float, default=60.0)
     p.add_argument("public_keys", nargs="*", help=".pub files (default: every hospital of the pilot)")

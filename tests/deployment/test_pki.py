@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_ssh_private_key
 
 from client import daemon_keys
+from experiments.local_pilot import free_port
 from he.identity import SigningKey
 from he.roster import Roster
 from server import coordinator, flower_cli, pki, registration, superlink
@@ -216,3 +217,27 @@ def test_status_names_the_hospitals(tmp_path: Path) -> None:
     assert lines[1].split() == ["charite", "111", "online", "2026-11-28", "06:00:00Z"]
     assert lines[2].split() == ["hug", "222", "offline", "2026-11-28", "05:00:00Z"]
     assert lines[3].split() == ["(unknown", "name)", "333", "registered", "never"]
+
+
+def test_register_keeps_the_cli_config_superlink_wrote_unless_given_an_address(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """``status`` and ``flwr ls`` read the pilot's CLI config: registering a key must not point it
+    at a default address, nor turn an insecure trial's config into TLS."""
+    out = tmp_path / "pilot"
+    assert coordinator.main(["init-pilot", "--hospitals", "2", "--out", str(out)]) == 0
+    layout = pki.PilotLayout(out)
+    home = flower_cli.flwr_home(layout)
+    dead = f"127.0.0.1:{free_port()}"
+    flower_cli.write_cli_config(home, dead, None)  # as `superlink --insecure` leaves it
+    written = (home / "config.toml").read_text()
+    key = str(sorted(layout.hospitals_dir.rglob("node.pub"))[0])
+    assert coordinator.main(["register", "--pilot", str(out), "--timeout", "0.1", key]) == 1
+    assert "registering" in capsys.readouterr().err
+    assert (home / "config.toml").read_text() == written
+    other = f"127.0.0.1:{free_port()}"
+    assert (
+        coordinator.main(["register", "--pilot", str(out), "--superlink", other, "--timeout", "0.1", key])
+        == 1
+    )
+    assert registration.configured_address(home) == other  # given an address, it is written
