@@ -66,7 +66,38 @@ class BudgetExceededError(RuntimeError):
     """The arm ran past its time budget (checked whenever it sends)."""
 
 
-class MeteredGrid(Grid):
+class ForwardingGrid(Grid):
+    """A Grid that hands everything to ``inner``: subclasses override only what they observe."""
+
+    def __init__(self, inner: Grid) -> None:
+        self.inner = inner
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        return self.inner.push_messages(messages)
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        return self.inner.pull_messages(message_ids)
+
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterable[Message]:
+        return self.inner.send_and_receive(messages, timeout=timeout)
+
+    def get_node_ids(self) -> Iterable[int]:
+        return self.inner.get_node_ids()
+
+    def create_message(self, *args, **kwargs) -> Message:
+        return self.inner.create_message(*args, **kwargs)
+
+    def set_run(self, run) -> None:
+        self.inner.set_run(run)
+
+    @property
+    def run(self):
+        return self.inner.run
+
+
+class MeteredGrid(ForwardingGrid):
     """A Grid that sizes every message, marks the start of each round and enforces a budget.
 
     A round starts with its first ``train`` message; its number is the message's group id
@@ -74,7 +105,8 @@ class MeteredGrid(Grid):
     """
 
     def __init__(self, inner: Grid, result: ArmResult, budget: float, on_round: Callable[[], None]) -> None:
-        self.inner, self.result, self.budget, self.on_round = inner, result, budget, on_round
+        super().__init__(inner)
+        self.result, self.budget, self.on_round = result, budget, on_round
 
     @staticmethod
     def round_of(message: Message) -> int | None:
@@ -124,19 +156,6 @@ class MeteredGrid(Grid):
         replies = list(self.inner.send_and_receive(messages, timeout=timeout))
         self._count_up(replies)
         return replies
-
-    def get_node_ids(self) -> Iterable[int]:
-        return self.inner.get_node_ids()
-
-    def create_message(self, *args, **kwargs) -> Message:
-        return self.inner.create_message(*args, **kwargs)
-
-    def set_run(self, run) -> None:
-        self.inner.set_run(run)
-
-    @property
-    def run(self):
-        return self.inner.run
 
 
 # -- peak memory: the kernel's high-water mark (VmHWM), reset before each arm ---------------------

@@ -7,7 +7,7 @@ import re
 
 import numpy as np
 import pytest
-from flwr.app import ArrayRecord, Context, Message
+from flwr.app import ArrayRecord, Context
 from flwr.serverapp import Grid, ServerApp
 from flwr.simulation import run_simulation
 from sim_helpers import (
@@ -27,6 +27,7 @@ from client import app as hospital
 from common import protocol as p
 from common.records import blobs_of
 from common.settings import RunSettings
+from experiments.bench_metering import ForwardingGrid
 from he.encoding import UpdateEncoder, weight_scale_for
 from he.params import preset
 from server.app import initial_weights, run_federation
@@ -214,37 +215,22 @@ def test_set_up_with_too_few_keyholders_online_stops_naming_them_and_the_minimum
     )
 
 
-class MessageTypes(Grid):
+class MessageTypes(ForwardingGrid):
     """A Grid that notes the type of every message the strategy sends, in order."""
 
     def __init__(self, inner: Grid) -> None:
-        self.inner, self.sent = inner, []
+        super().__init__(inner)
+        self.sent: list[str] = []
 
     def push_messages(self, messages):
         messages = list(messages)
         self.sent += [m.metadata.message_type for m in messages]
         return self.inner.push_messages(messages)
 
-    def pull_messages(self, message_ids):
-        return self.inner.pull_messages(message_ids)
-
     def send_and_receive(self, messages, *, timeout=None):
         messages = list(messages)
         self.sent += [m.metadata.message_type for m in messages]
         return self.inner.send_and_receive(messages, timeout=timeout)
-
-    def get_node_ids(self):
-        return self.inner.get_node_ids()
-
-    def create_message(self, *args, **kwargs) -> Message:
-        return self.inner.create_message(*args, **kwargs)
-
-    def set_run(self, run) -> None:
-        self.inner.set_run(run)
-
-    @property
-    def run(self):
-        return self.inner.run
 
 
 def phases_before_round_one(settings: RunSettings, client_app, num_hospitals: int) -> list[str]:
