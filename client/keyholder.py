@@ -215,7 +215,8 @@ class KeyHolder:
             round_id,
             self.party,
             frame,
-            len(update.c0),
+            update.num_ciphertexts,
+            update.coefficients,
             update.layout.to_json(),
             release,
         )
@@ -251,7 +252,9 @@ class KeyHolder:
         )
         decryption_set, contributors = checked.decryption_set, checked.contributors
         label = self._label(kind, round_id)
-        request = DecryptionRequest(label, attempt, tuple(contributors), decryption_set, checked.ciphertexts)
+        request = DecryptionRequest(
+            label, attempt, tuple(contributors), decryption_set, checked.ciphertexts, checked.coefficients
+        )
         key = f"{kind}:{round_id}"
         record = self.decryptions.get(key)
         members = ",".join(map(str, decryption_set))

@@ -43,12 +43,13 @@ def check_release(kind: str, round_id: int, release: str) -> None:
 @dataclass(frozen=True)
 class CheckedRequest:
     """A decryption request that passed every check: T, the sorted U, the one release key all
-    contributors signed, and the one ciphertext count of their layout."""
+    contributors signed, and the one ciphertext and coefficient count of their layout."""
 
     decryption_set: tuple[int, ...]
     contributors: list[int]
     release: str
     ciphertexts: int
+    coefficients: int
 
 
 def check_decryption_request(
@@ -98,5 +99,6 @@ def check_decryption_request(
     release = releases.pop()
     check_release(kind, round_id, release)
     if len(signed) != 1:  # one layout (clip, weight scale) for all: no hospital weighted apart
-        raise RefusedRequest("contributors signed different layouts or ciphertext counts")
-    return CheckedRequest(decryption_set, contributors, release, signed.pop().ciphertexts)
+        raise RefusedRequest("contributors signed different layouts or ciphertext or coefficient counts")
+    layout = signed.pop()
+    return CheckedRequest(decryption_set, contributors, release, layout.ciphertexts, layout.coefficients)

@@ -124,7 +124,6 @@ def run_round(
         frames[dealer] = encrypted.to_bytes(fed.frame_ctx)
         encrypt_s.append(now() - start)
         encoded[dealer] = encryptor.encoder.fields
-    num_ciphertexts = len(encrypted.c0)
     progress(f"{config.column}, {num_values:,} values: {len(frames)} updates encrypted")
 
     def aggregate_all():
@@ -139,7 +138,14 @@ def run_round(
 
     size = fed.roster.quorum.min_decryption_set
     decryption_set = sorted(int(k) for k in rng.choice(fed.committee, size=size, replace=False))
-    request = DecryptionRequest(label, 1, tuple(contributors), tuple(decryption_set), num_ciphertexts)
+    request = DecryptionRequest(
+        label,
+        1,
+        tuple(contributors),
+        tuple(decryption_set),
+        encrypted.num_ciphertexts,
+        encrypted.coefficients,
+    )
     smudging = params.smudging_bits(config.committee, max_attempts)
     clock, share_frames = Clock(now), []
     for keyholder in decryption_set:
@@ -191,7 +197,7 @@ def run_round(
 
     return {
         "values per ciphertext": params.values_per_ciphertext,
-        "ciphertexts per update": num_ciphertexts,
+        "ciphertexts per update": aggregate.num_ciphertexts,
         "bytes/value uploaded (one update frame)": upload_len / num_values,
         "bytes/value of one decryption share": len(share_frames[0]) / num_values,
         "encrypt per hospital [s]": float(np.median(encrypt_s)),

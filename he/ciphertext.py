@@ -7,6 +7,12 @@ server adds the ``c0`` of the contributors U; the sum decrypts only under ``s_U 
 s_i``, so the key itself fixes which updates are in the aggregate, and no hospital ever
 multiplies its secret by a polynomial the server chose.
 
+Only the leading coefficients that carry fields travel (``UpdateEncoder.coefficients``): ``c0``
+is sent in coefficient form, cut to them. Decryption is coefficient-wise, so coefficient ``i``
+of the result needs only coefficient ``i`` of ``c0`` and of each share (``he.decrypt``). A cut
+``c0`` is a subset of the coefficients of an RLWE sample, so it reveals nothing a whole one
+would not; for a small model it is a few kilobytes instead of ``N x L x 8`` bytes.
+
 ``c1`` is a nonce: two different ``c0`` under one label would reveal ``m - m' + e - e'``. A
 hospital therefore encrypts once per label and resends the same bytes on a retry
 (``client.keyholder``). The noise ``e_j`` is fresh from SEAL's clipped normal sampler on an
@@ -67,7 +73,8 @@ def sample_encryption_noise(ctx: HEContext, count: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class EncryptedUpdate:
-    """``c0[m, L, N]``: m ciphertext halves in NTT form, plus the public layout.
+    """``c0[m, L, k]``: the first ``k`` coefficients (coefficient form) of m ciphertext halves,
+    ``k = UpdateEncoder.coefficients(layout)``, plus the public layout.
 
     ``contributors`` counts how many hospital updates were added into it (1 when fresh).
     """
@@ -75,6 +82,15 @@ class EncryptedUpdate:
     layout: UpdateLayout
     c0: np.ndarray
     contributors: int = 1
+
+    @property
+    def num_ciphertexts(self) -> int:
+        return len(self.c0)
+
+    @property
+    def coefficients(self) -> int:
+        """The leading coefficients of each ciphertext held (and decrypted)."""
+        return self.c0.shape[-1]
 
     def to_bytes(self, ctx: HEContext) -> bytes:
         meta = {"layout": self.layout.to_json(), "contributors": self.contributors}
@@ -90,7 +106,7 @@ class EncryptedUpdate:
             raise CiphertextError(f"{what}: invalid layout: {err}") from None
         contributors = wire.int_field(meta, "contributors", what)
         encoder = UpdateEncoder(ctx.params, ctx.num_payload)
-        expected = (encoder.num_ciphertexts(layout), len(ctx.data_moduli), ctx.n)
+        expected = (encoder.num_ciphertexts(layout), len(ctx.data_moduli), encoder.coefficients(layout))
         if c0.shape != expected or contributors < 1:
             raise CiphertextError(f"{what}: shape {c0.shape}, expected {expected} for its layout")
         return cls(layout, c0, contributors)
@@ -132,7 +148,8 @@ class SecretKeyEncryptor:
         plain = addmod(self.ctx.ntt(message), sample_encryption_noise(self.ctx, count), moduli)
         c1 = seeded_c1(self.ctx, label, count)
         c0 = submod(plain, mulmod(c1, np.broadcast_to(self._secret.residues, c1.shape), moduli), moduli)
-        return EncryptedUpdate(encoded.layout, c0), encoded.clipped_values
+        coefficients = self.encoder.coefficients(encoded.layout)
+        return EncryptedUpdate(encoded.layout, self.ctx.intt(c0)[..., :coefficients]), encoded.clipped_values
 
 
 class CiphertextSum:

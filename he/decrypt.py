@@ -7,7 +7,10 @@ keyholders, ``he.roster.Quorum``), keyholder k answers, for every ciphertext j,
 
 with ``c1_j`` derived by the keyholder itself from the round's label, ``F_k`` uniform in
 ``[-2^B, 2^B]`` (``HEParams.smudging_bits``, OS CSPRNG) and pairwise masks that cancel in the sum
-over T (``+`` for the smaller party index). The server forms ``C0 + sum_k d_k = M + E + sum_k F_k``,
+over T (``+`` for the smaller party index). Shares are in coefficient form and hold only the
+request's first ``k`` coefficients, those that carry fields (``he.ciphertext``): coefficient i of
+the decryption needs only coefficient i of ``C0`` and of every share, and revealing fewer
+coefficients of ``M + E + F`` reveals less. The server forms ``C0 + sum_k d_k = M + E + sum_k F_k``,
 reads the total noise exactly off the noise primes (the message is zero there), checks it is
 within its bound and subtracts it from every payload residue: the exact sum of the packed fields.
 
@@ -38,13 +41,15 @@ from he.threshold import lagrange_residues
 
 @dataclass(frozen=True)
 class DecryptionRequest:
-    """One decryption attempt: the round's label, the attempt number, U, T and the ciphertext count."""
+    """One decryption attempt: the round's label, the attempt number, U, T, the ciphertext count
+    and how many leading coefficients of each ciphertext are decrypted (all that carry fields)."""
 
     label: CiphertextLabel
     attempt: int
     contributors: tuple[int, ...]
     keyholders: tuple[int, ...]
     num_ciphertexts: int
+    coefficients: int
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "contributors", tuple(sorted(self.contributors)))
@@ -58,7 +63,8 @@ class DecryptionRequest:
         """What a mask is bound to: every field of the request, and the ciphertext index."""
         text = (
             f"fedquorum-mask-v2|{self.label.federation_id}|{self.label.kind}|{self.label.round_id}|"
-            f"{self.attempt}|T={','.join(map(str, self.keyholders))}|{self.contributors_hash}|{index}|"
+            f"{self.attempt}|T={','.join(map(str, self.keyholders))}|{self.contributors_hash}|"
+            f"k={self.coefficients}|{index}|"
         )
         return text.encode() + self.label.run_id
 
@@ -84,24 +90,25 @@ class DecryptionShare:
         return cls(*fields, polys)
 
 
-def sample_smudging_noise(ctx: HEContext, count: int, bits: int) -> np.ndarray:
-    """Uniform integers in ``[-2^bits, 2^bits)`` as data-level NTT residues ``[count, L, N]``."""
+def sample_smudging_noise(ctx: HEContext, count: int, coefficients: int, bits: int) -> np.ndarray:
+    """Uniform integers in ``[-2^bits, 2^bits)`` as data-level residues ``[count, L, coefficients]``
+    (coefficient form)."""
     if bits > 120:
         raise ValueError(f"smudging of {bits} bits exceeds the 120 bits this sampler draws")
-    n_values = count * ctx.n
+    n_values = count * coefficients
     words = np.frombuffer(os.urandom(16 * n_values), dtype="<u8").reshape(2, n_values)
     # noise = hi * 2^60 + lo with hi, lo drawn so that the total is uniform on [0, 2^(bits+1)).
     low_bits = min(bits + 1, 60)
     lo = words[0] >> np.uint64(64 - low_bits)
     high_bits = bits + 1 - low_bits
     hi = words[1] >> np.uint64(64 - high_bits) if high_bits else np.zeros_like(lo)
-    residues = np.empty((count, len(ctx.data_moduli), ctx.n), dtype=np.uint64)
+    residues = np.empty((count, len(ctx.data_moduli), coefficients), dtype=np.uint64)
     for row, q in enumerate(ctx.data_moduli.tolist()):
         shift = pow(2, 60, q)
         # value - 2^bits  (mod q), assembled from its two pieces without overflow
         value = addmod(mulmod(hi % np.uint64(q), np.uint64(shift), q), lo % np.uint64(q), q)
-        residues[:, row] = submod(value, np.uint64(pow(2, bits, q)), q).reshape(count, ctx.n)
-    return ctx.ntt(residues)
+        residues[:, row] = submod(value, np.uint64(pow(2, bits, q)), q).reshape(count, coefficients)
+    return residues
 
 
 def prf_uniform(key: bytes, context: bytes, moduli: np.ndarray, n: int) -> np.ndarray:
@@ -129,10 +136,10 @@ def pairwise_masks(ctx: HEContext, party: int, mask_keys: dict[int, bytes], requ
     if missing:
         raise ShareMismatchError(f"no pairwise mask key with keyholders {missing}")
     moduli = ctx.data_moduli
-    total = np.zeros((request.num_ciphertexts, len(moduli), ctx.n), dtype=np.uint64)
+    total = np.zeros((request.num_ciphertexts, len(moduli), request.coefficients), dtype=np.uint64)
     for j in range(request.num_ciphertexts):
         for other in others:
-            mask = prf_uniform(mask_keys[other], request.mask_context(j), moduli, ctx.n)
+            mask = prf_uniform(mask_keys[other], request.mask_context(j), moduli, request.coefficients)
             total[j] = addmod(total[j], mask if party < other else negmod(mask, moduli), moduli)
     return total
 
@@ -146,19 +153,25 @@ def gen_decryption_share(
     masks: np.ndarray,
     smudging_bits: int,
 ) -> DecryptionShare:
-    """``lambda_party^T * [s_U]_party * c1 + flooding + masks`` for every ciphertext (module docstring)."""
+    """``lambda_party^T * [s_U]_party * c1 + flooding + masks`` for every ciphertext, cut to the
+    request's leading coefficients (module docstring)."""
     moduli = ctx.data_moduli
     if party not in request.keyholders:
         raise ShareMismatchError(f"party {party} is not in the decryption set {list(request.keyholders)}")
-    if c1.shape != masks.shape or c1.shape[0] != request.num_ciphertexts:
+    if not 1 <= request.coefficients <= ctx.n:
+        raise ShareMismatchError(
+            f"a request for {request.coefficients} coefficients; a ciphertext has {ctx.n}"
+        )
+    cut = (request.num_ciphertexts, len(moduli), request.coefficients)
+    if c1.shape[0] != request.num_ciphertexts or masks.shape != cut:
         raise ShareMismatchError(f"c1 {c1.shape} and masks {masks.shape} do not match the request")
     weighted = mulmod(
         key_share,
         np.broadcast_to(lagrange_residues(party, request.keyholders, moduli), key_share.shape),
         moduli,
     )
-    product = mulmod(c1, np.broadcast_to(weighted, c1.shape), moduli)
-    noise = sample_smudging_noise(ctx, len(c1), smudging_bits)
+    product = ctx.intt(mulmod(c1, np.broadcast_to(weighted, c1.shape), moduli))[..., : request.coefficients]
+    noise = sample_smudging_noise(ctx, len(c1), request.coefficients, smudging_bits)
     polys = addmod(addmod(product, noise, moduli), masks, moduli)
     return DecryptionShare(party, request.label.round_id, request.attempt, polys)
 
@@ -170,7 +183,8 @@ def combine(
     request: DecryptionRequest,
     noise_bits: int,
 ) -> np.ndarray:
-    """The exact packed field sums ``[m, payload primes, N]`` from the shares of every member of T.
+    """The exact packed field sums ``[m, payload primes, N]`` from the shares of every member of T
+    (zero beyond the decrypted coefficients, where no field lies).
 
     Raises ``ShareMismatchError`` if a member is missing (its masks would not cancel) or if the
     decrypted noise exceeds ``2^noise_bits``: a share was tampered with, made for another
@@ -195,7 +209,8 @@ def combine(
                 f"{share.attempt}, expected round {request.label.round_id} attempt {request.attempt}"
             )
         total = addmod(total, share.polys, moduli)
-    return _remove_noise(ctx, ctx.intt(total), noise_bits)
+    sums = _remove_noise(ctx, total, noise_bits)
+    return np.pad(sums, ((0, 0), (0, 0), (0, ctx.n - sums.shape[-1])))
 
 
 def decrypt_update(ctx: HEContext, aggregate: EncryptedUpdate, field_sums: np.ndarray):
@@ -216,7 +231,7 @@ def measured_noise_bits(ctx: HEContext, aggregate: EncryptedUpdate, shares: list
     for share in shares:
         total = addmod(total, share.polys, ctx.data_moduli)
     noise_moduli = [int(q) for q in ctx.noise_moduli.tolist()]
-    _, magnitude = _signed_magnitude(_noise_digits(ctx, ctx.intt(total)), noise_moduli)
+    _, magnitude = _signed_magnitude(_noise_digits(ctx, total), noise_moduli)
     return float(np.log2(max(float(magnitude.max()), 1.0)))
 
 

@@ -171,6 +171,21 @@ class UpdateEncoder:
     def num_ciphertexts(self, layout: UpdateLayout) -> int:
         return -(-self.num_fields(layout) // self.params.values_per_ciphertext)
 
+    def coefficients(self, layout: UpdateLayout) -> int:
+        """How many leading coefficients of each ciphertext carry fields. ``_pack`` fills every
+        field of every payload prime of a coefficient before the next coefficient, so an update
+        in one ciphertext needs only ``ceil(num_fields / fields per coefficient)`` of them
+        (rounded up to even: ``he.wire`` packs residues in pairs); a longer update fills all N.
+        Only these travel and are ever decrypted."""
+        if self.num_ciphertexts(layout) > 1:
+            return self.params.poly_modulus_degree
+        needed = -(-self.num_fields(layout) // self.fields_per_coefficient)
+        return min(self.params.poly_modulus_degree, needed + needed % 2)
+
+    @property
+    def fields_per_coefficient(self) -> int:
+        return self.num_payload_primes * self.params.fields_per_prime
+
     def encode(
         self,
         arrays: list[np.ndarray],
@@ -308,15 +323,17 @@ class UpdateEncoder:
     def _pack(self, unsigned: np.ndarray, layout: UpdateLayout) -> np.ndarray:
         p, n = self.params, self.params.poly_modulus_degree
         count = self.num_ciphertexts(layout)
-        padded = np.full(count * p.values_per_ciphertext, self.half_range, dtype=np.uint64)
+        # zero padding: a sum decrypts to zero beyond the fields, whether or not it is sent
+        padded = np.zeros(count * p.values_per_ciphertext, dtype=np.uint64)
         padded[: unsigned.size] = unsigned
-        per_field = padded.reshape(count, p.fields_per_prime, self.num_payload_primes, n)
+        # value order: ciphertext, coefficient, prime, field (a small update fills few coefficients)
+        per_field = padded.reshape(count, n, self.num_payload_primes, p.fields_per_prime)
         packed = np.zeros((count, self.num_payload_primes, n), dtype=np.uint64)
         for f in range(p.fields_per_prime):
-            packed |= per_field[:, f] << np.uint64(f * p.slot_bits)
+            packed |= per_field[..., f].transpose(0, 2, 1) << np.uint64(f * p.slot_bits)
         return packed
 
     def _unpack(self, packed: np.ndarray) -> np.ndarray:
         slot = self.params.slot_bits
         fields = [(packed >> np.uint64(f * slot)) & self.mask for f in range(self.params.fields_per_prime)]
-        return np.stack(fields, axis=1).reshape(-1)
+        return np.stack(fields, axis=-1).transpose(0, 2, 1, 3).reshape(-1)  # the order of ``_pack``

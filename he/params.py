@@ -283,8 +283,9 @@ PRESETS: dict[str, HEParams] = {
     # (1000 rounds, 64 ciphertexts, committees of up to 32 with 16 attempts): 88 bits of
     # flooding per share, 94 bits of total decryption noise, and the two 50-bit noise primes
     # hold 98 (``check_federation`` needs 96). Payload: 2 primes of 3 fields of 15 bits each
-    # (compact's 10-bit values, headroom for 32 contributors). One upload is c0 only, 245,760 B
-    # against compact's 860,160 B (3.5x less); above 49,152 values compact is the smaller.
+    # (compact's 10-bit values, headroom for 32 contributors). A full ciphertext's c0 is 245,760 B
+    # against compact's 860,160 B (3.5x less); above 49,152 values compact is the smaller. (An
+    # update in one ciphertext sends only the coefficients that carry its fields: he.ciphertext.)
     # N=4096 cannot hold such a run: of its 109 bits, 91 are left after the special prime and
     # the noise primes alone need 97 (95 bits of room); even a 2-hospital committee for 50 rounds
     # of one ciphertext leaves at most 16 bits for the values.

@@ -6,13 +6,15 @@ and checked against the pinned roster (``he.roster``), by the hospitals and by t
 * ``hello``: the hospital's fresh contribution and X25519 channel key for this Flower run;
 * ``dealing``: the SHA-256 of each sealed Shamir share a dealer sends to each keyholder;
 * ``contribution``: the SHA-256 of a hospital's encrypted update for (kind, round), its
-  ciphertext count, the hash of its layout (shapes, clip, weight scale) and its **release
-  key**, all of which keyholders require to be the same across a contributor set. The release
-  key names what the aggregate discloses, computed by the contributor itself: the SHA-256 of
-  the global model it started from (``model_release``: training and final evaluation), or the
-  statistics pass (``statistics_release``). Keyholders answer one contributor set per release
-  key, across runs (``client.keyholder``, ``client.ledger``). Version 3 of the statement
-  (label ``contribution-v3``) added the release key: older statements are refused.
+  ciphertext count, how many leading coefficients of each ciphertext it sent (those that carry
+  fields, the only ones keyholders decrypt: ``he.decrypt``), the hash of its layout (shapes,
+  clip, weight scale) and its **release key**, all of which keyholders require to be the same
+  across a contributor set. The release key names what the aggregate discloses, computed by the
+  contributor itself: the SHA-256 of the global model it started from (``model_release``:
+  training and final evaluation), or the statistics pass (``statistics_release``). Keyholders
+  answer one contributor set per release key, across runs (``client.keyholder``,
+  ``client.ledger``). Version 3 of the statement added the release key, version 4 (label
+  ``contribution-v4``) the coefficient count: older statements are refused.
 
 The **run id** is the SHA-256 of the roster fingerprint, the run's keyholder committee K' and
 every signed hello, in party order: it is fixed once the hospitals have spoken, so the
@@ -38,7 +40,7 @@ from he.roster import Roster
 
 HELLO = "hello"
 DEALING = "dealing"
-CONTRIBUTION = "contribution-v3"  # v3: with the release key
+CONTRIBUTION = "contribution-v4"  # v3: with the release key; v4: with the coefficient count
 CHANNEL_KEY_BYTES = 32
 MAX_RELEASE_CHARS = 100
 
@@ -197,6 +199,7 @@ class Contribution:
     """What a verified contribution statement says beyond who, when and for which run."""
 
     ciphertexts: int
+    coefficients: int  # leading coefficients of each ciphertext that travel (he.encoding)
     layout: str  # layout_digest of the update's layout
     release: str  # what the aggregate discloses (model_release / statistics_release)
 
@@ -210,6 +213,7 @@ def sign_contribution(
     party: int,
     frame: bytes,
     num_ciphertexts: int,
+    coefficients: int,
     layout: dict,
     release: str,
 ) -> bytes:
@@ -221,6 +225,7 @@ def sign_contribution(
         "party": party,
         "update": digest(frame),
         "ciphertexts": int(num_ciphertexts),
+        "coefficients": int(coefficients),
         "layout": layout_digest(layout),
         "release": str(release),
     }
@@ -255,9 +260,14 @@ def verify_contribution(
         raise SignatureError(f"contribution of {name}: signed for another run, kind, round or party")
     if frame is not None and fields.get("update") != digest(frame):
         raise SignatureError(f"contribution of {name}: the update is not the one signed")
-    count, layout, release = fields.get("ciphertexts"), fields.get("layout"), fields.get("release")
-    if isinstance(count, bool) or not isinstance(count, int) or count < 1 or not isinstance(layout, str):
-        raise SignatureError(f"contribution of {name}: no valid ciphertext count or layout")
+    count, coefficients = fields.get("ciphertexts"), fields.get("coefficients")
+    layout, release = fields.get("layout"), fields.get("release")
+    if not (_positive_int(count) and _positive_int(coefficients) and isinstance(layout, str)):
+        raise SignatureError(f"contribution of {name}: no valid ciphertext or coefficient count or layout")
     if not isinstance(release, str) or not 0 < len(release) <= MAX_RELEASE_CHARS:
         raise SignatureError(f"contribution of {name}: no valid release key")
-    return Contribution(count, layout, release)
+    return Contribution(count, coefficients, layout, release)
+
+
+def _positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1

@@ -107,7 +107,14 @@ class Reveal:
                 )
                 self._name_suspects(what)
                 return Skipped(f"{len(available)} keyholders left, a decryption set needs {sets.min_size}")
-            request = DecryptionRequest(label, attempt, tuple(statements), keyholders, len(aggregate.c0))
+            request = DecryptionRequest(
+                label,
+                attempt,
+                tuple(statements),
+                keyholders,
+                aggregate.num_ciphertexts,
+                aggregate.coefficients,
+            )
             shares, client_seconds = self._collect_shares(what, request, relayed)
             if len(shares) < len(keyholders):
                 silent = set(keyholders) - {s.party for s in shares}
@@ -192,7 +199,7 @@ class Reveal:
                     "%s: decryption share of %s rejected: %s", what, self.roster.hospital(party).name, err
                 )
                 continue
-            expected = (request.num_ciphertexts, len(self.ctx.data_moduli), self.ctx.n)
+            expected = (request.num_ciphertexts, len(self.ctx.data_moduli), request.coefficients)
             claims = (share.party, share.round_id, share.attempt, share.polys.shape)
             if claims != (party, request.label.round_id, request.attempt, expected):
                 log.warning(

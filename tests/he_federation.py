@@ -134,7 +134,14 @@ class Federation:
         self, aggregate: EncryptedUpdate, contributors, keyholders, label=None, attempt: int = 1
     ) -> DecryptionRequest:
         label = label or self.label()
-        return DecryptionRequest(label, attempt, tuple(contributors), tuple(keyholders), len(aggregate.c0))
+        return DecryptionRequest(
+            label,
+            attempt,
+            tuple(contributors),
+            tuple(keyholders),
+            aggregate.num_ciphertexts,
+            aggregate.coefficients,
+        )
 
     def share(self, keyholder: int, request: DecryptionRequest) -> DecryptionShare:
         """What keyholder k answers (c1 derived from the label, masks from its channel keys)."""
@@ -239,12 +246,28 @@ def crt(rows: list[list[int]], moduli: list[int]) -> list[int]:
     ]
 
 
+def oracle_plaintext(
+    ctx, aggregate: EncryptedUpdate, secret: np.ndarray, label: CiphertextLabel
+) -> np.ndarray:
+    """TEST ORACLE: ``C0 + c1*s`` with the secret sum ``s``, in coefficient form over the
+    aggregate's coefficients ``[m, L, k]``: the message plus the encryption noise, ``M + E``."""
+    c1 = seeded_c1(ctx, label, aggregate.num_ciphertexts)
+    product = ctx.intt(mulmod(c1, np.broadcast_to(secret, c1.shape), ctx.data_moduli))
+    return addmod(aggregate.c0, product[..., : aggregate.coefficients], ctx.data_moduli)
+
+
 def signed_coefficients(ctx, poly: np.ndarray, rows: str = "noise") -> list[int]:
     """The coefficients of an NTT-form polynomial ``[L, N]`` as signed Python integers, read off
     the noise primes (``rows="noise"``) or off every data prime (``rows="all"``)."""
+    return signed_integers(ctx, ctx.intt(poly[None])[0], rows)
+
+
+def signed_integers(ctx, coefficients: np.ndarray, rows: str = "noise") -> list[int]:
+    """Coefficient-form residues ``[L, k]`` (a share, ``C0``) as signed Python integers, read as
+    ``signed_coefficients`` reads them."""
     start = ctx.num_payload if rows == "noise" else 0
     moduli = [int(q) for q in ctx.data_moduli.tolist()[start:]]
-    coefficients = ctx.intt(poly[None])[0, start:]
+    coefficients = coefficients[start:]
     product = math.prod(moduli)
     values = crt([row.tolist() for row in coefficients], moduli)
     return [v - product if v > product // 2 else v for v in values]

@@ -139,7 +139,14 @@ def decrypt(federation: Federation, holders, round_id: int, attempt: int, keyhol
     for p in contributors:
         total.add(p, federation.frames[p])
     label = CiphertextLabel(roster.federation_id, holders[1].run_id, "train", round_id)
-    request = DecryptionRequest(label, attempt, tuple(contributors), tuple(keyholders), len(total.result.c0))
+    request = DecryptionRequest(
+        label,
+        attempt,
+        tuple(contributors),
+        tuple(keyholders),
+        total.result.num_ciphertexts,
+        total.result.coefficients,
+    )
     contributions = federation.contributors(*contributors)
     shares = [
         DecryptionShare.from_bytes(

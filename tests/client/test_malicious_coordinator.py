@@ -70,7 +70,9 @@ def test_the_honest_coordinator_decrypts_round_one(federation):
         )
         for k in PARTIES
     ]
-    request = DecryptionRequest(label, 1, PARTIES, PARTIES, len(total.result.c0))
+    request = DecryptionRequest(
+        label, 1, PARTIES, PARTIES, total.result.num_ciphertexts, total.result.coefficients
+    )
     noise_bits = ctx.params.decryption_noise_bits(HOSPITALS, server.roster.max_attempts)
     average, examples = decrypt_update(
         ctx, total.result, combine(ctx, total.result, shares, request, noise_bits)

@@ -19,7 +19,10 @@ contributors' messages and encryption noises (``C0 + c1*s_U = M + E``; ``M = 0``
 primes), K the committee, t_K its threshold, C the colluding keyholders, T a decryption set,
 ``F_k`` keyholder k's flooding (uniform in ``[-2^B, 2^B)``).
 
-Under the insecure ``TEST_PARAMS`` (N=4096).
+Under the insecure ``TEST_PARAMS`` (N=4096), with an update that fills all N coefficients of its
+ciphertext, so that every coefficient is decrypted (the worst case: a smaller update sends and
+decrypts only its leading coefficients). Shares and ``C0`` travel in coefficient form; the
+coalition moves them to NTT form, where ``c1 * s_U`` is a pointwise product.
 """
 
 from __future__ import annotations
@@ -32,7 +35,6 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from he_federation import ATTACK_SIZES as SIZES
 from he_federation import (
     TEST_PARAMS,
     Federation,
@@ -72,11 +74,20 @@ def inverse_poly(poly: np.ndarray, moduli: np.ndarray) -> np.ndarray:
     return np.array(rows, dtype=np.uint64)
 
 
+SIZES = (8000, 188)  # with the 4 count fields, 8192: one ciphertext, all N = 4096 coefficients full
+
+
+def ntt_form(ctx, coefficients: np.ndarray) -> np.ndarray:
+    """One coefficient-form polynomial ``[L, N]`` (a share, a mask, ``C0``) in NTT form."""
+    return ctx.ntt(coefficients[None])[0]
+
+
 def aggregate_noise(fed: Federation, aggregate: EncryptedUpdate, contributors, label) -> list[int]:
     """TEST ORACLE: the true encryption-noise sum E, from ``C0 + c1*s_U = M + E`` on the noise primes."""
     moduli = fed.ctx.data_moduli
     c1 = seeded_c1(fed.ctx, label, 1)[0]
-    plain = addmod(aggregate.c0[0], mulmod(c1, fed.secret_sum(list(contributors)), moduli), moduli)
+    c0 = ntt_form(fed.ctx, aggregate.c0[0])
+    plain = addmod(c0, mulmod(c1, fed.secret_sum(list(contributors)), moduli), moduli)
     return signed_coefficients(fed.ctx, plain)
 
 
@@ -173,7 +184,8 @@ def unmasked_share(fed: Federation, request: DecryptionRequest, k: int) -> np.nd
         moduli,
     )
     product = mulmod(seeded_c1(ctx, request.label, 1)[0], weighted, moduli)
-    return addmod(product, sample_smudging_noise(ctx, 1, fed.smudging_bits)[0], moduli)
+    flooding = sample_smudging_noise(ctx, 1, ctx.n, fed.smudging_bits)[0]
+    return addmod(product, ntt_form(ctx, flooding), moduli)
 
 
 @dataclass
@@ -190,10 +202,10 @@ class CoalitionView:
     plan: Plan
     label: CiphertextLabel
     contributors: tuple[int, ...]
-    c0: np.ndarray  # [L, N], the aggregate's first ciphertext
+    c0: np.ndarray  # [L, N], the aggregate's first ciphertext (NTT form)
     colluder_key_shares: dict[int, np.ndarray]
     colluder_mask_keys: dict[int, dict[int, bytes]]
-    answers: dict[int, dict[int, np.ndarray]]  # attempt -> honest k -> d_k (first ciphertext)
+    answers: dict[int, dict[int, np.ndarray]]  # attempt -> honest k -> d_k (first ciphertext, NTT form)
 
 
 @dataclass
@@ -222,7 +234,7 @@ def rational_mu_attack(view: CoalitionView, usable, shares_are_masked: bool) -> 
     c1 = seeded_c1(ctx, view.label, 1)[0]
     residues = []
     for attempt, keyholders in enumerate(plan.decryption_sets, start=1):
-        request = DecryptionRequest(view.label, attempt, view.contributors, keyholders, 1)
+        request = DecryptionRequest(view.label, attempt, view.contributors, keyholders, 1, ctx.n)
         nodes = (0, *plan.colluders)
         for k, mu in honest_weights(keyholders, plan.colluders).items():
             if not usable(mu):
@@ -239,6 +251,7 @@ def rational_mu_attack(view: CoalitionView, usable, shares_are_masked: bool) -> 
             if shares_are_masked:
                 for c in (c for c in plan.colluders if c in keyholders):
                     mask = prf_uniform(view.colluder_mask_keys[c][k], request.mask_context(0), moduli, ctx.n)
+                    mask = ntt_form(ctx, mask)
                     known = addmod(known, mask if k < c else negmod(mask, moduli), moduli)
             y = addmod(submod(view.answers[attempt][k], known, moduli), times(view.c0, mu, moduli), moduli)
             a, b = mu.numerator, mu.denominator
@@ -288,7 +301,7 @@ def coalition_round(request, test_ctx):
     assert plan is not None, f"no attackable configuration for {threshold}-of-{committee}"
     updates, counts = random_updates(TEST_PARAMS, num_contributors, SIZES, seed=committee)
     aggregate = fed.encrypt_all(updates, counts, list(contributors))
-    assert len(aggregate.c0) == 1
+    assert len(aggregate.c0) == 1 and aggregate.coefficients == test_ctx.n
     label = fed.label()
     noise = aggregate_noise(fed, aggregate, contributors, label)
     secret = signed_coefficients(test_ctx, fed.secret_sum(list(contributors)))
@@ -301,17 +314,20 @@ def coalition_view(fed: Federation, plan: Plan, contributors, aggregate, masked:
     label = fed.label()
     answers = {}
     for attempt, keyholders in enumerate(plan.decryption_sets, start=1):
-        request = DecryptionRequest(label, attempt, contributors, keyholders, 1)
+        request = DecryptionRequest(label, attempt, contributors, keyholders, 1, fed.ctx.n)
         honest = [k for k in keyholders if k not in plan.colluders]
         answers[attempt] = {
-            k: fed.share(k, request).polys[0] if masked else unmasked_share(fed, request, k) for k in honest
+            k: ntt_form(fed.ctx, fed.share(k, request).polys[0])
+            if masked
+            else unmasked_share(fed, request, k)
+            for k in honest
         }
     return CoalitionView(
         fed.ctx,
         plan,
         label,
         contributors,
-        aggregate.c0[0],
+        ntt_form(fed.ctx, aggregate.c0[0]),
         {c: fed.key_share(c, list(contributors)) for c in plan.colluders},
         {c: fed.mask_keys(c, list(fed.quorum.committee)) for c in plan.colluders},
         answers,

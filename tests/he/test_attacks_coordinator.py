@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from he_federation import ATTACK_SIZES as SIZES
-from he_federation import TEST_PARAMS, random_updates, signed_coefficients, times
+from he_federation import TEST_PARAMS, oracle_plaintext, random_updates, signed_integers, times
 
 from client.keyholder import KeyHolder
 from client.refusals import RefusedRequest
@@ -177,16 +177,15 @@ def test_share_multiplies_the_key_share_by_the_hashed_c1_only(federation10, test
     other polynomial in place of the hashed c1 (the old attack's constant 2^58) it is not."""
     fed, moduli = federation10, test_ctx.data_moduli
     label, contributors, keyholders = fed.label(round_id=3), list(range(1, 11)), (1, 2, 3, 5, 6, 8, 9, 10)
-    request = DecryptionRequest(label, 1, tuple(contributors), keyholders, 1)
+    request = DecryptionRequest(label, 1, tuple(contributors), keyholders, 1, test_ctx.n)
     k = 5
     share = fed.share(k, request).polys[0]
     masks = pairwise_masks(test_ctx, k, fed.mask_keys(k, list(keyholders)), request)[0]
     weighted = times(fed.key_share(k, contributors), lagrange_coefficient(k, keyholders), moduli)
 
     def residual(c1: np.ndarray) -> list[int]:
-        return signed_coefficients(
-            test_ctx, submod(submod(share, masks, moduli), mulmod(c1, weighted, moduli), moduli), rows="all"
-        )
+        product = test_ctx.intt(mulmod(c1, weighted, moduli)[None])[0]
+        return signed_integers(test_ctx, submod(submod(share, masks, moduli), product, moduli), rows="all")
 
     flooding = residual(seeded_c1(test_ctx, label, 1)[0])
     assert max(abs(f) for f in flooding) <= 2**fed.smudging_bits
@@ -220,25 +219,25 @@ def test_colluding_contributor_crafted_c0_reveals_only_honest_sum(federation5, t
         p: EncryptedUpdate.from_bytes(test_ctx, fed.encrypt(p, updates[p - 1], counts[p - 1], label), "h")
         for p in (1, 2, 3, 4)
     }
-    crafted = mul_scalar(c1, 1 << 58, moduli)
+    crafted = test_ctx.intt(mul_scalar(c1, 1 << 58, moduli)[None])[..., : honest[1].coefficients]
     total = CiphertextSum(test_ctx, honest[1].layout)
     for p, update in honest.items():
         total.add(p, update.to_bytes(test_ctx))
-    total.add(colluder, EncryptedUpdate(honest[1].layout, crafted[None]).to_bytes(test_ctx))
+    total.add(colluder, EncryptedUpdate(honest[1].layout, crafted).to_bytes(test_ctx))
     aggregate = total.result
     request = fed.request(aggregate, fed.parties, keyholders, label)
     shares = fed.shares(request)
     output = aggregate.c0[0]
     for share in shares:
         output = addmod(output, share.polys[0], moduli)
-    known = addmod(crafted, mulmod(c1, fed.secrets[colluder - 1].residues, moduli), moduli)
-    honest_plain = np.zeros_like(c1)  # oracle: sum over honest i of m_i + e_i = c0_i + c1*s_i
+    colluding = EncryptedUpdate(honest[1].layout, crafted)
+    known = oracle_plaintext(test_ctx, colluding, fed.secrets[colluder - 1].residues, label)[0]
+    honest_plain = np.zeros_like(output)  # oracle: sum over honest i of m_i + e_i = c0_i + c1*s_i
     for p, update in honest.items():
-        plain = addmod(update.c0[0], mulmod(c1, fed.secrets[p - 1].residues, moduli), moduli)
+        plain = oracle_plaintext(test_ctx, update, fed.secrets[p - 1].residues, label)[0]
         honest_plain = addmod(honest_plain, plain, moduli)
-    flooding = signed_coefficients(
-        test_ctx, submod(submod(output, known, moduli), honest_plain, moduli), rows="all"
-    )
+    residual = submod(submod(output, known, moduli), honest_plain, moduli)
+    flooding = signed_integers(test_ctx, residual, rows="all")
     assert max(abs(f) for f in flooding) <= len(keyholders) * 2**fed.smudging_bits
     with pytest.raises(ShareMismatchError, match="exceeds its bound"):
         combine(test_ctx, aggregate, shares, request, fed.noise_bits)
@@ -274,14 +273,15 @@ def test_nonce_reuse_would_reveal_the_update_difference(federation5, test_ctx):
     second, _ = SecretKeyEncryptor(test_ctx, secret).encrypt(updates[1], counts[1], label)
     # The coordinator's computation: c0 - c0' on the noise primes is e - e' (m = 0 there), and
     # on a payload prime m - m' + e - e'.
-    noise_difference = np.array(signed_coefficients(test_ctx, submod(first.c0[0], second.c0[0], moduli)))
+    difference = submod(first.c0, second.c0, moduli)[0]
+    noise_difference = np.array(signed_integers(test_ctx, difference))
     assert np.abs(noise_difference).max() <= 2 * ENCRYPTION_NOISE_BOUND
     q0 = int(test_ctx.payload_moduli[0])
-    payload_difference = test_ctx.intt(submod(first.c0, second.c0, moduli))[0, 0].astype(object)
+    payload_difference = difference[0].astype(object)
     leaked = (payload_difference - noise_difference.astype(object)) % q0
     encoder = UpdateEncoder(TEST_PARAMS, test_ctx.num_payload)
     fields = [
-        encoder.encode(u, c, np.random.default_rng(0)).fields[0, 0]
+        encoder.encode(u, c, np.random.default_rng(0)).fields[0, 0, : first.coefficients]
         for u, c in zip(updates, counts, strict=True)
     ]
     assert leaked.tolist() == ((fields[0].astype(object) - fields[1].astype(object)) % q0).tolist()
@@ -311,17 +311,15 @@ def test_encryption_noise_is_seal_clipped_normal(federation5, test_ctx):
     coefficients. Each bin's empirical probability must be within 5 binomial standard deviations
     of the model (tails |e| >= 10 pooled); 20 bins give a false alarm rate below 2e-5. Rounding
     instead of truncation would put P(0) at 0.12 instead of 0.245, ~90 standard deviations off."""
-    fed, moduli = federation5, test_ctx.data_moduli
+    fed = federation5
     label = fed.label(round_id=8)
     update = [np.zeros(23 * TEST_PARAMS.values_per_ciphertext)]  # plus the counts: 24 ciphertexts
     encrypted, _ = SecretKeyEncryptor(test_ctx, fed.secrets[2]).encrypt(update, 10, label)
     assert len(encrypted.c0) >= 23
-    c1 = seeded_c1(test_ctx, label, len(encrypted.c0))
-    plain = addmod(
-        encrypted.c0, mulmod(c1, np.broadcast_to(fed.secrets[2].residues, c1.shape), moduli), moduli
-    )
+    assert encrypted.coefficients == test_ctx.n
+    plain = oracle_plaintext(test_ctx, encrypted, fed.secrets[2].residues, label)
     q = int(test_ctx.noise_moduli[0])
-    residues = test_ctx.intt(plain)[:, test_ctx.num_payload].astype(np.int64).ravel()
+    residues = plain[:, test_ctx.num_payload].astype(np.int64).ravel()
     noise = np.where(residues > q // 2, residues - q, residues)
     assert np.abs(noise).max() <= ENCRYPTION_NOISE_BOUND
     model, n = clipped_normal_model(), noise.size
@@ -350,16 +348,16 @@ def combined_noise(ctx, aggregate, shares) -> list[int]:
     total = aggregate.c0[0]
     for share in shares:
         total = addmod(total, share.polys[0], ctx.data_moduli)
-    return signed_coefficients(ctx, total)
+    return signed_integers(ctx, total)
 
 
 def tampered(ctx, share: DecryptionShare, index: int, delta: int, rows: list[int]) -> DecryptionShare:
     """``share`` with ``delta`` added to coefficient ``index`` on the residue rows ``rows``."""
-    coefficients = ctx.intt(share.polys)
+    coefficients = share.polys.copy()
     for row in rows:
         q = int(ctx.data_moduli[row])
         coefficients[0, row, index] = (int(coefficients[0, row, index]) + delta) % q
-    return DecryptionShare(share.party, share.round_id, share.attempt, ctx.ntt(coefficients))
+    return DecryptionShare(share.party, share.round_id, share.attempt, coefficients)
 
 
 def test_measured_decryption_noise_is_flooded_and_within_its_bound(decryption, test_ctx):

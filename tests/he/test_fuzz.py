@@ -135,7 +135,9 @@ def signed():
     hello = sign_hello(keys["h0"], roster, "h0", 1, bytes(32), bytes(range(32)))
     frame = b"frame"
     run = b"r" * 32
-    contribution = sign_contribution(keys["h1"], roster, run, "train", 1, 2, frame, 1, {"a": 1}, "model:x")
+    contribution = sign_contribution(
+        keys["h1"], roster, run, "train", 1, 2, frame, 1, 40, {"a": 1}, "model:x"
+    )
     return roster, hello, contribution, frame
 
 

@@ -31,6 +31,7 @@ from he_federation import (
     context,
     crt_centered,
     max_abs_error,
+    oracle_plaintext,
     random_updates,
     weighted_average,
 )
@@ -50,11 +51,11 @@ SIZES = (700, 33, 5000)  # three arrays, 5733 values: one ciphertext under TEST_
 
 
 def phase(ctx, aggregate, shares) -> np.ndarray:
-    """``C0 + sum_k d_k`` in coefficient form: message plus total noise, ``[m, L, N]``."""
+    """``C0 + sum_k d_k`` (coefficient form, like the shares): message plus total noise, ``[m, L, k]``."""
     total = aggregate.c0
     for share in shares:
         total = addmod(total, share.polys, ctx.data_moduli)
-    return ctx.intt(total)
+    return total
 
 
 def noise_of(ctx, coefficients: np.ndarray) -> np.ndarray:
@@ -268,10 +269,12 @@ def test_measured_decryption_noise_within_documented_bound(federation5, round5):
     assert measured > 2 ** (fed.smudging_bits - 1)  # the flooding is really there
     fields = combine(ctx, aggregate, shares, request, fed.noise_bits)
     want = expected_fields(TEST_PARAMS, updates, counts)
+    k = aggregate.coefficients
+    assert k < ctx.n and not want[..., k:].any() and not fields[..., k:].any()  # no field beyond k
     for row, q in enumerate(ctx.payload_moduli.tolist()):
         stripped = (coefficients[:, row].astype(object) - noise) % q
-        assert np.array_equal(stripped, fields[:, row].astype(object))
-        assert np.array_equal(stripped, want[:, row] % q)
+        assert np.array_equal(stripped, fields[:, row, :k].astype(object))
+        assert np.array_equal(stripped, want[:, row, :k] % q)
     # the check is live: a bound below the flooding refuses this very decryption
     with pytest.raises(ShareMismatchError, match="exceeds its bound"):
         combine(ctx, aggregate, shares, request, fed.smudging_bits - 1)
@@ -284,11 +287,7 @@ def test_measured_encryption_noise_of_ten_encryptions(federation10):
     ctx = fed.ctx
     updates, counts = random_updates(TEST_PARAMS, 10, SIZES, seed=3)
     aggregate = fed.encrypt_all(updates, counts)
-    c1 = seeded_c1(ctx, fed.label(), len(aggregate.c0))
-    secret = fed.secret_sum(fed.parties)
-    coefficients = ctx.intt(
-        addmod(aggregate.c0, mulmod(c1, np.broadcast_to(secret, c1.shape), ctx.data_moduli), ctx.data_moduli)
-    )
+    coefficients = oracle_plaintext(ctx, aggregate, fed.secret_sum(fed.parties), fed.label())
     noise = [centered(coefficients[:, ctx.num_payload + k], int(q)) for k, q in enumerate(ctx.noise_moduli)]
     assert np.array_equal(noise[0], noise[1])
     measured = int(np.max(np.abs(noise[0])))
@@ -296,7 +295,7 @@ def test_measured_encryption_noise_of_ten_encryptions(federation10):
     want = expected_fields(TEST_PARAMS, updates, counts)
     for row, q in enumerate(ctx.payload_moduli.tolist()):
         got = (coefficients[:, row].astype(object) - noise[0].astype(object)) % q
-        assert np.array_equal(got, want[:, row] % q)
+        assert np.array_equal(got, want[:, row, : aggregate.coefficients] % q)
 
 
 # -- masks ---------------------------------------------------------------------------------------
@@ -306,7 +305,7 @@ def test_pairwise_masks_of_the_decryption_set_sum_to_zero(federation5):
     fed = federation5
     ctx = fed.ctx
     keyholders = (1, 3, 4, 5)
-    request = DecryptionRequest(fed.label(), 1, tuple(fed.parties), keyholders, 2)
+    request = DecryptionRequest(fed.label(), 1, tuple(fed.parties), keyholders, 2, ctx.n)
     masks = {k: pairwise_masks(ctx, k, fed.mask_keys(k, list(keyholders)), request) for k in keyholders}
     total = np.zeros_like(masks[1])
     for mask in masks.values():
@@ -319,11 +318,12 @@ def test_pairwise_masks_of_the_decryption_set_sum_to_zero(federation5):
     assert np.mean(partial == 0) < 0.01
     # another attempt or another decryption set gives other masks
     for other in (
-        DecryptionRequest(fed.label(), 2, tuple(fed.parties), keyholders, 2),
-        DecryptionRequest(fed.label(), 1, tuple(fed.parties[:4]), keyholders, 2),
+        DecryptionRequest(fed.label(), 2, tuple(fed.parties), keyholders, 2, ctx.n),
+        DecryptionRequest(fed.label(), 1, tuple(fed.parties[:4]), keyholders, 2, ctx.n),
+        DecryptionRequest(fed.label(), 1, tuple(fed.parties), keyholders, 2, ctx.n - 2),
     ):
         again = pairwise_masks(ctx, 1, fed.mask_keys(1, list(keyholders)), other)
-        assert np.mean(again == masks[1]) < 0.01
+        assert np.mean(again == masks[1][..., : other.coefficients]) < 0.01
     with pytest.raises(ShareMismatchError, match=r"no pairwise mask key with keyholders \[5\]"):
         pairwise_masks(ctx, 1, fed.mask_keys(1, [1, 3, 4]), request)
 
@@ -342,8 +342,8 @@ def test_a_decryption_share_alone_hides_the_key_product(federation5, round5):
         np.broadcast_to(lagrange_residues(2, request.keyholders, ctx.data_moduli), key.shape),
         ctx.data_moduli,
     )
-    product = mulmod(c1, np.broadcast_to(weighted, c1.shape), ctx.data_moduli)
-    difference = ctx.intt(submod(share.polys, product, ctx.data_moduli))
+    product = ctx.intt(mulmod(c1, np.broadcast_to(weighted, c1.shape), ctx.data_moduli))
+    difference = submod(share.polys, product[..., : request.coefficients], ctx.data_moduli)
     lifted = crt_centered([difference[:, 0], difference[:, 1]], [int(q) for q in ctx.data_moduli[:2]])
     assert max(abs(int(v)) for v in lifted.ravel()) > 2 ** (fed.smudging_bits + 20)  # far above the flooding
 

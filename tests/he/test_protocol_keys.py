@@ -49,7 +49,7 @@ def test_encryption_noise_is_seals_clipped_normal(test_ctx):
 
 def test_smudging_noise_is_uniform_in_its_range(test_ctx):
     bits = 81  # above one 60-bit prime: exercises the two-word assembly
-    residues = test_ctx.intt(sample_smudging_noise(test_ctx, 2, bits))
+    residues = sample_smudging_noise(test_ctx, 2, test_ctx.n, bits)
     moduli = [int(q) for q in test_ctx.data_moduli]
     values = crt_centered([residues[:, 0], residues[:, 1]], moduli[:2])
     for row, q in enumerate(moduli[2:], start=2):  # one integer under every prime
@@ -59,7 +59,7 @@ def test_smudging_noise_is_uniform_in_its_range(test_ctx):
     assert floats.min() < -0.99 and floats.max() > 0.99
     assert abs(float(np.mean(floats))) < 0.03  # uniform on [-1, 1): sd of the mean ~ 0.006
     with pytest.raises(ValueError, match="exceeds the 120 bits"):
-        sample_smudging_noise(test_ctx, 1, 121)
+        sample_smudging_noise(test_ctx, 1, test_ctx.n, 121)
 
 
 # -- seeded c1 and PRF ----------------------------------------------------------------------------

@@ -297,14 +297,14 @@ RELEASE = transcript.model_release([np.zeros(30), np.ones((2, 2))])
 @pytest.fixture(scope="module")
 def contribution(signers, roster) -> bytes:
     return transcript.sign_contribution(
-        signers["beta"], roster, RUN_ID, "train", 7, 2, FRAME, 3, LAYOUT, RELEASE
+        signers["beta"], roster, RUN_ID, "train", 7, 2, FRAME, 3, 40, LAYOUT, RELEASE
     )
 
 
 def test_valid_contribution_gives_count_and_layout(roster, contribution):
     for frame in (FRAME, None):  # the server checks the bytes, a keyholder only the statement
         verified = transcript.verify_contribution(roster, RUN_ID, "train", 7, 2, contribution, frame)
-        assert verified == transcript.Contribution(3, transcript.layout_digest(LAYOUT), RELEASE)
+        assert verified == transcript.Contribution(3, 40, transcript.layout_digest(LAYOUT), RELEASE)
     # the layout digest is canonical: key order does not matter, content does
     assert transcript.layout_digest(dict(reversed(list(LAYOUT.items())))) == transcript.layout_digest(LAYOUT)
     assert transcript.layout_digest(LAYOUT | {"weight_scale": 513}) != transcript.layout_digest(LAYOUT)
@@ -335,7 +335,7 @@ def test_contribution_for_another_party_refused(signers, roster, contribution):
         transcript.verify_contribution(roster, RUN_ID, "train", 7, 3, contribution)
     # beta signing "party 3" and relaying it as its own
     as_three = transcript.sign_contribution(
-        signers["beta"], roster, RUN_ID, "train", 7, 3, FRAME, 3, LAYOUT, RELEASE
+        signers["beta"], roster, RUN_ID, "train", 7, 3, FRAME, 3, 40, LAYOUT, RELEASE
     )
     with pytest.raises(SignatureError, match="signed for another run, kind, round or party"):
         transcript.verify_contribution(roster, RUN_ID, "train", 7, 2, as_three)
@@ -356,12 +356,12 @@ def test_frame_differing_from_the_signed_digest_refused(roster, contribution):
 @pytest.mark.parametrize(
     "changes",
     [{"ciphertexts": 0}, {"ciphertexts": True}, {"ciphertexts": "3"}, {"ciphertexts": 2.0}, {"layout": None},
-     {"layout": 5}],
-    ids=["zero", "bool", "string", "float", "no-layout", "int-layout"],
+     {"layout": 5}, {"coefficients": 0}, {"coefficients": None}],
+    ids=["zero", "bool", "string", "float", "no-layout", "int-layout", "no-coefficient", "coefficients-none"],
 )  # fmt: skip
 def test_contribution_without_a_valid_count_or_layout_refused(signers, roster, contribution, changes):
     bad = resign(signers["beta"], contribution, **changes)
-    with pytest.raises(SignatureError, match="no valid ciphertext count or layout"):
+    with pytest.raises(SignatureError, match="no valid ciphertext or coefficient count or layout"):
         transcript.verify_contribution(roster, RUN_ID, "train", 7, 2, bad)
 
 
@@ -382,11 +382,12 @@ def test_contribution_without_a_valid_release_key_refused(signers, roster, contr
 
 
 def test_a_contribution_statement_of_the_previous_version_is_refused(signers, roster, contribution):
-    """Version 2 had no release key: a keyholder could not tell which model it discloses."""
+    """Version 2 had no release key: a keyholder could not tell which model it discloses. Version
+    3 had no coefficient count: the server would choose how much of the plaintext is decrypted."""
     fields = json.loads(contribution)["fields"]
     del fields["release"]
     old = signers["beta"].sign("contribution", fields)
-    with pytest.raises(SignatureError, match="expected a 'contribution-v3' statement"):
+    with pytest.raises(SignatureError, match="expected a 'contribution-v4' statement"):
         transcript.verify_contribution(roster, RUN_ID, "train", 7, 2, old)
 
 

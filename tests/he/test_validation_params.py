@@ -265,8 +265,8 @@ def test_sum_with_impossible_example_count_refused(test_ctx) -> None:
 def shifted_field(encoder: UpdateEncoder, fields: np.ndarray, index: int, delta: int) -> np.ndarray:
     """``fields`` with ``delta`` added to field ``index``: what a keyholder can do to the payload rows."""
     p = encoder.params
-    grid = (fields.shape[0], p.fields_per_prime, encoder.num_payload_primes, p.poly_modulus_degree)
-    c, f, r, j = np.unravel_index(index, grid)
+    grid = (fields.shape[0], p.poly_modulus_degree, encoder.num_payload_primes, p.fields_per_prime)
+    c, j, r, f = np.unravel_index(index, grid)  # the order in which ``UpdateEncoder._pack`` fills fields
     out = fields.copy()
     out[c, r, j] = np.uint64(int(out[c, r, j]) + (delta << (f * p.slot_bits)))
     return out

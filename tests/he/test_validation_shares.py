@@ -11,6 +11,7 @@ The refusals of ``he.roster``, ``he.identity`` and ``he.transcript`` are in ``te
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import numpy as np
@@ -158,7 +159,8 @@ def test_share_of_wrong_shape_refused(federation5, decryption_round):
     fed = federation5
     aggregate, request, shares = decryption_round
     doubled = DecryptionShare(3, 4, 1, np.concatenate([shares[2].polys, shares[2].polys]))
-    with pytest.raises(ShareMismatchError, match=r"decryption share of party 3: shape \(2, 4, 4096\)"):
+    shape = rf"\(2, 4, {request.coefficients}\)"
+    with pytest.raises(ShareMismatchError, match=rf"decryption share of party 3: shape {shape}"):
         combine(fed.ctx, aggregate, [shares[0], shares[1], doubled, shares[3]], request, fed.noise_bits)
 
 
@@ -196,17 +198,20 @@ def test_share_generation_refusals(federation5, decryption_round):
     fed = federation5
     ctx = fed.ctx
     aggregate, request, _ = decryption_round
-    c1 = np.zeros_like(aggregate.c0)
+    c1 = np.zeros((aggregate.num_ciphertexts, len(ctx.data_moduli), ctx.n), dtype=np.uint64)
     key = fed.key_share(5, fed.parties)
     masks = pairwise_masks(ctx, 1, fed.mask_keys(1, [1, 2, 3, 4]), request)
     with pytest.raises(ShareMismatchError, match=r"party 5 is not in the decryption set \[1, 2, 3, 4\]"):
         gen_decryption_share(ctx, request, 5, c1, key, masks, fed.smudging_bits)
     with pytest.raises(ShareMismatchError, match="do not match the request"):
         gen_decryption_share(ctx, request, 1, np.concatenate([c1, c1]), key, masks, fed.smudging_bits)
+    beyond = dataclasses.replace(request, coefficients=ctx.n + 2)
+    with pytest.raises(ShareMismatchError, match=f"a request for {ctx.n + 2} coefficients; a ciphertext has"):
+        gen_decryption_share(ctx, beyond, 1, c1, key, masks, fed.smudging_bits)
     with pytest.raises(ShareMismatchError, match=r"no pairwise mask key with keyholders \[3, 4\]"):
         pairwise_masks(ctx, 1, fed.mask_keys(1, [1, 2]), request)
     with pytest.raises(ValueError, match="smudging of 121 bits exceeds the 120 bits"):
-        sample_smudging_noise(ctx, 1, 121)
+        sample_smudging_noise(ctx, 1, ctx.n, 121)
 
 
 # -- no secret in any error message --------------------------------------------------------------

@@ -133,7 +133,7 @@ def unreliable_hospitals(
             blobs = hospital.blobs_of(reply)
             ctx = hospital.load_keyholder(context).frame_context()  # shares of every kind
             share = DecryptionShare.from_bytes(ctx, blobs[p.DECRYPTION_SHARE], "this keyholder")
-            coefficients = ctx.intt(share.polys)
+            coefficients = share.polys.copy()  # coefficient form, the request's leading coefficients
             if shift:
                 field, delta = shift
                 c, f, row, j = field_position(ctx, coefficients.shape[0], field)
@@ -142,7 +142,7 @@ def unreliable_hospitals(
                 c, row, j, delta = 0, ctx.num_payload, 0, 1  # the first noise prime
             coefficients[c, row, j] = (int(coefficients[c, row, j]) + delta) % int(ctx.data_moduli[row])
             blobs[p.DECRYPTION_SHARE] = DecryptionShare(
-                share.party, share.round_id, share.attempt, ctx.ntt(coefficients)
+                share.party, share.round_id, share.attempt, coefficients
             ).to_bytes(ctx)
             reply = hospital.reply(message, blobs, metrics=dict(reply.content[p.METRICS]))
         return reply
@@ -173,5 +173,6 @@ def field_position(ctx, ciphertexts: int, field: int) -> tuple[int, int, int, in
     """(ciphertext, field within the residue, payload row, coefficient) of a packed field
     (``he.encoding.UpdateEncoder._pack``)."""
     p = ctx.params
-    grid = (ciphertexts, p.fields_per_prime, ctx.num_payload, p.poly_modulus_degree)
-    return tuple(int(i) for i in np.unravel_index(field, grid))
+    grid = (ciphertexts, p.poly_modulus_degree, ctx.num_payload, p.fields_per_prime)
+    c, j, row, f = (int(i) for i in np.unravel_index(field, grid))
+    return c, f, row, j

@@ -46,7 +46,7 @@ def reveal(tmp_path: Path, online: list[int], exchange) -> Reveal:
 def test_a_round_the_keyholders_left_cannot_serve_asks_no_one(tmp_path: Path) -> None:
     exchange = SilentKeyholders()
     result = reveal(tmp_path, [11, 22, 33, 44], exchange).decrypt(
-        "train", 2, SimpleNamespace(c0=[b""]), STATEMENTS, None, replied={11, 22}
+        "train", 2, SimpleNamespace(num_ciphertexts=1, coefficients=2), STATEMENTS, None, replied={11, 22}
     )
     assert result == Skipped(
         "keyholder(s) hospital-3 (silent this round), hospital-4 (silent this round) missing: "
@@ -62,7 +62,7 @@ def test_silent_keyholders_are_left_out_until_too_few_are_left(
         monkeypatch.setattr(TaskIdentity, field, 1)
     exchange = SilentKeyholders()
     result = reveal(tmp_path, [11, 22, 33, 44], exchange).decrypt(
-        "train", 2, SimpleNamespace(c0=[b""]), STATEMENTS, None
+        "train", 2, SimpleNamespace(num_ciphertexts=1, coefficients=2), STATEMENTS, None
     )
     assert result == Skipped("1 keyholders left, a decryption set needs 3")
     (first,) = exchange.sent  # one attempt: its three keyholders said nothing
