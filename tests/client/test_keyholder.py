@@ -24,6 +24,7 @@ import pytest
 from client.keyholder import KeyHolder
 from client.refusals import RefusedRequest
 from common.simulated_federation import simulated_hospital_name, write_simulated_federation
+from he import transcript
 from he.ciphertext import CiphertextLabel, CiphertextSum, EncryptedUpdate
 from he.decrypt import DecryptionRequest, DecryptionShare, combine, decrypt_update
 from he.encoding import UpdateEncoder
@@ -523,6 +524,25 @@ def test_contributions_weighted_apart_are_refused(federation):
             "train", 2, *updates[party], weight_scale=1000, release=MODEL
         )
     keyholder.partial_decrypt("train", 2, 1, [1, 2, 3, 4, 5], same)  # one layout: answered
+
+
+def test_a_contributor_signing_another_coefficient_count_is_refused(federation):
+    """A keyholder decrypts as many leading coefficients as the contributors signed, all alike,
+    never a count the server names. A colluding contributor that signs every coefficient (to have
+    the whole aggregate decrypted, padding and noise) while the others sign their few is refused."""
+    updates = updates_for([1, 2, 3, 4], seed=8)
+    signed = {}
+    for party in (1, 2, 3, 4):
+        frame, signed[party], _ = federation.holder(party).encrypt("train", 3, *updates[party], release=MODEL)
+    colluder = federation.holder(4)
+    update = EncryptedUpdate.from_bytes(colluder.frame_context(), frame, "hospital 4")
+    assert update.coefficients < colluder.ctx.n
+    signed[4] = transcript.sign_contribution(
+        colluder._signer(), colluder.roster, colluder.run_id, "train", 3, 4, frame,
+        update.num_ciphertexts, colluder.ctx.n, update.layout.to_json(), MODEL,
+    )  # fmt: skip
+    with pytest.raises(RefusedRequest, match="different layouts or ciphertext or coefficient counts"):
+        federation.holder(5).partial_decrypt("train", 3, 1, [1, 2, 3, 4, 5], signed)
 
 
 WRITES: list[str] = []  # paths opened for writing while RECORDING (sys.audit "open" events)
