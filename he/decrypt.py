@@ -71,7 +71,8 @@ class DecryptionRequest:
 
 @dataclass(frozen=True)
 class DecryptionShare:
-    """One keyholder's masked partial decryption for one request."""
+    """One keyholder's masked partial decryption for one request: ``[m, L, k]`` residues in
+    coefficient form, the request's leading coefficients of each ciphertext."""
 
     party: int
     round_id: int
