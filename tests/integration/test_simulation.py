@@ -152,7 +152,7 @@ def test_a_federation_too_large_for_the_default_weight_scale_is_rescaled(tmp_pat
         num_classes=2,
         data_paths=paths,
     )
-    with caplog.at_level(logging.INFO, logger="strategies.encrypted_fedavg"):
+    with caplog.at_level(logging.INFO, logger="strategies.encrypted_statistics"):
         result = simulate(settings, hospital.app, 3)
     assert any("again at weight scale" in r.getMessage() for r in caplog.records)
     train_examples = 3 * (14000 - 2800)  # client.data keeps 20% of each table for testing
