@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,8 +60,9 @@ class DecryptionRequest:
     def contributors_hash(self) -> str:
         return hashlib.sha256(",".join(map(str, self.contributors)).encode()).hexdigest()
 
-    def mask_context(self, index: int) -> bytes:
-        """What a mask is bound to: every field of the request, and the ciphertext index."""
+    def mask_context(self, index: int | str) -> bytes:
+        """What a mask is bound to: every field of the request, and the ciphertext index (or the
+        name of another stream of masks for this request, such as ``he.share_check``'s)."""
         text = (
             f"fedquorum-mask-v2|{self.label.federation_id}|{self.label.kind}|{self.label.round_id}|"
             f"{self.attempt}|T={','.join(map(str, self.keyholders))}|{self.contributors_hash}|"
@@ -129,18 +131,26 @@ def prf_uniform(key: bytes, context: bytes, moduli: np.ndarray, n: int) -> np.nd
     return out
 
 
-def pairwise_masks(ctx: HEContext, party: int, mask_keys: dict[int, bytes], request: DecryptionRequest):
-    """``sum_{l in T, l != party} +-PRF(K_party,l, request, j)`` for every ciphertext j: the masks of
-    all members of T add up to zero. ``mask_keys`` maps each other member of T to ``K_party,l``."""
+def pairwise_masks(
+    ctx: HEContext,
+    party: int,
+    mask_keys: dict[int, bytes],
+    request: DecryptionRequest,
+    streams: Sequence[int | str] | None = None,
+):
+    """``sum_{l in T, l != party} +-PRF(K_party,l, request, j)`` for every ciphertext j (or every
+    named stream of ``streams``): the masks of all members of T add up to zero. ``mask_keys`` maps
+    each other member of T to ``K_party,l``."""
     others = [k for k in request.keyholders if k != party]
     missing = [k for k in others if k not in mask_keys]
     if missing:
         raise ShareMismatchError(f"no pairwise mask key with keyholders {missing}")
     moduli = ctx.data_moduli
-    total = np.zeros((request.num_ciphertexts, len(moduli), request.coefficients), dtype=np.uint64)
-    for j in range(request.num_ciphertexts):
+    streams = range(request.num_ciphertexts) if streams is None else streams
+    total = np.zeros((len(streams), len(moduli), request.coefficients), dtype=np.uint64)
+    for j, stream in enumerate(streams):
         for other in others:
-            mask = prf_uniform(mask_keys[other], request.mask_context(j), moduli, request.coefficients)
+            mask = prf_uniform(mask_keys[other], request.mask_context(stream), moduli, request.coefficients)
             total[j] = addmod(total[j], mask if party < other else negmod(mask, moduli), moduli)
     return total
 
@@ -154,8 +164,9 @@ def gen_decryption_share(
     masks: np.ndarray,
     smudging_bits: int,
 ) -> DecryptionShare:
-    """``lambda_party^T * [s_U]_party * c1 + flooding + masks`` for every ciphertext, cut to the
-    request's leading coefficients (module docstring)."""
+    """``lambda_party^T * [s_U]_party * c1 + flooding + masks`` for every polynomial of ``c1`` (the
+    request's ciphertexts, or ``he.share_check``'s check polynomial), cut to the request's leading
+    coefficients (module docstring)."""
     moduli = ctx.data_moduli
     if party not in request.keyholders:
         raise ShareMismatchError(f"party {party} is not in the decryption set {list(request.keyholders)}")
@@ -163,8 +174,8 @@ def gen_decryption_share(
         raise ShareMismatchError(
             f"a request for {request.coefficients} coefficients; a ciphertext has {ctx.n}"
         )
-    cut = (request.num_ciphertexts, len(moduli), request.coefficients)
-    if c1.shape[0] != request.num_ciphertexts or masks.shape != cut:
+    cut = (len(c1), len(moduli), request.coefficients)
+    if c1.shape[1:] != (len(moduli), ctx.n) or masks.shape != cut:
         raise ShareMismatchError(f"c1 {c1.shape} and masks {masks.shape} do not match the request")
     weighted = mulmod(
         key_share,
@@ -256,22 +267,41 @@ def _noise_digits(ctx: HEContext, coefficients: np.ndarray) -> list[np.ndarray]:
 
 def _remove_noise(ctx: HEContext, coefficients: np.ndarray, noise_bits: int) -> np.ndarray:
     """Read the exact signed noise off the noise primes (Garner), check its bound, strip it."""
+    magnitude, noise = _read_noise(ctx, coefficients)
+    _check_noise_bound(magnitude, noise_bits)
+    return submod(coefficients[:, : ctx.num_payload], noise, ctx.payload_moduli)
+
+
+def require_small(ctx: HEContext, coefficients: np.ndarray, bits: int) -> None:
+    """Raise ``ShareMismatchError`` unless every coefficient ``[m, L, k]`` is one signed integer
+    below ``2^bits`` on every data prime: read off the noise primes, then matched on the payload
+    primes (``he.share_check``: the check value holds no message anywhere)."""
+    magnitude, noise = _read_noise(ctx, coefficients)
+    largest = float(magnitude.max()) if magnitude.size else 0.0
+    if largest > 2.0**bits or not np.array_equal(noise, coefficients[:, : ctx.num_payload]):
+        raise ShareMismatchError(
+            "the check value of this decryption is not small on every prime: a keyholder's "
+            "decryption share or check share was altered; this attempt is discarded"
+        )
+
+
+def _read_noise(ctx: HEContext, coefficients: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The signed integer on the noise primes of each coefficient (Garner): its magnitude, and
+    its residues on the payload primes ``[m, payload, k]``."""
     noise_moduli = [int(q) for q in ctx.noise_moduli.tolist()]
     digits = _noise_digits(ctx, coefficients)
     negative, magnitude = _signed_magnitude(digits, noise_moduli)
-    _check_noise_bound(magnitude, noise_bits)
     modulus_product = math.prod(noise_moduli)
-    payload = coefficients[:, : ctx.num_payload]
-    out = np.empty_like(payload)
+    payload_shape = coefficients[:, : ctx.num_payload].shape
+    out = np.empty(payload_shape, dtype=np.uint64)
     for row, q in enumerate(ctx.payload_moduli.tolist()):
-        noise = np.zeros(payload.shape[::2], dtype=np.uint64)
+        noise = np.zeros(payload_shape[::2], dtype=np.uint64)
         radix = 1
         for digit, qk in zip(digits, noise_moduli, strict=True):
             noise = addmod(noise, mulmod(digit % np.uint64(q), np.uint64(radix % q), q), q)
             radix *= qk
-        noise = np.where(negative, submod(noise, np.uint64(modulus_product % q), q), noise)
-        out[:, row] = submod(payload[:, row], noise, q)
-    return out
+        out[:, row] = np.where(negative, submod(noise, np.uint64(modulus_product % q), q), noise)
+    return magnitude, out
 
 
 def _signed_magnitude(digits: list[np.ndarray], moduli: list[int]) -> tuple[np.ndarray, np.ndarray]:

@@ -9,8 +9,9 @@ production, at a quarter of the ring size.
 
 Below the federation, each in one place, the helpers that more than one ``tests/he`` file needs:
 ``params`` (``TEST_PARAMS`` with changes), ``_set_last_residue`` (a frame with its last residue
-rewritten), ``ATTACK_SIZES``, and exact integer views of residues (``crt``,
-``signed_coefficients``, ``residues_of``, ``times``, ``centered``, ``crt_centered``).
+rewritten), ``tampered`` (a decryption share with one coefficient shifted), ``ATTACK_SIZES``, and
+exact integer views of residues (``crt``, ``signed_coefficients``, ``residues_of``, ``times``,
+``centered``, ``crt_centered``).
 """
 
 from __future__ import annotations
@@ -271,6 +272,18 @@ def signed_integers(ctx, coefficients: np.ndarray, rows: str = "noise") -> list[
     product = math.prod(moduli)
     values = crt([row.tolist() for row in coefficients], moduli)
     return [v - product if v > product // 2 else v for v in values]
+
+
+def tampered(
+    ctx, share: DecryptionShare, index: int, delta: int, rows: list[int], ciphertext: int = 0
+) -> DecryptionShare:
+    """``share`` with ``delta`` added to coefficient ``index`` of one ciphertext on the residue rows
+    ``rows``."""
+    coefficients = share.polys.copy()
+    for row in rows:
+        q = int(ctx.data_moduli[row])
+        coefficients[ciphertext, row, index] = (int(coefficients[ciphertext, row, index]) + delta) % q
+    return DecryptionShare(share.party, share.round_id, share.attempt, coefficients)
 
 
 def residues_of(value: Fraction | int, moduli: np.ndarray) -> np.ndarray:

@@ -40,13 +40,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from he_federation import ATTACK_SIZES as SIZES
-from he_federation import TEST_PARAMS, oracle_plaintext, random_updates, signed_integers, times
+from he_federation import TEST_PARAMS, oracle_plaintext, random_updates, signed_integers, tampered, times
 
 from client.keyholder import KeyHolder
 from client.refusals import RefusedRequest
 from common.simulated_federation import simulated_hospital_name, write_simulated_federation
 from he.ciphertext import CiphertextSum, EncryptedUpdate, SecretKeyEncryptor, seeded_c1
-from he.decrypt import DecryptionRequest, DecryptionShare, combine, pairwise_masks
+from he.decrypt import DecryptionRequest, combine, pairwise_masks
 from he.encoding import UpdateEncoder
 from he.errors import RosterError, ShareMismatchError
 from he.modarith import addmod, mul_scalar, mulmod, submod
@@ -349,15 +349,6 @@ def combined_noise(ctx, aggregate, shares) -> list[int]:
     for share in shares:
         total = addmod(total, share.polys[0], ctx.data_moduli)
     return signed_integers(ctx, total)
-
-
-def tampered(ctx, share: DecryptionShare, index: int, delta: int, rows: list[int]) -> DecryptionShare:
-    """``share`` with ``delta`` added to coefficient ``index`` on the residue rows ``rows``."""
-    coefficients = share.polys.copy()
-    for row in rows:
-        q = int(ctx.data_moduli[row])
-        coefficients[0, row, index] = (int(coefficients[0, row, index]) + delta) % q
-    return DecryptionShare(share.party, share.round_id, share.attempt, coefficients)
 
 
 def test_measured_decryption_noise_is_flooded_and_within_its_bound(decryption, test_ctx):
