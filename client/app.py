@@ -179,9 +179,10 @@ def software_versions() -> bytes:
 @app.query("deal")
 def deal(message: Message, context: Context) -> Message:
     holder = load_keyholder(context)
-    sealed, statement = holder.deal(party_keys(blobs_of(message), p.HELLO_BLOB))
+    sealed, statement, public_key = holder.deal(party_keys(blobs_of(message), p.HELLO_BLOB))
     store_keyholder(context, holder)
-    out = {p.DEALING: statement} | {p.per_party(p.SEALED_SHARE, k): b for k, b in sealed.items()}
+    out = {p.DEALING: statement, p.PUBLIC_KEY_SHARE: public_key}
+    out |= {p.per_party(p.SEALED_SHARE, k): b for k, b in sealed.items()}
     return reply(message, out)
 
 
@@ -314,24 +315,30 @@ def statistics(message: Message, context: Context) -> Message:
 
 @app.query("decrypt")
 def decrypt(message: Message, context: Context) -> Message:
-    config = config_of(message)
+    """First phase: the decryption share and a commitment to the check share; second phase (the
+    message carries the server's seed): the check share, opened if the seed derives its polynomial."""
+    config, blobs = config_of(message), blobs_of(message)
     holder = load_keyholder(context)
-    keyholders = [
-        party_number(x, "config 'keyholders'") for x in str(config.get(p.KEYHOLDERS, "")).split(",")
-    ]
-    contributions = party_keys(blobs_of(message), p.CONTRIBUTION)
-    start = time.perf_counter()
-    share = holder.partial_decrypt(
+    kind, round_id, attempt = (
         str(config.get(p.KIND)),
         config_int(config, p.ROUND),
         config_int(config, p.ATTEMPT),
-        keyholders,
-        contributions,
     )
+    start = time.perf_counter()
+    if p.CHECK_SEED in blobs:
+        out = {p.CHECK_SHARE: holder.open_check(kind, round_id, attempt, blobs[p.CHECK_SEED])}
+    else:
+        keyholders = [
+            party_number(x, "config 'keyholders'") for x in str(config.get(p.KEYHOLDERS, "")).split(",")
+        ]
+        contributions = party_keys(blobs, p.CONTRIBUTION)
+        check_polynomial = blobs.get(p.CHECK_POLYNOMIAL, b"")  # parsed after the request's checks
+        share, commitment = holder.partial_decrypt(
+            kind, round_id, attempt, keyholders, contributions, check_polynomial
+        )
+        out = {p.DECRYPTION_SHARE: share, p.CHECK_COMMITMENT: commitment}
     store_keyholder(context, holder)
-    return reply(
-        message, {p.DECRYPTION_SHARE: share}, metrics={"decrypt_seconds": time.perf_counter() - start}
-    )
+    return reply(message, out, metrics={"decrypt_seconds": time.perf_counter() - start})
 
 
 @app.evaluate()

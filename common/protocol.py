@@ -1,10 +1,12 @@
 """Message types and record keys shared by the hospital (``client``) and the server.
 
-Plain strings only (no Flower import), so neither side imports the other. One round is two
-message phases, ``train`` and ``query.decrypt``; set-up is two key phases (hello, deal) plus the
-feature statistics (two ``query.statistics`` passes, each decrypted once) once per run: the first
-statistics message relays each keyholder's dealings (``WITH_DEALINGS``) and its reply carries the
-complaints. A run without a statistics pass relays them in a third key phase, ``query.dealings``.
+Plain strings only (no Flower import), so neither side imports the other. One round is three
+message phases: ``train``, then ``query.decrypt`` twice (the decryption shares with a commitment
+to each check share, then the check shares once the server reveals its seed, ``he.share_check``).
+Set-up is two key phases (hello, deal) plus the feature statistics (two ``query.statistics``
+passes, each decrypted once) once per run: the first statistics message relays each keyholder's
+dealings (``WITH_DEALINGS``) and its reply carries the complaints. A run without a statistics
+pass relays them in a third key phase, ``query.dealings``.
 """
 
 # Message types (Flower categories: train / evaluate / query.<action>)
@@ -13,7 +15,7 @@ DEAL = "query.deal"  # hospital: verify the hellos, deal its per-run secret to t
 DEALINGS = "query.dealings"  # keyholder: receive the sealed shares dealt to it (no statistics pass)
 STATISTICS = "query.statistics"  # hospital: (encrypted) feature moments, two passes per run
 TRAIN = "train"  # hospital: evaluate global model, train, return (encrypted) update
-DECRYPT = "query.decrypt"  # keyholder: masked partial decryption of the round's aggregate
+DECRYPT = "query.decrypt"  # keyholder: masked partial decryption (commit, then open its check share)
 EVALUATE = "evaluate"  # hospital: evaluate the final global model
 
 # Round ids of the two statistics passes (training rounds count from 1): the first sums each
@@ -43,6 +45,11 @@ DEALING = "dealing"  # signed dealing statement; "dealing-<dealer>" relayed
 SEALED_SHARE = "sealed-share"  # "sealed-share-<keyholder>" in a deal reply, "-<dealer>" relayed
 COMPLAINTS = "complaints"  # keyholder: JSON list of dealers whose share failed
 DECRYPTION_SHARE = "decryption-share"
+PUBLIC_KEY_SHARE = "public-key-share"  # deal reply: pk_i for the share checks (he.share_check)
+CHECK_POLYNOMIAL = "check-polynomial"  # query.decrypt, first phase: the server's check polynomial
+CHECK_COMMITMENT = "check-commitment"  # its reply: the hash of the keyholder's check share
+CHECK_SEED = "check-seed"  # query.decrypt, second phase: the seed the check polynomial came from
+CHECK_SHARE = "check-share"  # its reply: the check share, opened
 SOFTWARE = "software"  # hello reply: JSON {"fedquorum": version, "flwr": version}, for operators
 
 

@@ -153,7 +153,7 @@ def build_federation(
         {},
     )
     clock = Clock(now)
-    sealed_by, statements = {}, {}
+    sealed_by, statements, public_keys = {}, {}, {}
     for dealer in fed.dealers:
         clock.start_party()
         secret = clock.time("gen_secret", keygen.gen_secret, ctx)
@@ -169,8 +169,10 @@ def build_federation(
             fed.run_id,
             timed=clock.time,
         )
+        args = (ctx, fed.frame_ctx, secret, roster.federation_id, fed.run_id)
+        public_keys[dealer] = clock.time("public key", party.public_key_share, *args)
         statements[dealer] = clock.time(
-            "sign", transcript.sign_dealing, signers[dealer], fed.run_id, dealer, sealed
+            "sign", transcript.sign_dealing, signers[dealer], fed.run_id, dealer, sealed, public_keys[dealer]
         )
         clock.end_party()
         fed.secrets[dealer], sealed_by[dealer] = secret, sealed
@@ -182,7 +184,7 @@ def build_federation(
             f"{clock.median(*names):.3f}"
             for names in (("gen_secret",), ("shamir",), ("frame", "seal"), ("sign",))
         ),
-        **_byte_rows(fed, signers, hellos, sealed_by, receive),
+        **_byte_rows(fed, signers, hellos, sealed_by, next(iter(public_keys.values())), receive),
     }
     progress(f"{config.column}: set-up done ({len(fed.dealers)} dealers timed)")
     return fed
@@ -229,10 +231,11 @@ def _byte_rows(
     signers: dict[int, SigningKey],
     hellos: dict[int, bytes],
     sealed_by: dict[int, dict[int, bytes]],
+    public_key: bytes,
     receive: dict[str, list[float]],
 ) -> dict[str, object]:
     """Exact byte counts for all n dealers (what each keyholder is sent has one size, seed or
-    full), and the receiving times."""
+    full; each dealer's public-key share goes to the server only), and the receiving times."""
     n, committee, dealers = fed.config.hospitals, fed.committee, fed.dealers
     size_to = {k: len(next(sealed_by[d][k] for d in dealers if d != k)) for k in committee}
     example = next(iter(sealed_by[dealers[0]].values()))
@@ -243,10 +246,10 @@ def _byte_rows(
     for dealer in range(1, n + 1):
         recipients = [kh for kh in committee if kh != dealer]
         statement = transcript.sign_dealing(
-            signers[dealer], fed.run_id, dealer, dict.fromkeys(recipients, example)
+            signers[dealer], fed.run_id, dealer, dict.fromkeys(recipients, example), public_key
         )
         per_dealer.append(sum(size_to[k] for k in recipients))
-        up += per_dealer[-1] + len(statement)
+        up += per_dealer[-1] + len(statement) + len(public_key)
         down += per_dealer[-1] + len(recipients) * len(statement)  # share + statement to each keyholder
     full = max(size_to.values())
     seeded = sum(1 for k in committee if size_to[k] < full)

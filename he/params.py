@@ -277,20 +277,19 @@ PRESETS: dict[str, HEParams] = {
         name="compact", value_bits=10, clip=1.0, max_parties=128,
         default_weight_scale=1 << 10, stochastic_rounding=True, **_RING,
     ),
-    # The small ring, for models that fit one ciphertext (49,152 values with the evaluation sums).
-    # Security: N=8192 with 4x50-bit data primes and the 18-bit special prime is exactly SEAL's
-    # 218-bit 128-bit bound. Flooding: the same closed-form bound as above, for the same run
-    # (1000 rounds, 64 ciphertexts, committees of up to 32 with 16 attempts): 88 bits of
-    # flooding per share, 94 bits of total decryption noise, and the two 50-bit noise primes
-    # hold 98 (``check_federation`` needs 96). Payload: 2 primes of 3 fields of 15 bits each
-    # (compact's 10-bit values, headroom for 32 contributors). A full ciphertext's c0 is 245,760 B
-    # against compact's 860,160 B (3.5x less); above 49,152 values compact is the smaller. (An
-    # update in one ciphertext sends only the coefficients that carry its fields: he.ciphertext.)
-    # N=4096 cannot hold such a run: of its 109 bits, 91 are left after the special prime and
-    # the noise primes alone need 97 (95 bits of room); even a 2-hospital committee for 50 rounds
-    # of one ciphertext leaves at most 16 bits for the values.
+    # The small ring, for models that fit one ciphertext (32,768 values with the evaluation sums).
+    # Security: N=8192 with 40-, 40-, 60- and 60-bit data primes and the 18-bit special prime is
+    # exactly SEAL's 218-bit 128-bit bound. Noise: the two 60-bit noise primes hold 118 bits, as
+    # compact's do: room for the flooded decryption noise (at most 94 bits here: 88 bits of flooding
+    # per share for the same run as above, 1000 rounds, 64 ciphertexts, committees of up to 32 with
+    # 16 attempts) and for the share check's gains (he.share_check.check_budget: 20 bits for the
+    # largest committee). Payload: 2 primes of 2 fields of 15 bits each (compact's 10-bit values,
+    # headroom for 32 contributors). A full ciphertext's c0 is 245,760 B against compact's 860,160 B;
+    # a small model sends only the coefficients that carry its fields (he.ciphertext), where compact's
+    # 15 fields per coefficient beat small's 4. N=4096 cannot hold such a run: of its 109 bits, 91
+    # are left after the special prime and the noise primes alone need 97.
     "small": HEParams(
-        name="small", poly_modulus_degree=8192, coeff_modulus_bits=(50,) * 4 + (18,), noise_primes=2,
+        name="small", poly_modulus_degree=8192, coeff_modulus_bits=(40, 40, 60, 60, 18), noise_primes=2,
         value_bits=10, clip=1.0, max_parties=32, default_weight_scale=1 << 10, stochastic_rounding=True,
     ),
 }  # fmt: skip

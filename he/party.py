@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from he import channel, keygen, transcript
+from he import channel, keygen, share_check, transcript, wire
 from he.ciphertext import seeded_c1
 from he.context import HEContext
 from he.decrypt import DecryptionRequest, gen_decryption_share, pairwise_masks
@@ -104,7 +104,39 @@ def decryption_share(
     return timed("serialize", share.to_bytes, frame_ctx)
 
 
-def _masks(ctx, request, party, own, channel_keys, run_id) -> np.ndarray:
+def check_share(
+    ctx: HEContext,
+    frame_ctx: HEContext,
+    request: DecryptionRequest,
+    party: int,
+    own: channel.ChannelKeyPair,
+    channel_keys: dict[int, bytes],
+    run_id: bytes,
+    dealt: list[np.ndarray],
+    check_poly: np.ndarray,
+    smudging_bits: int,
+    timed: Timed = untimed,
+) -> bytes:
+    """A keyholder's share of the server's check polynomial (``he.share_check``), framed: flooded
+    as any share, with masks of a stream of their own. It leaves only after the server's seed is
+    shown to derive ``check_poly``."""
+    key_share = timed("sum", sum_shares, dealt, ctx.data_moduli)
+    masks = timed("masks", _masks, ctx, request, party, own, channel_keys, run_id, [share_check.CHECK_STREAM])
+    args = (ctx, request, party, check_poly[None], key_share, masks, smudging_bits)
+    share = timed("check share", gen_decryption_share, *args)
+    return timed("serialize", share.to_bytes, frame_ctx)
+
+
+def public_key_share(
+    ctx: HEContext, frame_ctx: HEContext, secret: keygen.SecretKeyShare, federation_id: str, run_id: bytes
+) -> bytes:
+    """This hospital's ``pk_i`` for the run's share checks (``he.share_check``), framed."""
+    a_pk = share_check.check_key_c1(ctx, federation_id, run_id)
+    pk = share_check.public_key_share(ctx, secret, a_pk)
+    return share_check.polynomial_to_bytes(frame_ctx, wire.Kind.PUBLIC_KEY_SHARE, pk)
+
+
+def _masks(ctx, request, party, own, channel_keys, run_id, streams=None) -> np.ndarray:
     """The pairwise masks with every other member of T (they cancel when T's shares are summed)."""
     keys = {k: channel.mask_key(own, channel_keys[k], run_id) for k in request.keyholders if k != party}
-    return pairwise_masks(ctx, party, keys, request)
+    return pairwise_masks(ctx, party, keys, request, streams)

@@ -35,10 +35,11 @@ from dataclasses import dataclass
 import numpy as np
 import tenseal.sealapi as seal
 
+from he import wire
 from he.ciphertext import sample_encryption_noise
 from he.context import HEContext, seal_util
 from he.decrypt import DecryptionRequest, DecryptionShare, require_small
-from he.errors import InsecureParametersError
+from he.errors import CiphertextError, InsecureParametersError
 from he.keygen import SecretKeyShare, sample_uniform
 from he.modarith import addmod, mul_scalar, mulmod, submod
 from he.params import ENCRYPTION_NOISE_BOUND, HEParams
@@ -177,6 +178,19 @@ def verify(
         for gain, poly in zip(challenge.gains, share.polys, strict=True):
             value = submod(value, mul_scalar(poly, gain, moduli), moduli)
     require_small(ctx, value, budget.bound_bits)
+
+
+def polynomial_to_bytes(ctx: HEContext, kind: wire.Kind, poly: np.ndarray) -> bytes:
+    """A public-key share or check polynomial ``[L, N]`` (NTT form) as a wire frame."""
+    return wire.pack(kind, ctx.fingerprint, {}, poly[None])
+
+
+def polynomial_from_bytes(ctx: HEContext, kind: wire.Kind, data: bytes, what: str) -> np.ndarray:
+    """Inverse of ``polynomial_to_bytes``: refuses another kind, run or shape, naming ``what``."""
+    _meta, polys = wire.unpack(data, kind, ctx.fingerprint, ctx.data_moduli, what)
+    if polys.shape != (1, len(ctx.data_moduli), ctx.n):
+        raise CiphertextError(f"{what}: shape {polys.shape}, expected {(1, len(ctx.data_moduli), ctx.n)}")
+    return polys[0]
 
 
 def _prng(seed: bytes, purpose: str):

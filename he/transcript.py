@@ -147,11 +147,16 @@ def setup_committee(roster: Roster, hellos: dict[int, bytes]) -> tuple[int, ...]
 
 
 # -- dealings --------------------------------------------------------------------------------------
-def sign_dealing(signer: SigningKey, run_id: bytes, dealer: int, sealed: dict[int, bytes]) -> bytes:
+def sign_dealing(
+    signer: SigningKey, run_id: bytes, dealer: int, sealed: dict[int, bytes], public_key: bytes
+) -> bytes:
+    """The dealer's statement: the digest of each sealed share it dealt, and of its public-key
+    share (``he.share_check``), for this run."""
     fields = {
         "run": run_id.hex(),
         "dealer": dealer,
         "shares": {str(k): digest(blob) for k, blob in sorted(sealed.items())},
+        "public_key": digest(public_key),
     }
     return signer.sign(DEALING, fields)
 
@@ -160,15 +165,30 @@ def verify_dealing(
     roster: Roster, run_id: bytes, dealer: int, recipient: int, statement: bytes, sealed: bytes
 ) -> None:
     """The sealed share ``dealer`` sent ``recipient`` is the one it signed, for this run."""
+    shares = _dealing_fields(roster, run_id, dealer, statement).get("shares")
+    if not isinstance(shares, dict) or shares.get(str(recipient)) != digest(sealed):
+        raise SignatureError(
+            f"dealing of {roster.hospital(dealer).name}: the share relayed to party {recipient} is "
+            "not the one signed"
+        )
+
+
+def verify_public_key(
+    roster: Roster, run_id: bytes, dealer: int, statement: bytes, public_key: bytes
+) -> None:
+    """The public-key share relayed for ``dealer`` is the one it signed, for this run."""
+    if _dealing_fields(roster, run_id, dealer, statement).get("public_key") != digest(public_key):
+        raise SignatureError(
+            f"dealing of {roster.hospital(dealer).name}: its public-key share is not the one signed"
+        )
+
+
+def _dealing_fields(roster: Roster, run_id: bytes, dealer: int, statement: bytes) -> dict:
     name = roster.hospital(dealer).name
     fields = open_signed(statement, DEALING, roster.hospital(dealer).signing_key, f"dealing of {name}")
     if fields.get("run") != run_id.hex() or fields.get("dealer") != dealer:
         raise SignatureError(f"dealing of {name}: signed for another run or dealer")
-    shares = fields.get("shares")
-    if not isinstance(shares, dict) or shares.get(str(recipient)) != digest(sealed):
-        raise SignatureError(
-            f"dealing of {name}: the share relayed to party {recipient} is not the one signed"
-        )
+    return fields
 
 
 # -- contributions ---------------------------------------------------------------------------------

@@ -33,6 +33,8 @@ class Kind(IntEnum):
     ENCRYPTED_UPDATE = 1
     DECRYPTION_SHARE = 3
     SECRET_SHARE = 4
+    PUBLIC_KEY_SHARE = 5  # he.share_check: pk_i, NTT form
+    CHECK_POLYNOMIAL = 6  # he.share_check: the check polynomial c1', NTT form
 
 
 def pack(kind: Kind, fingerprint: bytes, meta: dict, residues: np.ndarray) -> bytes:

@@ -145,8 +145,9 @@ class EncryptedFedAvg(EncryptedFeatureStatistics, FedAvg):
         self.statistics_ctx = self.statistics_ctx.bound(setup.run_id)
         self.reachability.committee = tuple(setup.committee)
         sets = DecryptionSets(roster.quorum.min_decryption_set, self.settings.seed)
+        public_keys = stages.public_key_shares(self.ctx)
         self.reveal = Reveal(
-            roster, setup.run_id, self.ctx, self.reachability, sets, self.checks, self.exchange
+            roster, setup.run_id, self.ctx, self.reachability, sets, self.checks, self.exchange, public_keys
         )
         log.info(
             "set-up for %d hospitals (committee %d of %d, threshold %d, roster %s) ready in %.1f s",

@@ -3,9 +3,12 @@
 One call decrypts one aggregate (a training round, a statistics pass, the final evaluation):
 skip at once if the keyholders left cannot form a decryption set (``strategies.reachability``);
 else, up to the roster's ``max_attempts`` times, choose a decryption set T by elimination
-(``strategies.decryption_sets``), send it ``query.decrypt`` with the signed contributions of U,
-check each share's claims, combine (the masks cancel only over T; the noise bound is checked),
-decode with the plausibility checks (``strategies.plausibility``). A silent keyholder is left out
+(``strategies.decryption_sets``), send it ``query.decrypt`` with the signed contributions of U
+and a fresh check polynomial (``he.share_check``), check each share's claims, reveal the seed of
+the check polynomial to the keyholders that committed and collect their check shares (the same
+message type, second phase), combine (the masks cancel only over T; the noise bound is checked),
+verify the check (a share shifted on its payload rows fails it), decode with the plausibility
+checks (``strategies.plausibility``). A silent keyholder is left out
 of the next attempt; a failed set is remembered; the keyholders elimination cannot clear are
 named as suspects. The result is a ``Decryption`` or a ``Skipped`` with its reason.
 """
@@ -13,6 +16,7 @@ named as suspects. The result is a ``Decryption`` or a ``Skipped`` with its reas
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
 
@@ -21,11 +25,13 @@ from flwr.app import Message
 
 from common import protocol as p
 from common.records import blobs_of
-from he.ciphertext import CiphertextLabel, EncryptedUpdate
+from he import share_check, wire
+from he.ciphertext import CiphertextLabel, EncryptedUpdate, seeded_c1
 from he.context import HEContext
 from he.decrypt import DecryptionRequest, DecryptionShare, combine
 from he.encoding import WeightScaleError
 from he.errors import HEError
+from he.modarith import addmod
 from he.roster import Roster
 from strategies.decryption_sets import DecryptionSets
 from strategies.messaging import Exchange, make_content, metrics_of
@@ -68,10 +74,14 @@ class Reveal:
         sets: DecryptionSets,
         checks: AggregateChecks,
         exchange: Exchange,
+        public_keys: dict[int, np.ndarray],
     ) -> None:
+        """``public_keys``: each dealer's verified ``pk_i`` (``KeySetup.public_key_shares``)."""
         self.roster, self.run_id, self.ctx = roster, run_id, ctx
         self.reachability, self.sets, self.checks, self.exchange = reachability, sets, checks, exchange
         self.noise_bits = ctx.params.decryption_noise_bits(len(roster.quorum.committee), roster.max_attempts)
+        self.public_keys = public_keys
+        self.a_pk = share_check.check_key_c1(ctx, roster.federation_id, run_id)
 
     def decrypt(
         self,
@@ -93,6 +103,7 @@ class Reveal:
         available = set(self.reachability.committee) - set(down)  # K': only they hold dealt shares
         relayed = {p.per_party(p.CONTRIBUTION, party): s for party, s in statements.items()}
         what = f"{kind} round {round_id}" if kind == "train" else f"feature statistics {round_id}"
+        public_key = self._public_key(statements)
         if (shortfall := self.reachability.quorum_shortfall(down)) is not None:
             log.warning("%s: %s; no keyholder asked, the round keeps the previous model", what, shortfall)
             return Skipped(shortfall)
@@ -115,9 +126,14 @@ class Reveal:
                 aggregate.num_ciphertexts,
                 aggregate.coefficients,
             )
-            shares, client_seconds = self._collect_shares(what, request, relayed)
-            if len(shares) < len(keyholders):
-                silent = set(keyholders) - {s.party for s in shares}
+            check = Check(self, request)
+            shares, client_seconds = self._collect_shares(what, request, relayed, check)
+            answered = {s.party for s in shares}
+            if len(answered) == len(keyholders):  # all committed: reveal the seed, open the checks
+                check.collect(what)
+                answered = set(check.shares)
+            if len(answered) < len(keyholders):
+                silent = set(keyholders) - answered
                 available -= silent
                 sets.silent(silent)
                 log.warning(
@@ -130,6 +146,7 @@ class Reveal:
             started = time.perf_counter()
             try:
                 fields = combine(self.ctx, aggregate, shares, request, self.noise_bits)
+                check.verify(shares, public_key)
                 average, total_examples, sums = self.checks.decode(
                     kind, encoding, aggregate, fields, set(statements)
                 )
@@ -138,7 +155,7 @@ class Reveal:
                 self._name_suspects(what)
                 raise  # a plausible total beyond this scale: the caller rescales, no retry helps
             except HEError as err:
-                # the noise bound, or an invalid aggregate (a share altered on payload rows)
+                # the noise bound, the share check, or an invalid aggregate
                 sets.failed(keyholders)
                 log.warning(
                     "%s attempt %d with %s failed: %s", what, attempt, names(self.roster, keyholders), err
@@ -167,28 +184,39 @@ class Reveal:
             )
         return suspects
 
-    def _messages(self, request: DecryptionRequest, relayed: dict) -> list[Message]:
+    def _public_key(self, statements: dict) -> np.ndarray:
+        """``P_U``: the sum of the contributors' public-key shares."""
+        total = np.zeros_like(self.a_pk)
+        for party in statements:
+            if party not in self.public_keys:
+                raise share_check.ShareCheckError(
+                    f"no verified public-key share of {self.roster.hospital(party).name}"
+                )
+            total = addmod(total, self.public_keys[party], self.ctx.data_moduli)
+        return total
+
+    def messages(self, request: DecryptionRequest, parties, config: dict, blobs: dict) -> list[Message]:
+        """One ``query.decrypt`` message per party of ``parties`` for ``request``."""
         label = request.label
-        config = {
-            p.KIND: label.kind,
-            p.ROUND: label.round_id,
-            p.ATTEMPT: request.attempt,
-            p.KEYHOLDERS: ",".join(map(str, request.keyholders)),
-        }
+        config = {p.KIND: label.kind, p.ROUND: label.round_id, p.ATTEMPT: request.attempt} | config
         return [
             Message(
-                content=make_content(config, relayed),
+                content=make_content(config, blobs),
                 message_type=p.DECRYPT,
                 dst_node_id=self.reachability.party_nodes[k],
                 group_id=f"{label.kind}-{label.round_id}-{request.attempt}",
             )
-            for k in request.keyholders
+            for k in parties
         ]
 
-    def _collect_shares(self, what: str, request: DecryptionRequest, relayed: dict):
-        """The valid shares of ``request``'s set and each keyholder's reported seconds."""
+    def _collect_shares(self, what: str, request: DecryptionRequest, relayed: dict, check: Check):
+        """The valid shares of ``request``'s set and each keyholder's reported seconds; each
+        keyholder's commitment goes to ``check``."""
         shares, client_seconds = [], []
-        for reply in self.exchange(self._messages(request, relayed), f"{what} decryption"):
+        config = {p.KEYHOLDERS: ",".join(map(str, request.keyholders))}
+        blobs = relayed | {p.CHECK_POLYNOMIAL: check.polynomial}
+        messages = self.messages(request, request.keyholders, config, blobs)
+        for reply in self.exchange(messages, f"{what} decryption"):
             party = party_of(self.reachability.party_nodes, reply)
             try:
                 share = DecryptionShare.from_bytes(
@@ -212,5 +240,59 @@ class Reveal:
                 )
                 continue
             shares.append(share)
+            check.commitments[party] = blobs_of(reply).get(p.CHECK_COMMITMENT, b"")
             client_seconds.append(float(metrics_of(reply).get("decrypt_seconds", 0.0)))
         return shares, client_seconds
+
+
+class Check:
+    """The share check of one attempt (``he.share_check``): a fresh seed, its check polynomial,
+    the keyholders' commitments, their opened check shares, and the verification."""
+
+    def __init__(self, reveal: Reveal, request: DecryptionRequest) -> None:
+        self.reveal, self.request = reveal, request
+        ctx, roster = reveal.ctx, reveal.roster
+        count = request.num_ciphertexts
+        self.budget = share_check.check_budget(ctx.params, len(roster.committee), roster.max_attempts, count)
+        self.seed = os.urandom(share_check.SEED_BYTES)
+        self.challenge = share_check.derive_challenge(ctx, self.seed, count, self.budget.gain_bits)
+        c1 = seeded_c1(ctx, request.label, count)
+        poly = share_check.check_polynomial(ctx, c1, reveal.a_pk, self.challenge)
+        self.polynomial = share_check.polynomial_to_bytes(ctx, wire.Kind.CHECK_POLYNOMIAL, poly)
+        self.commitments: dict[int, bytes] = {}
+        self.shares: dict[int, DecryptionShare] = {}
+
+    def collect(self, what: str) -> None:
+        """Reveal the seed to the keyholders that committed; keep each check share that opens its
+        commitment (a keyholder that does not open, or opens another share, is left out)."""
+        reveal, request = self.reveal, self.request
+        messages = reveal.messages(request, sorted(self.commitments), {}, {p.CHECK_SEED: self.seed})
+        for reply in reveal.exchange(messages, f"{what} check"):
+            party = party_of(reveal.reachability.party_nodes, reply)
+            name = reveal.roster.hospital(party).name
+            opened = blobs_of(reply).get(p.CHECK_SHARE, b"")
+            if share_check.commitment(request, party, opened) != self.commitments.get(party):
+                log.warning("%s: the check share of %s does not open its commitment; rejected", what, name)
+                continue
+            try:
+                share = DecryptionShare.from_bytes(reveal.ctx, opened, f"party {party}")
+            except HEError as err:
+                log.warning("%s: check share of %s rejected: %s", what, name, err)
+                continue
+            expected = (1, len(reveal.ctx.data_moduli), request.coefficients)
+            if (share.party, share.round_id, share.attempt, share.polys.shape) == (
+                party,
+                request.label.round_id,
+                request.attempt,
+                expected,
+            ):
+                self.shares[party] = share
+            else:
+                log.warning("%s: check share of %s is for another request or shape; rejected", what, name)
+
+    def verify(self, shares: list[DecryptionShare], public_key: np.ndarray) -> None:
+        """``he.share_check.verify`` over T's shares and check shares (raises ``ShareMismatchError``)."""
+        checks = [self.shares[s.party] for s in shares]
+        share_check.verify(
+            self.reveal.ctx, self.request, shares, checks, public_key, self.challenge, self.budget
+        )

@@ -7,7 +7,8 @@
    committee K' (the keyholders with a valid hello). Keyholders without one are named and left
    out while K' keeps the roster's minimum (``Roster.setup_minimum``); below it the run stops,
    naming them;
-3. ``query.deal``: every hello relayed; each hospital deals its per-run secret to K';
+3. ``query.deal``: every hello relayed; each hospital deals its per-run secret to K' and sends
+   its signed public-key share for the share checks (``public_key_shares``, ``he.share_check``);
 4. the dealings relay: each keyholder receives the sealed shares dealt to it (with the dealers'
    signed DEALING statements) and names the dealers whose share failed (``complaints``); those
    are left out of every aggregate. A keyholder needs its shares only for its first decryption
@@ -25,13 +26,15 @@ import json
 import logging
 from collections.abc import Callable
 
+import numpy as np
 from flwr.app import Message
 
 from common import protocol as p
 from common.records import blobs_of
 from common.settings import RunSettings
 from common.simulated_federation import write_simulated_federation
-from he import transcript
+from he import share_check, transcript, wire
+from he.context import HEContext
 from he.errors import HEError, RosterError
 from he.roster import Roster
 from strategies.messaging import Exchange, Refusals, make_content
@@ -117,6 +120,31 @@ class KeySetup:
         """``query.deal``: every hello relayed to every hospital that sent one."""
         relayed = {p.per_party(p.HELLO_BLOB, party): hello for party, hello in self.hellos.items()}
         self.deals = self._phase(p.DEAL, self.hellos, lambda party: make_content({}, relayed))
+
+    def public_key_shares(self, ctx: HEContext) -> dict[int, np.ndarray]:
+        """Each dealer's public-key share (``he.share_check``), parsed under the run's ``ctx`` and
+        checked against its signed DEALING statement. A dealer without a valid one is named and
+        left out of every aggregate, as a dealer a keyholder complained about is."""
+        keys = {}
+        for dealer in sorted(self.dealers):
+            name, blob = self.roster.hospital(dealer).name, self.deals[dealer]
+            try:
+                frame = blob[p.PUBLIC_KEY_SHARE]
+                transcript.verify_public_key(
+                    self.roster, self.transcript.run_id, dealer, blob[p.DEALING], frame
+                )
+                kind, what = wire.Kind.PUBLIC_KEY_SHARE, f"public-key share of {name}"
+                keys[dealer] = share_check.polynomial_from_bytes(ctx, kind, frame, what)
+            except (KeyError, HEError) as err:
+                reason = f"missing {err}" if isinstance(err, KeyError) else str(err)
+                log.warning(
+                    "public-key share of %s refused (%s); %s is left out of every aggregate",
+                    name,
+                    reason,
+                    name,
+                )
+                self.dealers.discard(dealer)
+        return keys
 
     def dealings(self) -> None:
         """``query.dealings``, the relay in a phase of its own (a run without statistics): each

@@ -13,6 +13,7 @@ import copy
 import json
 import time
 
+from check_polynomials import check_polynomial
 from flwr.app import ConfigRecord, Context, Message, Metadata, RecordDict
 
 from client import app as hospital
@@ -105,11 +106,14 @@ class Coordinator:
             ttl=600.0,
             message_type=message_type,
         )
-        content = make_content({**self.config, **(config or {})}, blobs, arrays)
+        config = {**self.config, **(config or {})}
         context = self.contexts[party]
         if state is not None:
             context = Context(context.run_id, context.node_id, context.node_config, RecordDict(), {})
             context.state[hospital.STATE] = ConfigRecord(copy.deepcopy(state))
+        if message_type == p.DECRYPT and not {p.CHECK_POLYNOMIAL, p.CHECK_SEED} & set(blobs or {}):
+            blobs = {**(blobs or {}), **check_blob(context, config)}
+        content = make_content(config, blobs, arrays)
         return HANDLERS[message_type](Message(metadata=metadata, content=content), context)
 
     def state(self, party: int) -> dict:
@@ -179,6 +183,17 @@ class Coordinator:
         """Each of ``parties`` trains round ``round_id`` from ``model``; their reply blobs."""
         config = self.train_config(round_id)
         return {q: blobs_of(self.send(q, p.TRAIN, {**config, p.PARTY: q}, arrays=model)) for q in parties}
+
+
+def check_blob(context: Context, config: dict) -> dict[str, bytes]:
+    """The honest check polynomial of a decryption request (``tests/check_polynomials.py``), for a
+    hospital whose set-up is done; none otherwise (its refusal is then about the set-up)."""
+    try:
+        holder = hospital.load_keyholder(context)
+        attempt = (str(config[p.KIND]), int(config[p.ROUND]), int(config[p.ATTEMPT]))
+        return {p.CHECK_POLYNOMIAL: check_polynomial(holder, *attempt)}
+    except (*REFUSALS, KeyError, ValueError):
+        return {}
 
 
 def decrypt_config(keyholders=PARTIES, attempt: int = 1, round_id: int = 1, kind: str = "train") -> dict:

@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 from flower_messages import message_for
 from flwr.app import ConfigRecord, Context, Message, RecordDict
+from lying_coordinator import check_blob
 from test_malicious_coordinator import FLOWER_RUN, PARTIES, contributions, decrypt_config
 from test_malicious_coordinator import federation as federation  # the shared set-up fixture
 
@@ -140,7 +141,11 @@ def hospital_one(federation, tmp_path_factory):
             None,
         ),
         p.TRAIN: ({**task, **train_config, p.ROUND: 3, p.PARTY: 1}, {}, weights),
-        p.DECRYPT: ({**task, **decrypt_config(attempt=3)}, contributions(replies), None),
+        p.DECRYPT: (
+            {**task, **decrypt_config(attempt=3)},
+            contributions(replies) | check_blob(server.contexts[1], decrypt_config(attempt=3)),
+            None,
+        ),
         p.EVALUATE: ({**task, p.ROUND: 3, p.CLIP: params.clip}, {}, weights),
     }
     # answered once, honestly: the fuzz's near-honest requests are then retries, answered from the

@@ -20,6 +20,7 @@ from pathlib import Path
 import he_federation
 import numpy as np
 import pytest
+from check_polynomials import answer
 
 from client.keyholder import KeyHolder
 from client.refusals import RefusedRequest
@@ -53,9 +54,9 @@ def holders_for(roster: Roster, directory: Path, flower_run: int) -> dict[int, K
 
 def receive_all(holders: dict[int, KeyHolder], roster: Roster, dealings) -> None:
     """Each keyholder present (in ``holders``) receives what each dealer sealed for it."""
-    statements = {d: statement for d, (_, statement) in dealings.items()}
+    statements = {d: statement for d, (_, statement, _) in dealings.items()}
     for k in [k for k in roster.quorum.committee if k in holders]:
-        sealed = {d: blobs[k] for d, (blobs, _) in dealings.items() if k in blobs}
+        sealed = {d: blobs[k] for d, (blobs, _, _) in dealings.items() if k in blobs}
         assert holders[k].receive_dealings(sealed, statements) == []
 
 
@@ -152,7 +153,7 @@ def decrypt(federation: Federation, holders, round_id: int, attempt: int, keyhol
     shares = [
         DecryptionShare.from_bytes(
             ctx,
-            holders[k].partial_decrypt("train", round_id, attempt, list(keyholders), contributions),
+            answer(holders[k], "train", round_id, attempt, list(keyholders), contributions),
             str(k),
         )
         for k in keyholders
@@ -194,7 +195,7 @@ def test_a_hospital_outside_the_committee_holds_no_key(federation):
     holder = federation.holder(6)
     assert not holder.is_keyholder
     with pytest.raises(RefusedRequest, match="not a keyholder"):
-        holder.partial_decrypt("train", 1, 1, [1, 2, 3, 4], federation.contributors(1, 2, 3))
+        answer(holder, "train", 1, 1, [1, 2, 3, 4], federation.contributors(1, 2, 3))
     with pytest.raises(RefusedRequest, match="not a keyholder"):
         holder.receive_dealings({}, {})
 
@@ -211,23 +212,23 @@ def test_secrets_never_show_in_repr_or_public_state(federation):
 def test_restart_resends_the_stored_share_and_keeps_every_refusal(federation):
     contributions = federation.contributors(1, 2, 3, 4)
     holder = federation.holder(1)
-    share = holder.partial_decrypt("train", 1, 1, [1, 2, 3, 4], contributions)
+    share = answer(holder, "train", 1, 1, [1, 2, 3, 4], contributions)
     restarted = KeyHolder.from_state(holder.to_state())
-    assert restarted.partial_decrypt("train", 1, 1, [4, 3, 2, 1], contributions) == share
+    assert answer(restarted, "train", 1, 1, [4, 3, 2, 1], contributions) == share
     # The resend is the stored share, not a recomputation: a fresh answer has fresh flooding.
-    assert federation.holder(1).partial_decrypt("train", 1, 1, [1, 2, 3, 4], contributions) != share
+    assert answer(federation.holder(1), "train", 1, 1, [1, 2, 3, 4], contributions) != share
     with pytest.raises(RefusedRequest, match="another contributor set"):
-        restarted.partial_decrypt("train", 1, 2, [1, 2, 3, 4], federation.contributors(1, 2, 3))
+        answer(restarted, "train", 1, 2, [1, 2, 3, 4], federation.contributors(1, 2, 3))
     with pytest.raises(RefusedRequest, match="already answered"):
-        restarted.partial_decrypt("train", 1, 1, [1, 2, 3, 5], contributions)
+        answer(restarted, "train", 1, 1, [1, 2, 3, 5], contributions)
     max_attempts = federation.roster.max_attempts
-    restarted.partial_decrypt("train", 1, max_attempts, [1, 2, 3, 5], contributions)
+    answer(restarted, "train", 1, max_attempts, [1, 2, 3, 5], contributions)
     again = KeyHolder.from_state(restarted.to_state())
     for attempt in (0, max_attempts + 1):
         with pytest.raises(RefusedRequest, match=f"attempt {attempt} is outside"):
-            again.partial_decrypt("train", 1, attempt, [1, 2, 3, 4], contributions)
+            answer(again, "train", 1, attempt, [1, 2, 3, 4], contributions)
     with pytest.raises(RefusedRequest, match="already answered"):
-        again.partial_decrypt("train", 1, 1, [1, 2, 3, 5], contributions)
+        answer(again, "train", 1, 1, [1, 2, 3, 5], contributions)
 
 
 def test_restart_resends_the_same_encryption(federation):
@@ -297,7 +298,7 @@ def test_forged_set_up_refused(federation, attack):
 
 def test_a_hospital_outside_the_committee_may_be_absent(federation):
     hellos = {p: h for p, h in federation.hellos.items() if p != 6}
-    sealed, _ = federation.holder(1, "after_hello").deal(hellos)
+    sealed, _, _ = federation.holder(1, "after_hello").deal(hellos)
     assert sorted(sealed) == [2, 3, 4, 5]
 
 
@@ -306,7 +307,7 @@ def test_a_keyholder_offline_at_set_up_is_left_out_and_the_others_decrypt(federa
     Every dealer deals to K' only, with the roster's threshold; T = K' decrypts the exact sum;
     a set naming keyholder 5, or one of three (sized against K, not K'), is refused."""
     run = set_up(federation.directory, federation.roster, flower_run=7, offline=(5,))
-    for dealer, (sealed, _) in run.dealings.items():
+    for dealer, (sealed, _, _) in run.dealings.items():
         assert sorted(sealed) == [k for k in (1, 2, 3, 4) if k != dealer]
     holders = run.holders()
     assert {(h.setup.committee, h.setup.absent) for h in holders.values()} == {
@@ -321,7 +322,7 @@ def test_a_keyholder_offline_at_set_up_is_left_out_and_the_others_decrypt(federa
         ([1, 2, 3], "below"),
     ):
         with pytest.raises(RefusedRequest, match=refusal):
-            run.holder(1).partial_decrypt("train", 1, 2, keyholders, run.contributors(*contributors))
+            answer(run.holder(1), "train", 1, 2, keyholders, run.contributors(*contributors))
 
 
 def tampered(blob: bytes) -> bytes:
@@ -331,8 +332,8 @@ def tampered(blob: bytes) -> bytes:
 def relayed_dealings(federation: Federation) -> dict[str, tuple[dict[int, bytes], dict[int, bytes]]]:
     """What the coordinator relays to keyholder 1 (sealed shares, statements by dealer); in each,
     dealer 2's entry is not what dealer 2 sealed for keyholder 1 and signed."""
-    sealed = {d: blobs[1] for d, (blobs, _) in federation.dealings.items() if 1 in blobs}
-    signed = {d: statement for d, (_, statement) in federation.dealings.items()}
+    sealed = {d: blobs[1] for d, (blobs, _, _) in federation.dealings.items() if 1 in blobs}
+    signed = {d: statement for d, (_, statement, _) in federation.dealings.items()}
     dealings = federation.dealings
     return {
         "tampered sealed share": (sealed | {2: tampered(sealed[2])}, signed),
@@ -368,8 +369,8 @@ def test_contributor_whose_dealing_failed_refused(federation):
     holder = federation.holder(1, "after_deal")
     assert holder.receive_dealings(sealed, statements) == [2]
     with pytest.raises(RefusedRequest, match=r"contributors \[2\] dealt no valid share"):
-        holder.partial_decrypt("train", 1, 1, [1, 2, 3, 4], federation.contributors(1, 2, 3, 4))
-    holder.partial_decrypt("train", 1, 1, [1, 2, 3, 4], federation.contributors(1, 3, 4))  # without 2
+        answer(holder, "train", 1, 1, [1, 2, 3, 4], federation.contributors(1, 2, 3, 4))
+    answer(holder, "train", 1, 1, [1, 2, 3, 4], federation.contributors(1, 3, 4))  # without 2
 
 
 # -- decryption-request checks ---------------------------------------------------------------------
@@ -422,9 +423,9 @@ def test_bad_decryption_request_refused(federation, attack):
     keyholder, keyholders, contributions, message = bad_requests(federation)[attack]
     holder = federation.holder(keyholder)
     with pytest.raises(RefusedRequest, match=message):
-        holder.partial_decrypt("train", 1, 1, keyholders, contributions)
+        answer(holder, "train", 1, 1, keyholders, contributions)
     assert holder.decryptions == {}  # nothing recorded: the valid request still gets an answer
-    holder.partial_decrypt("train", 1, 1, [1, 2, 3, 4, 5], federation.contributors(1, 2, 3, 4))
+    answer(holder, "train", 1, 1, [1, 2, 3, 4, 5], federation.contributors(1, 2, 3, 4))
 
 
 def test_rounds_outside_the_flooding_budget_refused(federation):
@@ -438,7 +439,7 @@ def test_rounds_outside_the_flooding_budget_refused(federation):
         with pytest.raises(RefusedRequest, match=budget):
             holder.encrypt(kind, round_id, *update, release=MODEL)
         with pytest.raises(RefusedRequest, match=budget):
-            holder.partial_decrypt(kind, round_id, 1, [1, 2, 3, 4], federation.contributors(1, 2, 3))
+            answer(holder, kind, round_id, 1, [1, 2, 3, 4], federation.contributors(1, 2, 3))
     assert holder.encrypted == {"train": 1} and holder.decryptions == {}
 
 
@@ -502,7 +503,7 @@ def test_a_second_dealing_is_refused_so_the_secret_is_never_replaced(federation)
 def test_an_attempt_that_is_not_an_integer_is_refused(federation, attempt):
     holder = federation.holder(1)
     with pytest.raises(RefusedRequest, match="attempt"):
-        holder.partial_decrypt("train", 1, attempt, [1, 2, 3, 4, 5], federation.contributors(1, 2, 3, 4))
+        answer(holder, "train", 1, attempt, [1, 2, 3, 4, 5], federation.contributors(1, 2, 3, 4))
     assert holder.decryptions == {}
 
 
@@ -517,13 +518,13 @@ def test_contributions_weighted_apart_are_refused(federation):
         _, signed[party], _ = holder.encrypt("train", 2, *updates[party], weight_scale=scale, release=MODEL)
     keyholder = federation.holder(5)
     with pytest.raises(RefusedRequest, match="different layouts"):
-        keyholder.partial_decrypt("train", 2, 1, [1, 2, 3, 4, 5], signed)
+        answer(keyholder, "train", 2, 1, [1, 2, 3, 4, 5], signed)
     same = {}
     for party in (1, 2, 3, 4):
         _, same[party], _ = federation.holder(party).encrypt(
             "train", 2, *updates[party], weight_scale=1000, release=MODEL
         )
-    keyholder.partial_decrypt("train", 2, 1, [1, 2, 3, 4, 5], same)  # one layout: answered
+    answer(keyholder, "train", 2, 1, [1, 2, 3, 4, 5], same)  # one layout: answered
 
 
 def test_a_contributor_signing_another_coefficient_count_is_refused(federation):
@@ -542,7 +543,7 @@ def test_a_contributor_signing_another_coefficient_count_is_refused(federation):
         update.num_ciphertexts, colluder.ctx.n, update.layout.to_json(), MODEL,
     )  # fmt: skip
     with pytest.raises(RefusedRequest, match="different layouts or ciphertext or coefficient counts"):
-        federation.holder(5).partial_decrypt("train", 3, 1, [1, 2, 3, 4, 5], signed)
+        answer(federation.holder(5), "train", 3, 1, [1, 2, 3, 4, 5], signed)
 
 
 WRITES: list[str] = []  # paths opened for writing while RECORDING (sys.audit "open" events)
@@ -575,7 +576,7 @@ def test_no_secret_passes_through_the_filesystem(federation, tmp_path):
         signed = {
             p: holders[p].encrypt("train", 1, *federation.updates[p], release=MODEL)[1] for p in (1, 2, 3, 4)
         }
-        holders[1].partial_decrypt("train", 1, 1, [1, 2, 3, 4, 5], signed)
+        answer(holders[1], "train", 1, 1, [1, 2, 3, 4, 5], signed)
     finally:
         RECORDING.clear()
     assert WRITES == []
@@ -584,7 +585,7 @@ def test_no_secret_passes_through_the_filesystem(federation, tmp_path):
 def test_dealings_are_received_once(federation):
     """A second delivery (say, another statement a colluding dealer signed) never replaces a share."""
     holder = federation.holder(1)
-    statements = {d: statement for d, (_, statement) in federation.dealings.items()}
-    sealed = {d: blobs[1] for d, (blobs, _) in federation.dealings.items() if 1 in blobs}
+    statements = {d: statement for d, (_, statement, _) in federation.dealings.items()}
+    sealed = {d: blobs[1] for d, (blobs, _, _) in federation.dealings.items() if 1 in blobs}
     with pytest.raises(RefusedRequest, match="already received"):
         holder.receive_dealings(sealed, statements)

@@ -22,6 +22,7 @@ import pytest
 CHILD = r"""
 import sys
 import numpy as np
+from check_polynomials import answer
 from client.keyholder import KeyHolder
 from common.simulated_federation import simulated_hospital_name, write_simulated_federation
 from he.transcript import model_release
@@ -32,9 +33,9 @@ names = [simulated_hospital_name(i) for i in range(3)]
 holders = {p: KeyHolder(roster, names[p - 1], 1, f"{directory}/{names[p - 1]}.key") for p in (1, 2, 3)}
 hellos = {p: h.hello() for p, h in holders.items()}
 dealings = {p: h.deal(hellos) for p, h in holders.items()}
-statements = {d: s for d, (_, s) in dealings.items()}
+statements = {d: s for d, (_, s, _) in dealings.items()}
 for k, h in holders.items():
-    h.receive_dealings({d: blobs[k] for d, (blobs, _) in dealings.items() if k in blobs}, statements)
+    h.receive_dealings({d: blobs[k] for d, (blobs, _, _) in dealings.items() if k in blobs}, statements)
 for h in holders.values():
     for secret in h.secrets.values():
         print("secret", secret[:24].hex(), flush=True)
@@ -46,7 +47,7 @@ for round_id in range(1, 1000):
     signed = {p: h.encrypt("train", round_id, update, 100, release=release)[1] for p, h in holders.items()}
     print("decrypting", flush=True)
     for h in holders.values():
-        h.partial_decrypt("train", round_id, 1, [1, 2, 3], signed)
+        answer(h, "train", round_id, 1, [1, 2, 3], signed)
 """
 
 
@@ -61,7 +62,8 @@ def test_sigkill_in_the_middle_of_a_step_leaves_no_secret_on_disk(tmp_path, step
         folder.mkdir()
     shm = Path("/dev/shm")
     shm_before = files_under(shm)
-    env = {**os.environ, "HOME": str(home), "TMPDIR": str(scratch), "PYTHONPATH": str(Path.cwd())}
+    path = os.pathsep.join([str(Path.cwd()), str(Path(__file__).resolve().parents[1])])  # + tests/
+    env = {**os.environ, "HOME": str(home), "TMPDIR": str(scratch), "PYTHONPATH": path}
     child = subprocess.Popen(
         [sys.executable, "-c", CHILD, str(federation)], cwd=work, env=env, stdout=subprocess.PIPE, text=True
     )

@@ -39,12 +39,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from check_polynomials import answer, check_seed
 from he_federation import ATTACK_SIZES as SIZES
 from he_federation import TEST_PARAMS, oracle_plaintext, random_updates, signed_integers, tampered, times
 
 from client.keyholder import KeyHolder
 from client.refusals import RefusedRequest
 from common.simulated_federation import simulated_hospital_name, write_simulated_federation
+from he import wire
 from he.ciphertext import CiphertextSum, EncryptedUpdate, SecretKeyEncryptor, seeded_c1
 from he.decrypt import DecryptionRequest, combine, pairwise_masks
 from he.encoding import UpdateEncoder
@@ -52,6 +54,7 @@ from he.errors import RosterError, ShareMismatchError
 from he.modarith import addmod, mul_scalar, mulmod, submod
 from he.params import ENCRYPTION_NOISE_BOUND
 from he.roster import Quorum, Roster
+from he.share_check import polynomial_to_bytes
 from he.threshold import lagrange_coefficient
 from he.transcript import model_release
 
@@ -133,8 +136,8 @@ def set_up(directory: Path, n: int, threshold: int, min_contributors: int, flowe
     hellos = {p: h.hello() for p, h in holders.items()}
     dealings = {p: h.deal(hellos) for p, h in holders.items()}
     for k in roster.quorum.committee:
-        sealed = {d: blobs[k] for d, (blobs, _) in dealings.items() if k in blobs}
-        assert holders[k].receive_dealings(sealed, {d: s for d, (_, s) in dealings.items()}) == []
+        sealed = {d: blobs[k] for d, (blobs, _, _) in dealings.items() if k in blobs}
+        assert holders[k].receive_dealings(sealed, {d: s for d, (_, s, _) in dealings.items()}) == []
     return Hospitals(roster, {p: h.to_state() for p, h in holders.items()})
 
 
@@ -159,15 +162,15 @@ def test_keyholder_that_answered_u_refuses_u_minus_v(hospitals):
     holders = hospitals.fresh()
     contributions = encrypt_round(holders, "train", 1, seed=1)
     for k in (1, 2, 3, 4):
-        holders[k].partial_decrypt("train", 1, 1, [1, 2, 3, 4], contributions)
+        answer(holders[k], "train", 1, 1, [1, 2, 3, 4], contributions)
     without_v = {p: s for p, s in contributions.items() if p != 5}
     for attempt in (1, 2, 3):
         with pytest.raises(RefusedRequest, match="another contributor set"):
-            holders[4].partial_decrypt("train", 1, attempt, [2, 3, 4, 5], without_v)
-    holders[5].partial_decrypt("train", 1, 1, [2, 3, 4, 5], without_v)  # 5 answered nothing yet
+            answer(holders[4], "train", 1, attempt, [2, 3, 4, 5], without_v)
+    answer(holders[5], "train", 1, 1, [2, 3, 4, 5], without_v)  # 5 answered nothing yet
     # ... but without 4 the coordinator cannot form a valid T2 that 5 would answer.
     with pytest.raises(RefusedRequest, match="quorum-intersection"):
-        holders[5].partial_decrypt("train", 1, 2, [2, 3, 5], without_v)
+        answer(holders[5], "train", 1, 2, [2, 3, 5], without_v)
 
 
 # == 2. No injected polynomial =====================================================================
@@ -196,13 +199,34 @@ def test_share_multiplies_the_key_share_by_the_hashed_c1_only(federation10, test
         assert max(abs(f) for f in residual(c1)) > 2**200
 
 
-def test_keyholder_takes_no_polynomial_from_the_coordinator():
-    """The old attack (the server sends c1 = 2^58 and reads s off the share) has no entry point:
-    a decryption request names kind, round, attempt, T and the signed contributions, nothing else."""
+def test_keyholder_opens_no_share_of_a_polynomial_the_coordinator_chose(hospitals):
+    """The old attack (the server sends c1 = 2^58 and reads s off the share) has no entry point. A
+    decryption request names kind, round, attempt, T and the signed contributions, and carries
+    one polynomial, the share check's (``he.share_check``); the keyholder answers it with a
+    SHA-256 commitment only, and opens its share of it only once the server's revealed seed
+    derives that polynomial, so a chosen ``2^58`` is never opened."""
     parameters = inspect.signature(KeyHolder.partial_decrypt).parameters
-    assert list(parameters) == ["self", "kind", "round_id", "attempt", "keyholders", "contributions"]
-    annotations = " ".join(str(p.annotation) for p in parameters.values())
-    assert "ndarray" not in annotations
+    assert list(parameters) == [
+        "self",
+        "kind",
+        "round_id",
+        "attempt",
+        "keyholders",
+        "contributions",
+        "check_polynomial",
+    ]
+    assert parameters["check_polynomial"].annotation == "bytes"
+    holders = hospitals.fresh()
+    contributions = encrypt_round(holders, "train", 1, seed=4)
+    keyholder = holders[1]
+    ctx = keyholder.ctx
+    chosen = np.full((len(ctx.data_moduli), ctx.n), 1 << 58, dtype=np.uint64)
+    frame = polynomial_to_bytes(keyholder.frame_context(), wire.Kind.CHECK_POLYNOMIAL, chosen)
+    _share, commitment = keyholder.partial_decrypt("train", 1, 1, [1, 2, 3, 4], contributions, frame)
+    assert len(commitment) == 32
+    for seed in (check_seed("train", 1, 1), bytes(32)):
+        with pytest.raises(RefusedRequest, match="does not derive the check polynomial"):
+            keyholder.open_check("train", 1, 1, seed)
 
 
 def test_colluding_contributor_crafted_c0_reveals_only_honest_sum(federation5, test_ctx):

@@ -47,7 +47,7 @@ def dealing(test_ctx, channels):
 
 
 def open_share(test_ctx, roster, signers, channels, sealed, keyholder: int, run_id: bytes = RUN_ID):
-    statement = transcript.sign_dealing(signers[1], run_id, 1, sealed)
+    statement = transcript.sign_dealing(signers[1], run_id, 1, sealed, b"public-key share")
     return party.open_dealt_share(
         test_ctx,
         test_ctx.bound(run_id),

@@ -8,6 +8,7 @@ own shares, the request, the check polynomial it was sent; not the server's seed
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 
@@ -220,11 +221,16 @@ def test_an_opened_check_share_must_match_its_commitment_and_uses_masks_of_its_o
 
 
 def test_the_check_budget_per_preset():
-    """``compact`` holds a 17-bit check for the largest committee; ``small``'s noise primes hold
-    none; and 64 ciphertexts with 32 keyholders do not fit ``compact`` either."""
+    """Every preset holds at least a 17-bit check for the largest committee (32 keyholders, 16
+    attempts) and a model in one ciphertext; 64 ciphertexts with such a committee do not fit
+    ``compact`` (its gains would add 6 bits), and the noise primes of the old ``small`` (2 x 50
+    bits) held none."""
     assert check_budget(PRESETS["compact"], 32, 16, 1).gain_bits == 17
     assert check_budget(PRESETS["compact"], 5, 3, 1).gain_bits == 25
-    with pytest.raises(InsecureParametersError, match="small: the noise primes"):
-        check_budget(PRESETS["small"], 3, 3, 1)
+    assert check_budget(PRESETS["precise"], 32, 16, 1).gain_bits == 19
+    assert check_budget(PRESETS["small"], 32, 16, 1).gain_bits == 20
     with pytest.raises(InsecureParametersError, match="64 ciphertexts"):
         check_budget(PRESETS["compact"], 32, 16, 64)
+    old_small = dataclasses.replace(PRESETS["small"], name="old-small", coeff_modulus_bits=(50,) * 4 + (18,))
+    with pytest.raises(InsecureParametersError, match="old-small: the noise primes"):
+        check_budget(old_small, 3, 3, 1)

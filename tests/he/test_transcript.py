@@ -242,12 +242,28 @@ def sealed() -> dict[int, bytes]:
 
 @pytest.fixture(scope="module")
 def dealing(signers, sealed) -> bytes:
-    return transcript.sign_dealing(signers["delta"], RUN_ID, 4, sealed)
+    return transcript.sign_dealing(signers["delta"], RUN_ID, 4, sealed, PUBLIC_KEY)
+
+
+PUBLIC_KEY = b"delta's public-key share"
 
 
 def test_valid_dealing_verifies_for_every_recipient(roster, dealing, sealed):
     for recipient, blob in sealed.items():
         transcript.verify_dealing(roster, RUN_ID, 4, recipient, dealing, blob)
+    transcript.verify_public_key(roster, RUN_ID, 4, dealing, PUBLIC_KEY)
+
+
+def test_a_public_key_share_not_the_one_signed_is_refused(roster, dealing):
+    """The server checks each dealer's public-key share against its dealing statement: a share
+    swapped on the way (or another hospital's) is refused, naming the dealer."""
+    for relayed in (PUBLIC_KEY + b"\0", b"", b"another hospital's public-key share"):
+        with pytest.raises(
+            SignatureError, match="dealing of delta: its public-key share is not the one signed"
+        ):
+            transcript.verify_public_key(roster, RUN_ID, 4, dealing, relayed)
+    with pytest.raises(SignatureError, match="signed for another run or dealer"):
+        transcript.verify_public_key(roster, bytes(32), 4, dealing, PUBLIC_KEY)
 
 
 def test_relayed_share_not_matching_the_signed_digest_refused(roster, dealing, sealed):
@@ -264,7 +280,7 @@ def test_dealing_for_another_run_or_dealer_refused(signers, roster, dealing, sea
     with pytest.raises(SignatureError, match="dealing of delta: signed for another run or dealer"):
         transcript.verify_dealing(roster, bytes(32), 4, 1, dealing, sealed[1])
     # delta signs as if it were dealer 5; checked as dealer 4's dealing
-    as_five = transcript.sign_dealing(signers["delta"], RUN_ID, 5, sealed)
+    as_five = transcript.sign_dealing(signers["delta"], RUN_ID, 5, sealed, PUBLIC_KEY)
     with pytest.raises(SignatureError, match="signed for another run or dealer"):
         transcript.verify_dealing(roster, RUN_ID, 4, 1, as_five, sealed[1])
     # delta's genuine dealing presented as epsilon's: epsilon's key does not verify it

@@ -136,27 +136,23 @@ def test_compact_preset_layout():
     assert HEContext(statistics).fingerprint != context("compact").fingerprint
 
 
-def test_small_preset_is_128_bit_and_its_ciphertext_a_third_of_compacts():
-    """N=8192 at exactly SEAL's 128-bit bound; 3.5x less upload than compact while a model fits
-    one ciphertext; 4 more modulus bits, or 8 times the ciphertexts a run may decrypt, are refused."""
+def test_small_preset_is_128_bit_with_compacts_noise_room():
+    """N=8192 at exactly SEAL's 128-bit bound, with two 60-bit noise primes (118 bits: room for the
+    share check's gains, ``he.share_check``); 4 more modulus bits are refused; a full ciphertext is
+    3.5x smaller than compact's."""
     small, compact = PRESETS["small"], PRESETS["compact"]
     limit = seal.CoeffModulus.MaxBitCount(8192, seal.SEC_LEVEL_TYPE.TC128)
     assert sum(small.coeff_modulus_bits) == limit == 218
-    assert (small.max_parties, small.slot_bits, small.fields_per_prime) == (32, 15, 3)
-    assert small.values_per_ciphertext == 49_152 and small.ciphertext_bytes == 245_760
+    assert (small.max_parties, small.slot_bits, small.fields_per_prime) == (32, 15, 2)
+    assert small.values_per_ciphertext == 32_768 and small.ciphertext_bytes == 245_760
     assert compact.ciphertext_bytes == 860_160
-    assert small.decryption_noise_bits(MAX_COMMITTEE, 16) + 2 == 96 <= small.noise_modulus_bits == 98
+    assert small.decryption_noise_bits(MAX_COMMITTEE, 16) + 2 == 96 <= small.noise_modulus_bits == 118
     with pytest.raises(InsecureParametersError, match="222 modulus bits at N=8192 is below 128-bit security"):
-        dataclasses.replace(small, coeff_modulus_bits=(52, 50, 50, 52, 18))
-    dataclasses.replace(small, max_ciphertexts=256)  # 2 more bits of flooding still fit ...
-    with pytest.raises(
-        InsecureParametersError, match="needs 97 bits of decryption noise room but the noise primes hold 98"
-    ):
-        dataclasses.replace(small, max_ciphertexts=512)  # ... 3 do not
+        dataclasses.replace(small, coeff_modulus_bits=(44, 40, 60, 60, 18))
     statistics = small.for_feature_statistics()
-    assert statistics.slot_bits == 49 and statistics.fields_per_prime == 1
+    assert statistics.slot_bits == 39 and statistics.fields_per_prime == 1
     ctx = context("small")
-    assert ctx.n == 8192 and [int(q).bit_length() for q in ctx.data_moduli] == [50] * 4
+    assert ctx.n == 8192 and [int(q).bit_length() for q in ctx.data_moduli] == [40, 40, 60, 60]
 
 
 def test_unknown_preset_refused():

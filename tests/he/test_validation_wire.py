@@ -209,10 +209,17 @@ def test_residue_packing_round_trips_at_the_edges() -> None:
         pack_residues(np.array([1 << 60, 0], dtype=np.uint64))
 
 
-def test_removed_wire_kinds_are_gone() -> None:
-    """Protocol v2 has no public-key shares or c1 aggregates on the wire (v3 frames)."""
+def test_the_wire_kinds_of_protocol_v2() -> None:
+    """No c1 aggregates on the wire (v3 frames); public-key shares only for the share check
+    (``he.share_check``: nobody encrypts under them), and the check polynomial."""
     assert wire.VERSION == 3
-    assert {k.name for k in wire.Kind} == {"ENCRYPTED_UPDATE", "DECRYPTION_SHARE", "SECRET_SHARE"}
+    assert {k.name for k in wire.Kind} == {
+        "ENCRYPTED_UPDATE",
+        "DECRYPTION_SHARE",
+        "SECRET_SHARE",
+        "PUBLIC_KEY_SHARE",
+        "CHECK_POLYNOMIAL",
+    }
 
 
 def test_frames_of_another_run_refused_by_name(test_ctx, encrypted):

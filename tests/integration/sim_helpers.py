@@ -117,7 +117,9 @@ def unreliable_hospitals(
     and a keyholder for which ``tamper`` says so adds 1 to one coefficient of each share it sends
     (a keyholder that cheats: its share still parses, the combined noise leaves its bound).
     ``shift_field`` may name a (packed field, delta) for a decryption request: the keyholder
-    adds delta to that field of its share on a payload row only, so the noise check passes."""
+    adds delta to that field of its share on a payload row only, so the noise check passes (the
+    share check does not: ``he.share_check``). Its check share is the honest one it committed to:
+    a cheater that does not know the server's gain cannot fit it to the shift."""
 
     def train(message: Message, context: Context) -> Message:
         if train_down and train_down(message, context):
@@ -128,6 +130,8 @@ def unreliable_hospitals(
         if decrypt_down and decrypt_down(message, context):
             raise RuntimeError("simulated keyholder outage during decryption")
         reply = hospital.decrypt(message, context)
+        if p.DECRYPTION_SHARE not in hospital.blobs_of(reply):
+            return reply  # the second phase: its check share is opened as committed
         shift = shift_field(message, context) if shift_field else None
         if (tamper and tamper(context)) or shift:
             blobs = hospital.blobs_of(reply)

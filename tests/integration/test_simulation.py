@@ -91,7 +91,7 @@ def raise_correct_count(message, context) -> tuple[int, int] | None:
     ("cheating", "caught_by"),
     [
         (unreliable_hospitals(tamper=lambda c: partition(c) == 0), "exceeds its bound"),
-        (unreliable_hospitals(shift_field=raise_correct_count), "its diagonal sums to the correct count"),
+        (unreliable_hospitals(shift_field=raise_correct_count), "check value of this decryption"),
     ],
     ids=["noise-row", "payload-correct-count"],
 )
@@ -99,8 +99,8 @@ def test_a_keyholder_that_tampers_with_its_shares_is_named_and_cannot_move_the_m
     cheating, caught_by, caplog
 ) -> None:
     """2-of-6 (decryption sets of 4): hospital-1 adds 1 to its shares on a noise prime, or 3 to
-    the pooled correct count on a payload row (the noise check passes; the evaluation sums no
-    longer agree with each other). Every decryption it takes part in fails its check;
+    the pooled correct count on a payload row (the noise check passes; the share check does
+    not). Every decryption it takes part in fails its check;
     elimination decrypts without it within the attempt budget and names it; the model and the
     pooled evaluation are the ones an honest federation computes."""
     with caplog.at_level(logging.WARNING, logger="strategies"):

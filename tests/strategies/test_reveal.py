@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 from flwr.supercore.task_identity import TaskIdentity
 
@@ -40,7 +41,9 @@ def reveal(tmp_path: Path, online: list[int], exchange) -> Reveal:
     reachability = Reachability(roster, dict(NODES), set(), grid=grid)
     ctx = HEContext(preset("compact"))
     checks = AggregateChecks(EvaluationLayout(2, 10), dp=False)
-    return Reveal(roster, b"run", ctx, reachability, DecryptionSets(3, seed=0), checks, exchange)
+    public_keys = {party: np.zeros((len(ctx.data_moduli), ctx.n), np.uint64) for party in STATEMENTS}
+    sets = DecryptionSets(3, seed=0)
+    return Reveal(roster, b"run", ctx, reachability, sets, checks, exchange, public_keys)
 
 
 def test_a_round_the_keyholders_left_cannot_serve_asks_no_one(tmp_path: Path) -> None:
