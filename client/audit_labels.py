@@ -40,10 +40,13 @@ BLOB_KINDS = {
     p.UPDATE: (ENCRYPTED, "ciphertext"),
     p.SEALED_SHARE: (ENCRYPTED, "sealed key share"),
     p.DECRYPTION_SHARE: (ENCRYPTED, "decryption share"),
+    p.CHECK_SHARE: (ENCRYPTED, "decryption share (share check)"),
     p.HELLO_BLOB: (PROTOCOL, "signed statement"),
     p.CONTRIBUTION: (PROTOCOL, "signed statement"),
     p.DEALING: (PROTOCOL, "signed statement"),
     p.COMPLAINTS: (PROTOCOL, "complaint list"),
+    p.PUBLIC_KEY_SHARE: (PROTOCOL, "public-key share (share check)"),
+    p.CHECK_COMMITMENT: (PROTOCOL, "digest (share check)"),
     p.SOFTWARE: (PROTOCOL, "software versions"),
 }
 # metrics that say how the exchange went, not what the data are

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from he.identity import SigningKey
-from he.roster import DEFAULT_COMMITTEE_SIZE, Roster
+from he.roster import DEFAULT_COMMITTEE_SIZE, DEFAULT_MAX_ATTEMPTS, Roster
 
 
 def simulated_hospital_name(partition: int) -> str:
@@ -27,6 +27,7 @@ def write_simulated_federation(
     min_contributors: int = 2,
     preset: str = "compact",
     committee_size: int = DEFAULT_COMMITTEE_SIZE,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
 ) -> Roster:
     """Simulation only: a roster and one signing key per simulated hospital in ``directory``.
 
@@ -44,6 +45,7 @@ def write_simulated_federation(
         min_contributors=min_contributors,
         preset=preset,
         committee_size=committee_size,
+        max_attempts=max_attempts,
     )
     roster.save(directory / "roster.json")
     return roster

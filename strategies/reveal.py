@@ -30,7 +30,7 @@ from he.ciphertext import CiphertextLabel, EncryptedUpdate, seeded_c1
 from he.context import HEContext
 from he.decrypt import DecryptionRequest, DecryptionShare, combine
 from he.encoding import WeightScaleError
-from he.errors import HEError
+from he.errors import HEError, InsecureParametersError
 from he.modarith import addmod
 from he.roster import Roster
 from strategies.decryption_sets import DecryptionSets
@@ -104,6 +104,14 @@ class Reveal:
         relayed = {p.per_party(p.CONTRIBUTION, party): s for party, s in statements.items()}
         what = f"{kind} round {round_id}" if kind == "train" else f"feature statistics {round_id}"
         public_key = self._public_key(statements)
+        params, roster = self.ctx.params, self.roster
+        try:
+            budget = share_check.check_budget(
+                params, len(roster.committee), roster.max_attempts, aggregate.num_ciphertexts
+            )
+        except InsecureParametersError as err:  # a model of too many ciphertexts for this committee
+            log.error("%s: %s; the round keeps the previous model", what, err)
+            return Skipped(f"no share check fits: {err}")
         if (shortfall := self.reachability.quorum_shortfall(down)) is not None:
             log.warning("%s: %s; no keyholder asked, the round keeps the previous model", what, shortfall)
             return Skipped(shortfall)
@@ -126,7 +134,7 @@ class Reveal:
                 aggregate.num_ciphertexts,
                 aggregate.coefficients,
             )
-            check = Check(self, request)
+            check = Check(self, request, budget)
             shares, client_seconds = self._collect_shares(what, request, relayed, check)
             answered = {s.party for s in shares}
             if len(answered) == len(keyholders):  # all committed: reveal the seed, open the checks
@@ -249,11 +257,9 @@ class Check:
     """The share check of one attempt (``he.share_check``): a fresh seed, its check polynomial,
     the keyholders' commitments, their opened check shares, and the verification."""
 
-    def __init__(self, reveal: Reveal, request: DecryptionRequest) -> None:
-        self.reveal, self.request = reveal, request
-        ctx, roster = reveal.ctx, reveal.roster
-        count = request.num_ciphertexts
-        self.budget = share_check.check_budget(ctx.params, len(roster.committee), roster.max_attempts, count)
+    def __init__(self, reveal: Reveal, request: DecryptionRequest, budget: share_check.CheckBudget) -> None:
+        self.reveal, self.request, self.budget = reveal, request, budget
+        ctx, count = reveal.ctx, request.num_ciphertexts
         self.seed = os.urandom(share_check.SEED_BYTES)
         self.challenge = share_check.derive_challenge(ctx, self.seed, count, self.budget.gain_bits)
         c1 = seeded_c1(ctx, request.label, count)

@@ -41,8 +41,9 @@ HANDLERS = {
 }
 
 
-def federation_of(directory, threshold: int = THRESHOLD) -> tuple[RunSettings, Roster]:
-    """The run settings and the roster (written to ``directory``) of four simulated hospitals."""
+def federation_of(directory, threshold: int = THRESHOLD, **roster) -> tuple[RunSettings, Roster]:
+    """The run settings and the roster (written to ``directory``) of four simulated hospitals;
+    ``roster``: more of the roster's settings (``write_simulated_federation``)."""
     settings = RunSettings(
         strategy="encrypted_fedavg",
         he_preset="precise",
@@ -50,7 +51,12 @@ def federation_of(directory, threshold: int = THRESHOLD) -> tuple[RunSettings, R
         min_train_nodes=MIN_CONTRIBUTORS,
     )
     roster = write_simulated_federation(
-        directory, HOSPITALS, threshold=threshold, min_contributors=MIN_CONTRIBUTORS, preset="precise"
+        directory,
+        HOSPITALS,
+        threshold=threshold,
+        min_contributors=MIN_CONTRIBUTORS,
+        preset="precise",
+        **roster,
     )
     return settings, roster
 
@@ -71,6 +77,7 @@ class Coordinator:
         self.after_hello: dict[int, dict] = {}  # each hospital's stored state right after its hello
         self.complaints: dict[int, list[int]] = {}  # each keyholder's failed dealers, from set_up
         self.statistics_replies: dict[int, dict[str, bytes]] = {}  # set_up's, when it relays in them
+        self.deals: dict[int, dict[str, bytes]] = {}  # set_up's deal replies (sealed shares, pk_i)
         self.config = {
             **settings.task_config(),
             p.PRESET: settings.he_preset,
@@ -142,6 +149,7 @@ class Coordinator:
             for q in PARTIES
         }
         deals = {q: blobs_of(self.send(q, p.DEAL, blobs=shown[q])) for q in PARTIES}
+        self.deals = deals
         for k in PARTIES:
             dealers = [d for d in PARTIES if p.per_party(p.SEALED_SHARE, k) in deals[d]]  # all but k
             dealt = {

@@ -6,11 +6,11 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 from flwr.simulation import run_simulation
+from tampering import shifted_share
 
 from client import app as hospital
 from common import protocol as p
@@ -136,18 +136,15 @@ def unreliable_hospitals(
         if (tamper and tamper(context)) or shift:
             blobs = hospital.blobs_of(reply)
             ctx = hospital.load_keyholder(context).frame_context()  # shares of every kind
-            share = DecryptionShare.from_bytes(ctx, blobs[p.DECRYPTION_SHARE], "this keyholder")
-            coefficients = share.polys.copy()  # coefficient form, the request's leading coefficients
             if shift:
-                field, delta = shift
-                c, f, row, j = field_position(ctx, coefficients.shape[0], field)
-                delta <<= f * ctx.params.slot_bits
-            else:
-                c, row, j, delta = 0, ctx.num_payload, 0, 1  # the first noise prime
-            coefficients[c, row, j] = (int(coefficients[c, row, j]) + delta) % int(ctx.data_moduli[row])
-            blobs[p.DECRYPTION_SHARE] = DecryptionShare(
-                share.party, share.round_id, share.attempt, coefficients
-            ).to_bytes(ctx)
+                blobs[p.DECRYPTION_SHARE] = shifted_share(ctx, blobs[p.DECRYPTION_SHARE], *shift)
+            else:  # 1 on the first coefficient of the first noise prime
+                share = DecryptionShare.from_bytes(ctx, blobs[p.DECRYPTION_SHARE], "this keyholder")
+                polys, row = share.polys.copy(), ctx.num_payload
+                polys[0, row, 0] = (int(polys[0, row, 0]) + 1) % int(ctx.data_moduli[row])
+                blobs[p.DECRYPTION_SHARE] = DecryptionShare(
+                    share.party, share.round_id, share.attempt, polys
+                ).to_bytes(ctx)
             reply = hospital.reply(message, blobs, metrics=dict(reply.content[p.METRICS]))
         return reply
 
@@ -171,12 +168,3 @@ def offline_at_set_up(offline: set[int], decrypted_by: Path | None = None) -> Cl
         return hospital.decrypt(message, context)
 
     return hospital_app({"query.hello": hello, "query.decrypt": decrypt})
-
-
-def field_position(ctx, ciphertexts: int, field: int) -> tuple[int, int, int, int]:
-    """(ciphertext, field within the residue, payload row, coefficient) of a packed field
-    (``he.encoding.UpdateEncoder._pack``)."""
-    p = ctx.params
-    grid = (ciphertexts, p.poly_modulus_degree, ctx.num_payload, p.fields_per_prime)
-    c, j, row, f = (int(i) for i in np.unravel_index(field, grid))
-    return c, f, row, j
