@@ -1,7 +1,8 @@
-"""The benchmark's round: encrypt, aggregate, decryption shares, combine, and the accuracy checks.
+"""The benchmark's round: encrypt, aggregate, decryption shares, the share check, combine, and the
+accuracy checks.
 
-Keyholders make their shares with ``he.party.decryption_share``, the function
-``client.keyholder`` calls; the server's steps are the ``he`` calls the strategy makes.
+Keyholders make their shares with ``he.party.decryption_share`` and ``he.party.check_share``, the
+functions ``client.keyholder`` calls; the server's steps are the ``he`` calls the strategy makes.
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ from collections.abc import Callable
 import numpy as np
 
 from experiments.bench_he_setup import Clock, Federation, progress
-from he import party
-from he.ciphertext import CiphertextLabel, CiphertextSum, SecretKeyEncryptor
+from he import party, share_check, wire
+from he.ciphertext import CiphertextLabel, CiphertextSum, SecretKeyEncryptor, seeded_c1
 from he.context import HEContext
 from he.decrypt import DecryptionRequest, DecryptionShare, combine, decrypt_update, measured_noise_bits
 from he.encoding import UpdateEncoder, decoding_error, weight_scale_for
+from he.modarith import addmod
 
 ARRAY_FRACTIONS = (0.6, 0.3, 0.1)  # an update is several arrays, like a model's layers
 
@@ -168,6 +170,7 @@ def run_round(
         clock.end_party()
     progress(f"{config.column}, {num_values:,} values: {size} decryption shares")
 
+    check = run_check(fed, request, decryption_set, contributors, share_frames, max_attempts, now)
     noise_bits = params.decryption_noise_bits(config.committee, max_attempts)
 
     def combine_all():
@@ -208,6 +211,7 @@ def run_round(
         "  of which c1 from the label [s]": clock.median("c1"),
         "  of which mask keys + masks [s]": clock.median("masks"),
         "  of which share (mul, flooding) + frame [s]": clock.median("share", "serialize"),
+        **check,
         "combine + decode [s]": combine_s,
         "decrypted field sums = plaintext sums of the encoded fields": "exact" if exact else "WRONG",
         "max abs error vs plaintext average": error,
@@ -217,4 +221,49 @@ def run_round(
         "smudging bits": smudging,
         "decryption noise bits (bound / measured max)": f"{noise_bits} / {measured:.1f}",
         "noise room bits (noise primes)": params.noise_modulus_bits,
+    }
+
+
+def run_check(
+    fed: Federation, request, decryption_set, contributors, share_frames, max_attempts: int, now
+) -> dict:
+    """The share check of one decryption (``he.share_check``): the server's seed and check
+    polynomial, each keyholder's check share, the keyholder's re-derivation before it opens, and
+    the server's verification of the honest ``share_frames`` (it raises if they fail); timings and
+    bytes."""
+    ctx, frame_ctx, params = fed.ctx, fed.frame_ctx, fed.ctx.params
+    budget = share_check.check_budget(params, fed.config.committee, max_attempts, request.num_ciphertexts)
+    a_pk = share_check.check_key_c1(ctx, fed.roster.federation_id, fed.run_id)
+    public_key = np.zeros_like(a_pk)
+    for i in contributors:
+        pk = share_check.public_key_share(ctx, fed.secrets[fed.source(i)], a_pk)
+        public_key = addmod(public_key, pk, ctx.data_moduli)
+    c1 = seeded_c1(ctx, request.label, request.num_ciphertexts)
+
+    def derive(seed):
+        challenge = share_check.derive_challenge(ctx, seed, request.num_ciphertexts, budget.gain_bits)
+        return challenge, share_check.check_polynomial(ctx, c1, a_pk, challenge)
+
+    seed = bytes(range(32))
+    derive_s, (challenge, poly) = median_time(now, 3, derive, seed)
+    poly_frame = share_check.polynomial_to_bytes(frame_ctx, wire.Kind.CHECK_POLYNOMIAL, poly)
+    clock, checks = Clock(now), []
+    for keyholder in decryption_set:
+        dealt = [fed.dealt[fed.source(i)][keyholder] for i in contributors]
+        keys = (fed.channels[keyholder], fed.channel_keys, fed.run_id)
+        clock.start_party()
+        args = (ctx, frame_ctx, request, keyholder, *keys, dealt, poly, budget.smudging_bits)
+        checks.append(party.check_share(*args, timed=clock.time))
+        clock.end_party()
+    shares = [DecryptionShare.from_bytes(frame_ctx, blob, "keyholder") for blob in share_frames]
+    opened = [DecryptionShare.from_bytes(frame_ctx, blob, "keyholder") for blob in checks]
+    args = (ctx, request, shares, opened, public_key, challenge, budget)
+    verify_s, _ = median_time(now, 3, share_check.verify, *args)  # raises if the honest check failed
+    return {
+        "share check: gain bits a (a cheater passes with 1/(2^a - 1))": budget.gain_bits,
+        "share check: check polynomial down per keyholder [bytes]": len(poly_frame),
+        "share check: commitment + check share up per keyholder [bytes]": 32 + len(checks[0]),
+        "share check: seed -> check polynomial (server; each keyholder again to open) [s]": derive_s,
+        "share check: check share per keyholder [s]": clock.median("total"),
+        "share check: verify (server) [s]": verify_s,
     }

@@ -12,7 +12,7 @@ from experiments import bench_he
 from experiments.bench_he_setup import Config
 from he import party
 
-STEPS = ("deal", "open_dealt_share", "decryption_share")
+STEPS = ("deal", "open_dealt_share", "decryption_share", "check_share")
 
 
 def table_rows(output: str) -> dict[str, str]:
@@ -45,14 +45,16 @@ def test_bench_times_the_production_steps_and_decrypts_exactly(monkeypatch, caps
 
     # dealers 1 and 4 deal; keyholders 1 and 4 open each other's share, 2 and 3 open both; the
     # minimum decryption set ceil((4 + 2) / 2) = 3 makes one share per member
-    assert calls == {"deal": 2, "open_dealt_share": 6, "decryption_share": 3}
+    assert calls == {"deal": 2, "open_dealt_share": 6, "decryption_share": 3, "check_share": 3}
     assert rows["decrypted field sums = plaintext sums of the encoded fields"] == "exact"
     decoded, true = rows["total examples, decoded / true"].split(" / ")
     assert decoded == true
     bound, measured = rows["decryption noise bits (bound / measured max)"].split(" / ")
     assert float(measured) <= float(bound)
     assert rows["decryption set |T|"] == "3"
-    for timed in ("dealing per hospital [s]", "partial decrypt per keyholder [s]", "combine + decode [s]"):
+    assert int(rows["share check: gain bits a (a cheater passes with 1/(2^a - 1))"]) >= 17
+    timings = ("dealing per hospital [s]", "partial decrypt per keyholder [s]", "combine + decode [s]")
+    for timed in (*timings, "share check: check share per keyholder [s]", "share check: verify (server) [s]"):
         assert float(rows[timed].split()[0]) > 0, timed
 
 
