@@ -29,9 +29,9 @@ in ``bench_he_setup``, the round measured in ``bench_he_round``, the tables in `
   sums its |U| dealt shares, derives c1 from the label, its mask keys and pairwise masks, and
   serializes its masked flooded share; the server parses the |T| shares, combines and decodes.
 * **share check** (``he.share_check``): the server's seed and check polynomial, each member's
-  check share (``he.party.check_share``), the re-derivation a keyholder makes before it opens,
-  and the server's verification; bytes of the check polynomial (down) and commitment plus check
-  share (up) per keyholder.
+  check share (``he.party.decryption_share`` with the check polynomial), the re-derivation a
+  keyholder makes before it opens, and the server's verification; bytes of the check polynomial
+  (down) and commitment plus check share (up) per keyholder.
 
 Targets (the issue's) apply to the compact preset; precise rows are for reference. Times are
 this process's CPU seconds by default (``--clock cpu``; every step is single-threaded, so this is

@@ -1,8 +1,8 @@
 """The benchmark's round: encrypt, aggregate, decryption shares, the share check, combine, and the
 accuracy checks.
 
-Keyholders make their shares with ``he.party.decryption_share`` and ``he.party.check_share``, the
-functions ``client.keyholder`` calls; the server's steps are the ``he`` calls the strategy makes.
+Keyholders make their shares and check shares with ``he.party.decryption_share``, the function
+``client.keyholder`` calls; the server's steps are the ``he`` calls the strategy makes.
 """
 
 from __future__ import annotations
@@ -252,8 +252,8 @@ def run_check(
         dealt = [fed.dealt[fed.source(i)][keyholder] for i in contributors]
         keys = (fed.channels[keyholder], fed.channel_keys, fed.run_id)
         clock.start_party()
-        args = (ctx, frame_ctx, request, keyholder, *keys, dealt, poly, budget.smudging_bits)
-        checks.append(party.check_share(*args, timed=clock.time))
+        args = (ctx, frame_ctx, request, keyholder, *keys, dealt, budget.smudging_bits)
+        checks.append(party.decryption_share(*args, timed=clock.time, check_poly=poly))
         clock.end_party()
     shares = [DecryptionShare.from_bytes(frame_ctx, blob, "keyholder") for blob in share_frames]
     opened = [DecryptionShare.from_bytes(frame_ctx, blob, "keyholder") for blob in checks]

@@ -91,39 +91,23 @@ def decryption_share(
     dealt: list[np.ndarray],
     smudging_bits: int,
     timed: Timed = untimed,
+    check_poly: np.ndarray | None = None,
 ) -> bytes:
     """A keyholder's masked, flooded decryption share for ``request``, framed with ``frame_ctx``.
 
     ``dealt`` are the shares this keyholder was dealt by the contributors U: their sum is its
     share of ``s_U``, which it multiplies only by a ``c1`` it derives itself from the label.
+    With ``check_poly``: its share of the server's check polynomial instead (``he.share_check``),
+    flooded as any share (``smudging_bits`` then the check's), with masks of a stream of their
+    own; it leaves only after the server's seed is shown to derive ``check_poly``.
     """
     key_share = timed("sum", sum_shares, dealt, ctx.data_moduli)
-    c1 = timed("c1", seeded_c1, ctx, request.label, request.num_ciphertexts)
-    masks = timed("masks", _masks, ctx, request, party, own, channel_keys, run_id)
-    share = timed("share", gen_decryption_share, ctx, request, party, c1, key_share, masks, smudging_bits)
-    return timed("serialize", share.to_bytes, frame_ctx)
-
-
-def check_share(
-    ctx: HEContext,
-    frame_ctx: HEContext,
-    request: DecryptionRequest,
-    party: int,
-    own: channel.ChannelKeyPair,
-    channel_keys: dict[int, bytes],
-    run_id: bytes,
-    dealt: list[np.ndarray],
-    check_poly: np.ndarray,
-    smudging_bits: int,
-    timed: Timed = untimed,
-) -> bytes:
-    """A keyholder's share of the server's check polynomial (``he.share_check``), framed: flooded
-    as any share, with masks of a stream of their own. It leaves only after the server's seed is
-    shown to derive ``check_poly``."""
-    key_share = timed("sum", sum_shares, dealt, ctx.data_moduli)
-    masks = timed("masks", _masks, ctx, request, party, own, channel_keys, run_id, [share_check.CHECK_STREAM])
-    args = (ctx, request, party, check_poly[None], key_share, masks, smudging_bits)
-    share = timed("check share", gen_decryption_share, *args)
+    if check_poly is None:
+        polys, streams = timed("c1", seeded_c1, ctx, request.label, request.num_ciphertexts), None
+    else:
+        polys, streams = check_poly[None], [share_check.CHECK_STREAM]
+    masks = timed("masks", _masks, ctx, request, party, own, channel_keys, run_id, streams)
+    share = timed("share", gen_decryption_share, ctx, request, party, polys, key_share, masks, smudging_bits)
     return timed("serialize", share.to_bytes, frame_ctx)
 
 

@@ -12,7 +12,7 @@ from experiments import bench_he
 from experiments.bench_he_setup import Config
 from he import party
 
-STEPS = ("deal", "open_dealt_share", "decryption_share", "check_share")
+STEPS = ("deal", "open_dealt_share", "decryption_share")
 
 
 def table_rows(output: str) -> dict[str, str]:
@@ -44,8 +44,8 @@ def test_bench_times_the_production_steps_and_decrypts_exactly(monkeypatch, caps
     rows = table_rows(capsys.readouterr().out)
 
     # dealers 1 and 4 deal; keyholders 1 and 4 open each other's share, 2 and 3 open both; the
-    # minimum decryption set ceil((4 + 2) / 2) = 3 makes one share per member
-    assert calls == {"deal": 2, "open_dealt_share": 6, "decryption_share": 3, "check_share": 3}
+    # minimum decryption set ceil((4 + 2) / 2) = 3 makes one share and one check share per member
+    assert calls == {"deal": 2, "open_dealt_share": 6, "decryption_share": 6}  # 3 shares, 3 check shares
     assert rows["decrypted field sums = plaintext sums of the encoded fields"] == "exact"
     decoded, true = rows["total examples, decoded / true"].split(" / ")
     assert decoded == true
