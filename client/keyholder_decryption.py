@@ -5,7 +5,6 @@ state (roster, setup, secrets, decryptions, ledger) it uses; kept apart so each 
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -70,12 +69,15 @@ class Decrypting:
         key = f"{kind}:{round_id}"
         record = self.decryptions.get(key)
         members = ",".join(map(str, decryption_set))
-        poly_digest = hashlib.sha256(check_polynomial).digest()
         if record is not None and record.contributors != request.contributors_hash:
             raise RefusedRequest(
                 f"{kind} round {round_id} was already decrypted for another contributor set; "
                 "one set per round"
             )
+        check_poly = share_check.polynomial_from_bytes(
+            self.frame_context(), wire.Kind.CHECK_POLYNOMIAL, check_polynomial, "the check polynomial"
+        )
+        poly_digest = share_check.polynomial_digest(check_poly)
         if record is not None and attempt in record.attempts:
             stored = f"{key}:{attempt}"
             if record.attempts[attempt] != members or f"share:{stored}" not in self.secrets:
@@ -86,9 +88,6 @@ class Decrypting:
                     "check polynomial; one check per attempt"
                 )
             return self.secrets[f"share:{stored}"], self._commitment(request, stored)
-        check_poly = share_check.polynomial_from_bytes(
-            self.frame_context(), wire.Kind.CHECK_POLYNOMIAL, check_polynomial, "the check polynomial"
-        )
         self._claim_release(checked.release, contributors, kind, round_id)
         share, check = self._shares(request, check_poly)
         record = record or DecryptionRecord(request.contributors_hash)
@@ -112,19 +111,15 @@ class Decrypting:
                 "last attempt answered is kept)"
             )
         ciphertexts = self._stored_ciphertexts(stored)
-        label = self._label(kind, round_id)
+        c1 = seeded_c1(self.ctx, self._label(kind, round_id), ciphertexts)
         a_pk = share_check.check_key_c1(self.ctx, self.roster.federation_id, self.run_id)
+        gain_bits = self._budget(ciphertexts).gain_bits
+        answered = self.secrets[f"check-polynomial:{stored}"]
         try:
-            challenge = share_check.derive_challenge(
-                self.ctx, seed, ciphertexts, self._budget(ciphertexts).gain_bits
-            )
+            derived = share_check.derives(self.ctx, answered, seed, c1, a_pk, gain_bits)
         except ValueError as err:
             raise RefusedRequest(f"check seed refused: {err}") from None
-        poly = share_check.check_polynomial(
-            self.ctx, seeded_c1(self.ctx, label, ciphertexts), a_pk, challenge
-        )
-        frame = share_check.polynomial_to_bytes(self.frame_context(), wire.Kind.CHECK_POLYNOMIAL, poly)
-        if hashlib.sha256(frame).digest() != self.secrets[f"check-polynomial:{stored}"]:
+        if not derived:
             raise RefusedRequest(
                 f"the seed revealed for attempt {attempt} of {kind} round {round_id} does not derive "
                 "the check polynomial this keyholder answered; refusing to open its check share"

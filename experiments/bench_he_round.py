@@ -17,7 +17,7 @@ from he.ciphertext import CiphertextLabel, CiphertextSum, SecretKeyEncryptor, se
 from he.context import HEContext
 from he.decrypt import DecryptionRequest, DecryptionShare, combine, decrypt_update, measured_noise_bits
 from he.encoding import UpdateEncoder, decoding_error, weight_scale_for
-from he.modarith import addmod
+from he.threshold import sum_shares
 
 ARRAY_FRACTIONS = (0.6, 0.3, 0.1)  # an update is several arrays, like a model's layers
 
@@ -234,10 +234,8 @@ def run_check(
     ctx, frame_ctx, params = fed.ctx, fed.frame_ctx, fed.ctx.params
     budget = share_check.check_budget(params, fed.config.committee, max_attempts, request.num_ciphertexts)
     a_pk = share_check.check_key_c1(ctx, fed.roster.federation_id, fed.run_id)
-    public_key = np.zeros_like(a_pk)
-    for i in contributors:
-        pk = share_check.public_key_share(ctx, fed.secrets[fed.source(i)], a_pk)
-        public_key = addmod(public_key, pk, ctx.data_moduli)
+    keys = [share_check.public_key_share(ctx, fed.secrets[fed.source(i)], a_pk) for i in contributors]
+    public_key = sum_shares(keys, ctx.data_moduli)  # P_U, as the server sums it
     c1 = seeded_c1(ctx, request.label, request.num_ciphertexts)
 
     def derive(seed):

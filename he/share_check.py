@@ -141,12 +141,18 @@ def check_polynomial(ctx: HEContext, c1: np.ndarray, a_pk: np.ndarray, challenge
     return total
 
 
+def polynomial_digest(poly: np.ndarray) -> bytes:
+    """What a keyholder keeps of the check polynomial it answered (not the N-coefficient polynomial)."""
+    return hashlib.sha256(b"fedquorum-check-polynomial-v1|" + np.ascontiguousarray(poly).tobytes()).digest()
+
+
 def derives(
-    ctx: HEContext, check_poly: np.ndarray, seed: bytes, c1: np.ndarray, a_pk: np.ndarray, gain_bits: int
+    ctx: HEContext, answered: bytes, seed: bytes, c1: np.ndarray, a_pk: np.ndarray, gain_bits: int
 ) -> bool:
-    """Whether ``seed`` derives ``check_poly``: a keyholder opens its check share only then."""
+    """Whether ``seed`` derives the check polynomial whose ``polynomial_digest`` is ``answered``:
+    a keyholder opens its check share only then."""
     expected = check_polynomial(ctx, c1, a_pk, derive_challenge(ctx, seed, len(c1), gain_bits))
-    return check_poly.shape == expected.shape and bool(np.array_equal(check_poly, expected))
+    return polynomial_digest(expected) == answered
 
 
 def commitment(request: DecryptionRequest, party: int, check_share: bytes) -> bytes:

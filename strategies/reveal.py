@@ -31,8 +31,8 @@ from he.context import HEContext
 from he.decrypt import DecryptionRequest, DecryptionShare, combine
 from he.encoding import WeightScaleError
 from he.errors import HEError, InsecureParametersError
-from he.modarith import addmod
 from he.roster import Roster
+from he.threshold import sum_shares
 from strategies.decryption_sets import DecryptionSets
 from strategies.messaging import Exchange, make_content, metrics_of
 from strategies.plausibility import AggregateChecks
@@ -193,15 +193,8 @@ class Reveal:
         return suspects
 
     def _public_key(self, statements: dict) -> np.ndarray:
-        """``P_U``: the sum of the contributors' public-key shares."""
-        total = np.zeros_like(self.a_pk)
-        for party in statements:
-            if party not in self.public_keys:
-                raise share_check.ShareCheckError(
-                    f"no verified public-key share of {self.roster.hospital(party).name}"
-                )
-            total = addmod(total, self.public_keys[party], self.ctx.data_moduli)
-        return total
+        """``P_U``: the sum of the contributors' public-key shares (every dealer has one)."""
+        return sum_shares([self.public_keys[party] for party in statements], self.ctx.data_moduli)
 
     def messages(self, request: DecryptionRequest, parties, config: dict, blobs: dict) -> list[Message]:
         """One ``query.decrypt`` message per party of ``parties`` for ``request``."""
@@ -226,31 +219,44 @@ class Reveal:
         messages = self.messages(request, request.keyholders, config, blobs)
         for reply in self.exchange(messages, f"{what} decryption"):
             party = party_of(self.reachability.party_nodes, reply)
-            try:
-                share = DecryptionShare.from_bytes(
-                    self.ctx, blobs_of(reply)[p.DECRYPTION_SHARE], f"party {party}"
-                )
-            except (HEError, KeyError) as err:
-                log.warning(
-                    "%s: decryption share of %s rejected: %s", what, self.roster.hospital(party).name, err
-                )
-                continue
-            expected = (request.num_ciphertexts, len(self.ctx.data_moduli), request.coefficients)
-            claims = (share.party, share.round_id, share.attempt, share.polys.shape)
-            if claims != (party, request.label.round_id, request.attempt, expected):
-                log.warning(
-                    "%s: share of %s is for (party, round, attempt, shape) %s, expected %s; "
-                    "rejected, and the next attempt goes without it",
-                    what,
-                    self.roster.hospital(party).name,
-                    claims,
-                    (party, request.label.round_id, request.attempt, expected),
-                )
+            share = self.parse_share(what, request, party, blobs_of(reply).get(p.DECRYPTION_SHARE))
+            if share is None:
                 continue
             shares.append(share)
             check.commitments[party] = blobs_of(reply).get(p.CHECK_COMMITMENT, b"")
             client_seconds.append(float(metrics_of(reply).get("decrypt_seconds", 0.0)))
         return shares, client_seconds
+
+    def parse_share(self, what: str, request: DecryptionRequest, party: int, blob, check: bool = False):
+        """``party``'s share of ``request`` (its check share, with ``check``), or None with a
+        warning naming the hospital: a share that does not parse, or claims another party, round,
+        attempt or shape, is rejected and the next attempt goes without it."""
+        name, kind = self.roster.hospital(party).name, "check share" if check else "decryption share"
+        try:
+            share = DecryptionShare.from_bytes(self.ctx, blob, f"party {party}")
+        except HEError as err:
+            log.warning("%s: %s of %s rejected: %s", what, kind, name, err)
+            return None
+        count = 1 if check else request.num_ciphertexts
+        expected = (
+            party,
+            request.label.round_id,
+            request.attempt,
+            (count, len(self.ctx.data_moduli), request.coefficients),
+        )
+        claims = (share.party, share.round_id, share.attempt, share.polys.shape)
+        if claims != expected:
+            log.warning(
+                "%s: %s of %s is for (party, round, attempt, shape) %s, expected %s; rejected, and the "
+                "next attempt goes without it",
+                what,
+                kind,
+                name,
+                claims,
+                expected,
+            )
+            return None
+        return share
 
 
 class Check:
@@ -275,26 +281,14 @@ class Check:
         messages = reveal.messages(request, sorted(self.commitments), {}, {p.CHECK_SEED: self.seed})
         for reply in reveal.exchange(messages, f"{what} check"):
             party = party_of(reveal.reachability.party_nodes, reply)
-            name = reveal.roster.hospital(party).name
             opened = blobs_of(reply).get(p.CHECK_SHARE, b"")
             if share_check.commitment(request, party, opened) != self.commitments.get(party):
+                name = reveal.roster.hospital(party).name
                 log.warning("%s: the check share of %s does not open its commitment; rejected", what, name)
                 continue
-            try:
-                share = DecryptionShare.from_bytes(reveal.ctx, opened, f"party {party}")
-            except HEError as err:
-                log.warning("%s: check share of %s rejected: %s", what, name, err)
-                continue
-            expected = (1, len(reveal.ctx.data_moduli), request.coefficients)
-            if (share.party, share.round_id, share.attempt, share.polys.shape) == (
-                party,
-                request.label.round_id,
-                request.attempt,
-                expected,
-            ):
+            share = reveal.parse_share(what, request, party, opened, check=True)
+            if share is not None:
                 self.shares[party] = share
-            else:
-                log.warning("%s: check share of %s is for another request or shape; rejected", what, name)
 
     def verify(self, shares: list[DecryptionShare], public_key: np.ndarray) -> None:
         """``he.share_check.verify`` over T's shares and check shares (raises ``ShareMismatchError``)."""

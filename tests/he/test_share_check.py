@@ -28,7 +28,7 @@ from he_federation import (
 from he.ciphertext import seeded_c1
 from he.decrypt import DecryptionShare, combine, decrypt_update, gen_decryption_share, pairwise_masks
 from he.errors import InsecureParametersError, ShareMismatchError
-from he.modarith import addmod, mul_scalar
+from he.modarith import mul_scalar
 from he.params import PRESETS
 from he.share_check import (
     CHECK_STREAM,
@@ -39,9 +39,11 @@ from he.share_check import (
     commitment,
     derive_challenge,
     derives,
+    polynomial_digest,
     public_key_share,
     verify,
 )
+from he.threshold import sum_shares
 
 SHIFT = 12_345  # what the cheater adds to one field residue: far beyond any quantization step
 
@@ -98,9 +100,8 @@ def decryption(fed, contributors, keyholders, sizes=(300, 41), budget=None, seed
     aggregate = fed.encrypt_all(updates, counts, contributors)
     request = fed.request(aggregate, contributors, keyholders)
     a_pk = check_key_c1(ctx, fed.federation_id, fed.run_id)
-    public_key = np.zeros_like(a_pk)
-    for i in contributors:  # each hospital publishes pk_i at set-up; the server sums them over U
-        public_key = addmod(public_key, public_key_share(ctx, fed.secrets[i - 1], a_pk), ctx.data_moduli)
+    keys = [public_key_share(ctx, fed.secrets[i - 1], a_pk) for i in contributors]  # set-up's pk_i
+    public_key = sum_shares(keys, ctx.data_moduli)  # the server's P_U
     budget = budget or check_budget(
         ctx.params, len(fed.quorum.committee), MAX_ATTEMPTS, request.num_ciphertexts
     )
@@ -198,10 +199,10 @@ def test_a_check_polynomial_the_revealed_seed_does_not_derive_is_not_opened(fede
     c1 = seeded_c1(ctx, label, 1)
     a_pk = check_key_c1(ctx, federation5.federation_id, federation5.run_id)
     bits = check_budget(ctx.params, 5, MAX_ATTEMPTS, 1).gain_bits
-    honest = check_polynomial(ctx, c1, a_pk, derive_challenge(ctx, seed, 1, bits))
+    honest = polynomial_digest(check_polynomial(ctx, c1, a_pk, derive_challenge(ctx, seed, 1, bits)))
     assert derives(ctx, honest, seed, c1, a_pk, bits)
     huge_multiplier = mul_scalar(c1[0], 1 << 40, ctx.data_moduli)  # W * c1: would reveal c1*s mod 2^j
-    assert not derives(ctx, huge_multiplier, seed, c1, a_pk, bits)
+    assert not derives(ctx, polynomial_digest(huge_multiplier), seed, c1, a_pk, bits)
     assert not derives(ctx, honest, other, c1, a_pk, bits)
     assert not derives(ctx, honest, seed, c1, a_pk, bits + 1)
 
